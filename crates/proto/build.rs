@@ -1,0 +1,29 @@
+//! Compiles the project's own .proto files (../../proto) with protox, a pure
+//! Rust protobuf compiler, so no system `protoc` is needed.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        "google/devtools/build/v1/publish_build_event.proto",
+        "build_event_stream/build_event_stream.proto",
+        "command_line/command_line.proto",
+        "tools/protos/spawn.proto",
+        "build/bazel/remote/execution/v2/remote_execution.proto",
+        "google/rpc/error_details.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("descriptor_set.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Generated protobuf types of rbe-proof. Nothing but the messages and the
+//! gRPC service stubs compiled from the project's own `proto/` directory.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// `google.devtools.build.v1`: the Build Event Service.
+pub mod bes {
+    tonic::include_proto!("google.devtools.build.v1");
+}
+
+/// `build_event_stream`: the Build Event Protocol (BEP) subset we read.
+pub mod bep {
+    tonic::include_proto!("build_event_stream");
+}
+
+/// `command_line`: Bazel's structured command line.
+pub mod command_line {
+    tonic::include_proto!("command_line");
+}
+
+/// `tools.protos`: Bazel's execution log (SpawnExec, ExecLogEntry).
+pub mod execlog {
+    tonic::include_proto!("tools.protos");
+}
+
+/// `build.bazel.remote.execution.v2`: the REAPI subset used to ask an
+/// executor's ActionCache about an action.
+pub mod reapi {
+    tonic::include_proto!("build.bazel.remote.execution.v2");
+}
+
+/// `google.rpc`: status details attached to denials.
+pub mod rpc {
+    tonic::include_proto!("google.rpc");
+}
+
+/// The serialized `FileDescriptorSet` of every .proto file above, for
+/// reflection (proto3 JSON to binary conversion of BEP JSON files).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
+
+/// The type URL Bazel puts on every `bazel_event` Any.
+pub const BEP_EVENT_TYPE_URL: &str = "type.googleapis.com/build_event_stream.BuildEvent";
