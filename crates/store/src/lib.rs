@@ -1,1 +1,76 @@
-//! proof-store
+//! Durable per-invocation storage for the rbe-proof BES backend.
+//!
+//! The [`Store`] trait is the seam between the gRPC server and storage. [`FsStore`] is the
+//! embedded default: one append-only, checksummed, zstd-framed journal file per invocation
+//! (the source of truth) plus a derived SQLite index. See `docs/store.md`.
+//!
+//! The API is synchronous; async callers use `spawn_blocking` or a writer thread.
+
+mod error;
+mod fs;
+mod index;
+pub mod journal;
+mod types;
+
+pub use error::StoreError;
+pub use fs::{FsStore, RecoveryReport, TornTail};
+pub use types::{
+    validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
+    InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor, ListFilter,
+    RecordKind, MAX_INVOCATION_ID_LEN,
+};
+
+/// Iterator over the records of one journal, in sequence order.
+pub type RecordIter = Box<dyn Iterator<Item = Result<JournalRecord, StoreError>> + Send>;
+
+/// Storage of invocations: a durable journal of records per invocation plus an index.
+pub trait Store: Send + Sync + 'static {
+    /// Creates the invocation if it is new; returns the current state either way.
+    /// Fails with [`StoreError::TenantMismatch`] if it exists for another tenant.
+    fn open_invocation(&self, meta: &InvocationMeta) -> Result<InvocationState, StoreError>;
+
+    /// Durably appends a batch: `records[0].seq == state.last_seq + 1`, consecutive.
+    /// Returns only once the data is on stable storage; the caller acks Bazel afterwards.
+    /// One call is one group commit (one fsync). An empty batch with flags set stores the
+    /// flags; an empty batch without flags is a no-op.
+    fn append(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError>;
+
+    /// Current state, `None` if the invocation does not exist.
+    fn state(&self, invocation_id: &str) -> Result<Option<InvocationState>, StoreError>;
+
+    /// Streams the journal in sequence order, up to what was durable when `read` was called.
+    fn read(&self, invocation_id: &str) -> Result<RecordIter, StoreError>;
+
+    /// Finalizes the invocation: no more appends. `complete == false` records why in `reason`.
+    /// Calling it again overwrites the outcome and summary.
+    fn mark_complete(
+        &self,
+        invocation_id: &str,
+        complete: bool,
+        reason: Option<&str>,
+        summary: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Records a lifecycle event. Duplicates are ignored (the first one wins); events may
+    /// arrive before the invocation exists or after it is finalized.
+    fn record_lifecycle(
+        &self,
+        build_id: &str,
+        invocation_id: Option<&str>,
+        event: LifecycleEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Everything known about one invocation.
+    fn get(&self, invocation_id: &str) -> Result<Option<InvocationRecord>, StoreError>;
+
+    /// Invocations matching `filter`, newest first.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<InvocationRecord>, StoreError>;
+
+    /// Removes the invocation and its journal (denied or aborted streams). Idempotent.
+    fn delete(&self, invocation_id: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,103 @@
+//! Error type of the store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a [`crate::Store`] call.
+///
+/// Messages say what was wrong and, where there is one, what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The invocation id received from the network is not acceptable as a file name.
+    #[error("invalid invocation id {id:?}: {reason}; ids must be 1-128 characters of [A-Za-z0-9._-] and must not start with '.'")]
+    InvalidInvocationId { id: String, reason: &'static str },
+
+    /// The build id is empty or too long.
+    #[error("invalid build id {id:?}: {reason}")]
+    InvalidBuildId { id: String, reason: &'static str },
+
+    /// The invocation does not exist (never opened, or deleted).
+    #[error("invocation {0:?} not found: call open_invocation before appending or completing it")]
+    NotFound(String),
+
+    /// `open_invocation` was called twice for one id with a different tenant.
+    #[error("invocation {id:?} already exists for tenant {existing:?}, refusing to reopen it for tenant {requested:?}")]
+    TenantMismatch {
+        id: String,
+        existing: Option<String>,
+        requested: Option<String>,
+    },
+
+    /// The first record of a batch does not follow the last stored sequence number.
+    #[error("non-contiguous append to invocation {id:?}: expected seq {expected}, batch starts at {got}; resend from seq {expected}")]
+    SeqGap { id: String, expected: u64, got: u64 },
+
+    /// Records inside one batch are not consecutive.
+    #[error("batch for invocation {id:?} is not consecutive: record {index} has seq {got}, expected {expected}")]
+    NonConsecutive {
+        id: String,
+        index: usize,
+        expected: u64,
+        got: u64,
+    },
+
+    /// One record is larger than a journal frame can hold.
+    #[error("record seq {seq} of invocation {id:?} has a {len}-byte payload, more than the {max}-byte limit of one record")]
+    RecordTooLarge {
+        id: String,
+        seq: u64,
+        len: usize,
+        max: usize,
+    },
+
+    /// The invocation was already finalized with `mark_complete`.
+    #[error("invocation {0:?} is already finalized (mark_complete was called); it accepts no more records")]
+    AlreadyFinalized(String),
+
+    /// A previous write failed and the journal could not be restored to its last good length.
+    #[error("journal of invocation {id:?} is in an unknown state after a failed write ({reason}); restart the server so FsStore::open can recover it")]
+    Poisoned { id: String, reason: String },
+
+    /// The journal on disk does not decode.
+    #[error("journal {path} is corrupt at byte offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A file-system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The SQLite index failed.
+    #[error("index database error while {context}: {source}")]
+    Index {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A JSON column of the index does not decode.
+    #[error("index database holds invalid JSON in {context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Io { context, source }
+    }
+
+    pub(crate) fn index(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Index { context, source }
+    }
+}

@@ -1,0 +1,777 @@
+//! `FsStore`: journals on the local file system plus a SQLite index.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+use crate::error::StoreError;
+use crate::index;
+use crate::journal::{self, JournalReader, ReadError, MAX_RECORD_PAYLOAD};
+use crate::types::{
+    validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
+    InvocationState, JournalRecord, LifecycleEvent, ListFilter,
+};
+use crate::{RecordIter, Store};
+
+/// A torn or corrupt journal tail found and cut by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub invocation_id: String,
+    pub path: PathBuf,
+    /// Length the file was cut to (header plus every good frame).
+    pub good_len: u64,
+    /// Length the file had before.
+    pub file_len: u64,
+    /// Why the first bad frame was rejected.
+    pub reason: String,
+    /// Where the cut bytes were saved for inspection.
+    pub quarantined_to: Option<PathBuf>,
+    /// Last sequence number that survived.
+    pub last_seq: u64,
+}
+
+/// What `FsStore::open` found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Journals that were scanned.
+    pub scanned: u64,
+    /// Torn tails that were cut.
+    pub torn: Vec<TornTail>,
+    /// Invocations whose index row was rebuilt from the journal header (row was missing).
+    pub rebuilt_rows: Vec<String>,
+    /// Invocations whose index state disagreed with the journal and was corrected.
+    pub corrected_states: Vec<String>,
+    /// Index rows whose journal file is gone (marked finalized and incomplete).
+    pub missing_journals: Vec<String>,
+    /// Deletions interrupted by a crash, finished now.
+    pub finished_deletes: Vec<String>,
+    /// Leftover temporary files of interrupted journal creation, removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Files that could not be recovered (unreadable header, I/O errors); left untouched.
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+impl RecoveryReport {
+    /// True if nothing had to be repaired.
+    pub fn is_clean(&self) -> bool {
+        self.torn.is_empty()
+            && self.rebuilt_rows.is_empty()
+            && self.corrected_states.is_empty()
+            && self.missing_journals.is_empty()
+            && self.finished_deletes.is_empty()
+            && self.removed_temp_files.is_empty()
+            && self.errors.is_empty()
+    }
+}
+
+/// An invocation with an open journal, cached while it is being appended to.
+struct Live {
+    file: File,
+    state: InvocationState,
+    /// The index row lags behind `state` (an index write failed); retried on the next call.
+    index_dirty: bool,
+    poisoned: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Removed from the map: whoever locked it must look it up again.
+    evicted: bool,
+    live: Option<Live>,
+}
+
+/// The embedded store. See the crate docs and `docs/store.md`.
+pub struct FsStore {
+    dir: PathBuf,
+    journals: PathBuf,
+    db: Mutex<Connection>,
+    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for FsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStore").field("dir", &self.dir).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves plain data behind; the journal is the truth.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(format!(
+            "fsync of directory {}",
+            dir.display()
+        )))
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store in `dir` and recovers it: finishes interrupted
+    /// deletions, cuts torn journal tails, and rebuilds index state from the journals.
+    /// What was repaired is in [`FsStore::recovery_report`].
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let journals = dir.join("journals");
+        fs::create_dir_all(&journals).map_err(StoreError::io(format!(
+            "creating store directory {}",
+            journals.display()
+        )))?;
+        let conn = index::open(&dir.join("index.sqlite"))?;
+        let mut store = FsStore {
+            dir: dir.to_path_buf(),
+            journals,
+            db: Mutex::new(conn),
+            slots: Mutex::new(HashMap::new()),
+            report: RecoveryReport::default(),
+        };
+        store.report = store.recover()?;
+        Ok(store)
+    }
+
+    /// What recovery found when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn shard_dir(&self, id: &str) -> PathBuf {
+        self.journals
+            .join(format!("{:02x}", crc32fast::hash(id.as_bytes()) & 0xff))
+    }
+
+    /// Path of the journal of `id` (which must be valid).
+    pub fn journal_path(&self, id: &str) -> PathBuf {
+        self.shard_dir(id).join(format!("{id}.journal"))
+    }
+
+    fn quarantine_dir(&self) -> PathBuf {
+        self.dir.join("quarantine")
+    }
+
+    fn recover(&self) -> Result<RecoveryReport, StoreError> {
+        let mut rep = RecoveryReport::default();
+        let rows = index::brief_all(&lock(&self.db))?;
+        let mut by_id: HashMap<String, (bool, u64)> = HashMap::new();
+        for (id, finalized, jlen, deleted) in rows {
+            if deleted || validate_invocation_id(&id).is_err() {
+                let path = self.journal_path(&id);
+                if validate_invocation_id(&id).is_ok() {
+                    match fs::remove_file(&path) {
+                        Ok(()) => sync_dir(&self.shard_dir(&id))?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            rep.errors.push((path, format!("finishing deletion: {e}")));
+                            continue;
+                        }
+                    }
+                }
+                index::remove(&lock(&self.db), &id)?;
+                rep.finished_deletes.push(id);
+                continue;
+            }
+            by_id.insert(id, (finalized, jlen));
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        let shards = fs::read_dir(&self.journals).map_err(StoreError::io(format!(
+            "listing {}",
+            self.journals.display()
+        )))?;
+        for shard in shards {
+            let shard = shard.map_err(StoreError::io("listing journal shards"))?;
+            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let entries = fs::read_dir(shard.path()).map_err(StoreError::io(format!(
+                "listing {}",
+                shard.path().display()
+            )))?;
+            for ent in entries {
+                let ent = ent.map_err(StoreError::io("listing journals"))?;
+                let path = ent.path();
+                let name = ent.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".journal.tmp") {
+                    fs::remove_file(&path).map_err(StoreError::io(format!(
+                        "removing temporary file {}",
+                        path.display()
+                    )))?;
+                    rep.removed_temp_files.push(path);
+                    continue;
+                }
+                let Some(id) = name.strip_suffix(".journal") else {
+                    continue;
+                };
+                if validate_invocation_id(id).is_err() || self.journal_path(id) != path {
+                    rep.errors
+                        .push((path, "unexpected file in the journal directory".into()));
+                    continue;
+                }
+                seen.insert(id.to_string());
+                let file_len = ent.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                match by_id.get(id) {
+                    Some(&(true, jlen)) if jlen == file_len => continue,
+                    _ => {}
+                }
+                rep.scanned += 1;
+                if let Err(e) = self.recover_one(id, by_id.get(id).is_some(), &mut rep) {
+                    rep.errors.push((path, e.to_string()));
+                }
+            }
+        }
+        for (id, (finalized, _)) in &by_id {
+            if seen.contains(id) {
+                continue;
+            }
+            let db = lock(&self.db);
+            if let Some(row) = index::get(&db, id)? {
+                let mut st = row.state;
+                if !finalized || st.complete {
+                    st.finalized = true;
+                    st.complete = false;
+                    st.incomplete_reason = Some("journal file missing at recovery".into());
+                    index::with_full_sync(&db, |c| index::update_state(c, id, &st))?;
+                }
+            }
+            rep.missing_journals.push(id.clone());
+        }
+        for t in &rep.torn {
+            tracing::warn!(
+                invocation_id = %t.invocation_id,
+                good_len = t.good_len,
+                file_len = t.file_len,
+                reason = %t.reason,
+                "cut torn journal tail"
+            );
+        }
+        for (p, e) in &rep.errors {
+            tracing::error!(path = %p.display(), error = %e, "journal recovery failed");
+        }
+        Ok(rep)
+    }
+
+    /// Scans one journal, cuts a torn tail, and writes the recomputed state to the index.
+    fn recover_one(
+        &self,
+        id: &str,
+        has_row: bool,
+        rep: &mut RecoveryReport,
+    ) -> Result<InvocationState, StoreError> {
+        let path = self.journal_path(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let file_len = file
+            .metadata()
+            .map_err(StoreError::io(format!("stat of {}", path.display())))?
+            .len();
+        let scan = journal::scan_reader(BufReader::with_capacity(1 << 20, &file), file_len)
+            .map_err(StoreError::io(format!("reading {}", path.display())))?;
+        let Some(meta) = scan.meta.clone() else {
+            let e = scan.error.unwrap_or_else(|| journal::DecodeError {
+                offset: 0,
+                reason: "bad header".into(),
+            });
+            return Err(StoreError::Corrupt {
+                path,
+                offset: e.offset,
+                reason: e.reason,
+            });
+        };
+        if meta.invocation_id != id {
+            return Err(StoreError::Corrupt {
+                path,
+                offset: 0,
+                reason: format!("header names invocation {:?}", meta.invocation_id),
+            });
+        }
+        if let Some(err) = &scan.error {
+            let quarantined_to = self.quarantine(id, &file, scan.good_len, file_len);
+            file.set_len(scan.good_len)
+                .and_then(|_| file.sync_all())
+                .map_err(StoreError::io(format!(
+                    "cutting the torn tail of {} at {}",
+                    path.display(),
+                    scan.good_len
+                )))?;
+            rep.torn.push(TornTail {
+                invocation_id: id.to_string(),
+                path: path.clone(),
+                good_len: scan.good_len,
+                file_len,
+                reason: format!("at offset {}: {}", err.offset, err.reason),
+                quarantined_to,
+                last_seq: scan.state.last_seq,
+            });
+        }
+        let db = lock(&self.db);
+        let mut state = scan.state;
+        match index::get(&db, id)? {
+            Some(row) if has_row => {
+                state.finalized = row.state.finalized;
+                state.complete = row.state.complete;
+                state.incomplete_reason = row.state.incomplete_reason.clone();
+                if row.state != state {
+                    rep.corrected_states.push(id.to_string());
+                    index::update_state(&db, id, &state)?;
+                }
+            }
+            _ => {
+                index::insert(&db, &meta, &state)?;
+                rep.rebuilt_rows.push(id.to_string());
+            }
+        }
+        Ok(state)
+    }
+
+    /// Copies the bytes about to be cut into `DIR/quarantine/` (best effort).
+    fn quarantine(&self, id: &str, mut file: &File, from: u64, to: u64) -> Option<PathBuf> {
+        use std::io::{Seek, SeekFrom};
+        let qdir = self.quarantine_dir();
+        let dest = qdir.join(format!("{id}.{from}.{}.tail", now_ms()));
+        let r = (|| -> std::io::Result<()> {
+            fs::create_dir_all(&qdir)?;
+            file.seek(SeekFrom::Start(from))?;
+            let mut out = File::create(&dest)?;
+            std::io::copy(&mut file.take(to.saturating_sub(from)), &mut out)?;
+            out.sync_all()
+        })();
+        r.ok().map(|_| dest)
+    }
+
+    /// Finds (or creates) the slot of `id`, locks it and runs `f`. Slots that end up
+    /// without a live journal are dropped from the map.
+    fn with_slot<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Slot) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        loop {
+            let arc = lock(&self.slots).entry(id.to_string()).or_default().clone();
+            let mut slot = lock(&arc);
+            if slot.evicted {
+                continue;
+            }
+            let r = f(&mut slot);
+            if slot.live.is_none() {
+                slot.evicted = true;
+                let mut map = lock(&self.slots);
+                if map.get(id).is_some_and(|a| Arc::ptr_eq(a, &arc)) {
+                    map.remove(id);
+                }
+            }
+            return r;
+        }
+    }
+
+    /// Opens the journal of an existing, unfinalized invocation for appending.
+    fn load_live(&self, id: &str) -> Result<Live, StoreError> {
+        let row = index::get(&lock(&self.db), id)?;
+        let Some(row) = row.filter(|r| !r.deleted) else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        if row.state.finalized {
+            return Err(StoreError::AlreadyFinalized(id.to_string()));
+        }
+        let path = self.journal_path(id);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(StoreError::io(format!(
+                "opening journal {} for appending",
+                path.display()
+            )))?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io(format!("stat of {}", path.display())))?
+            .len();
+        let state = if len != row.state.journal_bytes {
+            // Only possible if a write failed after open; re-run recovery for this journal.
+            let mut rep = RecoveryReport::default();
+            let s = self.recover_one(id, true, &mut rep)?;
+            tracing::warn!(invocation_id = %id, ?rep, "journal length disagreed with the index; recovered");
+            s
+        } else {
+            row.state
+        };
+        Ok(Live {
+            file,
+            state,
+            index_dirty: false,
+            poisoned: None,
+        })
+    }
+
+    fn create_journal(&self, meta: &InvocationMeta) -> Result<u64, StoreError> {
+        let id = &meta.invocation_id;
+        let shard = self.shard_dir(id);
+        fs::create_dir_all(&shard).map_err(StoreError::io(format!(
+            "creating journal directory {}",
+            shard.display()
+        )))?;
+        let path = self.journal_path(id);
+        let tmp = shard.join(format!("{id}.journal.tmp"));
+        let header = journal::encode_header(meta);
+        let ctx = format!("creating journal {}", tmp.display());
+        let mut f = File::create(&tmp).map_err(StoreError::io(ctx.clone()))?;
+        f.write_all(&header)
+            .and_then(|_| f.sync_all())
+            .map_err(StoreError::io(ctx))?;
+        fs::rename(&tmp, &path).map_err(StoreError::io(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )))?;
+        sync_dir(&shard)?;
+        sync_dir(&self.journals)?;
+        Ok(header.len() as u64)
+    }
+
+    fn flush_dirty(&self, id: &str, live: &mut Live) {
+        if live.index_dirty {
+            match index::update_state(&lock(&self.db), id, &live.state) {
+                Ok(()) => live.index_dirty = false,
+                Err(e) => {
+                    tracing::warn!(invocation_id = %id, error = %e, "index update failed again")
+                }
+            }
+        }
+    }
+}
+
+impl Store for FsStore {
+    fn open_invocation(&self, meta: &InvocationMeta) -> Result<InvocationState, StoreError> {
+        let id = meta.invocation_id.as_str();
+        validate_invocation_id(id)?;
+        if let Some(b) = &meta.build_id {
+            validate_build_id(b)?;
+        }
+        self.with_slot(id, |slot| {
+            if let Some(live) = &slot.live {
+                return Ok(live.state.clone());
+            }
+            let existing = index::get(&lock(&self.db), id)?;
+            if let Some(row) = existing.filter(|r| !r.deleted) {
+                if row.meta.tenant != meta.tenant {
+                    return Err(StoreError::TenantMismatch {
+                        id: id.to_string(),
+                        existing: row.meta.tenant,
+                        requested: meta.tenant.clone(),
+                    });
+                }
+                return Ok(row.state);
+            }
+            let len = self.create_journal(meta)?;
+            let state = InvocationState {
+                journal_bytes: len,
+                ..Default::default()
+            };
+            index::insert(&lock(&self.db), meta, &state)?;
+            Ok(state)
+        })
+    }
+
+    fn append(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        self.with_slot(id, |slot| {
+            if slot.live.is_none() {
+                slot.live = Some(self.load_live(id)?);
+            }
+            let live = slot.live.as_mut().expect("just loaded");
+            if let Some(reason) = &live.poisoned {
+                return Err(StoreError::Poisoned {
+                    id: id.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            let expected = live.state.last_seq + 1;
+            if let Some(first) = records.first() {
+                if first.seq != expected {
+                    return Err(StoreError::SeqGap {
+                        id: id.to_string(),
+                        expected,
+                        got: first.seq,
+                    });
+                }
+            }
+            for (i, r) in records.iter().enumerate() {
+                if r.seq != expected + i as u64 {
+                    return Err(StoreError::NonConsecutive {
+                        id: id.to_string(),
+                        index: i,
+                        expected: expected + i as u64,
+                        got: r.seq,
+                    });
+                }
+                if r.payload.len() > MAX_RECORD_PAYLOAD {
+                    return Err(StoreError::RecordTooLarge {
+                        id: id.to_string(),
+                        seq: r.seq,
+                        len: r.payload.len(),
+                        max: MAX_RECORD_PAYLOAD,
+                    });
+                }
+            }
+            let buf = if records.is_empty() {
+                if !flags.any() {
+                    return Ok(live.state.clone());
+                }
+                journal::encode_flags_frame(expected, flags)
+            } else {
+                journal::encode_batch(records, flags)
+            }
+            .map_err(StoreError::io("compressing a journal frame"))?;
+
+            let path = self.journal_path(id);
+            if let Err(e) = live.file.write_all(&buf).and_then(|_| live.file.sync_data()) {
+                // Put the file back to its last good length so the next append starts clean.
+                let good = live.state.journal_bytes;
+                if let Err(e2) = live.file.set_len(good).and_then(|_| live.file.sync_data()) {
+                    live.poisoned = Some(format!("write failed ({e}), then truncate failed ({e2})"));
+                }
+                return Err(StoreError::Io {
+                    context: format!("appending to journal {}", path.display()),
+                    source: e,
+                });
+            }
+            let mut st = live.state.clone();
+            for r in records {
+                st.record_count += 1;
+                st.bytes += r.payload.len() as u64;
+                if r.kind == crate::RecordKind::BepEvent {
+                    st.event_count += 1;
+                }
+            }
+            if let Some(last) = records.last() {
+                st.last_seq = last.seq;
+            }
+            st.saw_build_finished |= flags.saw_build_finished;
+            st.saw_last_message |= flags.saw_last_message;
+            st.saw_stream_finished |= flags.saw_stream_finished;
+            st.journal_bytes += buf.len() as u64;
+            live.state = st;
+            // The data is durable: a failing index write must not fail the append (the caller
+            // would resend records that are already stored). Recovery repairs the index.
+            if let Err(e) = index::update_state(&lock(&self.db), id, &live.state) {
+                tracing::warn!(invocation_id = %id, error = %e, "index update after append failed; will retry");
+                live.index_dirty = true;
+            }
+            Ok(live.state.clone())
+        })
+    }
+
+    fn state(&self, invocation_id: &str) -> Result<Option<InvocationState>, StoreError> {
+        validate_invocation_id(invocation_id)?;
+        let slot = lock(&self.slots).get(invocation_id).cloned();
+        if let Some(slot) = slot {
+            if let Some(live) = &lock(&slot).live {
+                return Ok(Some(live.state.clone()));
+            }
+        }
+        Ok(index::get(&lock(&self.db), invocation_id)?
+            .filter(|r| !r.deleted)
+            .map(|r| r.state))
+    }
+
+    fn read(&self, invocation_id: &str) -> Result<RecordIter, StoreError> {
+        let id = invocation_id;
+        let Some(state) = self.state(id)? else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        let path = self.journal_path(id);
+        let file = File::open(&path).map_err(StoreError::io(format!(
+            "opening journal {}",
+            path.display()
+        )))?;
+        // Read only what was durable at this point; a concurrent append may be mid-write.
+        let limited = BufReader::with_capacity(256 << 10, file).take(state.journal_bytes);
+        let (reader, _meta) = JournalReader::open(limited).map_err(|e| read_err(&path, e))?;
+        Ok(Box::new(FrameIter {
+            reader,
+            path,
+            current: Vec::new().into_iter(),
+            done: false,
+        }))
+    }
+
+    fn mark_complete(
+        &self,
+        invocation_id: &str,
+        complete: bool,
+        reason: Option<&str>,
+        summary: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        let summary = summary.to_string();
+        self.with_slot(id, |slot| {
+            let mut state = match slot.live.as_mut() {
+                Some(live) => {
+                    self.flush_dirty(id, live);
+                    live.state.clone()
+                }
+                None => match index::get(&lock(&self.db), id)?.filter(|r| !r.deleted) {
+                    Some(row) => row.state,
+                    None => return Err(StoreError::NotFound(id.to_string())),
+                },
+            };
+            state.finalized = true;
+            state.complete = complete;
+            state.incomplete_reason = if complete {
+                None
+            } else {
+                Some(reason.unwrap_or("unspecified").to_string())
+            };
+            let db = lock(&self.db);
+            index::with_full_sync(&db, |c| {
+                let tx = c
+                    .unchecked_transaction()
+                    .map_err(StoreError::index("begin"))?;
+                index::update_state(&tx, id, &state)?;
+                index::set_summary(&tx, id, &summary)?;
+                tx.commit()
+                    .map_err(StoreError::index("committing finalization"))
+            })?;
+            // Finalized invocations take no appends: close the journal.
+            slot.live = None;
+            Ok(())
+        })
+    }
+
+    fn record_lifecycle(
+        &self,
+        build_id: &str,
+        invocation_id: Option<&str>,
+        event: LifecycleEvent,
+    ) -> Result<(), StoreError> {
+        validate_build_id(build_id)?;
+        if let Some(id) = invocation_id {
+            validate_invocation_id(id)?;
+        }
+        let db = lock(&self.db);
+        index::with_full_sync(&db, |c| {
+            index::insert_lifecycle(c, build_id, invocation_id, &event, now_ms())
+        })
+    }
+
+    fn get(&self, invocation_id: &str) -> Result<Option<InvocationRecord>, StoreError> {
+        validate_invocation_id(invocation_id)?;
+        let live = self.state(invocation_id)?;
+        let db = lock(&self.db);
+        let Some(mut row) = index::get(&db, invocation_id)?.filter(|r| !r.deleted) else {
+            return Ok(None);
+        };
+        if let Some(s) = live {
+            row.state = s;
+        }
+        index::to_record(&db, row).map(Some)
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<InvocationRecord>, StoreError> {
+        let db = lock(&self.db);
+        index::list(&db, filter)?
+            .into_iter()
+            .map(|row| index::to_record(&db, row))
+            .collect()
+    }
+
+    fn delete(&self, invocation_id: &str) -> Result<(), StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        self.with_slot(id, |slot| {
+            slot.live = None;
+            let db = lock(&self.db);
+            if index::get(&db, id)?.is_none() {
+                return Ok(());
+            }
+            // Tombstone first so a crash in between is finished by recovery, not undone.
+            index::with_full_sync(&db, |c| index::set_deleted(c, id))?;
+            let path = self.journal_path(id);
+            match fs::remove_file(&path) {
+                Ok(()) => sync_dir(&self.shard_dir(id))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        context: format!("deleting journal {}", path.display()),
+                        source: e,
+                    })
+                }
+            }
+            index::remove(&db, id)
+        })
+    }
+}
+
+fn read_err(path: &Path, e: ReadError) -> StoreError {
+    match e {
+        ReadError::Io(source) => StoreError::Io {
+            context: format!("reading journal {}", path.display()),
+            source,
+        },
+        ReadError::Decode(d) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            offset: d.offset,
+            reason: d.reason,
+        },
+    }
+}
+
+/// Streams records frame by frame.
+struct FrameIter<R> {
+    reader: JournalReader<R>,
+    path: PathBuf,
+    current: std::vec::IntoIter<JournalRecord>,
+    done: bool,
+}
+
+impl<R: Read> Iterator for FrameIter<R> {
+    type Item = Result<JournalRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            match self.reader.next_frame() {
+                Ok(Some((_, records))) => self.current = records.into_iter(),
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(read_err(&self.path, e)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The SQLite index: derived from the journals, repairable by `FsStore::open`.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::StoreError;
+use crate::types::{
+    InvocationMeta, InvocationRecord, InvocationSource, InvocationState, LifecycleEvent,
+    LifecycleInfo, ListFilter,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS invocations (
+    invocation_id      TEXT PRIMARY KEY NOT NULL,
+    build_id           TEXT,
+    source             TEXT NOT NULL,
+    tenant             TEXT,
+    instance           TEXT,
+    created_at_ms      INTEGER NOT NULL,
+    last_seq           INTEGER NOT NULL DEFAULT 0,
+    event_count        INTEGER NOT NULL DEFAULT 0,
+    record_count       INTEGER NOT NULL DEFAULT 0,
+    saw_build_finished INTEGER NOT NULL DEFAULT 0,
+    saw_last_message   INTEGER NOT NULL DEFAULT 0,
+    saw_stream_finished INTEGER NOT NULL DEFAULT 0,
+    finalized          INTEGER NOT NULL DEFAULT 0,
+    complete           INTEGER NOT NULL DEFAULT 0,
+    incomplete_reason  TEXT,
+    bytes              INTEGER NOT NULL DEFAULT 0,
+    journal_bytes      INTEGER NOT NULL DEFAULT 0,
+    summary            TEXT,
+    deleted            INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS inv_created ON invocations(created_at_ms DESC, invocation_id DESC);
+CREATE INDEX IF NOT EXISTS inv_tenant ON invocations(tenant, created_at_ms DESC, invocation_id DESC);
+CREATE INDEX IF NOT EXISTS inv_build ON invocations(build_id);
+CREATE TABLE IF NOT EXISTS lifecycle (
+    build_id      TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,  -- '' for build-level events
+    kind          TEXT NOT NULL,
+    attempt       INTEGER,
+    status        TEXT,
+    at_ms         INTEGER NOT NULL,
+    PRIMARY KEY (build_id, invocation_id, kind)
+);
+PRAGMA user_version = 1;
+";
+
+const COLS: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms, last_seq, \
+    event_count, record_count, saw_build_finished, saw_last_message, saw_stream_finished, \
+    finalized, complete, incomplete_reason, bytes, journal_bytes, summary, deleted";
+
+pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let ctx = || format!("opening {}", path.display());
+    let conn = Connection::open(path).map_err(StoreError::index(ctx()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(StoreError::index(ctx()))?;
+    // The journals are the source of truth; a lost index commit is repaired at open.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(StoreError::index(ctx()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(StoreError::index(ctx()))?;
+    conn.execute_batch(SCHEMA)
+        .map_err(StoreError::index("creating the index schema"))?;
+    Ok(conn)
+}
+
+/// Runs `f` with `synchronous=FULL`, for the few writes the journal cannot repair
+/// (finalization, summaries, lifecycle, deletion tombstones).
+pub(crate) fn with_full_sync<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(StoreError::index("switching to synchronous=FULL"))?;
+    let r = f(conn);
+    let back = conn
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(StoreError::index("switching back to synchronous=NORMAL"));
+    let v = r?;
+    back?;
+    Ok(v)
+}
+
+pub(crate) struct Row_ {
+    pub meta: InvocationMeta,
+    pub state: InvocationState,
+    pub summary: Option<String>,
+    pub deleted: bool,
+}
+
+fn i(v: u64) -> i64 {
+    v as i64
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Row_> {
+    let source: String = r.get(2)?;
+    let u = |idx: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(idx)? as u64) };
+    Ok(Row_ {
+        meta: InvocationMeta {
+            invocation_id: r.get(0)?,
+            build_id: r.get(1)?,
+            source: InvocationSource::parse(&source).unwrap_or(InvocationSource::Bes),
+            tenant: r.get(3)?,
+            instance: r.get(4)?,
+            created_at_ms: r.get(5)?,
+        },
+        state: InvocationState {
+            last_seq: u(6)?,
+            event_count: u(7)?,
+            record_count: u(8)?,
+            saw_build_finished: r.get(9)?,
+            saw_last_message: r.get(10)?,
+            saw_stream_finished: r.get(11)?,
+            finalized: r.get(12)?,
+            complete: r.get(13)?,
+            incomplete_reason: r.get(14)?,
+            bytes: u(15)?,
+            journal_bytes: u(16)?,
+        },
+        summary: r.get(17)?,
+        deleted: r.get(18)?,
+    })
+}
+
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Row_>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM invocations WHERE invocation_id = ?1"
+    ))
+    .and_then(|mut st| st.query_row([id], from_row).optional())
+    .map_err(StoreError::index(format!("reading invocation {id:?}")))
+}
+
+pub(crate) fn insert(
+    conn: &Connection,
+    meta: &InvocationMeta,
+    state: &InvocationState,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO invocations (invocation_id, build_id, source, tenant, instance, \
+         created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            meta.invocation_id,
+            meta.build_id,
+            meta.source.as_str(),
+            meta.tenant,
+            meta.instance,
+            meta.created_at_ms
+        ],
+    )
+    .map_err(StoreError::index(format!(
+        "inserting invocation {:?}",
+        meta.invocation_id
+    )))?;
+    update_state(conn, &meta.invocation_id, state)
+}
+
+/// Writes the journal-derived part of the state (and the finalization fields).
+pub(crate) fn update_state(
+    conn: &Connection,
+    id: &str,
+    s: &InvocationState,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE invocations SET last_seq=?2, event_count=?3, record_count=?4, \
+         saw_build_finished=?5, saw_last_message=?6, saw_stream_finished=?7, finalized=?8, \
+         complete=?9, incomplete_reason=?10, bytes=?11, journal_bytes=?12 WHERE invocation_id=?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            id,
+            i(s.last_seq),
+            i(s.event_count),
+            i(s.record_count),
+            s.saw_build_finished,
+            s.saw_last_message,
+            s.saw_stream_finished,
+            s.finalized,
+            s.complete,
+            s.incomplete_reason,
+            i(s.bytes),
+            i(s.journal_bytes)
+        ])
+    })
+    .map_err(StoreError::index(format!("updating state of {id:?}")))?;
+    Ok(())
+}
+
+pub(crate) fn set_summary(conn: &Connection, id: &str, summary: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE invocations SET summary=?2 WHERE invocation_id=?1",
+        params![id, summary],
+    )
+    .map_err(StoreError::index(format!("storing the summary of {id:?}")))?;
+    Ok(())
+}
+
+pub(crate) fn set_deleted(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE invocations SET deleted=1 WHERE invocation_id=?1",
+        [id],
+    )
+    .map_err(StoreError::index(format!("marking {id:?} deleted")))?;
+    Ok(())
+}
+
+pub(crate) fn remove(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM invocations WHERE invocation_id=?1", [id])
+        .and_then(|_| conn.execute("DELETE FROM lifecycle WHERE invocation_id=?1", [id]))
+        .map_err(StoreError::index(format!("removing {id:?}")))?;
+    Ok(())
+}
+
+/// (id, finalized, journal_bytes, deleted) of every row.
+pub(crate) fn brief_all(conn: &Connection) -> Result<Vec<(String, bool, u64, bool)>, StoreError> {
+    let mut st = conn
+        .prepare("SELECT invocation_id, finalized, journal_bytes, deleted FROM invocations")
+        .map_err(StoreError::index("listing invocations for recovery"))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(StoreError::index("listing invocations for recovery"))?;
+    Ok(rows)
+}
+
+pub(crate) fn insert_lifecycle(
+    conn: &Connection,
+    build_id: &str,
+    invocation_id: Option<&str>,
+    ev: &LifecycleEvent,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (attempt, status, at) = match ev {
+        LifecycleEvent::BuildEnqueued { at_ms } => (None, None, *at_ms),
+        LifecycleEvent::InvocationAttemptStarted {
+            attempt_number,
+            at_ms,
+        } => (Some(i(*attempt_number)), None, *at_ms),
+        LifecycleEvent::InvocationAttemptFinished { status, at_ms }
+        | LifecycleEvent::BuildFinished { status, at_ms } => (None, Some(status.as_str()), *at_ms),
+    };
+    conn.execute(
+        "INSERT OR IGNORE INTO lifecycle (build_id, invocation_id, kind, attempt, status, at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            build_id,
+            invocation_id.unwrap_or(""),
+            ev.kind(),
+            attempt,
+            status,
+            at.unwrap_or(now_ms)
+        ],
+    )
+    .map_err(StoreError::index(format!(
+        "recording lifecycle event {} of build {build_id:?}",
+        ev.kind()
+    )))?;
+    Ok(())
+}
+
+/// Lifecycle rows of the invocation itself, plus build-level rows of its build
+/// (and rows recorded with the build id only, before the invocation id was known).
+pub(crate) fn lifecycle_info(
+    conn: &Connection,
+    build_id: Option<&str>,
+    invocation_id: &str,
+) -> Result<LifecycleInfo, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT kind, attempt, status, at_ms FROM lifecycle \
+             WHERE invocation_id = ?1 OR (build_id = ?2 AND invocation_id = '') \
+             ORDER BY invocation_id DESC",
+        )
+        .map_err(StoreError::index("reading lifecycle"))?;
+    let rows = st
+        .query_map(params![invocation_id, build_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(StoreError::index("reading lifecycle"))?;
+    let mut info = LifecycleInfo::default();
+    // Rows carrying the invocation id sort first and win over build-only rows.
+    for (kind, attempt, status, at) in rows {
+        match kind.as_str() {
+            "build_enqueued" if info.build_enqueued_at_ms.is_none() => {
+                info.build_enqueued_at_ms = Some(at)
+            }
+            "attempt_started" if info.attempt_started_at_ms.is_none() => {
+                info.attempt_started_at_ms = Some(at);
+                info.attempt_number = attempt.map(|a| a as u64);
+            }
+            "attempt_finished" if info.attempt_finished_at_ms.is_none() => {
+                info.attempt_finished_at_ms = Some(at);
+                info.attempt_finished_status = status;
+            }
+            "build_finished" if info.build_finished_at_ms.is_none() => {
+                info.build_finished_at_ms = Some(at);
+                info.build_finished_status = status;
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+pub(crate) fn to_record(conn: &Connection, row: Row_) -> Result<InvocationRecord, StoreError> {
+    let summary = match row.summary {
+        Some(s) => Some(serde_json::from_str(&s).map_err(|source| StoreError::Json {
+            context: format!("the summary of {:?}", row.meta.invocation_id),
+            source,
+        })?),
+        None => None,
+    };
+    let lifecycle = lifecycle_info(conn, row.meta.build_id.as_deref(), &row.meta.invocation_id)?;
+    Ok(InvocationRecord {
+        meta: row.meta,
+        state: row.state,
+        summary,
+        lifecycle,
+    })
+}
+
+pub(crate) fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Row_>, StoreError> {
+    let mut sql = format!("SELECT {COLS} FROM invocations WHERE deleted = 0");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    use rusqlite::types::Value;
+    if let Some(t) = &f.tenant {
+        args.push(Value::Text(t.clone()));
+        sql += &format!(" AND tenant = ?{}", args.len());
+    }
+    if let Some(b) = &f.build_id {
+        args.push(Value::Text(b.clone()));
+        sql += &format!(" AND build_id = ?{}", args.len());
+    }
+    match f.complete {
+        Some(true) => sql += " AND finalized = 1 AND complete = 1",
+        Some(false) => sql += " AND NOT (finalized = 1 AND complete = 1)",
+        None => {}
+    }
+    if let Some(c) = &f.cursor {
+        args.push(Value::Integer(c.created_at_ms));
+        let a = args.len();
+        args.push(Value::Text(c.invocation_id.clone()));
+        let b = args.len();
+        sql += &format!(
+            " AND (created_at_ms < ?{a} OR (created_at_ms = ?{a} AND invocation_id < ?{b}))"
+        );
+    }
+    let limit = match f.limit {
+        0 => 100,
+        n => n.min(1000),
+    };
+    args.push(Value::Integer(limit as i64));
+    let l = args.len();
+    args.push(Value::Integer(f.offset.min(i64::MAX as usize) as i64));
+    let o = args.len();
+    sql += &format!(" ORDER BY created_at_ms DESC, invocation_id DESC LIMIT ?{l} OFFSET ?{o}");
+    let mut st = conn
+        .prepare(&sql)
+        .map_err(StoreError::index("listing invocations"))?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), from_row)
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(StoreError::index("listing invocations"))?;
+    Ok(rows)
+}
