@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# tests/run-all.sh - rbe-proof's whole test suite, on a fresh Debian bookworm
+# machine too:
+#   1. tests/rig/install-deps.sh     apt + BuildGrid venv (only what is missing)
+#   2. tests/rig/start-rig.sh        BuildGrid + bot on 127.0.0.1 ($RIG_PORT, 50051)
+#   3. cargo test --workspace --all-targets, then cargo test --workspace --doc
+#   4. run_extras                    bounded fuzz runs, benchmark smoke (TODO)
+#   5. tests/rig/stop-rig.sh         always (EXIT trap), if this script started the rig
+# Exit code: cargo's (the first failing cargo command's), else run_extras'.
+#
+# The tests see (exported):
+#   PROOF_RIG=1                      the rig is up: real-Bazel end-to-end tests run
+#   RIG_DIR RIG_REMOTE_EXECUTOR RIG_INSTANCE_NAMES RIG_BOT_JOURNAL
+#   RIG_BUILDGRID_VERSION            from $RIG_DIR/run/rig.env
+#   PROOF_REPO_ROOT                  this checkout
+#   PROOF_SPOKE_DIR                  examples/spoke (copy it, never build in place)
+#   PROOF_BAZELRC                    bazel/proof.bazelrc
+#   PROOF_COPY_SPOKE                 tests/rig/copy-spoke.sh DEST
+#   PROOF_RUN_BAZEL                  tests/rig/run-bazel.sh WS [STARTUP...] -- ARGS...
+#   RUN_BAZEL_MAX_IDLE               idle Bazel servers exit after this (60 s here)
+# Extra arguments are passed to both cargo test commands (before "--"), e.g.
+#   bash tests/run-all.sh -p proof-server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+say() { printf 'run-all: %s\n' "$*" >&2; }
+export RIG_DIR="${RIG_DIR:-/tmp/rbe-proof-rig}"
+
+# ----------------------------------------------------------------- install
+bash tests/rig/install-deps.sh
+
+# --------------------------------------------------------------- rig start
+RIG_STARTED=0
+stop_rig() {
+    if [ "$RIG_STARTED" = 1 ]; then
+        say "stopping the rig"
+        bash tests/rig/stop-rig.sh || say "warning: stop-rig.sh failed"
+        RIG_STARTED=0
+    fi
+}
+trap stop_rig EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_log="$(mktemp -t run-all-start.XXXXXX)"
+RIG_STARTED=1   # from here on a partial start is cleaned up too
+start_rc=0
+bash tests/rig/start-rig.sh --no-install 2> "$start_log" || start_rc=$?
+cat "$start_log" >&2
+if grep -q "already running" "$start_log"; then
+    say "using a rig that was already running (not stopping it afterwards)"
+    RIG_STARTED=0
+fi
+if [ "$start_rc" != 0 ]; then
+    rm -f "$start_log"
+    say "ERROR: the rig did not start"
+    exit 1
+fi
+rm -f "$start_log"
+set -a
+# shellcheck disable=SC1091
+. "$RIG_DIR/run/rig.env"
+set +a
+export PROOF_RIG=1
+export PROOF_REPO_ROOT="$ROOT"
+export PROOF_SPOKE_DIR="$ROOT/examples/spoke"
+export PROOF_BAZELRC="$ROOT/bazel/proof.bazelrc"
+export PROOF_COPY_SPOKE="$ROOT/tests/rig/copy-spoke.sh"
+export PROOF_RUN_BAZEL="$ROOT/tests/rig/run-bazel.sh"
+export RUN_BAZEL_MAX_IDLE="${RUN_BAZEL_MAX_IDLE:-60}"
+
+# ------------------------------------------------------- extras (later work)
+# Bounded fuzz runs and the benchmarks smoke test go here; the rig is up and
+# the variables above are exported.  Return non-zero on failure.
+run_extras() {
+    : # TODO(fuzz): bounded fuzz runs, e.g. a few seconds per target
+    : # TODO(bench): benchmarks smoke run
+    return 0
+}
+
+# -------------------------------------------------------------------- tests
+cargo_rc=0
+t=$(date +%s)
+say "cargo test --workspace --all-targets $*"
+cargo test --workspace --all-targets "$@" || cargo_rc=$?
+if [ "$cargo_rc" = 0 ]; then
+    say "cargo test --workspace --doc $*"
+    cargo test --workspace --doc "$@" || cargo_rc=$?
+fi
+say "cargo tests finished with exit code $cargo_rc in $(( $(date +%s) - t ))s"
+
+extras_rc=0
+run_extras || extras_rc=$?
+[ "$extras_rc" = 0 ] || say "extras failed with exit code $extras_rc"
+
+if [ "$cargo_rc" != 0 ]; then exit "$cargo_rc"; fi
+exit "$extras_rc"
