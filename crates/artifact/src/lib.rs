@@ -7,5 +7,18 @@
 //! `docs/proof-format.md`.
 
 pub mod dsse;
+mod hashio;
 pub mod keys;
+pub mod policy;
+pub mod record;
+pub mod statement;
+pub mod summary;
 pub mod tar;
+pub mod verify;
+
+pub use keys::{
+    generate, keyid, load_private_pem, load_public_pem, KeyError, SigningKey, VerifyingKey,
+};
+pub use policy::{Policy, PolicyCheck};
+pub use record::{record, record_delimited, RecordError, RecordOutcome};
+pub use verify::{verify, verify_path, Check, Report, VerifyError};

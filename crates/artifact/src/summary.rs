@@ -1,0 +1,89 @@
+//! `summary.md`: a Markdown digest of the evidence for a pull-request comment.
+
+use std::fmt::Write as _;
+
+use proof_evidence::Evidence;
+
+use crate::policy::Policy;
+
+/// Makes `s` safe inside a Markdown inline code span in a table cell.
+fn code(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| match c {
+            '`' => '\'',
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    format!("`{clean}`")
+}
+
+/// Renders the summary of `evidence` judged by `policy`.
+pub fn render(ev: &Evidence, policy: &Policy) -> String {
+    let checks = policy.evaluate(ev);
+    let passed = checks.iter().all(|c| c.ok);
+    let mut s = String::new();
+    let verdict = if passed {
+        "✅ remote execution proven"
+    } else {
+        "❌ remote execution NOT proven"
+    };
+    let _ = writeln!(s, "## rbe-proof: {verdict}\n");
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| Invocation | {} |", code(&ev.invocation_id));
+    let mut command = format!("bazel {}", ev.command);
+    for p in &ev.patterns {
+        command.push(' ');
+        command.push_str(p);
+    }
+    let _ = writeln!(s, "| Command | {} |", code(&command));
+    let exit = match &ev.exit_code {
+        Some(c) => format!("{} ({})", c.code, code(&c.name)),
+        None => "none (no BuildFinished)".to_string(),
+    };
+    let _ = writeln!(s, "| Exit code | {exit} |");
+    let executor = match &ev.executor.remote_executor {
+        Some(url) if ev.executor.forced => format!("{} (forced)", code(url)),
+        Some(url) => format!("{} (not forced)", code(url)),
+        None => "none".to_string(),
+    };
+    let _ = writeln!(s, "| Remote executor | {executor} |");
+    let count = |n: Option<u64>| n.map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    let _ = writeln!(
+        s,
+        "| Remote executions | {} |",
+        count(ev.processes.remote_executions)
+    );
+    let _ = writeln!(
+        s,
+        "| Remote cache hits | {} |",
+        count(ev.processes.remote_cache_hits)
+    );
+    if ev.worker_images.is_empty() {
+        let _ = writeln!(s, "| Worker images | none known |");
+    }
+    for w in &ev.worker_images {
+        let pinned = if w.pinned { "pinned" } else { "**not pinned**" };
+        let spawns = w
+            .remote_spawns
+            .map_or_else(String::new, |n| format!(", {n} remote spawns"));
+        let _ = writeln!(
+            s,
+            "| Worker image | {} ({pinned}{spawns}) |",
+            code(&w.image)
+        );
+    }
+    let _ = writeln!(s, "\n### Policy\n");
+    for c in &checks {
+        let mark = if c.ok { "✅" } else { "❌" };
+        let _ = writeln!(s, "- {mark} `{}`: {}", c.name, c.detail.replace('\n', " "));
+    }
+    let _ = writeln!(
+        s,
+        "\nVerify with `proof verify {}.proof.tar --key <public key>`.",
+        ev.invocation_id
+    );
+    s
+}
