@@ -18,8 +18,8 @@
 #   PROOF_COPY_SPOKE                 tests/rig/copy-spoke.sh DEST
 #   PROOF_RUN_BAZEL                  tests/rig/run-bazel.sh WS [STARTUP...] -- ARGS...
 #   RUN_BAZEL_MAX_IDLE               idle Bazel servers exit after this (60 s here)
-# Extra arguments are passed to both cargo test commands (before "--"), e.g.
-#   bash tests/run-all.sh -p proof-server
+# Extra arguments are appended to both cargo test commands, e.g.
+#   bash tests/run-all.sh --no-fail-fast   or   bash tests/run-all.sh -- --test-threads=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"

@@ -36,7 +36,7 @@ stop_one() {
         rm -f "$pidfile"
         return 0
     fi
-    pgid="$(ps -o pgid= -p "$pid" | tr -d ' ')"
+    pgid="$(sed -e 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f3)"  # state ppid pgrp
     say "$name: sending $sig to pid $pid"
     kill -"$sig" "$pid" 2>/dev/null
     # Only signal the group when the component leads it (setsid in start-rig.sh).
