@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "google/devtools/build/v1/publish_build_event.proto",
         "build_event_stream/build_event_stream.proto",
         "command_line/command_line.proto",
+        "options/option_filters.proto",
         "tools/protos/spawn.proto",
         "build/bazel/remote/execution/v2/remote_execution.proto",
         "google/rpc/error_details.proto",
@@ -22,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        .btree_map(".")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

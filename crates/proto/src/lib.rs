@@ -41,3 +41,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The type URL Bazel puts on every `bazel_event` Any.
 pub const BEP_EVENT_TYPE_URL: &str = "type.googleapis.com/build_event_stream.BuildEvent";
+
+/// `options`: Bazel's option tag enums.
+pub mod options {
+    tonic::include_proto!("options");
+}

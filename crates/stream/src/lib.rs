@@ -1,5 +1,14 @@
-//! Pure stream handling for rbe-proof: no file or network I/O happens here.
+//! Pure stream handling for rbe-proof: no file or network I/O happens here;
+//! readers take whatever `Read` the caller opened.
 //!
 //! - [`delimited`]: varint length-delimited framing.
+//! - [`bepfile`]: BEP binary and JSON file readers (format detected).
+//! - [`probe`]: a cheap look at one event (kind, BuildStarted, BuildFinished, last_message).
+//! - [`sequencer`]: the BES sequence rules (append, duplicate, refuse).
+//! - [`summary`]: an invocation's identity from its events.
 
+pub mod bepfile;
 pub mod delimited;
+pub mod probe;
+pub mod sequencer;
+pub mod summary;

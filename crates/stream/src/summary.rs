@@ -1,0 +1,203 @@
+//! The identity of an invocation, derived from its raw BEP events in one
+//! streaming pass: what `proof show` prints and the index keeps.
+
+use proof_proto::bep::{build_event::Payload, build_event_id::Id, BuildEvent};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::delimited::encode_varint;
+
+/// Bazel's exit code: name and number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCode {
+    pub name: String,
+    pub code: i32,
+}
+
+/// What one invocation was, as its stream says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `BuildStarted.uuid`.
+    pub invocation_id: Option<String>,
+    /// `BuildStarted.build_tool_version`; null when Bazel did not say (Debian's 4.2.3).
+    pub bazel_version: Option<String>,
+    pub command: Option<String>,
+    pub patterns: Vec<String>,
+    pub exit_code: Option<ExitCode>,
+    /// RFC 3339, from BuildStarted.
+    pub started_at: Option<String>,
+    /// RFC 3339, from BuildFinished.
+    pub finished_at: Option<String>,
+    pub event_count: u64,
+    pub build_finished: bool,
+    pub last_message: bool,
+    /// sha256 of the events in `--build_event_binary_file` form (each event
+    /// with its varint length prefix): equals `sha256sum bep.bin` when the
+    /// stream is the same.
+    pub stream_sha256: String,
+}
+
+/// Builds a [`Summary`] one event at a time.
+#[derive(Default)]
+pub struct SummaryBuilder {
+    hasher: Sha256,
+    s: Partial,
+}
+
+#[derive(Default)]
+struct Partial {
+    invocation_id: Option<String>,
+    bazel_version: Option<String>,
+    command: Option<String>,
+    patterns: Vec<String>,
+    exit_code: Option<ExitCode>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    event_count: u64,
+    build_finished: bool,
+    last_message: bool,
+}
+
+/// Formats unix milliseconds (or a protobuf Timestamp) as RFC 3339 UTC.
+pub fn rfc3339(seconds: i64, nanos: i32) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(seconds).ok()?;
+    let t = t + time::Duration::nanoseconds(i64::from(nanos.clamp(0, 999_999_999)));
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn from_millis(ms: i64) -> Option<String> {
+    if ms == 0 {
+        return None;
+    }
+    rfc3339(
+        ms.div_euclid(1000),
+        (ms.rem_euclid(1000) * 1_000_000) as i32,
+    )
+}
+
+impl SummaryBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one serialized event. Undecodable bytes still count and are
+    /// hashed (the journal keeps them); they just add no facts.
+    pub fn push(&mut self, event: &[u8]) {
+        let mut prefix = Vec::with_capacity(10);
+        encode_varint(event.len() as u64, &mut prefix);
+        self.hasher.update(&prefix);
+        self.hasher.update(event);
+        self.s.event_count += 1;
+        let Ok(ev) = <BuildEvent as prost::Message>::decode(event) else {
+            return;
+        };
+        if ev.last_message {
+            self.s.last_message = true;
+        }
+        if let Some(Id::Pattern(p)) = ev.id.as_ref().and_then(|i| i.id.as_ref()) {
+            if self.s.patterns.is_empty() {
+                self.s.patterns.clone_from(&p.pattern);
+            }
+        }
+        match ev.payload {
+            Some(Payload::Started(st)) => {
+                self.s.invocation_id = Some(st.uuid);
+                self.s.bazel_version = Some(st.build_tool_version).filter(|v| !v.is_empty());
+                self.s.command = Some(st.command).filter(|v| !v.is_empty());
+                self.s.started_at = st
+                    .start_time
+                    .and_then(|t| rfc3339(t.seconds, t.nanos))
+                    .or_else(|| from_millis(st.start_time_millis));
+            }
+            Some(Payload::Finished(f)) => {
+                self.s.build_finished = true;
+                let code = f.exit_code.unwrap_or_default();
+                let name = if code.name.is_empty() && code.code == 0 {
+                    "SUCCESS".into()
+                } else {
+                    code.name
+                };
+                self.s.exit_code = Some(ExitCode {
+                    name,
+                    code: code.code,
+                });
+                self.s.finished_at = f
+                    .finish_time
+                    .and_then(|t| rfc3339(t.seconds, t.nanos))
+                    .or_else(|| from_millis(f.finish_time_millis));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(self) -> Summary {
+        let s = self.s;
+        Summary {
+            invocation_id: s.invocation_id,
+            bazel_version: s.bazel_version,
+            command: s.command,
+            patterns: s.patterns,
+            exit_code: s.exit_code,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            event_count: s.event_count,
+            build_finished: s.build_finished,
+            last_message: s.last_message,
+            stream_sha256: hex::encode(self.hasher.finalize()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delimited::DelimitedReader;
+
+    #[test]
+    fn summary_of_the_real_remote_build() {
+        let bin = include_bytes!("../../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin");
+        let mut b = SummaryBuilder::new();
+        for ev in DelimitedReader::new(&bin[..]) {
+            b.push(&ev.unwrap());
+        }
+        let s = b.finish();
+        assert_eq!(
+            s.invocation_id.as_deref(),
+            Some("0816e8e2-00a1-4628-8d9a-2d2de819df6b")
+        );
+        assert_eq!(
+            s.bazel_version, None,
+            "Debian's 4.2.3 leaves build_tool_version empty"
+        );
+        assert_eq!(s.command.as_deref(), Some("build"));
+        assert_eq!(s.patterns, vec!["//...".to_string()]);
+        assert_eq!(
+            s.exit_code,
+            Some(ExitCode {
+                name: "SUCCESS".into(),
+                code: 0
+            })
+        );
+        assert_eq!(s.event_count, 81);
+        assert!(s.build_finished && s.last_message);
+        assert_eq!(s.started_at.as_deref(), Some("2026-11-26T23:29:39.867Z"));
+        assert_eq!(s.stream_sha256, hex::encode(Sha256::digest(bin)));
+    }
+
+    #[test]
+    fn failing_build_exit_code() {
+        let bin = include_bytes!("../../../tests/fixtures/bazel-4.2.3/failing-build/bep.bin");
+        let mut b = SummaryBuilder::new();
+        for ev in DelimitedReader::new(&bin[..]) {
+            b.push(&ev.unwrap());
+        }
+        assert_eq!(
+            b.finish().exit_code,
+            Some(ExitCode {
+                name: "BUILD_FAILURE".into(),
+                code: 1
+            })
+        );
+    }
+}
