@@ -1,1 +1,973 @@
-//! proof-evidence
+//! proof-evidence: derives rbe-proof's evidence — the signed predicate —
+//! from a Bazel Build Event Protocol stream and, optionally, the execution
+//! log written by the same command.
+//!
+//! Pure and streaming: bytes in, [`Evidence`] out; no file or network I/O;
+//! events are decoded one at a time and only aggregates are kept. The result
+//! is deterministic (sorted maps and lists, integers only, timestamps only
+//! from the stream) so that a verifier re-deriving it from the same bytes
+//! gets an equal value.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), proof_evidence::EvidenceError> {
+//! let bep = std::io::empty();
+//! let evidence = proof_evidence::derive_from_delimited(bep, None::<std::io::Empty>)?;
+//! println!("{}", serde_json::to_string_pretty(&evidence).unwrap());
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod execlog;
+mod options;
+pub mod runners;
+pub mod summary;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use proof_proto::bep::{build_event, build_event_id, BuildEvent, TestStatus};
+use proof_stream::delimited::DelimitedReader;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+pub use error::EvidenceError;
+pub use execlog::{ActionDigest, ExecLogFormat};
+pub use options::OptionSource;
+pub use runners::RunnerClass;
+
+use options::{Opt, Options};
+use summary::{ProcessSummary, ProgressScanner};
+
+/// Version of the [`Evidence`] schema; bump on any change of its JSON shape
+/// or of how a field is derived.
+pub const PREDICATE_VERSION: &str = "v1";
+
+/// Everything rbe-proof asserts about one Bazel invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Always [`PREDICATE_VERSION`].
+    pub predicate_version: String,
+    /// BuildStarted.uuid.
+    pub invocation_id: String,
+    /// BuildStarted.build_tool_version; `None` when empty (e.g. Debian's 4.2.3).
+    pub bazel_version: Option<String>,
+    /// build, test, run, …
+    pub command: String,
+    /// The target patterns, from the pattern event id.
+    pub patterns: Vec<String>,
+    /// RFC 3339, from BuildStarted.start_time or start_time_millis.
+    pub started_at: Option<String>,
+    /// RFC 3339, from BuildFinished.finish_time or finish_time_millis.
+    pub finished_at: Option<String>,
+    /// BuildFinished.exit_code; `None` when no BuildFinished was seen.
+    pub exit_code: Option<ExitCode>,
+    /// BuildFinished seen with exit code 0.
+    pub success: bool,
+    /// BuildFinished and the `last_message` event were both seen.
+    pub complete: bool,
+    /// Number of BEP events read.
+    pub event_count: u64,
+    /// Top-level targets by label.
+    pub targets: BTreeMap<String, TargetOutcome>,
+    /// Tests by label.
+    pub tests: BTreeMap<String, TestOutcome>,
+    /// BuildMetadata (`--build_metadata=K=V`).
+    pub build_metadata: BTreeMap<String, String>,
+    /// WorkspaceStatus items (commit, CI run URL, … from
+    /// `--workspace_status_command`).
+    pub workspace_status: BTreeMap<String, String>,
+    /// How remote execution was configured.
+    pub executor: Executor,
+    /// How many processes ran where.
+    pub processes: Processes,
+    /// Worker container images, one entry per distinct image (never merged).
+    pub worker_images: Vec<WorkerImage>,
+    /// True when at least one image is known for remote executions and all
+    /// of them are pinned by digest; `None` when no such image is known.
+    pub all_remote_images_pinned: Option<bool>,
+    /// Summary of the execution log, when one was supplied.
+    pub exec_log: Option<ExecLogSummary>,
+    /// Raw-ish metrics for KPIs.
+    pub build_metrics: BuildMetricsFacts,
+}
+
+/// BuildFinished.exit_code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCode {
+    pub name: String,
+    pub code: i32,
+}
+
+/// Outcome of one top-level target (all its configurations and aspects).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetOutcome {
+    /// e.g. "genrule rule"; `None` when no TargetConfigured was seen.
+    pub kind: Option<String>,
+    /// `None` when the target never completed (nor was aborted).
+    pub success: Option<bool>,
+}
+
+/// Outcome of one test target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestOutcome {
+    /// TestSummary.overall_status, else the status of the last attempt.
+    pub status: String,
+    /// The runner of the test spawns when all attempts agree (e.g. "remote").
+    pub strategy: Option<String>,
+    /// Every distinct non-empty TestResult.execution_info.strategy, sorted.
+    pub strategies: Vec<String>,
+    /// Every attempt came from the local action cache.
+    pub cached_locally: bool,
+    /// Every attempt came from the remote cache.
+    pub cached_remotely: bool,
+    /// Number of TestResult events (runs × shards × attempts).
+    pub attempts: u64,
+}
+
+/// The effective remote-execution configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executor {
+    /// Effective `--remote_executor` (last occurrence; empty = unset),
+    /// credentials in the URL removed.
+    pub remote_executor: Option<String>,
+    /// Where the options were read; `None` when the stream had none.
+    pub source: Option<OptionSource>,
+    pub remote_instance_name: Option<String>,
+    pub remote_cache: Option<String>,
+    pub bes_backend: Option<String>,
+    pub bes_instance_name: Option<String>,
+    /// `--remote_default_exec_properties` / `--remote_exec_properties`
+    /// (and legacy `--remote_default_platform_properties`), later wins.
+    pub exec_properties: BTreeMap<String, String>,
+    pub remote_upload_local_results: Option<bool>,
+    pub remote_accept_cached: Option<bool>,
+    pub remote_local_fallback: Option<bool>,
+    /// Header flag → header names (never values).
+    pub header_keys: BTreeMap<String, Vec<String>>,
+    pub spawn_strategy: Option<String>,
+    /// Every `--strategy` value in order.
+    pub strategies: Vec<String>,
+    /// True when nothing in the configuration lets spawns run elsewhere than
+    /// on the remote executor.
+    pub forced: bool,
+    /// Why `forced` is false (empty when it is true).
+    pub not_forced_reasons: Vec<String>,
+}
+
+/// Where a process figure was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessSource {
+    /// BuildMetrics.action_summary.runner_count (5.x+).
+    RunnerCount,
+    /// The "process stats" BuildToolLogs entry.
+    ProcessStatsLog,
+    /// The `INFO: N processes: …` line in Progress stderr.
+    ProgressInfoLine,
+    /// Counted from the execution log.
+    ExecLog,
+}
+
+/// One process figure as found in one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessFigure {
+    pub source: ProcessSource,
+    /// Bazel's total (runner_count "total", the summary's N, or the number
+    /// of logged spawns). Not required to equal the sum of `runners`.
+    pub total: Option<u64>,
+    /// Runner name → count.
+    pub runners: BTreeMap<String, u64>,
+    /// Runner name → exec_kind (runner_count of 7.0+ only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exec_kinds: BTreeMap<String, String>,
+    /// Counts summed per [`RunnerClass`].
+    pub by_class: BTreeMap<RunnerClass, u64>,
+}
+
+/// Process counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processes {
+    /// Spawns executed by the remote executor (runner exactly "remote") per
+    /// the best source; cache hits are not executions. `None`: no source.
+    pub remote_executions: Option<u64>,
+    /// Remote cache hits per the same source.
+    pub remote_cache_hits: Option<u64>,
+    /// The source of the two figures above.
+    pub source: Option<ProcessSource>,
+    /// Every figure found, in precedence order.
+    pub sources: Vec<ProcessFigure>,
+}
+
+/// Where a worker image was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// Per-spawn platform properties in the execution log.
+    ExecLog,
+    /// The effective `--remote_default_exec_properties`.
+    DefaultExecProperties,
+}
+
+/// One worker container image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerImage {
+    /// The `container-image` platform property value.
+    pub image: String,
+    /// Ends in `@sha256:` followed by exactly 64 lower-case hex digits.
+    pub pinned: bool,
+    pub source: ImageSource,
+    /// Remote-executed spawns with this image (`None` when not known).
+    pub remote_spawns: Option<u64>,
+    /// Remote/disk cache-hit spawns with this image (`None` when not known).
+    pub cache_hit_spawns: Option<u64>,
+}
+
+/// Millisecond sums of spawn metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSums {
+    /// Spawns that carried metrics.
+    pub spawns: u64,
+    pub total_ms: u64,
+    pub queue_ms: u64,
+    pub fetch_ms: u64,
+    pub upload_ms: u64,
+    pub execution_wall_ms: u64,
+    pub setup_ms: u64,
+    pub network_ms: u64,
+}
+
+/// Summary of the execution log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecLogSummary {
+    pub format: ExecLogFormat,
+    /// Invocation id from the compact log's Invocation entry (newest Bazel).
+    pub invocation_id: Option<String>,
+    /// Digest function from the compact log's Invocation entry.
+    pub hash_function: Option<String>,
+    pub spawns: u64,
+    /// Runner name → spawns.
+    pub runners: BTreeMap<String, u64>,
+    /// Spawns with a non-zero exit code or a status.
+    pub failed_spawns: u64,
+    /// Action digests of remote-executed spawns, sorted, distinct (absent
+    /// from 4.x logs).
+    pub remote_action_digests: Vec<ActionDigest>,
+    /// Metric sums over remote-executed spawns.
+    pub remote_metrics: MetricsSums,
+}
+
+/// Metrics and tool logs useful for KPIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildMetricsFacts {
+    /// `false` when no BuildMetrics event was seen (all numbers then `None`).
+    pub present: bool,
+    pub actions_created: Option<i64>,
+    pub actions_executed: Option<i64>,
+    /// Local action cache, when action_cache_statistics is present (6.x+).
+    pub action_cache_hits: Option<i64>,
+    pub action_cache_misses: Option<i64>,
+    pub cpu_time_ms: Option<i64>,
+    pub wall_time_ms: Option<i64>,
+    pub analysis_phase_time_ms: Option<i64>,
+    pub execution_phase_time_ms: Option<i64>,
+    pub critical_path_ms: Option<u64>,
+    pub targets_configured: Option<i64>,
+    pub packages_loaded: Option<i64>,
+    /// The "elapsed time" tool log (seconds as text).
+    pub elapsed_time_log: Option<String>,
+    /// First line of the "critical path" tool log.
+    pub critical_path_log: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct TestAccum {
+    summary_status: Option<i32>,
+    last_status: i32,
+    strategies: BTreeSet<String>,
+    all_cached_locally: bool,
+    all_cached_remotely: bool,
+    attempts: u64,
+}
+
+#[derive(Debug)]
+struct Started {
+    uuid: String,
+    version: String,
+    command: String,
+    started_at: Option<String>,
+    options_description: String,
+}
+
+#[derive(Debug, Default)]
+struct ExecAccum {
+    format: Option<ExecLogFormat>,
+    invocation_id: Option<String>,
+    hash_function: Option<String>,
+    spawns: u64,
+    runners: BTreeMap<String, u64>,
+    failed: u64,
+    digests: BTreeSet<ActionDigest>,
+    sums: MetricsSums,
+    /// image → (remote spawns, cache-hit spawns)
+    images: BTreeMap<String, (u64, u64)>,
+    /// Local spawns that were allowed to run remotely (fallback suspects).
+    local_remotable: u64,
+}
+
+/// Incrementally derives [`Evidence`]: feed every BEP event in stream order
+/// with [`push_event`](Self::push_event), optionally the execution log with
+/// [`push_exec_log`](Self::push_exec_log), then call
+/// [`finish`](Self::finish).
+#[derive(Debug, Default)]
+pub struct EvidenceBuilder {
+    events: u64,
+    started: Option<Started>,
+    patterns: Vec<String>,
+    finished: Option<(ExitCode, Option<String>)>,
+    last_message: bool,
+    targets: BTreeMap<String, TargetOutcome>,
+    tests: BTreeMap<String, TestAccum>,
+    build_metadata: BTreeMap<String, String>,
+    workspace_status: BTreeMap<String, String>,
+    canonical: Option<Vec<Opt>>,
+    options_parsed: Option<Vec<Opt>>,
+    runner_count: Option<ProcessFigure>,
+    process_stats: Option<ProcessSummary>,
+    progress: ProgressScanner,
+    metrics: BuildMetricsFacts,
+    exec: Option<ExecAccum>,
+}
+
+fn rfc3339_nanos(nanos: i128) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn timestamp(ts: Option<&prost_types::Timestamp>, millis: i64) -> Option<String> {
+    match ts {
+        Some(ts) => rfc3339_nanos(i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)),
+        None if millis != 0 => rfc3339_nanos(i128::from(millis) * 1_000_000),
+        None => None,
+    }
+}
+
+fn test_status_name(v: i32) -> String {
+    TestStatus::try_from(v).map_or_else(|_| format!("UNKNOWN_{v}"), |s| s.as_str_name().to_string())
+}
+
+fn add(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    let slot = map.entry(key.to_string()).or_insert(0);
+    *slot = slot.saturating_add(n);
+}
+
+fn by_class(runners: &BTreeMap<String, u64>) -> BTreeMap<RunnerClass, u64> {
+    let mut out = BTreeMap::new();
+    for (name, count) in runners {
+        let slot = out.entry(runners::classify(name)).or_insert(0u64);
+        *slot = slot.saturating_add(*count);
+    }
+    out
+}
+
+fn figure(
+    source: ProcessSource,
+    total: Option<u64>,
+    runners: BTreeMap<String, u64>,
+) -> ProcessFigure {
+    ProcessFigure {
+        source,
+        total,
+        by_class: by_class(&runners),
+        runners,
+        exec_kinds: BTreeMap::new(),
+    }
+}
+
+/// Ends in `@sha256:` + exactly 64 lower-case hex digits.
+pub fn is_pinned_image(image: &str) -> bool {
+    image.rfind("@sha256:").is_some_and(|at| {
+        let hex = &image[at + "@sha256:".len()..];
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The platform property naming the worker image.
+pub const CONTAINER_IMAGE: &str = "container-image";
+
+impl EvidenceBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One serialized `build_event_stream.BuildEvent` (the bytes of one
+    /// bep.bin record, or the value of a BES `bazel_event` Any).
+    pub fn push_event(&mut self, event: &[u8]) -> Result<(), EvidenceError> {
+        let ev = BuildEvent::decode(event).map_err(|source| EvidenceError::BadEvent {
+            index: self.events,
+            source,
+        })?;
+        self.events = self.events.saturating_add(1);
+        if ev.last_message {
+            self.last_message = true;
+        }
+        let id = ev.id.and_then(|id| id.id);
+        if let Some(build_event_id::Id::Pattern(p)) = &id {
+            for pat in &p.pattern {
+                if !self.patterns.contains(pat) {
+                    self.patterns.push(pat.clone());
+                }
+            }
+        }
+        let Some(payload) = ev.payload else {
+            return Ok(());
+        };
+        use build_event::Payload as P;
+        match payload {
+            P::Started(s) => {
+                if let Some(first) = &self.started {
+                    return Err(EvidenceError::SecondBuildStarted {
+                        first: first.uuid.clone(),
+                        second: s.uuid,
+                    });
+                }
+                self.started = Some(Started {
+                    started_at: timestamp(s.start_time.as_ref(), s.start_time_millis),
+                    uuid: s.uuid,
+                    version: s.build_tool_version,
+                    command: s.command,
+                    options_description: s.options_description,
+                });
+            }
+            P::StructuredCommandLine(cl) if cl.command_line_label == "canonical" => {
+                if let Some(opts) = options::canonical_options(&cl) {
+                    self.canonical = Some(opts);
+                }
+            }
+            P::OptionsParsed(o) => {
+                self.options_parsed = Some(
+                    o.cmd_line
+                        .iter()
+                        .filter_map(|a| options::parse_flag(a))
+                        .collect(),
+                );
+            }
+            P::Progress(p) => self.progress.push(&p.stderr),
+            P::WorkspaceStatus(ws) => {
+                for item in ws.item {
+                    self.workspace_status.insert(item.key, item.value);
+                }
+            }
+            P::BuildMetadata(m) => self.build_metadata.extend(m.metadata),
+            P::Configured(c) => {
+                if let Some(build_event_id::Id::TargetConfigured(t)) = &id {
+                    if t.aspect.is_empty() {
+                        let entry = self.targets.entry(t.label.clone()).or_default();
+                        if !c.target_kind.is_empty() {
+                            entry.kind = Some(c.target_kind);
+                        }
+                    }
+                }
+            }
+            P::Completed(c) => {
+                if let Some(build_event_id::Id::TargetCompleted(t)) = &id {
+                    let entry = self.targets.entry(t.label.clone()).or_default();
+                    entry.success = Some(entry.success.unwrap_or(true) && c.success);
+                    if entry.kind.is_none() && !c.target_kind.is_empty() {
+                        entry.kind = Some(c.target_kind);
+                    }
+                }
+            }
+            P::Aborted(_) => match &id {
+                Some(build_event_id::Id::TargetCompleted(t)) => {
+                    self.targets.entry(t.label.clone()).or_default().success = Some(false);
+                }
+                Some(build_event_id::Id::TargetConfigured(t)) if t.aspect.is_empty() => {
+                    self.targets.entry(t.label.clone()).or_default().success = Some(false);
+                }
+                _ => {}
+            },
+            P::TestResult(r) => {
+                if let Some(build_event_id::Id::TestResult(t)) = &id {
+                    let acc = self
+                        .tests
+                        .entry(t.label.clone())
+                        .or_insert_with(|| TestAccum {
+                            all_cached_locally: true,
+                            all_cached_remotely: true,
+                            ..TestAccum::default()
+                        });
+                    acc.attempts = acc.attempts.saturating_add(1);
+                    acc.last_status = r.status;
+                    acc.all_cached_locally &= r.cached_locally;
+                    let info = r.execution_info.unwrap_or_default();
+                    acc.all_cached_remotely &= info.cached_remotely;
+                    if !info.strategy.is_empty() {
+                        acc.strategies.insert(info.strategy);
+                    }
+                }
+            }
+            P::TestSummary(s) => {
+                if let Some(build_event_id::Id::TestSummary(t)) = &id {
+                    let acc = self
+                        .tests
+                        .entry(t.label.clone())
+                        .or_insert_with(|| TestAccum {
+                            all_cached_locally: false,
+                            all_cached_remotely: false,
+                            ..TestAccum::default()
+                        });
+                    acc.summary_status = Some(s.overall_status);
+                }
+            }
+            P::Finished(f) => {
+                let code = f.exit_code.unwrap_or_default();
+                let name = if code.name.is_empty() && code.code == 0 {
+                    "SUCCESS".to_string()
+                } else {
+                    code.name
+                };
+                self.finished = Some((
+                    ExitCode {
+                        name,
+                        code: code.code,
+                    },
+                    timestamp(f.finish_time.as_ref(), f.finish_time_millis),
+                ));
+            }
+            P::BuildToolLogs(logs) => {
+                for log in logs.log {
+                    let Some(proof_proto::bep::file::File::Contents(bytes)) = log.file else {
+                        continue;
+                    };
+                    let text = String::from_utf8_lossy(&bytes);
+                    match log.name.as_str() {
+                        "process stats" => {
+                            if let Some(s) = summary::parse_process_summary(&text) {
+                                self.process_stats = Some(s);
+                            }
+                        }
+                        "elapsed time" => {
+                            self.metrics.elapsed_time_log = Some(text.trim().to_string());
+                        }
+                        "critical path" => {
+                            self.metrics.critical_path_log =
+                                text.lines().next().map(|l| l.trim().to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            P::BuildMetrics(m) => self.push_metrics(m),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn push_metrics(&mut self, m: proof_proto::bep::BuildMetrics) {
+        let f = &mut self.metrics;
+        f.present = true;
+        let summary = m.action_summary.unwrap_or_default();
+        f.actions_created = Some(summary.actions_created);
+        f.actions_executed = Some(summary.actions_executed);
+        if let Some(ac) = summary.action_cache_statistics {
+            f.action_cache_hits = Some(i64::from(ac.hits));
+            f.action_cache_misses = Some(i64::from(ac.misses));
+        }
+        let timing = m.timing_metrics.unwrap_or_default();
+        f.cpu_time_ms = Some(timing.cpu_time_in_ms);
+        f.wall_time_ms = Some(timing.wall_time_in_ms);
+        f.analysis_phase_time_ms = Some(timing.analysis_phase_time_in_ms);
+        f.execution_phase_time_ms = Some(timing.execution_phase_time_in_ms);
+        f.critical_path_ms = timing.critical_path_time.map(|d| {
+            let ms = i128::from(d.seconds) * 1000 + i128::from(d.nanos) / 1_000_000;
+            u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
+        });
+        let targets = m.target_metrics.unwrap_or_default();
+        f.targets_configured = Some(targets.targets_configured);
+        f.packages_loaded = Some(m.package_metrics.unwrap_or_default().packages_loaded);
+        if !summary.runner_count.is_empty() {
+            let mut total = None;
+            let mut runners = BTreeMap::new();
+            let mut kinds = BTreeMap::new();
+            for rc in summary.runner_count {
+                let count = u64::try_from(rc.count.max(0)).unwrap_or(0);
+                if rc.name == runners::TOTAL {
+                    total = Some(count);
+                    continue;
+                }
+                add(&mut runners, &rc.name, count);
+                if !rc.exec_kind.is_empty() {
+                    kinds.insert(rc.name, rc.exec_kind);
+                }
+            }
+            let mut fig = figure(ProcessSource::RunnerCount, total, runners);
+            fig.exec_kinds = kinds;
+            self.runner_count = Some(fig);
+        }
+    }
+
+    /// Reads a whole execution log (binary SpawnExec stream or compact zstd
+    /// ExecLogEntry stream; detected from the zstd magic). May be called more
+    /// than once; the spawns add up.
+    pub fn push_exec_log(&mut self, log: impl Read) -> Result<(), EvidenceError> {
+        let mut reader = execlog::ExecLogReader::open(log)?;
+        let acc = self.exec.get_or_insert_with(ExecAccum::default);
+        acc.format.get_or_insert(reader.format());
+        for spawn in reader.by_ref() {
+            let spawn = spawn?;
+            acc.spawns = acc.spawns.saturating_add(1);
+            add(&mut acc.runners, &spawn.runner, 1);
+            if spawn.exit_code != 0 || !spawn.status.is_empty() {
+                acc.failed = acc.failed.saturating_add(1);
+            }
+            let class = runners::classify(&spawn.runner);
+            let image = spawn.platform_property(CONTAINER_IMAGE).map(str::to_string);
+            match class {
+                RunnerClass::RemoteExecution => {
+                    if let Some(d) = &spawn.digest {
+                        acc.digests.insert(d.clone());
+                    }
+                    if let Some(t) = spawn.metrics {
+                        let s = &mut acc.sums;
+                        s.spawns = s.spawns.saturating_add(1);
+                        s.total_ms = s.total_ms.saturating_add(t.total_ms);
+                        s.queue_ms = s.queue_ms.saturating_add(t.queue_ms);
+                        s.fetch_ms = s.fetch_ms.saturating_add(t.fetch_ms);
+                        s.upload_ms = s.upload_ms.saturating_add(t.upload_ms);
+                        s.execution_wall_ms =
+                            s.execution_wall_ms.saturating_add(t.execution_wall_ms);
+                        s.setup_ms = s.setup_ms.saturating_add(t.setup_ms);
+                        s.network_ms = s.network_ms.saturating_add(t.network_ms);
+                    }
+                    if let Some(image) = image {
+                        let e = acc.images.entry(image).or_default();
+                        e.0 = e.0.saturating_add(1);
+                    }
+                }
+                RunnerClass::RemoteCacheHit | RunnerClass::DiskCacheHit => {
+                    if let Some(image) = image {
+                        let e = acc.images.entry(image).or_default();
+                        e.1 = e.1.saturating_add(1);
+                    }
+                }
+                RunnerClass::Local | RunnerClass::Worker => {
+                    if spawn.remotable {
+                        acc.local_remotable = acc.local_remotable.saturating_add(1);
+                    }
+                }
+                RunnerClass::Internal | RunnerClass::Unknown => {}
+            }
+        }
+        if let Some(inv) = reader.invocation() {
+            if !inv.id.is_empty() {
+                acc.invocation_id = Some(inv.id.clone());
+            }
+            if !inv.hash_function_name.is_empty() {
+                acc.hash_function = Some(inv.hash_function_name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the evidence. Fails when no BuildStarted event was seen or the
+    /// execution log names another invocation.
+    pub fn finish(mut self) -> Result<Evidence, EvidenceError> {
+        self.progress.finish();
+        let Some(started) = self.started.take() else {
+            return Err(EvidenceError::NoBuildStarted {
+                events: self.events,
+            });
+        };
+        if let Some(log_id) = self.exec.as_ref().and_then(|e| e.invocation_id.as_ref()) {
+            if *log_id != started.uuid {
+                return Err(EvidenceError::InvocationMismatch {
+                    bep: started.uuid,
+                    exec_log: log_id.clone(),
+                });
+            }
+        }
+
+        let processes = self.processes();
+        let description: Option<Vec<Opt>> = if started.options_description.trim().is_empty() {
+            None
+        } else {
+            Some(
+                options::shell_words(&started.options_description)
+                    .iter()
+                    .filter_map(|w| options::parse_flag(w))
+                    .collect(),
+            )
+        };
+        let executor = self.executor(description, &processes);
+
+        let worker_images = self.worker_images(&executor);
+        let remote_images: Vec<&WorkerImage> = worker_images
+            .iter()
+            .filter(|i| {
+                i.source == ImageSource::DefaultExecProperties || i.remote_spawns.unwrap_or(0) > 0
+            })
+            .collect();
+        let all_remote_images_pinned = if remote_images.is_empty() {
+            None
+        } else {
+            Some(remote_images.iter().all(|i| i.pinned))
+        };
+
+        let exec_log = self.exec.take().map(|e| ExecLogSummary {
+            format: e.format.unwrap_or(ExecLogFormat::Binary),
+            invocation_id: e.invocation_id,
+            hash_function: e.hash_function,
+            spawns: e.spawns,
+            runners: e.runners,
+            failed_spawns: e.failed,
+            remote_action_digests: e.digests.into_iter().collect(),
+            remote_metrics: e.sums,
+        });
+
+        let tests = std::mem::take(&mut self.tests)
+            .into_iter()
+            .map(|(label, acc)| {
+                let strategy = if acc.strategies.len() == 1 {
+                    acc.strategies.iter().next().cloned()
+                } else {
+                    None
+                };
+                let attempts = acc.attempts;
+                (
+                    label,
+                    TestOutcome {
+                        status: test_status_name(acc.summary_status.unwrap_or(acc.last_status)),
+                        strategy,
+                        strategies: acc.strategies.into_iter().collect(),
+                        cached_locally: attempts > 0 && acc.all_cached_locally,
+                        cached_remotely: attempts > 0 && acc.all_cached_remotely,
+                        attempts,
+                    },
+                )
+            })
+            .collect();
+
+        let (exit_code, finished_at) = match self.finished.take() {
+            Some((code, at)) => (Some(code), at),
+            None => (None, None),
+        };
+        Ok(Evidence {
+            predicate_version: PREDICATE_VERSION.to_string(),
+            invocation_id: started.uuid,
+            bazel_version: Some(started.version).filter(|v| !v.is_empty()),
+            command: started.command,
+            patterns: std::mem::take(&mut self.patterns),
+            started_at: started.started_at,
+            finished_at,
+            success: exit_code.as_ref().is_some_and(|c| c.code == 0),
+            complete: exit_code.is_some() && self.last_message,
+            exit_code,
+            event_count: self.events,
+            targets: std::mem::take(&mut self.targets),
+            tests,
+            build_metadata: std::mem::take(&mut self.build_metadata),
+            workspace_status: std::mem::take(&mut self.workspace_status),
+            executor,
+            processes,
+            worker_images,
+            all_remote_images_pinned,
+            exec_log,
+            build_metrics: std::mem::take(&mut self.metrics),
+        })
+    }
+
+    fn processes(&mut self) -> Processes {
+        let mut sources = Vec::new();
+        if let Some(rc) = self.runner_count.take() {
+            sources.push(rc);
+        }
+        if let Some(s) = self.process_stats.take() {
+            sources.push(figure(
+                ProcessSource::ProcessStatsLog,
+                Some(s.total),
+                s.runners,
+            ));
+        }
+        if let Some(s) = self.progress.last.take() {
+            sources.push(figure(
+                ProcessSource::ProgressInfoLine,
+                Some(s.total),
+                s.runners,
+            ));
+        }
+        if let Some(e) = &self.exec {
+            sources.push(figure(
+                ProcessSource::ExecLog,
+                Some(e.spawns),
+                e.runners.clone(),
+            ));
+        }
+        let best = sources.first();
+        Processes {
+            remote_executions: best.map(|f| f.runners.get(runners::REMOTE).copied().unwrap_or(0)),
+            remote_cache_hits: best
+                .map(|f| f.runners.get("remote cache hit").copied().unwrap_or(0)),
+            source: best.map(|f| f.source),
+            sources,
+        }
+    }
+
+    fn executor(&self, description: Option<Vec<Opt>>, processes: &Processes) -> Executor {
+        let chosen: Option<(OptionSource, &[Opt])> = self
+            .canonical
+            .as_deref()
+            .map(|o| (OptionSource::CanonicalCommandLine, o))
+            .or_else(|| {
+                self.options_parsed
+                    .as_deref()
+                    .map(|o| (OptionSource::OptionsParsed, o))
+            })
+            .or_else(|| {
+                description
+                    .as_deref()
+                    .map(|o| (OptionSource::OptionsDescription, o))
+            });
+        let Some((source, opts)) = chosen else {
+            return Executor {
+                not_forced_reasons: vec![
+                    "the stream has no command options (no canonical command line, OptionsParsed or options_description), so --remote_executor cannot be established".to_string(),
+                ],
+                ..Executor::default()
+            };
+        };
+        let o = Options { opts };
+        let url = |name: &str| o.last_nonempty(name).map(|v| options::strip_userinfo(&v));
+        let mut ex = Executor {
+            remote_executor: url("remote_executor"),
+            source: Some(source),
+            remote_instance_name: o.last_nonempty("remote_instance_name"),
+            remote_cache: url("remote_cache"),
+            bes_backend: url("bes_backend"),
+            bes_instance_name: o
+                .last_nonempty("bes_instance_name")
+                .or_else(|| o.last_nonempty("project_id")),
+            exec_properties: o.exec_properties(),
+            remote_upload_local_results: o
+                .last("remote_upload_local_results")
+                .and_then(options::parse_bool),
+            remote_accept_cached: o.last("remote_accept_cached").and_then(options::parse_bool),
+            remote_local_fallback: o
+                .last("remote_local_fallback")
+                .and_then(options::parse_bool),
+            header_keys: o.header_keys(),
+            spawn_strategy: o.last_nonempty("spawn_strategy"),
+            strategies: o.all("strategy").map(str::to_string).collect(),
+            forced: false,
+            not_forced_reasons: Vec::new(),
+        };
+
+        let mut reasons = Vec::new();
+        if ex.remote_executor.is_none() {
+            reasons.push(match o.last("remote_executor") {
+                Some(_) => {
+                    "--remote_executor is set to an empty value, which disables remote execution"
+                        .to_string()
+                }
+                None => "--remote_executor is not set, so no spawn can run on a remote executor"
+                    .to_string(),
+            });
+        }
+        let has_remote = |list: &str| list.split(',').any(|s| s.trim() == "remote");
+        if let Some(s) = &ex.spawn_strategy {
+            if !has_remote(s) {
+                reasons.push(format!(
+                    "--spawn_strategy={s} does not include remote, so spawns run on the Bazel host"
+                ));
+            }
+        }
+        // --strategy=[MNEMONIC=]LIST; the last value per mnemonic wins.
+        let mut per_mnemonic: Vec<(&str, &str)> = Vec::new();
+        for v in &ex.strategies {
+            let (mnemonic, list) = v.split_once('=').unwrap_or(("", v.as_str()));
+            per_mnemonic.retain(|(m, _)| *m != mnemonic);
+            per_mnemonic.push((mnemonic, list));
+        }
+        for (mnemonic, list) in per_mnemonic {
+            if !list.is_empty() && !has_remote(list) {
+                reasons.push(if mnemonic.is_empty() {
+                    format!("--strategy={list} makes {list} the default strategy, without remote")
+                } else {
+                    format!("--strategy={mnemonic}={list} runs {mnemonic} actions with {list}, not remotely")
+                });
+            }
+        }
+        if ex.remote_local_fallback == Some(true) {
+            let from_log = self.exec.as_ref().map_or(0, |e| e.local_remotable);
+            let from_counts = processes.sources.first().map_or(0, |f| {
+                f.by_class
+                    .iter()
+                    .filter(|(c, _)| c.is_local())
+                    .map(|(_, n)| *n)
+                    .fold(0u64, u64::saturating_add)
+            });
+            if from_log > 0 {
+                reasons.push(format!(
+                    "--remote_local_fallback is set and the execution log shows {from_log} remotable spawn(s) that ran locally"
+                ));
+            } else if from_counts > 0 {
+                reasons.push(format!(
+                    "--remote_local_fallback is set and {from_counts} process(es) ran locally"
+                ));
+            }
+        }
+        ex.forced = reasons.is_empty();
+        ex.not_forced_reasons = reasons;
+        ex
+    }
+
+    fn worker_images(&self, executor: &Executor) -> Vec<WorkerImage> {
+        if let Some(e) = &self.exec {
+            if !e.images.is_empty() {
+                return e
+                    .images
+                    .iter()
+                    .map(|(image, (remote, hits))| WorkerImage {
+                        pinned: is_pinned_image(image),
+                        image: image.clone(),
+                        source: ImageSource::ExecLog,
+                        remote_spawns: Some(*remote),
+                        cache_hit_spawns: Some(*hits),
+                    })
+                    .collect();
+            }
+        }
+        executor
+            .exec_properties
+            .get(CONTAINER_IMAGE)
+            .filter(|i| !i.is_empty())
+            .map(|image| WorkerImage {
+                pinned: is_pinned_image(image),
+                image: image.clone(),
+                source: ImageSource::DefaultExecProperties,
+                remote_spawns: None,
+                cache_hit_spawns: None,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Convenience: derives evidence from a delimited BEP file
+/// (`--build_event_binary_file`) and optionally an execution log.
+pub fn derive_from_delimited(
+    bep: impl Read,
+    exec_log: Option<impl Read>,
+) -> Result<Evidence, EvidenceError> {
+    let mut builder = EvidenceBuilder::new();
+    for record in DelimitedReader::new(bep) {
+        builder.push_event(&record.map_err(EvidenceError::BepFraming)?)?;
+    }
+    if let Some(log) = exec_log {
+        builder.push_exec_log(log)?;
+    }
+    builder.finish()
+}

@@ -1,0 +1,34 @@
+use proof_stream::delimited::FramingError;
+use thiserror::Error;
+
+/// Why evidence could not be derived.
+#[derive(Debug, Error)]
+pub enum EvidenceError {
+    #[error("BEP event #{index} is not a valid build_event_stream.BuildEvent: {source}; pass the bytes of one record of a --build_event_binary_file (without its length prefix)")]
+    BadEvent {
+        index: u64,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the BEP stream cannot be framed: {0}; pass an unmodified --build_event_binary_file")]
+    BepFraming(#[source] FramingError),
+    #[error("the execution log cannot be framed: {0}; pass an unmodified --execution_log_binary_file or --execution_log_compact_file")]
+    ExecLogFraming(#[source] FramingError),
+    #[error("execution log record #{index} is not a valid {message}: {source}; pass a --execution_log_binary_file (SpawnExec) or --execution_log_compact_file (ExecLogEntry), not the JSON log")]
+    BadExecLogRecord {
+        index: u64,
+        message: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the compact execution log is not a valid zstd stream: {0}; pass the file exactly as Bazel wrote it")]
+    Zstd(#[source] std::io::Error),
+    #[error("reading the execution log failed: {0}")]
+    ExecLogIo(#[source] std::io::Error),
+    #[error("no BuildStarted event was seen in {events} events; the BEP stream is truncated at its start or is not a BEP stream")]
+    NoBuildStarted { events: u64 },
+    #[error("a second BuildStarted event (invocation {second}) followed invocation {first}; feed one invocation per EvidenceBuilder")]
+    SecondBuildStarted { first: String, second: String },
+    #[error("the execution log belongs to invocation {exec_log}, but the BEP stream is invocation {bep}; pass the log written by the same Bazel command")]
+    InvocationMismatch { bep: String, exec_log: String },
+}
