@@ -276,7 +276,8 @@ mod tests {
             .unwrap()
             .to_string();
         let id = keyid(&key(1).verifying_key());
-        let cases: Vec<(String, fn(&EnvelopeError) -> bool)> = vec![
+        type Want = fn(&EnvelopeError) -> bool;
+        let cases: Vec<(String, Want)> = vec![
             (good.replace("{\"payloadType\"", "{\"x\":1,\"payloadType\""), |e| matches!(e, EnvelopeError::Shape(_))),
             (good.replace("\"payload\":\"aGk=\",", ""), |e| matches!(e, EnvelopeError::Shape(_))),
             (good.replace("\"aGk=\"", "7"), |e| matches!(e, EnvelopeError::Shape(_))),
