@@ -147,6 +147,8 @@ pub struct Executor {
     pub spawn_strategy: Option<String>,
     /// Every `--strategy` value in order.
     pub strategies: Vec<String>,
+    /// Every `--strategy_regexp` value in order.
+    pub strategy_regexps: Vec<String>,
     /// True when nothing in the configuration lets spawns run elsewhere than
     /// on the remote executor.
     pub forced: bool,
@@ -861,6 +863,7 @@ impl EvidenceBuilder {
             header_keys: o.header_keys(),
             spawn_strategy: o.last_nonempty("spawn_strategy"),
             strategies: o.all("strategy").map(str::to_string).collect(),
+            strategy_regexps: o.all("strategy_regexp").map(str::to_string).collect(),
             forced: false,
             not_forced_reasons: Vec::new(),
         };
@@ -900,20 +903,39 @@ impl EvidenceBuilder {
                 });
             }
         }
+        for v in &ex.strategy_regexps {
+            // REGEX=LIST; strategy names never contain '='.
+            if let Some((regex, list)) = v.rsplit_once('=') {
+                if !list.is_empty() && !has_remote(list) {
+                    reasons.push(format!(
+                        "--strategy_regexp={regex}={list} runs actions matching {regex} with {list}, not remotely"
+                    ));
+                }
+            }
+        }
         if ex.remote_local_fallback == Some(true) {
-            let from_log = self.exec.as_ref().map_or(0, |e| e.local_remotable);
-            let from_counts = processes.sources.first().map_or(0, |f| {
-                f.by_class
-                    .iter()
-                    .filter(|(c, _)| c.is_local())
-                    .map(|(_, n)| *n)
-                    .fold(0u64, u64::saturating_add)
-            });
-            if from_log > 0 {
-                reasons.push(format!(
-                    "--remote_local_fallback is set and the execution log shows {from_log} remotable spawn(s) that ran locally"
-                ));
-            } else if from_counts > 0 {
+            // The execution log tells remotable spawns that ran locally apart
+            // from spawns that were never allowed remotely; without it, any
+            // local process counts.
+            if let Some(e) = &self.exec {
+                let n = e.local_remotable;
+                if n > 0 {
+                    reasons.push(format!(
+                        "--remote_local_fallback is set and the execution log shows {n} remotable spawn(s) that ran locally"
+                    ));
+                }
+            } else if let Some(from_counts) = processes
+                .sources
+                .first()
+                .map(|f| {
+                    f.by_class
+                        .iter()
+                        .filter(|(c, _)| c.is_local())
+                        .map(|(_, n)| *n)
+                        .fold(0u64, u64::saturating_add)
+                })
+                .filter(|n| *n > 0)
+            {
                 reasons.push(format!(
                     "--remote_local_fallback is set and {from_counts} process(es) ran locally"
                 ));

@@ -125,10 +125,14 @@ impl ProgressScanner {
     }
 
     fn line(&mut self, line: &str) {
-        if !line.contains("process") {
+        let clean = if line.contains('\u{1b}') {
+            strip_ansi(line)
+        } else {
+            line.to_string()
+        };
+        if !clean.contains("process") {
             return;
         }
-        let clean = strip_ansi(line);
         // Only Bazel's own INFO line counts; arbitrary program output that
         // merely mentions processes does not.
         if clean.trim_start().starts_with("INFO: ") {

@@ -392,6 +392,15 @@ fn local_spawn_strategy_and_local_strategy_are_not_forced() {
     assert_eq!(ev.executor.strategies, vec!["Genrule=local"]);
     assert!(ev.executor.not_forced_reasons[0].contains("Genrule"));
 
+    let ev = derive(
+        &bazel8_stream(&[("strategy_regexp", "//third_party/.*=local")]),
+        None,
+    )
+    .unwrap();
+    assert!(!ev.executor.forced);
+    assert_eq!(ev.executor.strategy_regexps, vec!["//third_party/.*=local"]);
+    assert!(ev.executor.not_forced_reasons[0].contains("//third_party/.*"));
+
     // A later --strategy for the same mnemonic overrides the local one.
     let ev = derive(
         &bazel8_stream(&[
@@ -727,6 +736,20 @@ fn local_fallback_with_fallen_back_spawns_is_not_forced() {
     // Fallback allowed but nothing fell back: still forced.
     let ev = derive(&bazel8_stream(&[("remote_local_fallback", "1")]), None).unwrap();
     assert!(ev.executor.forced, "{:?}", ev.executor.not_forced_reasons);
+    // Without an exec log, local processes in the counts are suspects.
+    let mut events = bazel8_stream(&[("remote_local_fallback", "true")]);
+    let last = events.len() - 1;
+    events[last] = metrics(
+        &[
+            ("total", 51, ""),
+            ("remote", 45, "Remote"),
+            ("linux-sandbox", 2, "Local"),
+        ],
+        None,
+    );
+    let ev = derive(&events, None).unwrap();
+    assert!(!ev.executor.forced);
+    assert!(ev.executor.not_forced_reasons[0].contains("2 process(es) ran locally"));
 }
 
 #[test]
