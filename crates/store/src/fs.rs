@@ -232,7 +232,7 @@ impl FsStore {
                     _ => {}
                 }
                 rep.scanned += 1;
-                if let Err(e) = self.recover_one(id, by_id.get(id).is_some(), &mut rep) {
+                if let Err(e) = self.recover_one(id, by_id.contains_key(id), &mut rep) {
                     rep.errors.push((path, e.to_string()));
                 }
             }
@@ -725,6 +725,28 @@ impl Store for FsStore {
             }
             index::remove(&db, id)
         })
+    }
+
+    fn release(&self, invocation_id: &str) {
+        if validate_invocation_id(invocation_id).is_err() {
+            return;
+        }
+        let _ = self.with_slot(invocation_id, |slot| {
+            if let Some(live) = slot.live.as_mut() {
+                self.flush_dirty(invocation_id, live);
+                if !live.index_dirty && live.poisoned.is_none() {
+                    slot.live = None;
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+impl FsStore {
+    /// Number of invocations with a cached open journal (for metrics and tests).
+    pub fn open_journals(&self) -> usize {
+        lock(&self.slots).len()
     }
 }
 

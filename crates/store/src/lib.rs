@@ -73,4 +73,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the invocation and its journal (denied or aborted streams). Idempotent.
     fn delete(&self, invocation_id: &str) -> Result<(), StoreError>;
+
+    /// Hint that no append to this invocation is expected soon (the stream disconnected):
+    /// the store may drop cached handles. Appends still work afterwards.
+    fn release(&self, invocation_id: &str) {
+        let _ = invocation_id;
+    }
 }

@@ -271,12 +271,12 @@ fn scan_never_panics_on_mutated_input() {
             match rng.below(4) {
                 0 => {
                     let i = rng.below(b.len() as u64) as usize;
-                    b[i] = rng.next() as u8;
+                    b[i] = rng.next_u64() as u8;
                 }
                 1 => b.truncate(rng.below(b.len() as u64 + 1) as usize),
                 2 => {
                     let i = rng.below(b.len() as u64 + 1) as usize;
-                    b.insert(i, rng.next() as u8);
+                    b.insert(i, rng.next_u64() as u8);
                 }
                 _ => {
                     // Huge lengths in a frame header.
@@ -293,7 +293,9 @@ fn scan_never_panics_on_mutated_input() {
         }
     }
     for len in 0..64 {
-        let junk: Vec<u8> = (0..len).map(|_| Rng::from_time().next() as u8).collect();
+        let junk: Vec<u8> = (0..len)
+            .map(|_| Rng::from_time().next_u64() as u8)
+            .collect();
         let _ = scan(&junk);
     }
 }

@@ -593,6 +593,19 @@ fn many_invocations_concurrently() {
         }
     }
     check_records(&read_all(&store, "shared"), 600);
+    assert_eq!(store.open_journals(), 33);
+    for (ids, _) in &results {
+        for id in ids {
+            store.release(id);
+        }
+    }
+    store.release("shared");
+    assert_eq!(store.open_journals(), 0);
+    // Appending after release reopens the journal at the right place.
+    store
+        .append("shared", &recs(601, 2), AppendFlags::default())
+        .unwrap();
+    check_records(&read_all(&store, "shared"), 602);
     drop(store);
     let store = FsStore::open(dir.path()).unwrap();
     assert!(store.recovery_report().is_clean());
