@@ -85,3 +85,77 @@ fn openssl_verifies_the_dsse_signature_and_keyid() {
     );
     assert_eq!(env.signatures[0].keyid, proof_artifact::keyid(&vk));
 }
+
+/// The shell recipe of docs/proof-format.md §5, run as written.
+#[test]
+fn documented_openssl_recipe_checks_an_artifact() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/proof-format.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split("## 5.")
+        .nth(1)
+        .expect("section 5 of the format doc");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key(4);
+    let out = record_scenario("remote-build", true, &k, d);
+    std::fs::write(
+        d.join("pub.pem"),
+        public_key_pem(&k.verifying_key()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.join("check.sh"), script).unwrap();
+    let run = |art: &Path| {
+        Command::new("sh")
+            .arg("check.sh")
+            .env("ART", art)
+            .env("PUB", "pub.pem")
+            .env(
+                "PATH",
+                format!(
+                    "/usr/bin:/bin:{}",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&out.path);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("Signature Verified Successfully"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&proof_artifact::keyid(&k.verifying_key())),
+        "{stdout}"
+    );
+    for member in ["events.bep.zst: OK", "execlog.bin: OK", "summary.md: OK"] {
+        assert!(stdout.contains(member), "{member} missing in {stdout}");
+    }
+    // A swapped summary fails the recipe's digest check.
+    let mut bytes = std::fs::read(&out.path).unwrap();
+    let s = scan(&bytes[..]).unwrap();
+    let m = s.member("summary.md").unwrap();
+    bytes[m.offset as usize + 3] ^= 0x20;
+    let bad_path = d.join("bad.proof.tar");
+    std::fs::write(&bad_path, &bytes).unwrap();
+    let bad = run(&bad_path);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("summary.md: FAILED"));
+}
