@@ -332,3 +332,36 @@ fn print_evidence() {
         );
     }
 }
+
+/// The BES capture (bes/build_tool_events.bin: PublishBuildToolEventStream
+/// requests whose `bazel_event` Any carries each BEP event) gives exactly the
+/// evidence that the BEP file gives: both transports carry the same events.
+#[test]
+fn bes_capture_gives_the_same_evidence_as_the_bep_file() {
+    use proof_proto::bes::{build_event::Event, PublishBuildToolEventStreamRequest};
+    use prost::Message;
+    for scenario in [
+        "remote-build",
+        "remote-test",
+        "remote-cache-hit",
+        "local-only",
+        "failing-build",
+    ] {
+        let requests = read(scenario, "bes/build_tool_events.bin");
+        let mut b = proof_evidence::EvidenceBuilder::new();
+        let mut fed = 0;
+        for rec in proof_stream::delimited::DelimitedReader::new(&requests[..]) {
+            let req = PublishBuildToolEventStreamRequest::decode(&rec.unwrap()[..]).unwrap();
+            let ev = req.ordered_build_event.and_then(|o| o.event);
+            if let Some(Event::BazelEvent(any)) = ev.and_then(|e| e.event) {
+                assert_eq!(any.type_url, proof_proto::BEP_EVENT_TYPE_URL);
+                b.push_event(&any.value).unwrap();
+                fed += 1;
+            }
+        }
+        assert!(fed > 0, "{scenario}: no bazel_event in the capture");
+        let log = read(scenario, "execution_log.bin");
+        b.push_exec_log(&log[..]).unwrap();
+        assert_eq!(b.finish().unwrap(), derive(scenario), "{scenario}");
+    }
+}
