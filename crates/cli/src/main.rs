@@ -1,1 +1,127 @@
-fn main() {}
+//! `proof`: rbe-proof's command line. Thin: parse arguments, call a crate,
+//! print. Exit codes (one place): 0 success / every check passed, 1 a check
+//! failed, 2 unusable input or a usage error.
+
+mod invocations;
+mod proofs;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when every check passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when a check failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for unusable input.
+pub const EXIT_UNUSABLE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "proof",
+    version,
+    about = "Signed, verifiable proof that a Bazel build ran on a remote executor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArg {
+    /// Store directory (journals + SQLite index); created if missing.
+    #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
+    store: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Build Event Service backend (point Bazel's --bes_backend at it).
+    Serve(serve::ServeArgs),
+    /// Import a --build_event_binary_file or --build_event_json_file (format detected).
+    Ingest {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print the record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List stored invocations, newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one stored invocation.
+    Show {
+        invocation_id: String,
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a stored invocation's events as a --build_event_binary_file.
+    Export {
+        invocation_id: String,
+        #[command(flatten)]
+        store: StoreArg,
+        /// Output file ("-" for stdout).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Push a recorded BEP file to a BES backend the way Bazel does (with optional faults).
+    Replay(serve::ReplayArgs),
+    /// Generate an ed25519 signing key: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Record a signed proof artifact from a BEP file (and its execution log), offline.
+    Record(proofs::RecordArgs),
+    /// Verify proof artifacts: signature, digests, re-derived evidence, policy.
+    Verify(proofs::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROOF_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(a) => serve::serve(a),
+        Command::Ingest { file, store, json } => invocations::ingest(&file, &store.store, json),
+        Command::List { store, json, limit } => invocations::list(&store.store, json, limit),
+        Command::Show {
+            invocation_id,
+            store,
+            json,
+        } => invocations::show(&store.store, &invocation_id, json),
+        Command::Export {
+            invocation_id,
+            store,
+            out,
+        } => invocations::export(&store.store, &invocation_id, &out),
+        Command::Replay(a) => serve::replay(a),
+        Command::Keygen { out } => proofs::keygen(&out),
+        Command::Record(a) => proofs::record(a),
+        Command::Verify(a) => proofs::verify(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("proof: error: {e:#}");
+            ExitCode::from(EXIT_UNUSABLE)
+        }
+    }
+}

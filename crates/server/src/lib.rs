@@ -1,1 +1,57 @@
-//! proof-server
+//! rbe-proof's network adapters, kept thin: decode, store, ack.
+//!
+//! - [`bes`]: the Build Event Service backend (`PublishBuildEvent`).
+//! - [`replay`]: a client that pushes a recorded stream the way Bazel does.
+//! - [`metrics`]: counters of the backend.
+
+pub mod bes;
+pub mod metrics;
+pub mod proofs;
+pub mod replay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use proof_proto::bes::publish_build_event_server::PublishBuildEventServer;
+use proof_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use bes::{Admission, BesService, OnFinalized, OpenAdmission};
+pub use metrics::Metrics;
+
+/// Default largest gRPC message accepted: single BEP events of ~100 MB exist.
+pub const DEFAULT_MAX_MESSAGE: usize = 128 * 1024 * 1024;
+
+/// How to run the gRPC server.
+pub struct GrpcConfig {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub on_finalized: Option<Arc<dyn OnFinalized>>,
+    pub admission: Arc<dyn Admission>,
+    pub max_message: usize,
+}
+
+/// Serves the BES on an already bound listener until `shutdown` resolves.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    cfg: GrpcConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission);
+    let svc = PublishBuildEventServer::new(svc)
+        .max_decoding_message_size(cfg.max_message)
+        .max_encoding_message_size(cfg.max_message);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Binds `addr` (use port 0 for any free port) and reports the real address.
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}

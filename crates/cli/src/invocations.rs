@@ -1,0 +1,202 @@
+//! `proof ingest | list | show | export`.
+
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use proof_store::{FsStore, InvocationRecord, ListFilter, RecordKind, Store};
+use serde_json::{json, Value};
+
+use crate::EXIT_OK;
+
+pub fn open_store(dir: &Path) -> Result<FsStore> {
+    let store = FsStore::open(dir)
+        .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+    let rep = store.recovery_report();
+    if !rep.is_clean() {
+        eprintln!("proof: store recovery: {rep:?}");
+    }
+    Ok(store)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The JSON view of one invocation: the summary derived from its events,
+/// completeness and where it came from.
+pub fn record_json(store: &dyn Store, rec: &InvocationRecord) -> Result<Value> {
+    let id = &rec.meta.invocation_id;
+    let (summary, complete, reason) = match (&rec.summary, rec.state.finalized) {
+        (Some(s), true) => (
+            s.clone(),
+            rec.state.complete,
+            rec.state.incomplete_reason.clone(),
+        ),
+        _ => {
+            // Still streaming (or never finished): derive it now.
+            let (s, finished) = proof_ingest::summarize(store, id)?;
+            let reason = proof_ingest::incomplete_reason(&s, rec.meta.source, finished)
+                .map(|r| format!("{r} (the stream is still open or was abandoned)"));
+            (
+                serde_json::to_value(&s)?,
+                false,
+                reason.or(Some("not finalized".into())),
+            )
+        }
+    };
+    let v = json!({
+        "invocation_id": summary.get("invocation_id").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| json!(id)),
+        "bazel_version": summary.get("bazel_version"),
+        "command": summary.get("command"),
+        "patterns": summary.get("patterns"),
+        "exit_code": summary.get("exit_code"),
+        "started_at": summary.get("started_at"),
+        "finished_at": summary.get("finished_at"),
+        "event_count": summary.get("event_count"),
+        "complete": complete,
+        "incomplete_reason": reason,
+        "stream_sha256": summary.get("stream_sha256"),
+        "source": rec.meta.source.as_str(),
+        "build_id": rec.meta.build_id,
+        "tenant": rec.meta.tenant,
+        "instance": rec.meta.instance,
+        "received_at_ms": rec.meta.created_at_ms,
+        "lifecycle": rec.lifecycle,
+    });
+    Ok(v)
+}
+
+pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let store = open_store(dir)?;
+    let mut last_report = std::time::Instant::now();
+    let (format, fin) = proof_ingest::ingest_file(
+        &store,
+        BufReader::with_capacity(1 << 20, f),
+        now_ms(),
+        |p| {
+            if last_report.elapsed().as_secs() >= 2 {
+                last_report = std::time::Instant::now();
+                eprintln!(
+                    "proof: ingest: {} events, {} of {} bytes",
+                    p.events, p.bytes, size
+                );
+            }
+        },
+    )
+    .with_context(|| format!("cannot ingest {}", file.display()))?;
+    let rec = store
+        .get(&fin.invocation_id)?
+        .context("the invocation vanished after ingest")?;
+    if json {
+        let mut v = record_json(&store, &rec)?;
+        v["format"] = json!(format);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "ingested {} ({:?}): {} events, {}",
+            fin.invocation_id,
+            format,
+            fin.summary.event_count,
+            if fin.complete {
+                "complete".to_string()
+            } else {
+                format!("incomplete: {}", fin.reason.unwrap_or_default())
+            }
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn list(dir: &Path, json: bool, limit: usize) -> Result<u8> {
+    let store = open_store(dir)?;
+    let recs = store.list(&ListFilter {
+        limit,
+        ..ListFilter::default()
+    })?;
+    if json {
+        let v: Vec<Value> = recs
+            .iter()
+            .map(|r| record_json(&store, r))
+            .collect::<Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    if recs.is_empty() {
+        println!("no invocations in {}", dir.display());
+    }
+    for r in &recs {
+        let v = record_json(&store, r)?;
+        println!(
+            "{}  {:<6} {:<5} {:>7} events  {:<10}  {}",
+            r.meta.invocation_id,
+            v["command"].as_str().unwrap_or("?"),
+            r.meta.source.as_str(),
+            v["event_count"],
+            if v["complete"] == json!(true) {
+                "complete"
+            } else {
+                "incomplete"
+            },
+            v["exit_code"]["name"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn show(dir: &Path, id: &str, json: bool) -> Result<u8> {
+    let store = open_store(dir)?;
+    let Some(rec) = store.get(id)? else {
+        bail!(
+            "no invocation {id} in {}; `proof list` shows what is stored",
+            dir.display()
+        );
+    };
+    let v = record_json(&store, &rec)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (k, val) in v.as_object().into_iter().flatten() {
+            if k != "lifecycle" {
+                println!(
+                    "{k:>18}: {}",
+                    match val {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn export(dir: &Path, id: &str, out: &Path) -> Result<u8> {
+    let store = open_store(dir)?;
+    if store.state(id)?.is_none() {
+        bail!("no invocation {id} in {}", dir.display());
+    }
+    let mut buf = Vec::new();
+    let mut w: Box<dyn Write> = if out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        ))
+    };
+    for rec in store.read(id)? {
+        let rec = rec?;
+        if rec.kind == RecordKind::BepEvent {
+            buf.clear();
+            proof_stream::delimited::write_delimited(&mut buf, &rec.payload);
+            w.write_all(&buf)?;
+        }
+    }
+    w.flush()?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,207 @@
+//! `proof keygen | record | verify`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use proof_artifact::{Policy, VerifyingKey};
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE};
+
+pub fn keygen(prefix: &Path) -> Result<u8> {
+    let (private_pem, public_pem) = proof_artifact::generate()?;
+    let key_path = with_suffix(prefix, "key");
+    let pub_path = with_suffix(prefix, "pub");
+    for p in [&key_path, &pub_path] {
+        if p.exists() {
+            bail!(
+                "{} already exists; refusing to overwrite a key (remove it or pick another --out)",
+                p.display()
+            );
+        }
+    }
+    write_private(&key_path, private_pem.as_bytes())?;
+    std::fs::write(&pub_path, public_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    let vk = proof_artifact::load_public_pem(&public_pem)?;
+    println!(
+        "private key: {}\npublic key:  {}\nkeyid:       {}",
+        key_path.display(),
+        pub_path.display(),
+        proof_artifact::keyid(&vk)
+    );
+    Ok(EXIT_OK)
+}
+
+fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn load_signing_key(path: &Path) -> Result<proof_artifact::SigningKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the private key {}", path.display()))?;
+    proof_artifact::load_private_pem(&pem)
+        .with_context(|| format!("{} is not a usable private key", path.display()))
+}
+
+pub fn load_verifying_keys(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the public key {}", p.display()))?;
+            proof_artifact::load_public_pem(&pem)
+                .with_context(|| format!("{} is not a usable public key", p.display()))
+        })
+        .collect()
+}
+
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// The build's --build_event_binary_file or --build_event_json_file.
+    bep: PathBuf,
+    /// The build's execution log (--execution_log_binary_file or --execution_log_compact_file).
+    #[arg(long)]
+    execlog: Option<PathBuf>,
+    /// Signing key (PKCS#8 PEM, from `proof keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Output directory for INVOCATION_ID.proof.tar.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn record(a: RecordArgs) -> Result<u8> {
+    let key = load_signing_key(&a.key)?;
+    let f =
+        std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
+    let events =
+        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("cannot read {}", a.bep.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out = proof_artifact::record(events, a.execlog.as_deref(), &key, &a.out)
+        .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": out.evidence})
+        );
+    } else {
+        println!(
+            "wrote {} (sha256 {})",
+            out.path.display(),
+            out.artifact_sha256
+        );
+        let ev = &out.evidence;
+        println!(
+            "  remote executor: {}  forced: {}  remote executions: {}  images: {}",
+            ev.executor.remote_executor.as_deref().unwrap_or("(none)"),
+            ev.executor.forced,
+            ev.processes
+                .remote_executions
+                .map_or("unknown".to_string(), |n| n.to_string()),
+            ev.worker_images
+                .iter()
+                .map(|i| i.image.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Proof artifacts (INVOCATION_ID.proof.tar).
+    artifacts: Vec<PathBuf>,
+    /// Trusted public key(s) (SPKI PEM); repeatable.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Print {"ok", "checks", "evidence"} as JSON (an array for several artifacts).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn verify(a: VerifyArgs) -> Result<u8> {
+    if a.artifacts.is_empty() {
+        bail!("name at least one artifact to verify");
+    }
+    let keys = load_verifying_keys(&a.keys)?;
+    let policy = Policy::default();
+    let mut worst = EXIT_OK;
+    let mut json_out = Vec::new();
+    for path in &a.artifacts {
+        match proof_artifact::verify_path(path, &keys, &policy) {
+            Ok(report) => {
+                if !report.ok {
+                    worst = worst.max(EXIT_FAILED);
+                }
+                if a.json {
+                    json_out.push(serde_json::json!({
+                        "artifact": path,
+                        "ok": report.ok,
+                        "checks": report.checks,
+                        "evidence": report.evidence,
+                        "artifact_sha256": report.artifact_sha256,
+                    }));
+                } else {
+                    println!(
+                        "{}: {}",
+                        path.display(),
+                        if report.ok { "PASS" } else { "FAIL" }
+                    );
+                    for c in &report.checks {
+                        println!(
+                            "  {} {:<18} {}",
+                            if c.ok { "pass" } else { "FAIL" },
+                            c.name,
+                            c.detail
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                worst = EXIT_UNUSABLE;
+                if a.json {
+                    json_out.push(serde_json::json!({"artifact": path, "ok": false, "error": e.to_string(), "checks": [], "evidence": null}));
+                } else {
+                    println!("{}: UNUSABLE: {e}", path.display());
+                }
+            }
+        }
+    }
+    if a.json {
+        let v = if json_out.len() == 1 {
+            json_out.remove(0)
+        } else {
+            serde_json::Value::Array(json_out)
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(worst)
+}

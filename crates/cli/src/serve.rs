@@ -1,0 +1,187 @@
+//! `proof serve` and `proof replay`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use proof_server::{proofs::ProofWriter, GrpcConfig, Metrics, OnFinalized, OpenAdmission};
+use proof_store::Store;
+
+use crate::invocations::open_store;
+use crate::{EXIT_FAILED, EXIT_OK};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// gRPC address of the Build Event Service (Bazel: --bes_backend=grpc://ADDR).
+    #[arg(long, default_value = "127.0.0.1:8980")]
+    listen: String,
+    /// Store directory (journals + SQLite index); created if missing.
+    #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
+    store: PathBuf,
+    /// Sign a proof artifact for every complete invocation with this key (PKCS#8 PEM).
+    #[arg(long, requires = "proofs")]
+    key: Option<PathBuf>,
+    /// Directory for the proof artifacts.
+    #[arg(long, requires = "key")]
+    proofs: Option<PathBuf>,
+    /// Largest gRPC message (one event) accepted, in bytes.
+    #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
+    max_message_bytes: usize,
+}
+
+pub fn serve(a: ServeArgs) -> Result<u8> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
+    let on_finalized: Option<Arc<dyn OnFinalized>> = match (&a.key, &a.proofs) {
+        (Some(key), Some(dir)) => {
+            let pem = std::fs::read_to_string(key)
+                .with_context(|| format!("cannot read the key {}", key.display()))?;
+            let key = proof_artifact::load_private_pem(&pem)
+                .with_context(|| format!("bad key {}", key.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Some(Arc::new(ProofWriter {
+                key,
+                dir: dir.clone(),
+            }))
+        }
+        _ => None,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (listener, addr) = proof_server::bind(&a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        println!(
+            "proof serve: BES listening on grpc://{addr} (store {})",
+            a.store.display()
+        );
+        let metrics = Arc::new(Metrics::default());
+        let cfg = GrpcConfig {
+            store,
+            metrics,
+            on_finalized,
+            admission: Arc::new(OpenAdmission),
+            max_message: a.max_message_bytes,
+        };
+        proof_server::serve_grpc(listener, cfg, shutdown_signal())
+            .await
+            .context("the gRPC server failed")?;
+        eprintln!("proof serve: stopped");
+        Ok(EXIT_OK)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// A --build_event_binary_file or --build_event_json_file.
+    file: PathBuf,
+    /// The BES backend, grpc://HOST:PORT.
+    #[arg(long)]
+    to: String,
+    /// Invocation id to send under (default: the file's BuildStarted uuid).
+    #[arg(long)]
+    invocation_id: Option<String>,
+    /// Build id (default: a fixed id derived from the invocation id).
+    #[arg(long)]
+    build_id: Option<String>,
+    /// --bes_instance_name to send as project_id.
+    #[arg(long, default_value = "")]
+    instance: String,
+    /// Request header NAME=VALUE (repeatable), e.g. authorization=Bearer TOKEN.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Fault: break the RPC after N events were sent on it (repeatable).
+    #[arg(long = "disconnect-after")]
+    disconnect_after: Vec<u64>,
+    /// Fault: on each retry also re-send N events that were already acked.
+    #[arg(long, default_value_t = 0)]
+    resend_acked: u64,
+    /// Retries after a failed RPC (Bazel's default is 4).
+    #[arg(long, default_value_t = 4)]
+    max_retries: u32,
+    /// First retry delay in milliseconds (then ×1.6 each time, as Bazel).
+    #[arg(long, default_value_t = 1000)]
+    backoff_ms: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn replay(a: ReplayArgs) -> Result<u8> {
+    let f = std::fs::File::open(&a.file)
+        .with_context(|| format!("cannot open {}", a.file.display()))?;
+    let events: Vec<Bytes> =
+        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::new(f))?
+            .map(|e| e.map(Bytes::from))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot read {}", a.file.display()))?;
+    let first = events.first().context("the file has no events")?;
+    let started = proof_stream::probe::probe(first)?.started_uuid;
+    let invocation_id = a
+        .invocation_id
+        .or(started)
+        .context("the first event is not BuildStarted; pass --invocation-id")?;
+    let headers = a
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .with_context(|| format!("--header {h:?} is not NAME=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = proof_server::replay::ReplayOptions {
+        target: a.to,
+        build_id: a
+            .build_id
+            .unwrap_or_else(|| format!("replay-{invocation_id}")),
+        invocation_id,
+        project_id: a.instance,
+        headers,
+        max_retries: a.max_retries,
+        backoff: Duration::from_millis(a.backoff_ms),
+        faults: proof_server::replay::Faults {
+            disconnect_after: a.disconnect_after,
+            resend_acked: a.resend_acked,
+        },
+        finish: true,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    match rt.block_on(proof_server::replay::replay(events, &opts)) {
+        Ok(report) => {
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "replayed {} events of {} in {} RPC(s); {} acks",
+                    report.events,
+                    opts.invocation_id,
+                    report.rpcs,
+                    report.acked.len()
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("proof: replay failed: {e}");
+            Ok(EXIT_FAILED)
+        }
+    }
+}

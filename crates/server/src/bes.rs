@@ -1,0 +1,568 @@
+//! The Build Event Service backend: `google.devtools.build.v1.PublishBuildEvent`.
+//!
+//! Ack policy (group commit): the handler reads every message that has
+//! already arrived on the RPC (up to [`MAX_BATCH`]), decides each one with the
+//! sequence rules ([`proof_stream::sequencer`]), appends the new ones to the
+//! store in one durable write, and only then sends the acks, in the order the
+//! messages came. An event is never acked before it is on disk.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt};
+use proof_ingest::{batch_flags, finalize, Finalized};
+use proof_proto::bes::{
+    build_event::Event, publish_build_event_server::PublishBuildEvent, stream_id::BuildComponent,
+    OrderedBuildEvent, PublishBuildToolEventStreamRequest, PublishBuildToolEventStreamResponse,
+    PublishLifecycleEventRequest, StreamId,
+};
+use proof_store::{
+    AppendFlags, InvocationMeta, InvocationSource, JournalRecord, LifecycleEvent, RecordKind,
+    Store, StoreError,
+};
+use proof_stream::probe::{probe, Probe};
+use proof_stream::sequencer::{Decision, Position, RpcSequencer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::Metrics;
+
+/// Most messages taken into one group commit.
+pub const MAX_BATCH: usize = 512;
+/// Acks buffered towards a slow client before the handler stops reading.
+const ACK_BUFFER: usize = 1024;
+
+/// Called (on a blocking thread) after an invocation was finalized, e.g. to
+/// write its proof artifact.
+pub trait OnFinalized: Send + Sync + 'static {
+    fn on_finalized(&self, store: &dyn Store, finalized: &Finalized);
+}
+
+/// Decides whether a stream may be stored (tenant enforcement plugs in here).
+pub trait Admission: Send + Sync + 'static {
+    /// Called once per RPC, with the request metadata and the first request.
+    /// Returns the tenant the invocation belongs to, or the status to refuse with.
+    fn admit(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        project_id: &str,
+    ) -> Result<Option<String>, Status>;
+}
+
+/// Admits every stream, tenant-less.
+pub struct OpenAdmission;
+
+impl Admission for OpenAdmission {
+    fn admit(&self, _: &tonic::metadata::MetadataMap, _: &str) -> Result<Option<String>, Status> {
+        Ok(None)
+    }
+}
+
+/// The BES service: a small struct over shared state.
+pub struct BesService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// Per-invocation position, shared by the RPCs of one invocation.
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Position>>>>>,
+    on_finalized: Option<Arc<dyn OnFinalized>>,
+    admission: Arc<dyn Admission>,
+}
+
+impl BesService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        on_finalized: Option<Arc<dyn OnFinalized>>,
+        admission: Arc<dyn Admission>,
+    ) -> Self {
+        let inner = Inner {
+            store,
+            metrics,
+            slots: Mutex::default(),
+            on_finalized,
+            admission,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+/// One parsed tool-stream message.
+struct Parsed {
+    stream_id: StreamId,
+    seq: u64,
+    kind: RecordKind,
+    payload: Bytes,
+    probe: Option<Probe>,
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
+    let OrderedBuildEvent {
+        stream_id,
+        sequence_number,
+        event,
+    } = req.ordered_build_event.ok_or_else(|| {
+        invalid("request has no ordered_build_event; this is not a Bazel BES stream")
+    })?;
+    let stream_id = stream_id.ok_or_else(|| invalid("ordered_build_event has no stream_id"))?;
+    if stream_id.invocation_id.is_empty() {
+        return Err(invalid(
+            "stream_id.invocation_id is empty; the tool event stream must name its invocation",
+        ));
+    }
+    let seq = u64::try_from(sequence_number)
+        .map_err(|_| invalid(format!("sequence_number {sequence_number} is negative")))?;
+    let event = event.ok_or_else(|| invalid(format!("event {seq} has no event")))?;
+    let (kind, payload, probe) = match &event.event {
+        Some(Event::BazelEvent(any)) => {
+            if any.type_url != proof_proto::BEP_EVENT_TYPE_URL {
+                return Err(invalid(format!(
+                    "event {seq}: bazel_event has type {:?}, expected {:?}",
+                    any.type_url,
+                    proof_proto::BEP_EVENT_TYPE_URL
+                )));
+            }
+            let p = probe(&any.value).map_err(|e| invalid(format!("event {seq}: {e}")))?;
+            (
+                RecordKind::BepEvent,
+                Bytes::from(any.value.clone()),
+                Some(p),
+            )
+        }
+        Some(Event::ComponentStreamFinished(_)) => (
+            RecordKind::StreamFinished,
+            Bytes::from(prost::Message::encode_to_vec(&event)),
+            None,
+        ),
+        Some(_) => (
+            RecordKind::Other,
+            Bytes::from(prost::Message::encode_to_vec(&event)),
+            None,
+        ),
+        None => return Err(invalid(format!("event {seq} carries no event kind"))),
+    };
+    Ok(Parsed {
+        stream_id,
+        seq,
+        kind,
+        payload,
+        probe,
+    })
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::InvalidInvocationId { .. } | StoreError::InvalidBuildId { .. } => {
+            invalid(e.to_string())
+        }
+        StoreError::AlreadyFinalized(_) | StoreError::TenantMismatch { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        other => Status::unavailable(format!("storage failed, retry later: {other}")),
+    }
+}
+
+fn ack(p: &Parsed) -> PublishBuildToolEventStreamResponse {
+    PublishBuildToolEventStreamResponse {
+        stream_id: Some(p.stream_id.clone()),
+        sequence_number: p.seq as i64,
+    }
+}
+
+/// What one RPC knows across its batches.
+struct Rpc {
+    seq: RpcSequencer,
+    invocation_id: Option<String>,
+    tenant: Option<String>,
+    project_id: String,
+    metadata: tonic::metadata::MetadataMap,
+}
+
+impl Inner {
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Position>>> {
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots.entry(id.to_string()).or_default().clone()
+    }
+
+    fn release_slot(&self, id: &str) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        if slots.get(id).is_some_and(|s| Arc::strong_count(s) == 1) {
+            slots.remove(id);
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    context: "store task panicked".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
+    /// Handles one batch. Returns the acks to send, and the status to end the
+    /// RPC with if a message was refused (its acks are for the messages before it).
+    async fn batch(
+        self: &Arc<Self>,
+        rpc: &mut Rpc,
+        msgs: Vec<PublishBuildToolEventStreamRequest>,
+    ) -> (Vec<PublishBuildToolEventStreamResponse>, Option<Status>) {
+        let mut parsed = Vec::with_capacity(msgs.len());
+        let mut refusal = None;
+        for m in msgs {
+            if rpc.project_id.is_empty() && !m.project_id.is_empty() {
+                rpc.project_id.clone_from(&m.project_id);
+            }
+            match parse(m) {
+                Ok(p) => {
+                    let id = &p.stream_id.invocation_id;
+                    match &rpc.invocation_id {
+                        None => rpc.invocation_id = Some(id.clone()),
+                        Some(known) if known != id => {
+                            refusal = Some(invalid(format!(
+                                "one RPC carries two invocations ({known} and {id}); open one stream per invocation"
+                            )));
+                            break;
+                        }
+                        Some(_) => {}
+                    }
+                    parsed.push(p);
+                }
+                Err(s) => {
+                    refusal = Some(s);
+                    break;
+                }
+            }
+        }
+        let Some(id) = rpc.invocation_id.clone() else {
+            return (Vec::new(), refusal);
+        };
+        if parsed.is_empty() {
+            return (Vec::new(), refusal);
+        }
+        let slot = self.slot(&id);
+        let mut guard = slot.lock().await;
+        let mut pos = match *guard {
+            Some(p) => p,
+            None => {
+                let sid = id.clone();
+                match self.blocking(move |s| s.state(&sid)).await {
+                    Ok(Some(st)) => Position {
+                        accepted: st.last_seq,
+                        finished_at: st.saw_stream_finished.then_some(st.last_seq),
+                    },
+                    Ok(None) => {
+                        // A new invocation: admission decides before anything is stored.
+                        match self.inner_admit(rpc) {
+                            Ok(()) => Position::default(),
+                            Err(s) => return (Vec::new(), Some(s)),
+                        }
+                    }
+                    Err(e) => return (Vec::new(), Some(store_status(e))),
+                }
+            }
+        };
+        let start_pos = pos;
+        // Decide every message; `acks` holds (message index, is_new).
+        let mut acks = Vec::with_capacity(parsed.len());
+        let mut new_from: Option<usize> = None;
+        for (i, p) in parsed.iter().enumerate() {
+            match rpc.seq.decide(pos, p.seq) {
+                Decision::Duplicate => {
+                    Metrics::add(&self.metrics.events_duplicate, 1);
+                    acks.push(i);
+                }
+                Decision::Append => {
+                    if p.seq == 1 {
+                        let started = p.probe.as_ref().and_then(|pr| pr.started_uuid.as_deref());
+                        match started {
+                            None => {
+                                refusal = Some(invalid(format!(
+                                    "event 1 of invocation {id} is not BuildStarted ({}); a BEP stream starts with BuildStarted",
+                                    p.probe.as_ref().map_or("not a BEP event", |pr| pr.kind)
+                                )));
+                                break;
+                            }
+                            Some(uuid) if uuid != id => {
+                                refusal = Some(invalid(format!(
+                                    "BuildStarted.uuid {uuid} differs from the stream's invocation_id {id}"
+                                )));
+                                break;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    new_from.get_or_insert(i);
+                    pos.accepted = p.seq;
+                    if p.kind == RecordKind::StreamFinished {
+                        pos.finished_at = Some(p.seq);
+                    }
+                    acks.push(i);
+                }
+                Decision::Reject(v) => {
+                    Metrics::add(&self.metrics.stream_errors_sequence, 1);
+                    refusal = Some(Status::failed_precondition(format!("invocation {id}: {v}")));
+                    break;
+                }
+            }
+        }
+        let records: Vec<JournalRecord> = acks
+            .iter()
+            .filter(|&&i| parsed[i].seq > start_pos.accepted)
+            .map(|&i| JournalRecord {
+                seq: parsed[i].seq,
+                kind: parsed[i].kind,
+                payload: parsed[i].payload.clone(),
+            })
+            .collect();
+        let mut finished_now = false;
+        if !records.is_empty() {
+            let flags: AppendFlags = batch_flags(
+                records
+                    .iter()
+                    .zip(acks.iter())
+                    .filter_map(|(_, &i)| parsed[i].probe.as_ref()),
+                records.iter().any(|r| r.kind == RecordKind::StreamFinished),
+            );
+            finished_now = flags.saw_stream_finished;
+            let n_bep = records
+                .iter()
+                .filter(|r| r.kind == RecordKind::BepEvent)
+                .count() as u64;
+            let meta = (start_pos.accepted == 0).then(|| InvocationMeta {
+                invocation_id: id.clone(),
+                build_id: Some(parsed[0].stream_id.build_id.clone()).filter(|b| !b.is_empty()),
+                source: InvocationSource::Bes,
+                tenant: rpc.tenant.clone(),
+                instance: Some(rpc.project_id.clone()).filter(|p| !p.is_empty()),
+                created_at_ms: now_ms(),
+            });
+            let sid = id.clone();
+            let t0 = Instant::now();
+            let res = self
+                .blocking(move |s| {
+                    if let Some(meta) = meta {
+                        s.open_invocation(&meta)?;
+                    }
+                    s.append(&sid, &records, flags)
+                })
+                .await;
+            Metrics::add(&self.metrics.store_commits, 1);
+            Metrics::add(
+                &self.metrics.store_commit_micros,
+                t0.elapsed().as_micros() as u64,
+            );
+            if let Err(e) = res {
+                Metrics::add(&self.metrics.stream_errors_store, 1);
+                *guard = None; // reload from the store next time
+                let first_new = new_from.unwrap_or(acks.len());
+                let acks = acks
+                    .iter()
+                    .take_while(|&&i| i < first_new)
+                    .map(|&i| ack(&parsed[i]))
+                    .collect();
+                return (acks, Some(store_status(e)));
+            }
+            Metrics::add(&self.metrics.events_ingested, n_bep);
+        }
+        *guard = Some(pos);
+        drop(guard);
+        if finished_now {
+            self.spawn_finalize(id);
+        }
+        (acks.iter().map(|&i| ack(&parsed[i])).collect(), refusal)
+    }
+
+    fn inner_admit(&self, rpc: &mut Rpc) -> Result<(), Status> {
+        rpc.tenant = self.admission.admit(&rpc.metadata, &rpc.project_id)?;
+        Ok(())
+    }
+
+    fn spawn_finalize(self: &Arc<Self>, id: String) {
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || match finalize(inner.store.as_ref(), &id) {
+            Ok(f) => {
+                Metrics::add(&inner.metrics.invocations_finalized, 1);
+                if f.complete {
+                    Metrics::add(&inner.metrics.invocations_complete, 1);
+                }
+                tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, events = f.summary.event_count, "invocation finalized");
+                if let Some(hook) = &inner.on_finalized {
+                    hook.on_finalized(inner.store.as_ref(), &f);
+                }
+            }
+            Err(e) => tracing::error!(invocation = %id, error = %e, "finalizing failed"),
+        });
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut inbound: Streaming<PublishBuildToolEventStreamRequest>,
+        metadata: tonic::metadata::MetadataMap,
+        tx: mpsc::Sender<Result<PublishBuildToolEventStreamResponse, Status>>,
+    ) {
+        let mut rpc = Rpc {
+            seq: RpcSequencer::new(),
+            invocation_id: None,
+            tenant: None,
+            project_id: String::new(),
+            metadata,
+        };
+        loop {
+            let first = match inbound.next().await {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(status)) => {
+                    Metrics::add(&self.metrics.streams_broken, 1);
+                    tracing::debug!(%status, "client stream ended with an error");
+                    break;
+                }
+            };
+            let mut msgs = vec![first];
+            let mut end = false;
+            while msgs.len() < MAX_BATCH {
+                match inbound.next().now_or_never() {
+                    Some(Some(Ok(m))) => msgs.push(m),
+                    Some(Some(Err(_))) => {
+                        Metrics::add(&self.metrics.streams_broken, 1);
+                        end = true;
+                        break;
+                    }
+                    Some(None) => {
+                        end = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let (acks, refusal) = self.batch(&mut rpc, msgs).await;
+            for a in acks {
+                if tx.send(Ok(a)).await.is_err() {
+                    end = true;
+                    break;
+                }
+                Metrics::add(&self.metrics.acks_sent, 1);
+            }
+            if let Some(status) = refusal {
+                if status.code() == tonic::Code::InvalidArgument {
+                    Metrics::add(&self.metrics.stream_errors_invalid, 1);
+                }
+                tracing::warn!(invocation = ?rpc.invocation_id, %status, "refused a BES stream");
+                let _ = tx.send(Err(status)).await;
+                break;
+            }
+            if end {
+                break;
+            }
+        }
+        if let Some(id) = rpc.invocation_id {
+            self.release_slot(&id);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn ts_ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+fn status_name(s: Option<&proof_proto::bes::BuildStatus>) -> String {
+    let r = s.map_or(0, |s| s.result);
+    proof_proto::bes::build_status::Result::try_from(r)
+        .map_or_else(|_| format!("RESULT_{r}"), |r| r.as_str_name().to_string())
+}
+
+type AckStream =
+    Pin<Box<dyn Stream<Item = Result<PublishBuildToolEventStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PublishBuildEvent for BesService {
+    async fn publish_lifecycle_event(
+        &self,
+        request: Request<PublishLifecycleEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let obe = req
+            .build_event
+            .ok_or_else(|| invalid("lifecycle request has no build_event"))?;
+        let sid = obe
+            .stream_id
+            .ok_or_else(|| invalid("lifecycle build_event has no stream_id"))?;
+        if sid.build_id.is_empty() {
+            return Err(invalid("lifecycle stream_id.build_id is empty"));
+        }
+        let ev = obe
+            .event
+            .ok_or_else(|| invalid("lifecycle build_event has no event"))?;
+        let at = ts_ms(ev.event_time.as_ref());
+        let event = match ev.event {
+            Some(Event::BuildEnqueued(_)) => LifecycleEvent::BuildEnqueued { at_ms: at },
+            Some(Event::InvocationAttemptStarted(a)) => LifecycleEvent::InvocationAttemptStarted {
+                attempt_number: u64::try_from(a.attempt_number).unwrap_or(0),
+                at_ms: at,
+            },
+            Some(Event::InvocationAttemptFinished(f)) => {
+                LifecycleEvent::InvocationAttemptFinished {
+                    status: status_name(f.invocation_status.as_ref()),
+                    at_ms: at,
+                }
+            }
+            Some(Event::BuildFinished(f)) => LifecycleEvent::BuildFinished {
+                status: status_name(f.status.as_ref()),
+                at_ms: at,
+            },
+            other => {
+                return Err(invalid(format!(
+                    "lifecycle event of kind {:?} is not a lifecycle event",
+                    other.map(|_| "stream event")
+                )))
+            }
+        };
+        let _ = sid.component == BuildComponent::Controller as i32;
+        Metrics::add(&self.inner.metrics.lifecycle_events, 1);
+        let invocation = Some(sid.invocation_id).filter(|s| !s.is_empty());
+        self.inner
+            .blocking(move |s| s.record_lifecycle(&sid.build_id, invocation.as_deref(), event))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(()))
+    }
+
+    type PublishBuildToolEventStreamStream = AckStream;
+
+    async fn publish_build_tool_event_stream(
+        &self,
+        request: Request<Streaming<PublishBuildToolEventStreamRequest>>,
+    ) -> Result<Response<AckStream>, Status> {
+        Metrics::add(&self.inner.metrics.streams_opened, 1);
+        let metadata = request.metadata().clone();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(ACK_BUFFER);
+        tokio::spawn(self.inner.clone().run(inbound, metadata, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

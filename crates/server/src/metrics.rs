@@ -1,0 +1,38 @@
+//! Counters of the BES backend. Plain atomics: cheap on the hot path, read
+//! by the `/metrics` endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// BEP events stored for the first time.
+    pub events_ingested: AtomicU64,
+    /// Events received again (retries) and acked without storing.
+    pub events_duplicate: AtomicU64,
+    /// Acks sent.
+    pub acks_sent: AtomicU64,
+    /// Tool-event RPCs opened.
+    pub streams_opened: AtomicU64,
+    /// RPCs ended with an error status we sent, by reason.
+    pub stream_errors_invalid: AtomicU64,
+    pub stream_errors_sequence: AtomicU64,
+    pub stream_errors_store: AtomicU64,
+    /// RPCs the client cancelled or broke.
+    pub streams_broken: AtomicU64,
+    pub lifecycle_events: AtomicU64,
+    /// Group commits and their total duration.
+    pub store_commits: AtomicU64,
+    pub store_commit_micros: AtomicU64,
+    pub invocations_finalized: AtomicU64,
+    pub invocations_complete: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
