@@ -467,9 +467,6 @@ impl Store for FsStore {
             validate_build_id(b)?;
         }
         self.with_slot(id, |slot| {
-            if let Some(live) = &slot.live {
-                return Ok(live.state.clone());
-            }
             let existing = index::get(&lock(&self.db), id)?;
             if let Some(row) = existing.filter(|r| !r.deleted) {
                 if row.meta.tenant != meta.tenant {
@@ -479,7 +476,11 @@ impl Store for FsStore {
                         requested: meta.tenant.clone(),
                     });
                 }
-                return Ok(row.state);
+                // A live journal may be ahead of the index if an index write failed.
+                return Ok(match &slot.live {
+                    Some(live) => live.state.clone(),
+                    None => row.state,
+                });
             }
             let len = self.create_journal(meta)?;
             let state = InvocationState {

@@ -158,7 +158,11 @@ fn open_is_idempotent_and_checks_tenant() {
     drop(store);
     let store = FsStore::open(dir.path()).unwrap();
     assert_eq!(store.open_invocation(&m).unwrap().last_seq, 4);
+    store
+        .append("idem", &recs(5, 1), AppendFlags::default())
+        .unwrap();
     m.tenant = Some("evil".into());
+    // Also while the journal is live (cached) in this process.
     let e = store.open_invocation(&m).unwrap_err();
     assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
     assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 1);
