@@ -65,6 +65,10 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// Another process (or another `FsStore` in this process) has the store open.
+    #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory")]
+    Locked { dir: PathBuf },
+
     /// A file-system operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -54,12 +54,30 @@ const COLS: &str = "invocation_id, build_id, source, tenant, instance, created_a
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let ctx = || format!("opening {}", path.display());
     let conn = Connection::open(path).map_err(StoreError::index(ctx()))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
+    // One process owns a store directory: the first write takes an exclusive lock that is
+    // held until the connection closes (or the process dies), so a second FsStore::open on
+    // the same directory fails instead of interleaving journal frames.
+    conn.busy_timeout(std::time::Duration::from_secs(2))
         .map_err(StoreError::index(ctx()))?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(StoreError::index(ctx()))?;
+    let dir = path.parent().unwrap_or(path).to_path_buf();
+    let locked = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Locked { dir: dir.clone() }
+        }
+        _ => StoreError::Index {
+            context: ctx(),
+            source: e,
+        },
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(locked)?;
+    // Take the write lock now rather than at the first append.
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(locked)?;
     // The journals are the source of truth; a lost index commit is repaired at open.
     conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(StoreError::index(ctx()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(StoreError::index(ctx()))?;
     conn.execute_batch(SCHEMA)
         .map_err(StoreError::index("creating the index schema"))?;

@@ -681,3 +681,14 @@ fn read_while_appending_sees_a_consistent_prefix() {
     writer.join().unwrap();
     check_records(&read_all(&store, "rw"), 3000);
 }
+
+#[test]
+fn a_store_directory_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    let e = FsStore::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+    drop(store);
+    FsStore::open(dir.path()).unwrap();
+}
