@@ -1,1 +1,213 @@
-//! end-to-end test helpers
+//! Helpers shared by rbe-proof's end-to-end tests: the `proof` binary as a
+//! child process, the loopback rig, fixtures.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A Bazel 4.2.3 fixture file.
+pub fn fixture(scenario: &str, file: &str) -> PathBuf {
+    repo_root()
+        .join("tests/fixtures/bazel-4.2.3")
+        .join(scenario)
+        .join(file)
+}
+
+/// The `proof` binary of this checkout, built once if this test run did not
+/// build it already.
+pub fn proof_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/proof
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let bin = profile_dir.join("proof");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "proof-cli", "--bin", "proof"])
+            .args(if profile_dir.ends_with("release") {
+                &["--release"][..]
+            } else {
+                &[][..]
+            })
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build for the proof binary");
+        assert!(status.success(), "cargo build -p proof-cli failed");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A `proof serve` child process; killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub store: PathBuf,
+}
+
+impl Server {
+    /// Starts `proof serve --listen ADDR --store STORE EXTRA...` and waits until it listens.
+    pub fn start(listen: &str, store: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(proof_bin())
+            .args(["serve", "--listen", listen, "--store"])
+            .arg(store)
+            .args(extra)
+            .env("PROOF_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn proof serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("BES listening on grpc://").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                println!("[proof serve] {line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("proof serve did not report its address within 60 s");
+        Server {
+            child,
+            addr,
+            store: store.to_path_buf(),
+        }
+    }
+
+    pub fn target(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    /// SIGKILL, as `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The loopback rig, as `tests/run-all.sh` exported it.
+pub struct Rig {
+    pub remote_executor: String,
+    pub run_bazel: PathBuf,
+    pub copy_spoke: PathBuf,
+}
+
+/// The rig, or a panic that says how to start it: these tests are never skipped.
+pub fn rig() -> Rig {
+    let Ok(exec) = std::env::var("RIG_REMOTE_EXECUTOR") else {
+        panic!(
+            "RIG_REMOTE_EXECUTOR is not set: real-Bazel tests need the loopback rig. \
+             Run the suite with `bash tests/run-all.sh` (it installs and starts the rig), \
+             or start it with `bash tests/rig/start-rig.sh` and `set -a; . /tmp/rbe-proof-rig/run/rig.env`."
+        )
+    };
+    Rig {
+        remote_executor: exec,
+        run_bazel: repo_root().join("tests/rig/run-bazel.sh"),
+        copy_spoke: repo_root().join("tests/rig/copy-spoke.sh"),
+    }
+}
+
+/// Output of one Bazel command.
+pub struct BazelRun {
+    pub code: i32,
+    pub output: String,
+}
+
+impl Rig {
+    /// A fresh copy of the example spoke in `dir` (which must not exist).
+    pub fn spoke(&self, dir: &Path) {
+        let st = Command::new("bash")
+            .arg(&self.copy_spoke)
+            .arg(dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("copy-spoke");
+        assert!(st.success(), "copy-spoke.sh failed");
+    }
+
+    /// Runs Bazel in workspace `ws` with the rig's fixed small environment.
+    pub fn bazel(&self, ws: &Path, args: &[&str]) -> BazelRun {
+        let t = Instant::now();
+        let out = Command::new("bash")
+            .arg(&self.run_bazel)
+            .arg(ws)
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("run-bazel.sh");
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "bazel {} -> {:?} in {:.1}s\n{output}",
+            args.join(" "),
+            out.status.code(),
+            t.elapsed().as_secs_f64()
+        );
+        BazelRun {
+            code: out.status.code().unwrap_or(-1),
+            output,
+        }
+    }
+
+    /// Stops the Bazel server of `ws`.
+    pub fn shutdown(&self, ws: &Path) {
+        let _ = Command::new("bash")
+            .arg(&self.run_bazel)
+            .arg(ws)
+            .args(["--", "shutdown"])
+            .output();
+    }
+}
+
+/// The records of a delimited file.
+pub fn delimited_records(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    proof_stream::delimited::split_delimited(&bytes, usize::MAX)
+        .expect("delimited file")
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The BEP events stored for `invocation_id`, in journal order.
+pub fn stored_events(store: &dyn proof_store::Store, invocation_id: &str) -> Vec<Vec<u8>> {
+    store
+        .read(invocation_id)
+        .expect("read journal")
+        .map(|r| r.expect("journal record"))
+        .filter(|r| r.kind == proof_store::RecordKind::BepEvent)
+        .map(|r| r.payload.to_vec())
+        .collect()
+}
