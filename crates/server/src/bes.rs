@@ -201,6 +201,8 @@ impl Inner {
         let mut slots = self.slots.lock().expect("slots lock");
         if slots.get(id).is_some_and(|s| Arc::strong_count(s) == 1) {
             slots.remove(id);
+            // No RPC of this invocation is open: let the store drop its handles.
+            self.store.release(id);
         }
     }
 
