@@ -249,7 +249,7 @@ impl<R: Read> JournalReader<R> {
         let mut h = crc32fast::Hasher::new();
         h.update(&fixed);
         h.update(&meta);
-        if h.finalize() != u32::from_le_bytes(crc) {
+        if !crc_matches(h.finalize(), u32::from_le_bytes(crc)) {
             return Err(bad("file header checksum mismatch".into()));
         }
         let meta: InvocationMeta = serde_json::from_slice(&meta)
@@ -322,7 +322,7 @@ impl<R: Read> JournalReader<R> {
         let mut h = crc32fast::Hasher::new();
         h.update(&hb[..28]);
         h.update(&comp);
-        if h.finalize() != hdr.crc {
+        if !crc_matches(h.finalize(), hdr.crc) {
             return Err(bad("frame checksum mismatch".into()));
         }
         if hdr.first_seq != self.next_seq {
@@ -339,6 +339,12 @@ impl<R: Read> JournalReader<R> {
         self.next_seq += u64::from(hdr.count);
         Ok(Some((hdr, records)))
     }
+}
+
+/// Checksum comparison. Fuzz builds (`--cfg fuzzing`, set by cargo-fuzz) accept any
+/// checksum so the fuzzer can reach the decoders behind it.
+fn crc_matches(computed: u32, stored: u32) -> bool {
+    cfg!(fuzzing) || computed == stored
 }
 
 /// Decompresses and parses one block, checking it against its header.
