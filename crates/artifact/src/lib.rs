@@ -20,5 +20,6 @@ pub use keys::{
     generate, keyid, load_private_pem, load_public_pem, KeyError, SigningKey, VerifyingKey,
 };
 pub use policy::{Policy, PolicyCheck};
+pub use proof_evidence::Evidence;
 pub use record::{record, record_delimited, RecordError, RecordOutcome};
 pub use verify::{verify, verify_path, Check, Report, VerifyError};

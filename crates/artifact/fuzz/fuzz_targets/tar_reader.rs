@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
             let body = &data[m.offset as usize..(m.offset + m.size) as usize];
             w.append(m.name, m.size, &mut &body[..]).unwrap();
         }
-        assert_eq!(w.finish().unwrap(), data, "accepted a non-canonical archive");
+        assert_eq!(
+            w.finish().unwrap(),
+            data,
+            "accepted a non-canonical archive"
+        );
     }
 });

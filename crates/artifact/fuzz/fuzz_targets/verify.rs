@@ -8,8 +8,12 @@ use proof_artifact::{verify, Policy, SigningKey};
 
 fuzz_target!(|data: &[u8]| {
     let key = SigningKey::from_bytes(&[1; 32]);
-    let report = verify(std::io::Cursor::new(data), &[key.verifying_key()], &Policy::default())
-        .expect("an in-memory artifact is always readable");
+    let report = verify(
+        std::io::Cursor::new(data),
+        &[key.verifying_key()],
+        &Policy::default(),
+    )
+    .expect("an in-memory artifact is always readable");
     assert_eq!(report.checks.len(), 8);
     assert_eq!(report.ok, report.checks.iter().all(|c| c.ok));
     assert_eq!(report.evidence.is_some(), report.checks[3].ok);
