@@ -335,11 +335,11 @@ impl FleetBuilder {
         } else {
             BTreeMap::new()
         };
-        let max_over_fair = shares
+        let max_over_fair = values
             .values()
-            .copied()
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-            .map(|m| round4(m * shares.len() as f64));
+            .max()
+            .filter(|_| total > 0)
+            .map(|m| round4(*m as f64 / total as f64 * values.len() as f64));
 
         let mut poison = Poison {
             invocations_with_digests: self.with_digests,
