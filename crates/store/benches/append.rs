@@ -88,7 +88,7 @@ fn main() {
     let store = FsStore::open(dir.path()).unwrap();
     let quick = std::env::var_os("PROOF_STORE_BENCH_QUICK").is_some();
     let big = if quick { 100_000 } else { 1_000_000 };
-    run(&store, "batch-1", if quick { 2_000 } else { 20_000 }, 1);
+    run(&store, "batch-1", if quick { 1_000 } else { 5_000 }, 1);
     run(&store, "batch-64", big, 64);
     run(&store, "batch-512", big, 512);
 
@@ -112,7 +112,7 @@ fn main() {
     let store = FsStore::open(dir.path()).unwrap();
     println!(
         "reopen with recovery scan of 3 unfinalized journals ({} records): {:.2} s, clean: {}",
-        store.state("batch-512").unwrap().unwrap().last_seq * 2 + 20_000,
+        store.state("batch-512").unwrap().unwrap().last_seq * 2 + if quick { 1_000 } else { 5_000 },
         start.elapsed().as_secs_f64(),
         store.recovery_report().is_clean()
     );
