@@ -3,6 +3,7 @@
 //! failed, 2 unusable input or a usage error.
 
 mod invocations;
+mod manifest;
 mod proofs;
 mod serve;
 
@@ -87,6 +88,10 @@ enum Command {
     Record(proofs::RecordArgs),
     /// Verify proof artifacts: signature, digests, re-derived evidence, policy.
     Verify(proofs::VerifyArgs),
+    /// Promote a target class in the RBE eligibility manifest with a verified proof artifact.
+    Promote(manifest::PromoteArgs),
+    /// Answer the platform's six RBE eligibility questions from the manifest (and artifacts).
+    Report(manifest::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +121,8 @@ fn main() -> ExitCode {
         Command::Keygen { out } => proofs::keygen(&out),
         Command::Record(a) => proofs::record(a),
         Command::Verify(a) => proofs::verify(a),
+        Command::Promote(a) => manifest::promote(a),
+        Command::Report(a) => manifest::report(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

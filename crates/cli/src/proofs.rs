@@ -137,17 +137,39 @@ pub fn record(a: RecordArgs) -> Result<u8> {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// Proof artifacts (INVOCATION_ID.proof.tar).
+    /// Proof artifacts (INVOCATION_ID.proof.tar); none with --manifest.
     artifacts: Vec<PathBuf>,
     /// Trusted public key(s) (SPKI PEM); repeatable.
     #[arg(long = "key", required = true)]
     keys: Vec<PathBuf>,
     /// Print {"ok", "checks", "evidence"} as JSON (an array for several artifacts).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "manifest")]
     json: bool,
+    /// Manifest mode (the PR check): check the RBE eligibility manifest
+    /// against the artifacts in --proofs.
+    #[arg(long, conflicts_with = "artifacts", requires = "proofs")]
+    manifest: Option<PathBuf>,
+    /// With --manifest: the directory holding the proof artifacts.
+    #[arg(long, requires = "manifest")]
+    proofs: Option<PathBuf>,
+    /// With --manifest: the newest proof of each executor-backed or default class must be at most DAYS old.
+    #[arg(long, value_name = "DAYS", requires = "manifest")]
+    max_age: Option<u64>,
+    /// With --manifest: output format.
+    #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
+    format: crate::manifest::CheckFormat,
 }
 
 pub fn verify(a: VerifyArgs) -> Result<u8> {
+    if let Some(manifest) = &a.manifest {
+        return crate::manifest::verify_manifest(
+            manifest,
+            a.proofs.as_deref(),
+            &a.keys,
+            a.max_age,
+            a.format,
+        );
+    }
     if a.artifacts.is_empty() {
         bail!("name at least one artifact to verify");
     }

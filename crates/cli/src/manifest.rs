@@ -1,0 +1,180 @@
+//! `proof promote`, `proof report` and `proof verify --manifest` (the PR
+//! check): thin wrappers around proof-manifest.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use proof_artifact::Policy;
+use proof_manifest::{
+    check_manifest, io::promote_file, parse_manifest, render, scan_proofs, ArtifactFacts,
+    CheckOptions, Mode, PromoteError, PromoteRequest,
+};
+
+use crate::proofs::load_verifying_keys;
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE};
+
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    /// The proof artifact (INVOCATION_ID.proof.tar).
+    artifact: PathBuf,
+    /// The manifest (config/rbe-target-eligibility.json); edited in place.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The target class to promote.
+    #[arg(long)]
+    class: String,
+    /// Trusted public key(s) (SPKI PEM); repeatable.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Target mode: executor-backed (default, or the class's mode if higher) or default.
+    #[arg(long)]
+    mode: Option<Mode>,
+    /// Where the artifact is kept, as recorded in the manifest (a URL, or a
+    /// path relative to the --proofs directory of the PR check).
+    /// Default: the artifact's file name.
+    #[arg(long)]
+    location: Option<String>,
+}
+
+pub fn promote(a: PromoteArgs) -> Result<u8> {
+    let keys = load_verifying_keys(&a.keys)?;
+    let report = match proof_artifact::verify_path(&a.artifact, &keys, &Policy::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("proof: {e}");
+            return Ok(EXIT_UNUSABLE);
+        }
+    };
+    let name = a.artifact.display().to_string();
+    let facts = ArtifactFacts::from_report(name, &report, &keys);
+    let location = a.location.clone().unwrap_or_else(|| {
+        a.artifact
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let req = PromoteRequest {
+        class: a.class.clone(),
+        mode: a.mode,
+        location,
+    };
+    match promote_file(&a.manifest, &facts, &req) {
+        Ok(p) => {
+            if p.changed {
+                eprintln!(
+                    "promoted {} to {} in {}; commit it with:",
+                    a.class,
+                    p.mode.as_str(),
+                    a.manifest.display()
+                );
+            } else {
+                eprintln!(
+                    "{} already records this artifact at {}; the manifest is unchanged",
+                    a.class,
+                    p.mode.as_str()
+                );
+            }
+            print!("{}", p.commit_message);
+            Ok(EXIT_OK)
+        }
+        Err(e @ (PromoteError::Io { .. } | PromoteError::Manifest(_))) => {
+            eprintln!("proof: {e}");
+            Ok(EXIT_UNUSABLE)
+        }
+        Err(e) => {
+            eprintln!("proof: promotion refused: {e}");
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    Md,
+}
+
+/// `proof verify --manifest FILE --proofs DIR --key PUB`.
+pub fn verify_manifest(
+    manifest: &Path,
+    proofs: Option<&Path>,
+    keys: &[PathBuf],
+    max_age: Option<u64>,
+    format: CheckFormat,
+) -> Result<u8> {
+    let Some(proofs) = proofs else {
+        bail!(
+            "--manifest needs --proofs DIR: the directory holding the manifest's proof artifacts"
+        );
+    };
+    let keys = load_verifying_keys(keys)?;
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("cannot read the manifest {}", manifest.display()))?;
+    if !proofs.is_dir() {
+        bail!("--proofs {} is not a directory", proofs.display());
+    }
+    let dir = scan_proofs(proofs, &keys)
+        .with_context(|| format!("cannot read the proofs directory {}", proofs.display()))?;
+    let report = check_manifest(
+        &text,
+        &dir,
+        &CheckOptions {
+            max_age_days: max_age,
+            now: time::OffsetDateTime::now_utc(),
+        },
+    );
+    let name = manifest.display().to_string();
+    match format {
+        CheckFormat::Text => print!("{}", render::check_text(&report, &name)),
+        CheckFormat::Md => print!("{}", render::check_md(&report, &name)),
+        CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The manifest (config/rbe-target-eligibility.json).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Verify the recorded proofs against the artifacts in this directory.
+    #[arg(long)]
+    proofs: Option<PathBuf>,
+    /// Trusted public key(s), needed with --proofs.
+    #[arg(long = "key")]
+    keys: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+    format: ReportFormat,
+}
+
+pub fn report(a: ReportArgs) -> Result<u8> {
+    let text = std::fs::read_to_string(&a.manifest)
+        .with_context(|| format!("cannot read the manifest {}", a.manifest.display()))?;
+    let m = parse_manifest(&text)?;
+    let dir = match &a.proofs {
+        Some(p) => {
+            if a.keys.is_empty() {
+                bail!("--proofs needs --key PUBLIC to verify the artifacts");
+            }
+            let keys = load_verifying_keys(&a.keys)?;
+            Some(
+                scan_proofs(p, &keys)
+                    .with_context(|| format!("cannot read the proofs directory {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let r = proof_manifest::build_report(&m, dir.as_ref());
+    match a.format {
+        ReportFormat::Md => print!("{}", render::report_md(&r)),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+    }
+    Ok(EXIT_OK)
+}

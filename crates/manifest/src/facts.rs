@@ -1,0 +1,227 @@
+//! What a verified proof artifact says: its verification outcome, the
+//! record the manifest keeps about it, the repo it names, and whether it
+//! covers a target class.
+
+use proof_artifact::{Check, Report, VerifyingKey};
+use proof_evidence::Evidence;
+
+use crate::model::{Class, ProofRecord};
+use crate::pattern::Pattern;
+
+/// Build metadata key naming the spoke repo (`--build_metadata=REPO=owner/name`).
+pub const REPO_METADATA_KEY: &str = "REPO";
+/// Workspace status key naming the spoke repo (a `--workspace_status_command`
+/// printing `STABLE_REPO owner/name`), used when the metadata key is absent.
+pub const REPO_WORKSPACE_STATUS_KEY: &str = "STABLE_REPO";
+
+/// The outcome of `proof verify` for one artifact, reduced to what the
+/// manifest needs.
+#[derive(Debug, Clone)]
+pub struct ArtifactFacts {
+    /// The artifact's path or name, for messages.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub artifact_sha256: String,
+    /// Every check of `proof verify`.
+    pub checks: Vec<Check>,
+    /// The re-derived evidence (when the integrity checks passed).
+    pub evidence: Option<Evidence>,
+    /// keyid of the trusted key that verified the signature.
+    pub signer_keyid: Option<String>,
+}
+
+impl ArtifactFacts {
+    /// From the report of [`proof_artifact::verify_path`] with `trusted`.
+    pub fn from_report(name: impl Into<String>, report: &Report, trusted: &[VerifyingKey]) -> Self {
+        let signer_keyid = report.check("signature").filter(|c| c.ok).and_then(|c| {
+            trusted
+                .iter()
+                .map(proof_artifact::keyid)
+                .find(|id| c.detail.contains(id.as_str()))
+        });
+        ArtifactFacts {
+            name: name.into(),
+            artifact_sha256: report.artifact_sha256.clone(),
+            checks: report.checks.clone(),
+            evidence: report.evidence.clone(),
+            signer_keyid,
+        }
+    }
+
+    /// Every check passed (as `proof verify` exit code 0).
+    pub fn verified(&self) -> bool {
+        self.checks.iter().all(|c| c.ok) && self.evidence.is_some() && self.signer_keyid.is_some()
+    }
+
+    /// The failed checks as `name: detail`.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect()
+    }
+
+    /// The record the manifest keeps for this artifact, when it verified.
+    pub fn record(&self, location: &str) -> Option<ProofRecord> {
+        let ev = self.evidence.as_ref()?;
+        if !self.verified() {
+            return None;
+        }
+        let mut worker_images: Vec<String> = ev
+            .worker_images
+            .iter()
+            .filter(|w| w.remote_spawns != Some(0))
+            .map(|w| w.image.clone())
+            .collect();
+        worker_images.sort();
+        Some(ProofRecord {
+            artifact_sha256: self.artifact_sha256.clone(),
+            location: location.to_string(),
+            invocation_id: ev.invocation_id.clone(),
+            date: ev
+                .finished_at
+                .clone()
+                .or_else(|| ev.started_at.clone())
+                .unwrap_or_default(),
+            command: ev.command.clone(),
+            bazel_version: ev.bazel_version.clone(),
+            executor: ev.executor.remote_executor.clone().unwrap_or_default(),
+            instance_name: ev.executor.remote_instance_name.clone(),
+            remote_executions: ev.processes.remote_executions.unwrap_or(0),
+            worker_images,
+            signer_keyid: self.signer_keyid.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Why this artifact does not cover `class` (empty when it does):
+    /// same repo, the right command for the work kind, and every class
+    /// pattern requested by the build and matched by successful targets
+    /// (and passed tests for test/smoke classes).
+    pub fn coverage_problems(&self, class: &Class) -> Vec<String> {
+        let Some(ev) = &self.evidence else {
+            return vec!["the artifact has no verified evidence".into()];
+        };
+        let mut out = Vec::new();
+        match repo_of(ev) {
+            Ok(r) if r == class.repo => {}
+            Ok(r) => out.push(format!(
+                "the artifact is from repo {r}, the class belongs to {}",
+                class.repo
+            )),
+            Err(e) => out.push(e),
+        }
+        let kind = class.work_kind;
+        if kind.needs_test_command() && ev.command != "test" {
+            out.push(format!(
+                "a {} class needs a `bazel test` proof, the artifact is `bazel {}`",
+                kind.as_str(),
+                ev.command
+            ));
+        } else if !matches!(ev.command.as_str(), "build" | "test") {
+            out.push(format!(
+                "the artifact is `bazel {}`; only build and test prove a class",
+                ev.command
+            ));
+        }
+        let requested: Vec<Pattern> = ev
+            .patterns
+            .iter()
+            .filter_map(|p| Pattern::parse(p))
+            .collect();
+        let excluded: Vec<Pattern> = ev
+            .patterns
+            .iter()
+            .filter_map(|p| p.strip_prefix('-').and_then(Pattern::parse))
+            .collect();
+        for text in &class.patterns {
+            let Some(pat) = Pattern::parse(text) else {
+                out.push(format!("class pattern {text} is not a //package pattern"));
+                continue;
+            };
+            if !requested.iter().any(|q| q.contains(&pat)) {
+                out.push(format!(
+                    "class pattern {text} is not covered by the build's patterns [{}]",
+                    ev.patterns.join(", ")
+                ));
+                continue;
+            }
+            if let Some(x) = excluded.iter().find(|x| x.overlaps(&pat)) {
+                out.push(format!(
+                    "class pattern {text} is partly excluded by -//{}",
+                    x.package
+                ));
+                continue;
+            }
+            let targets: Vec<(&String, Option<bool>)> = ev
+                .targets
+                .iter()
+                .filter(|(l, _)| pat.matches_label(l))
+                .map(|(l, t)| (l, t.success))
+                .collect();
+            if targets.is_empty() {
+                out.push(format!(
+                    "no target of the build matches class pattern {text}"
+                ));
+                continue;
+            }
+            let failed: Vec<&str> = targets
+                .iter()
+                .filter(|(_, ok)| *ok != Some(true))
+                .map(|(l, _)| l.as_str())
+                .collect();
+            if !failed.is_empty() {
+                out.push(format!(
+                    "targets matching {text} did not build: {}",
+                    failed.join(", ")
+                ));
+            }
+            if kind.needs_test_command() && ev.command == "test" {
+                let tests: Vec<(&String, &str)> = ev
+                    .tests
+                    .iter()
+                    .filter(|(l, _)| pat.matches_label(l))
+                    .map(|(l, t)| (l, t.status.as_str()))
+                    .collect();
+                if tests.is_empty() {
+                    out.push(format!("no test of the build matches class pattern {text}"));
+                }
+                let not_passed: Vec<String> = tests
+                    .iter()
+                    .filter(|(_, s)| *s != "PASSED")
+                    .map(|(l, s)| format!("{l} ({s})"))
+                    .collect();
+                if !not_passed.is_empty() {
+                    out.push(format!(
+                        "tests matching {text} did not pass: {}",
+                        not_passed.join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The spoke repo an artifact names: build metadata `REPO`, else workspace
+/// status `STABLE_REPO`; both present must agree.
+pub fn repo_of(ev: &Evidence) -> Result<String, String> {
+    let meta = ev
+        .build_metadata
+        .get(REPO_METADATA_KEY)
+        .filter(|s| !s.is_empty());
+    let status = ev
+        .workspace_status
+        .get(REPO_WORKSPACE_STATUS_KEY)
+        .filter(|s| !s.is_empty());
+    match (meta, status) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "the artifact names two repos: build metadata {REPO_METADATA_KEY}={a} and workspace status {REPO_WORKSPACE_STATUS_KEY}={b}; make them agree"
+        )),
+        (Some(a), _) => Ok(a.clone()),
+        (None, Some(b)) => Ok(b.clone()),
+        (None, None) => Err(format!(
+            "the artifact names no repo: build with --build_metadata={REPO_METADATA_KEY}=owner/name (or print {REPO_WORKSPACE_STATUS_KEY} from the workspace status command)"
+        )),
+    }
+}
