@@ -5,6 +5,27 @@
 //! [`proof_evidence`] evidence, the raw BEP stream (zstd), the optional
 //! execution log and a Markdown summary. The format is documented in
 //! `docs/proof-format.md`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{fs::File, path::Path};
+//! let (private_pem, public_pem) = proof_artifact::generate()?;
+//! let key = proof_artifact::load_private_pem(&private_pem)?;
+//! let out = proof_artifact::record_delimited(
+//!     File::open("bep.bin")?,
+//!     Some(Path::new("execution_log.bin")),
+//!     &key,
+//!     Path::new("proofs"),
+//! )?;
+//! let trusted = [proof_artifact::load_public_pem(&public_pem)?];
+//! let report = proof_artifact::verify_path(&out.path, &trusted, &proof_artifact::Policy::default())?;
+//! println!("{}", serde_json::to_string_pretty(&report)?);
+//! # Ok(()) }
+//! ```
+//!
+//! Fuzzing (nightly, cargo-fuzz): `cd crates/artifact/fuzz && cargo +nightly
+//! fuzz run envelope` (also `tar_reader`, `verify`). Benchmark:
+//! `cargo bench -p proof-artifact --bench verify`.
 
 pub mod dsse;
 mod hashio;
