@@ -263,15 +263,21 @@ impl Inner {
         }
         let slot = self.slot(&id);
         let mut guard = slot.lock().await;
+        // The finish is stored but finalizing never ran (the server died in
+        // between): the re-sent events of the retry trigger it.
+        let mut unfinalized = false;
         let mut pos = match *guard {
             Some(p) => p,
             None => {
                 let sid = id.clone();
                 match self.blocking(move |s| s.state(&sid)).await {
-                    Ok(Some(st)) => Position {
-                        accepted: st.last_seq,
-                        finished_at: st.saw_stream_finished.then_some(st.last_seq),
-                    },
+                    Ok(Some(st)) => {
+                        unfinalized = st.saw_stream_finished && !st.finalized;
+                        Position {
+                            accepted: st.last_seq,
+                            finished_at: st.saw_stream_finished.then_some(st.last_seq),
+                        }
+                    }
                     Ok(None) => {
                         // A new invocation: admission decides before anything is stored.
                         match self.inner_admit(rpc) {
@@ -388,7 +394,7 @@ impl Inner {
         }
         *guard = Some(pos);
         drop(guard);
-        if finished_now {
+        if finished_now || unfinalized {
             self.spawn_finalize(id);
         }
         (acks.iter().map(|&i| ack(&parsed[i])).collect(), refusal)
@@ -436,16 +442,20 @@ impl Inner {
                 Some(Err(status)) => {
                     Metrics::add(&self.metrics.streams_broken, 1);
                     tracing::debug!(%status, "client stream ended with an error");
+                    // Not OK: a client still listening must not take this for success.
+                    let _ = tx.send(Err(inbound_status(status))).await;
                     break;
                 }
             };
             let mut msgs = vec![first];
             let mut end = false;
+            let mut broken = None;
             while msgs.len() < MAX_BATCH {
                 match inbound.next().now_or_never() {
                     Some(Some(Ok(m))) => msgs.push(m),
-                    Some(Some(Err(_))) => {
+                    Some(Some(Err(status))) => {
                         Metrics::add(&self.metrics.streams_broken, 1);
+                        broken = Some(status);
                         end = true;
                         break;
                     }
@@ -472,6 +482,11 @@ impl Inner {
                 let _ = tx.send(Err(status)).await;
                 break;
             }
+            if let Some(status) = broken {
+                tracing::debug!(%status, "client stream ended with an error");
+                let _ = tx.send(Err(inbound_status(status))).await;
+                break;
+            }
             if end {
                 break;
             }
@@ -479,6 +494,20 @@ impl Inner {
         if let Some(id) = rpc.invocation_id {
             self.release_slot(&id);
         }
+    }
+}
+
+/// The status to end an RPC with whose request stream failed to decode:
+/// tonic reports a request above the size limit as OUT_OF_RANGE; gRPC's code
+/// for it is RESOURCE_EXHAUSTED.
+fn inbound_status(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(format!(
+            "request too large for this server: {}; raise `proof serve --max-message-bytes`",
+            status.message()
+        ))
+    } else {
+        status
     }
 }
 

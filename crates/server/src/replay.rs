@@ -248,7 +248,8 @@ async fn attempt(
         }
         // Those count as unacked again, in front of the real ones.
         let mut front: VecDeque<u64> = (resend_from..=highest_acked).collect();
-        front.extend(unacked.drain(..));
+        // Drop the re-sends of a previous retry that broke before their acks.
+        front.extend(unacked.drain(..).filter(|s| *s > highest_acked));
         *unacked = front;
     }
     to_send.extend(unacked.iter().copied().filter(|s| *s > highest_acked));
