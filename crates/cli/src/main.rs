@@ -2,6 +2,7 @@
 //! print. Exit codes (one place): 0 success / every check passed, 1 a check
 //! failed, 2 unusable input or a usage error.
 
+mod explain;
 mod invocations;
 mod manifest;
 mod proofs;
@@ -92,6 +93,8 @@ enum Command {
     Promote(manifest::PromoteArgs),
     /// Answer the platform's six RBE eligibility questions from the manifest (and artifacts).
     Report(manifest::ReportArgs),
+    /// Explain an invocation: KPIs and the dominant cause of lost remote execution or speed.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => proofs::verify(a),
         Command::Promote(a) => manifest::promote(a),
         Command::Report(a) => manifest::report(a),
+        Command::Explain(a) => explain::explain(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

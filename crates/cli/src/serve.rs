@@ -29,6 +29,12 @@ pub struct ServeArgs {
     /// Largest gRPC message (one event) accepted, in bytes.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
+    /// Also serve the web pages, JSON API and /metrics on this address (e.g. 127.0.0.1:8981).
+    #[arg(long)]
+    http: Option<String>,
+    /// Target classes for fleet views: PATTERN_PREFIX=CLASS,... (first match wins).
+    #[arg(long, default_value = "")]
+    target_classes: String,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -58,6 +64,26 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             a.store.display()
         );
         let metrics = Arc::new(Metrics::default());
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = match &a.http {
+            Some(addr) => {
+                let classes = proof_kpi::fleet::TargetClassMap::parse(&a.target_classes)
+                    .context("--target-classes must be PATTERN_PREFIX=CLASS,...")?;
+                let (l, bound) = proof_server::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+                println!("proof serve: HTTP on http://{bound}");
+                let web = proof_web::WebConfig {
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    classes,
+                };
+                Some(tokio::spawn(proof_web::serve_http(l, web, async move {
+                    let _ = http_stopped.await;
+                })))
+            }
+            None => None,
+        };
         let cfg = GrpcConfig {
             store,
             metrics,
@@ -68,6 +94,10 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         proof_server::serve_grpc(listener, cfg, shutdown_signal())
             .await
             .context("the gRPC server failed")?;
+        let _ = stop_http.send(());
+        if let Some(h) = http {
+            h.await?.context("the HTTP server failed")?;
+        }
         eprintln!("proof serve: stopped");
         Ok(EXIT_OK)
     })

@@ -1,0 +1,130 @@
+//! `proof explain`: KPIs and the rule-based diagnosis of one stored
+//! invocation (docs/kpis.md).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use proof_kpi::{Analysis, Analyzer, Kpis};
+use proof_store::{RecordKind, Store};
+use serde_json::json;
+
+use crate::invocations::open_store;
+use crate::EXIT_OK;
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The invocation id (see `proof list`).
+    invocation_id: String,
+    /// Store directory (journals + SQLite index).
+    #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
+    store: PathBuf,
+    /// The execution log of the same command (--execution_log_binary_file or
+    /// --execution_log_compact_file): adds start times, time split, CAS traffic.
+    #[arg(long)]
+    execlog: Option<PathBuf>,
+    /// Print the diagnosis JSON (docs/kpis.md) with the KPIs under "kpis".
+    #[arg(long)]
+    json: bool,
+}
+
+fn analyze(store: &dyn Store, id: &str, execlog: Option<&PathBuf>) -> Result<Analysis> {
+    let mut a = Analyzer::new();
+    for rec in store.read(id)? {
+        let rec = rec?;
+        if rec.kind == RecordKind::BepEvent {
+            a.push_event(&rec.payload)?;
+        }
+    }
+    if let Some(p) = execlog {
+        a.push_exec_log(|| std::fs::File::open(p).map(std::io::BufReader::new))
+            .with_context(|| format!("cannot read the execution log {}", p.display()))?;
+    }
+    Ok(a.finish()?)
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or_else(|| "absent".to_string(), |v| format!("{v} ms"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "absent".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+fn kpi_lines(k: &Kpis) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "time to first cache hit: {}; to first remote execution: {}",
+            ms(k.time_to_first_cache_hit.ms),
+            ms(k.time_to_first_remote_execution.ms)
+        ),
+        format!(
+            "remote cache hit rate: {}; disk: {}; local action cache: {}",
+            pct(k.cache.remote_hit_rate),
+            pct(k.cache.disk_hit_rate),
+            pct(k.cache.local_action_cache.as_ref().and_then(|l| l.hit_rate))
+        ),
+    ];
+    if let Some(m) = &k.process_mix {
+        out.push(format!(
+            "processes: {} remote, {} remote cache hit, {} disk cache hit, {} local, {} worker (remote share {})",
+            m.remote_execution,
+            m.remote_cache_hit,
+            m.disk_cache_hit,
+            m.local,
+            m.worker,
+            pct(m.remote_share)
+        ));
+    }
+    if let Some(r) = &k.remote_time {
+        out.push(format!(
+            "remote time over {} spawns: queue {} ms, upload {} ms, execution {} ms, fetch {} ms of {} ms (queue share {})",
+            r.spawns,
+            r.queue_ms,
+            r.upload_ms,
+            r.execution_wall_ms,
+            r.fetch_ms,
+            r.total_ms,
+            pct(r.queue_share)
+        ));
+    }
+    if let Some(c) = &k.critical_path {
+        out.push(format!("critical path: {}", ms(c.ms)));
+    }
+    out
+}
+
+pub fn explain(a: ExplainArgs) -> Result<u8> {
+    let store = open_store(&a.store)?;
+    if store.state(&a.invocation_id)?.is_none() {
+        bail!(
+            "no invocation {} in {}; `proof list` shows what is stored",
+            a.invocation_id,
+            a.store.display()
+        );
+    }
+    let an = analyze(&store, &a.invocation_id, a.execlog.as_ref())
+        .with_context(|| format!("cannot analyze invocation {}", a.invocation_id))?;
+    let d = &an.diagnosis;
+    if a.json {
+        let mut v = serde_json::to_value(d)?;
+        v["kpis"] = json!(an.kpis);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    println!("invocation {}", d.invocation_id);
+    println!("dominant cause: {}", d.dominant_cause.as_str());
+    println!("  {}", d.summary);
+    for f in &d.evidence {
+        println!("  evidence: {} = {} ({})", f.fact, f.value, f.source);
+    }
+    for f in d.findings.iter().skip(1) {
+        println!("also: {}: {}", f.cause.as_str(), f.summary);
+    }
+    for line in kpi_lines(&an.kpis) {
+        println!("{line}");
+    }
+    for m in &d.missing {
+        println!("not known: {m}");
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,314 @@
+//! Prometheus text exposition format 0.0.4 at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State as AxState;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use proof_server::Metrics;
+
+use crate::api::FleetQuery;
+use crate::{blocking, State, WebError};
+
+/// Invocations the KPI gauges cover (newest first).
+pub(crate) const KPI_WINDOW: usize = 100;
+
+/// Escapes a label value (backslash, double quote, newline).
+pub(crate) fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, c: &AtomicU64) {
+        self.head(name, "counter", help);
+        let _ = writeln!(self.0, "{name} {}", c.load(Ordering::Relaxed));
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if l.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+pub(crate) fn render_server(out: &mut String, m: &Metrics) {
+    let mut o = Out(std::mem::take(out));
+    o.counter(
+        "proof_events_ingested_total",
+        "BEP events stored for the first time.",
+        &m.events_ingested,
+    );
+    o.counter(
+        "proof_events_duplicate_total",
+        "BEP events received again (retries) and acked without storing.",
+        &m.events_duplicate,
+    );
+    o.counter("proof_acks_sent_total", "Acks sent to Bazel.", &m.acks_sent);
+    o.counter(
+        "proof_streams_opened_total",
+        "PublishBuildToolEventStream RPCs opened.",
+        &m.streams_opened,
+    );
+    o.head(
+        "proof_stream_errors_total",
+        "counter",
+        "Tool-event RPCs ended with an error status sent by the server, by reason.",
+    );
+    for (reason, c) in [
+        ("invalid", &m.stream_errors_invalid),
+        ("sequence", &m.stream_errors_sequence),
+        ("store", &m.stream_errors_store),
+    ] {
+        o.sample(
+            "proof_stream_errors_total",
+            &[("reason", reason)],
+            c.load(Ordering::Relaxed) as f64,
+        );
+    }
+    o.counter(
+        "proof_streams_broken_total",
+        "Tool-event RPCs the client cancelled or broke.",
+        &m.streams_broken,
+    );
+    o.counter(
+        "proof_lifecycle_events_total",
+        "BES lifecycle events received.",
+        &m.lifecycle_events,
+    );
+    o.counter(
+        "proof_store_commits_total",
+        "Group commits (one fsync each) of the BES writer.",
+        &m.store_commits,
+    );
+    o.head(
+        "proof_store_commit_seconds_total",
+        "counter",
+        "Total time spent in group commits.",
+    );
+    o.sample(
+        "proof_store_commit_seconds_total",
+        &[],
+        m.store_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    o.counter(
+        "proof_invocations_finalized_total",
+        "Invocations finalized.",
+        &m.invocations_finalized,
+    );
+    o.counter(
+        "proof_invocations_complete_total",
+        "Invocations finalized as complete.",
+        &m.invocations_complete,
+    );
+    *out = o.0;
+}
+
+pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, WebError> {
+    let body = blocking(&state, |s| {
+        let mut text = String::new();
+        render_server(&mut text, &s.cfg.metrics);
+        let w = &s.web;
+        let mut o = Out(text);
+        o.counter(
+            "proof_http_requests_total",
+            "HTTP requests that reached a handler.",
+            &w.http_requests,
+        );
+        o.counter(
+            "proof_http_errors_total",
+            "HTTP requests answered with an error.",
+            &w.http_errors,
+        );
+        o.counter(
+            "proof_store_reads_total",
+            "Store reads (get, list, read) made by the HTTP server.",
+            &w.store_reads,
+        );
+        o.head(
+            "proof_store_read_seconds_total",
+            "counter",
+            "Time spent in store reads by the HTTP server.",
+        );
+        o.sample(
+            "proof_store_read_seconds_total",
+            &[],
+            w.store_read_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        o.counter(
+            "proof_analyses_total",
+            "Invocations analyzed (evidence, KPIs, diagnosis derived).",
+            &w.analyses,
+        );
+        o.counter(
+            "proof_analysis_cache_hits_total",
+            "Analyses served from the cache.",
+            &w.analysis_cache_hits,
+        );
+
+        let (fleet, skipped) = crate::api::fleet_of(
+            s,
+            &FleetQuery {
+                tenant: None,
+                limit: Some(KPI_WINDOW),
+            },
+        )?;
+        o.head(
+            "proof_kpi_window_invocations",
+            "gauge",
+            "Invocations the proof_kpi_* gauges cover (newest stored ones).",
+        );
+        o.sample(
+            "proof_kpi_window_invocations",
+            &[],
+            fleet.invocations as f64,
+        );
+        o.head(
+            "proof_kpi_window_skipped",
+            "gauge",
+            "Invocations of the window that could not be analyzed.",
+        );
+        o.sample("proof_kpi_window_skipped", &[], skipped.len() as f64);
+        type Pick = fn(&proof_kpi::fleet::Group) -> Option<f64>;
+        let gauges: [(&str, &str, Pick); 6] = [
+            (
+                "proof_kpi_remote_cache_hit_ratio",
+                "Pooled remote cache hits / cache lookups.",
+                |g| g.remote_hit_rate,
+            ),
+            (
+                "proof_kpi_disk_cache_hit_ratio",
+                "Pooled disk cache hits / cache lookups.",
+                |g| g.disk_hit_rate,
+            ),
+            (
+                "proof_kpi_remote_execution_ratio",
+                "Pooled remote executions / cache lookups.",
+                |g| g.remote_share,
+            ),
+            (
+                "proof_kpi_ttfch_p50_seconds",
+                "Median time to first cache hit.",
+                |g| g.ttfch_ms.p50.map(|v| v as f64 / 1000.0),
+            ),
+            (
+                "proof_kpi_ttfch_p90_seconds",
+                "p90 time to first cache hit.",
+                |g| g.ttfch_ms.p90.map(|v| v as f64 / 1000.0),
+            ),
+            (
+                "proof_kpi_ttfre_p50_seconds",
+                "Median time to first remote execution.",
+                |g| g.ttfre_ms.p50.map(|v| v as f64 / 1000.0),
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            o.head(
+                name,
+                "gauge",
+                &format!("{help} Per tenant over the window; absent when unknown."),
+            );
+            for (tenant, g) in &fleet.by_tenant {
+                if let Some(v) = pick(g) {
+                    o.sample(name, &[("tenant", tenant)], v);
+                }
+            }
+        }
+        o.head(
+            "proof_kpi_executor_share",
+            "gauge",
+            "Share of executor time (or of remote executions) per tenant over the window.",
+        );
+        for (tenant, v) in &fleet.fairness.shares {
+            o.sample(
+                "proof_kpi_executor_share",
+                &[("tenant", tenant), ("basis", &fleet.fairness.basis)],
+                *v,
+            );
+        }
+        o.head(
+            "proof_kpi_diagnosis_invocations",
+            "gauge",
+            "Invocations of the window by dominant diagnosis cause.",
+        );
+        for (cause, n) in &fleet.overall.causes {
+            o.sample(
+                "proof_kpi_diagnosis_invocations",
+                &[("cause", cause.as_str())],
+                *n as f64,
+            );
+        }
+        o.head(
+            "proof_kpi_poison_divergent_actions",
+            "gauge",
+            "Action digests with different outputs across invocations of the window.",
+        );
+        o.sample(
+            "proof_kpi_poison_divergent_actions",
+            &[],
+            fleet.poison.divergent_outputs.len() as f64,
+        );
+        o.head(
+            "proof_kpi_poison_failing_cached_results",
+            "gauge",
+            "Cached results that failed in at least two invocations of the window.",
+        );
+        o.sample(
+            "proof_kpi_poison_failing_cached_results",
+            &[],
+            fleet.poison.failing_cached_results.len() as f64,
+        );
+        Ok(o.0)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_counters_render_in_text_format() {
+        let m = Metrics::default();
+        Metrics::add(&m.events_ingested, 81);
+        Metrics::add(&m.stream_errors_sequence, 2);
+        Metrics::add(&m.store_commit_micros, 1_500_000);
+        let mut s = String::new();
+        render_server(&mut s, &m);
+        assert!(s.contains(
+            "# TYPE proof_events_ingested_total counter\nproof_events_ingested_total 81\n"
+        ));
+        assert!(s.contains("proof_stream_errors_total{reason=\"sequence\"} 2\n"));
+        assert!(s.contains("proof_stream_errors_total{reason=\"store\"} 0\n"));
+        assert!(s.contains("proof_store_commit_seconds_total 1.5\n"));
+        for line in s.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("proof_"), "{line}");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
