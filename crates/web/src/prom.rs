@@ -121,6 +121,13 @@ pub(crate) fn render_server(out: &mut String, m: &Metrics) {
 
 pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, WebError> {
     let body = blocking(&state, |s| {
+        let (fleet, skipped) = crate::api::fleet_of(
+            s,
+            &FleetQuery {
+                tenant: None,
+                limit: Some(KPI_WINDOW),
+            },
+        )?;
         let mut text = String::new();
         render_server(&mut text, &s.cfg.metrics);
         let w = &s.web;
@@ -161,13 +168,6 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
             &w.analysis_cache_hits,
         );
 
-        let (fleet, skipped) = crate::api::fleet_of(
-            s,
-            &FleetQuery {
-                tenant: None,
-                limit: Some(KPI_WINDOW),
-            },
-        )?;
         o.head(
             "proof_kpi_window_invocations",
             "gauge",

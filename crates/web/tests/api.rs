@@ -1,0 +1,177 @@
+//! The JSON API and /metrics, served in-process on 127.0.0.1:0 over a store
+//! holding the five real Bazel 4.2.3 fixture invocations.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_pages() {
+    let s = start().await;
+    let (st, v) = get_json(s.addr, "/api/v1/invocations").await;
+    assert_eq!(st, 200);
+    let ids: Vec<&str> = v["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["invocation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![FAILING, LOCAL_ONLY, CACHE_HIT, REMOTE_TEST, REMOTE_BUILD],
+        "newest first"
+    );
+    assert_eq!(v["next_offset"], serde_json::Value::Null);
+    assert_eq!(v["invocations"][0]["exit_code"]["name"], "BUILD_FAILURE");
+    assert_eq!(
+        v["invocations"][0]["links"]["page"],
+        format!("/invocations/{FAILING}")
+    );
+
+    let (_, v) = get_json(s.addr, "/api/v1/invocations?tenant=acme").await;
+    let ids: Vec<&str> = v["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["invocation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![REMOTE_TEST, REMOTE_BUILD]);
+
+    let (_, p1) = get_json(s.addr, "/api/v1/invocations?limit=2").await;
+    assert_eq!(p1["invocations"].as_array().unwrap().len(), 2);
+    assert_eq!(p1["next_offset"], 2);
+    let (_, p2) = get_json(s.addr, "/api/v1/invocations?limit=2&offset=2").await;
+    assert_eq!(p2["invocations"][0]["invocation_id"], CACHE_HIT);
+    let (_, p3) = get_json(s.addr, "/api/v1/invocations?limit=2&offset=4").await;
+    assert_eq!(p3["invocations"].as_array().unwrap().len(), 1);
+    assert_eq!(p3["next_offset"], serde_json::Value::Null);
+
+    let (st, v) = get_json(s.addr, "/api/v1/invocations?limit=0").await;
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("limit=0"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_invocation_evidence_proof_kpis_diagnosis() {
+    let s = start().await;
+    let (st, v) = get_json(s.addr, &format!("/api/v1/invocations/{REMOTE_BUILD}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["tenant"], "acme");
+    assert_eq!(v["event_count"], 81);
+    assert_eq!(v["complete"], true);
+    assert_eq!(
+        v["links"]["diagnosis"],
+        format!("/api/v1/invocations/{REMOTE_BUILD}/diagnosis")
+    );
+
+    let (_, ev) = get_json(
+        s.addr,
+        &format!("/api/v1/invocations/{REMOTE_BUILD}/evidence"),
+    )
+    .await;
+    assert_eq!(ev["predicate_version"], "v1");
+    assert_eq!(ev["processes"]["remote_executions"], 8);
+
+    let (_, p) = get_json(s.addr, &format!("/api/v1/invocations/{REMOTE_BUILD}/proof")).await;
+    assert_eq!(p["proven_remote"], true);
+    let (_, p) = get_json(s.addr, &format!("/api/v1/invocations/{LOCAL_ONLY}/proof")).await;
+    assert_eq!(p["proven_remote"], false);
+    assert_eq!(p["checks"][0]["name"], "executor_forced");
+    assert_eq!(p["checks"][0]["ok"], false);
+
+    // Without an exec log the counts come from the "process stats" tool log.
+    let (_, k) = get_json(s.addr, &format!("/api/v1/invocations/{REMOTE_BUILD}/kpis")).await;
+    assert_eq!(k["kpi_version"], "1");
+    assert_eq!(k["process_mix"]["source"], "process_stats_log");
+    assert_eq!(k["process_mix"]["remote_execution"], 8);
+    assert_eq!(k["process_mix"]["internal"], 10);
+    assert!(k["time_to_first_cache_hit"]["ms"].is_null());
+    assert_eq!(k["critical_path"]["ms"], 2830);
+
+    let (_, d) = get_json(
+        s.addr,
+        &format!("/api/v1/invocations/{LOCAL_ONLY}/diagnosis"),
+    )
+    .await;
+    assert_eq!(d["diagnosis_version"], "1");
+    assert_eq!(d["dominant_cause"], "eligibility");
+    let (_, d) = get_json(
+        s.addr,
+        &format!("/api/v1/invocations/{CACHE_HIT}/diagnosis"),
+    )
+    .await;
+    assert_eq!(d["dominant_cause"], "none");
+
+    let (st, v) = get_json(s.addr, "/api/v1/invocations/no-such-invocation/kpis").await;
+    assert_eq!(st, 404);
+    assert!(v["error"].as_str().unwrap().contains("no-such-invocation"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_per_tenant_and_class() {
+    let s = start().await;
+    let (st, f) = get_json(s.addr, "/api/v1/fleet").await;
+    assert_eq!(st, 200);
+    assert_eq!(f["fleet_version"], "1");
+    assert_eq!(f["invocations"], 5);
+    assert_eq!(f["skipped"].as_array().unwrap().len(), 0);
+    // acme: remote-build (8 remote) + remote-test (2 remote), no hits.
+    let acme = &f["by_tenant"]["acme"];
+    assert_eq!(acme["invocations"], 2);
+    assert_eq!(acme["remote_executions"], 10);
+    assert_eq!(acme["remote_hit_rate"], 0.0);
+    assert_eq!(acme["ttfre_ms"]["p50"], 566);
+    assert_eq!(f["by_tenant"]["beta"]["remote_hit_rate"], 1.0);
+    assert_eq!(f["by_tenant"]["(none)"]["invocations"], 2);
+    // No exec-log metrics: fairness by remote executions (10 of 10 for acme).
+    assert_eq!(f["fairness"]["basis"], "remote_executions");
+    assert_eq!(f["fairness"]["shares"]["acme"], 1.0);
+    assert_eq!(f["by_target_class"]["failing"]["invocations"], 1);
+    assert_eq!(f["by_target_class"]["all"]["invocations"], 4);
+    assert_eq!(f["poison"]["invocations_without_digests"], 5);
+    let (_, b) = get_json(s.addr, "/api/v1/fleet?tenant=beta").await;
+    assert_eq!(b["invocations"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics() {
+    let s = start().await;
+    proof_server::Metrics::add(&s.metrics.acks_sent, 7);
+    let (st, ctype, body) = get(s.addr, "/metrics").await;
+    assert_eq!(st, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    assert!(
+        body.contains("\nproof_events_ingested_total 318\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nproof_acks_sent_total 7\n"));
+    assert!(body.contains("proof_kpi_window_invocations 5\n"));
+    assert!(
+        body.contains("proof_kpi_remote_cache_hit_ratio{tenant=\"beta\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("proof_kpi_diagnosis_invocations{cause=\"eligibility\"} 1\n"));
+    assert!(
+        body.contains("proof_analyses_total 5\n"),
+        "the window was analyzed once: {body}"
+    );
+    // A second scrape reuses the cached analyses of finalized invocations.
+    let (_, _, body2) = get(s.addr, "/metrics").await;
+    assert!(body2.contains("proof_analyses_total 5\n"));
+    assert!(
+        body2.contains("proof_analysis_cache_hits_total 5\n"),
+        "{body2}"
+    );
+    for line in body.lines() {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP proof_") || line.starts_with("# TYPE proof_"),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("proof_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
