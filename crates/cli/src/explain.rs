@@ -128,3 +128,49 @@ pub fn explain(a: ExplainArgs) -> Result<u8> {
     }
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(scenario: &str, file: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/bazel-4.2.3")
+            .join(scenario)
+            .join(file)
+    }
+
+    #[test]
+    fn explains_a_stored_invocation_with_and_without_its_exec_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path()).unwrap();
+        let bep = std::fs::File::open(fixture("failing-build", "bep.bin")).unwrap();
+        let (_, fin) =
+            proof_ingest::ingest_file(&store, std::io::BufReader::new(bep), 0, |_| {}).unwrap();
+        let id = fin.invocation_id;
+
+        // The BEP alone: 4.2.3's process stats leave the failed remote spawn out.
+        let a = analyze(&store, &id, None).unwrap();
+        assert_eq!(a.kpis.process_mix.as_ref().unwrap().remote_execution, 0);
+        assert_eq!(a.kpis.signals.failed_spawns, None);
+
+        // With the execution log the failed remote spawn is counted.
+        let log = fixture("failing-build", "execution_log.bin");
+        let a = analyze(&store, &id, Some(&log)).unwrap();
+        assert_eq!(a.kpis.process_mix.as_ref().unwrap().remote_execution, 1);
+        assert_eq!(a.kpis.signals.failed_remote_spawns, Some(1));
+        assert_eq!(a.diagnosis.dominant_cause, proof_kpi::Cause::None);
+        let lines = kpi_lines(&a.kpis);
+        assert!(lines[0].contains("first cache hit: absent"), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l == "critical path: 440 ms"),
+            "{lines:?}"
+        );
+
+        // A log that is not an execution log is refused with a reason.
+        let err = analyze(&store, &id, Some(&fixture("failing-build", "bep.bin")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the execution log"), "{err}");
+    }
+}
