@@ -470,13 +470,15 @@ fn invocation_body(rec: &InvocationRecord, a: &Analysis) -> String {
         (
             "Remote executions",
             format!(
-                "{} <span class=\"muted\">(per {})</span>",
+                "{}{}",
                 opt(ev.processes.remote_executions),
-                esc(&ev
-                    .processes
+                ev.processes
                     .source
-                    .map(|s| source_name(&s))
-                    .unwrap_or_default())
+                    .map(|s| format!(
+                        " <span class=\"muted\">(per {})</span>",
+                        esc(&source_name(&s))
+                    ))
+                    .unwrap_or_default()
             ),
         ),
         ("Remote cache hits", opt(ev.processes.remote_cache_hits)),

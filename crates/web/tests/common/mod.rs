@@ -144,3 +144,61 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
     assert_eq!(ctype, "application/json", "{path}");
     (status, serde_json::from_str(&body).unwrap())
 }
+
+/// Stores raw BEP events (already encoded) as one finalized invocation.
+pub fn store_events(
+    store: &dyn Store,
+    id: &str,
+    tenant: Option<&str>,
+    at_ms: i64,
+    events: &[Vec<u8>],
+) {
+    store
+        .open_invocation(&InvocationMeta {
+            invocation_id: id.to_string(),
+            build_id: None,
+            source: InvocationSource::File,
+            tenant: tenant.map(str::to_string),
+            instance: None,
+            created_at_ms: at_ms,
+        })
+        .unwrap();
+    let records: Vec<JournalRecord> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| JournalRecord {
+            seq: i as u64 + 1,
+            kind: RecordKind::BepEvent,
+            payload: Bytes::from(e.clone()),
+        })
+        .collect();
+    let flags = AppendFlags {
+        saw_build_finished: true,
+        saw_last_message: true,
+        saw_stream_finished: false,
+    };
+    store.append(id, &records, flags).unwrap();
+    proof_ingest::finalize(store, id).unwrap();
+}
+
+/// Serves an existing store.
+pub async fn serve_store(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Server {
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = proof_web::WebConfig {
+        store,
+        metrics: metrics.clone(),
+        classes: proof_kpi::fleet::TargetClassMap::default(),
+    };
+    tokio::spawn(proof_web::serve_http(listener, cfg, async move {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        metrics,
+        _dir: dir,
+        _stop: tx,
+    }
+}
