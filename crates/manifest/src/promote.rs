@@ -69,6 +69,11 @@ pub enum PromoteError {
         current: &'static str,
         requested: &'static str,
     },
+    #[error(
+        "the promotion would make the manifest invalid (the artifact's facts do not fit the schema):\n  - {}\nrecord the proof from a complete build",
+        .0.problems().join("\n  - ")
+    )]
+    WouldBeInvalid(ManifestError),
     #[error("promote moves a class to executor-backed or default, not cache-first")]
     CacheFirst,
     #[error(
@@ -199,6 +204,7 @@ pub fn promote(
         });
     }
     let text = new.to_canonical();
+    parse_manifest(&text).map_err(PromoteError::WouldBeInvalid)?;
     Ok(Promotion {
         changed: text != old,
         text,

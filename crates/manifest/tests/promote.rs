@@ -298,3 +298,15 @@ fn refuses_when_the_manifest_changed_underneath() {
         "temporary file left behind"
     );
 }
+
+#[test]
+fn refuses_facts_that_would_make_the_manifest_invalid() {
+    // A stream without times cannot give the record its date.
+    let mut f = facts(&artifact("acme/checkout-web", "test"));
+    let ev = f.evidence.as_mut().unwrap();
+    ev.finished_at = None;
+    ev.started_at = None;
+    let e = promote(&manifest_text(), &f, &req("checkout-web/e2e", None)).unwrap_err();
+    assert!(matches!(e, PromoteError::WouldBeInvalid(_)), "{e}");
+    assert!(e.to_string().contains("/proofs/0/date"), "{e}");
+}
