@@ -94,7 +94,12 @@ fn kpi_lines(k: &Kpis) -> Vec<String> {
 }
 
 pub fn explain(a: ExplainArgs) -> Result<u8> {
-    let store = open_store(&a.store)?;
+    let store = open_store(&a.store).with_context(|| {
+        format!(
+            "while `proof serve --http ADDR` holds the store, ask it instead: GET http://ADDR/api/v1/invocations/{}/diagnosis",
+            a.invocation_id
+        )
+    })?;
     if store.state(&a.invocation_id)?.is_none() {
         bail!(
             "no invocation {} in {}; `proof list` shows what is stored",

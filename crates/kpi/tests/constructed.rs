@@ -614,3 +614,42 @@ fn fleet_groups_fairness_and_poison() {
     );
     assert_eq!(fleet.by_tenant["acme"].causes[&Cause::Queueing], 1);
 }
+
+#[test]
+fn damaged_exec_logs_say_what_is_wrong() {
+    use proof_kpi::{KpiBuilder, KpiError};
+    // A truncated compact log: the zstd frame ends early.
+    let log = compact_log(UUID, &queueing_spawns(), "0f");
+    let err = KpiBuilder::new()
+        .push_exec_log(&log[..log.len() / 2])
+        .unwrap_err();
+    assert!(matches!(err, KpiError::Zstd(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("pass the file exactly as Bazel wrote it"),
+        "{err}"
+    );
+    // A BEP file is not a SpawnExec stream.
+    let bep: Vec<u8> = stream(UUID, vec![])
+        .iter()
+        .flat_map(|e| {
+            let mut v = Vec::new();
+            write_delimited(&mut v, &e.encode_to_vec());
+            v
+        })
+        .collect();
+    let err = KpiBuilder::new().push_exec_log(&bep[..]).unwrap_err();
+    assert!(
+        err.to_string().contains("--execution_log_binary_file")
+            || err.to_string().contains("cannot be framed"),
+        "{err}"
+    );
+    // A bad BEP event names its index.
+    let mut b = KpiBuilder::new();
+    b.push_event(&started(UUID).encode_to_vec()).unwrap();
+    let err = b.push_event(&[0xff, 0xff, 0xff]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("BEP event #1 is not a valid"),
+        "{err}"
+    );
+}
