@@ -141,8 +141,28 @@ pub struct ClassNeeds {
     pub class: String,
     pub repo: String,
     pub mode: Mode,
-    /// Missing class-level evidence, `gate (owner): blocker`.
+    /// Missing class-level evidence, `gate[, gate...] (owner): blocker`.
     pub missing: Vec<String>,
+}
+
+/// Open gates as `id[, id...] (owner O): blocker`, gates with the same owner
+/// and blocker in one line, in gate order.
+fn group_gates(gates: Vec<(&str, &Gate)>) -> Vec<String> {
+    let mut groups: Vec<(Vec<&str>, &str, &str)> = Vec::new();
+    for (id, g) in gates {
+        let blocker = g.blocker.as_deref().unwrap_or("open");
+        match groups
+            .iter_mut()
+            .find(|(_, o, b)| *o == g.owner && *b == blocker)
+        {
+            Some(group) => group.0.push(id),
+            None => groups.push((vec![id], &g.owner, blocker)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(ids, owner, blocker)| format!("{} (owner {owner}): {blocker}", ids.join(", ")))
+        .collect()
 }
 
 fn gate_line(id: &str, g: &Gate) -> GateLine {
@@ -331,17 +351,7 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
             class: id.clone(),
             repo: c.repo.clone(),
             mode: c.mode,
-            missing: c
-                .open_gates()
-                .into_iter()
-                .map(|(gid, g)| {
-                    format!(
-                        "{gid} (owner {}): {}",
-                        g.owner,
-                        g.blocker.as_deref().unwrap_or("open")
-                    )
-                })
-                .collect(),
+            missing: group_gates(c.open_gates()),
         })
         .collect();
 

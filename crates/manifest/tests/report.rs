@@ -147,9 +147,15 @@ fn q5_and_q6_classes_and_missing_evidence() {
         .iter()
         .find(|c| c.class == "checkout-web/e2e")
         .unwrap();
-    assert_eq!(e2e.missing.len(), 4);
+    assert_eq!(e2e.missing.len(), 3, "{:?}", e2e.missing);
     assert!(e2e.missing[0]
         .starts_with("forced-executor (owner team-checkout): the e2e suite needs a browser"));
+    assert_eq!(
+        e2e.missing[1],
+        "remote-processes, proof-artifacts (owner team-checkout): no verified proof artifact recorded for this class yet"
+    );
+    assert!(e2e.missing[2]
+        .starts_with("worker-image-digest (owner team-checkout): no worker image with a browser"));
     let unit = e
         .classes
         .iter()
