@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Target classes for fleet views: PATTERN_PREFIX=CLASS,... (first match wins).
     #[arg(long, default_value = "")]
     target_classes: String,
+    /// Execution logs for the web views, named <invocation id>.execlog (binary or compact).
+    #[arg(long)]
+    execlog_dir: Option<PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -77,6 +80,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                     store: store.clone(),
                     metrics: metrics.clone(),
                     classes,
+                    execlog_dir: a.execlog_dir.clone(),
                 };
                 Some(tokio::spawn(proof_web::serve_http(l, web, async move {
                     let _ = http_stopped.await;

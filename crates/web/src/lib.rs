@@ -16,6 +16,7 @@ mod html;
 mod prom;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -40,6 +41,9 @@ pub struct WebConfig {
     pub metrics: Arc<Metrics>,
     /// Optional pattern-prefix → target-class mapping for fleet views.
     pub classes: TargetClassMap,
+    /// Directory of execution logs named `<invocation id>.execlog` (binary
+    /// or compact); when one exists it is read with the stored events.
+    pub execlog_dir: Option<PathBuf>,
 }
 
 /// Counters of the HTTP side itself.
@@ -56,8 +60,8 @@ pub struct WebMetrics {
 pub(crate) struct Inner {
     pub cfg: WebConfig,
     pub web: WebMetrics,
-    /// invocation id → (last_seq, finalized, analysis)
-    cache: Mutex<HashMap<String, (u64, Arc<Analysis>)>>,
+    /// invocation id → (version, analysis); version = (last_seq, exec-log size)
+    cache: Mutex<HashMap<String, ((u64, Option<u64>), Arc<Analysis>)>>,
 }
 
 pub(crate) type State = Arc<Inner>;
@@ -112,6 +116,14 @@ impl Inner {
         out
     }
 
+    /// `<execlog_dir>/<id>.execlog` (ids are validated by the store: no
+    /// path separators).
+    fn execlog_path(&self, id: &str) -> Option<PathBuf> {
+        let dir = self.cfg.execlog_dir.as_ref()?;
+        proof_store::validate_invocation_id(id).ok()?;
+        Some(dir.join(format!("{id}.execlog")))
+    }
+
     pub(crate) fn get(&self, id: &str) -> Result<InvocationRecord, WebError> {
         self.timed(|| self.cfg.store.get(id))?
             .ok_or_else(|| WebError::NotFound(id.to_string()))
@@ -124,7 +136,14 @@ impl Inner {
     /// The evidence, KPIs and diagnosis of one stored invocation (blocking).
     pub(crate) fn analysis(&self, rec: &InvocationRecord) -> Result<Arc<Analysis>, WebError> {
         let id = &rec.meta.invocation_id;
-        let version = rec.state.last_seq;
+        let execlog = self.execlog_path(id);
+        let version = (
+            rec.state.last_seq,
+            execlog
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len()),
+        );
         if let Some((v, a)) = self.cache.lock().map_err(poisoned)?.get(id) {
             if *v == version && rec.state.finalized {
                 self.web.analysis_cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +163,11 @@ impl Inner {
                     .push_event(&r.payload)
                     .map_err(|e| unanalyzable(e.to_string()))?;
             }
+        }
+        if let Some(p) = execlog.filter(|_| version.1.is_some()) {
+            analyzer
+                .push_exec_log(|| std::fs::File::open(&p).map(std::io::BufReader::new))
+                .map_err(|e| unanalyzable(format!("execution log {}: {e}", p.display())))?;
         }
         let a = Arc::new(analyzer.finish().map_err(|e| unanalyzable(e.to_string()))?);
         self.web.analyses.fetch_add(1, Ordering::Relaxed);

@@ -175,3 +175,56 @@ async fn prometheus_metrics() {
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_logs_from_the_execlog_dir_enrich_the_kpis() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let store: Arc<dyn proof_store::Store> =
+        Arc::new(proof_store::FsStore::open(dir.path()).unwrap());
+    let build = store_fixture(&*store, "remote-build", None, 1);
+    let failing = store_fixture(&*store, "failing-build", None, 2);
+    let local = store_fixture(&*store, "local-only", None, 3);
+    let fixture_dir = |s: &str| fixture(s).parent().unwrap().to_path_buf();
+    std::fs::copy(
+        fixture_dir("remote-build").join("execution_log.bin"),
+        logs.path().join(format!("{build}.execlog")),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture_dir("failing-build").join("execution_log.bin"),
+        logs.path().join(format!("{failing}.execlog")),
+    )
+    .unwrap();
+    // Not an execution log.
+    std::fs::copy(
+        fixture("local-only"),
+        logs.path().join(format!("{local}.execlog")),
+    )
+    .unwrap();
+    let s = serve_store(store, dir, Some(logs.path().to_path_buf())).await;
+
+    let (_, k) = get_json(s.addr, &format!("/api/v1/invocations/{build}/kpis")).await;
+    assert_eq!(k["exec_log"], true);
+    assert_eq!(k["process_mix"]["source"], "exec_log");
+    assert_eq!(k["cas"]["remote_input_bytes"], 34572);
+    assert_eq!(k["spawns_without_digest"], 8);
+    // 4.2.3 counts the failed remote spawn only in the exec log.
+    let (_, k) = get_json(s.addr, &format!("/api/v1/invocations/{failing}/kpis")).await;
+    assert_eq!(k["process_mix"]["remote_execution"], 1);
+    assert_eq!(k["signals"]["failed_remote_spawns"], 1);
+    let (st, v) = get_json(s.addr, &format!("/api/v1/invocations/{local}/kpis")).await;
+    assert_eq!(st, 422);
+    assert!(
+        v["error"].as_str().unwrap().contains("execution log"),
+        "{v}"
+    );
+    let (_, f) = get_json(s.addr, "/api/v1/fleet").await;
+    assert_eq!(f["invocations"], 2);
+    assert_eq!(f["skipped"][0]["invocation_id"], local.as_str());
+    assert_eq!(
+        f["poison"]["invocations_without_digests"], 2,
+        "4.2.3 logs carry no action digests"
+    );
+}

@@ -74,7 +74,7 @@ async fn hostile_stream_text_is_escaped_and_unanalyzable_streams_are_reported() 
         true,
     )];
     store_events(&*store, "no-start-0002", None, 2, &progress_only);
-    let s = serve_store(store, dir).await;
+    let s = serve_store(store, dir, None).await;
 
     for path in ["/invocations", &format!("/invocations/{id}"), "/fleet"] {
         let (st, ctype, body) = get(s.addr, path).await;

@@ -97,6 +97,7 @@ pub async fn start() -> Server {
         store,
         metrics: metrics.clone(),
         classes: proof_kpi::fleet::TargetClassMap::parse("//failing=failing,//=all").unwrap(),
+        execlog_dir: None,
     };
     tokio::spawn(proof_web::serve_http(listener, cfg, async move {
         let _ = rx.await;
@@ -182,7 +183,11 @@ pub fn store_events(
 }
 
 /// Serves an existing store.
-pub async fn serve_store(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Server {
+pub async fn serve_store(
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+    execlog_dir: Option<PathBuf>,
+) -> Server {
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -191,6 +196,7 @@ pub async fn serve_store(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Serve
         store,
         metrics: metrics.clone(),
         classes: proof_kpi::fleet::TargetClassMap::default(),
+        execlog_dir,
     };
     tokio::spawn(proof_web::serve_http(listener, cfg, async move {
         let _ = rx.await;
