@@ -849,6 +849,99 @@ async fn kill_9_mid_stream_loses_no_acked_event_and_resumes_on_restart() {
     .expect("test finished in time");
 }
 
+/// Total size of the journal files under a store directory.
+fn journal_bytes_on_disk(store_dir: &std::path::Path) -> u64 {
+    let Ok(shards) = std::fs::read_dir(store_dir.join("journals")) else {
+        return 0;
+    };
+    shards
+        .flatten()
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".journal"))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_the_replay_client_then_restart_completes_byte_identical() {
+    // The project's own replay client (Bazel's retry rules, 200 ms back-off)
+    // against a `proof serve` killed at a random point of the journal's growth.
+    const N: usize = 50_000;
+    tokio::task::block_in_place(proof_e2e::proof_bin);
+    tokio::time::timeout(TEST_LIMIT, async {
+        let mut rng = Rng::from_env();
+        let id = "kill9-replay-6b86b273-ff34-4fce-9d6b".to_string();
+        let bep = synthetic(&id, N);
+        let total = N as u64 + 1;
+        // How large the journal of this stream gets when written in batches
+        // of 1024 (the server writes batches of at most 512, so its journal
+        // reaches any size no later in the stream than this one does).
+        let reference = tokio::task::block_in_place(|| {
+            let d = tempfile::tempdir().unwrap();
+            let store = FsStore::open(d.path()).unwrap();
+            let mut file = Vec::new();
+            for b in &bep {
+                proof_stream::delimited::write_delimited(&mut file, b);
+            }
+            proof_ingest::ingest_file(&store, &file[..], 1, |_| {}).unwrap();
+            journal_bytes_on_disk(d.path())
+        });
+        let threshold = reference / 10 + rng.below(reference / 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let mut server =
+            tokio::task::block_in_place(|| Server::start("127.0.0.1:0", &store_dir, &[]));
+        let addr = server.addr.clone();
+        let mut o = opts(&server.target(), &id, Faults::default());
+        o.backoff = Duration::from_millis(200);
+        o.max_retries = 15;
+        let upload = tokio::spawn({
+            let bep = bep.clone();
+            async move { replay(bep, &o).await }
+        });
+        let t = Instant::now();
+        while journal_bytes_on_disk(&store_dir) < threshold {
+            assert!(!upload.is_finished(), "the upload ended before the kill");
+            assert!(t.elapsed() < Duration::from_secs(120), "journal did not reach {threshold} bytes");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        tokio::task::block_in_place(|| server.kill9());
+        let at_kill = tokio::task::block_in_place(|| {
+            let store = FsStore::open(&store_dir).expect("store opens after kill -9");
+            let st = store.state(&id).unwrap().expect("the invocation survived");
+            let recs = journal(&store, &id);
+            assert_eq!(recs.len() as u64, st.last_seq);
+            for (i, r) in recs.iter().enumerate() {
+                assert_eq!(r.seq, i as u64 + 1);
+                assert!(r.payload == bep[i], "record {} differs from the event sent", r.seq);
+            }
+            st.last_seq
+        });
+        println!("killed at journal {threshold} of ~{reference} bytes: {at_kill} of {total} events stored");
+        assert!(at_kill > 0 && at_kill < total, "the kill hit mid-stream");
+
+        let mut server =
+            tokio::task::block_in_place(|| Server::start(&addr, &store_dir, &[]));
+        let report = tokio::time::timeout(Duration::from_secs(150), upload)
+            .await
+            .expect("the upload finished after the restart")
+            .expect("upload task")
+            // Had the dead server acked an event it had not stored, the client
+            // would resume past the store's end: a gap, refused.
+            .unwrap_or_else(|e| panic!("replay after restart: {e}"));
+        assert!(report.rpcs >= 2, "{report:?}");
+        assert_acked_once_in_order(&report, total);
+        tokio::task::block_in_place(|| server.kill9());
+        let store = FsStore::open(&store_dir).unwrap();
+        assert_stored_exactly(&store, &id, &bep, &report.acked, true);
+    })
+    .await
+    .expect("test finished in time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_finish_commit_and_finalizing_is_repaired_by_the_resent_finish() {
     // State left by a kill -9 right after the group commit that stored the
