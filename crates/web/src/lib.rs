@@ -57,11 +57,14 @@ pub struct WebMetrics {
     pub analysis_cache_hits: AtomicU64,
 }
 
+/// What an analysis was derived from: (journal last_seq, exec-log size).
+type Version = (u64, Option<u64>);
+
 pub(crate) struct Inner {
     pub cfg: WebConfig,
     pub web: WebMetrics,
     /// invocation id → (version, analysis); version = (last_seq, exec-log size)
-    cache: Mutex<HashMap<String, ((u64, Option<u64>), Arc<Analysis>)>>,
+    cache: Mutex<HashMap<String, (Version, Arc<Analysis>)>>,
 }
 
 pub(crate) type State = Arc<Inner>;
