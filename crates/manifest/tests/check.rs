@@ -273,3 +273,19 @@ fn syntax_errors_are_manifest_problems() {
         .iter()
         .any(|v| v.contains("schema_version")));
 }
+
+#[test]
+fn fails_on_closed_class_gates_without_a_proof() {
+    let text = edit(&manifest_text(), |v| {
+        let g = &mut v["classes"]["search-indexer/package"]["gates"]["forced-executor"];
+        g["status"] = "closed".into();
+        g.as_object_mut().unwrap().remove("blocker");
+    });
+    let f = failing_with(&text);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].0, "search-indexer/package");
+    assert_eq!(
+        f[0].1,
+        ["class gates [forced-executor] are closed but no proof artifact backs them"]
+    );
+}
