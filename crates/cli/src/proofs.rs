@@ -171,7 +171,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
         );
     }
     if a.artifacts.is_empty() {
-        bail!("name at least one artifact to verify");
+        bail!("name at least one artifact to verify, or check a manifest with --manifest FILE --proofs DIR");
     }
     let keys = load_verifying_keys(&a.keys)?;
     let policy = Policy::default();
