@@ -600,6 +600,52 @@ async fn duplicates_on_a_new_rpc_are_acked_in_order_and_not_stored_again() {
     .expect("test finished in time");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
+    // Bazel gave up on RPC A (from its side) and retried on RPC B, but the
+    // server still sees A open and A's late events arrive after B's.
+    tokio::time::timeout(TEST_LIMIT, async {
+        let bep = bep_records("remote-build");
+        let id = started_uuid(&bep[0]);
+        let total = bep.len() + 1;
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
+        let (tx_a, rx_a) = mpsc::channel(256);
+        let mut acks_a = client
+            .publish_build_tool_event_stream(tokio_stream_from(rx_a))
+            .await
+            .unwrap()
+            .into_inner();
+        for r in requests(&id, &bep, 1, 20) {
+            tx_a.send(r).await.unwrap();
+        }
+        for want in 1..=20 {
+            let a = acks_a.message().await.unwrap().expect("ack on A");
+            assert_eq!(a.sequence_number, want);
+        }
+        // B: re-sends 10..=20, continues to the end, finishes.
+        let (acks_b, end_b) = one_rpc(srv.addr, requests(&id, &bep, 10, total)).await;
+        assert!(end_b.is_ok(), "{end_b:?}");
+        assert_eq!(ack_seqs(&acks_b), (10..=total as u64).collect::<Vec<_>>());
+        // A's late events 21..=25: already stored, acked again, not stored twice.
+        for r in requests(&id, &bep, 21, 25) {
+            tx_a.send(r).await.unwrap();
+        }
+        for want in 21..=25 {
+            let a = acks_a.message().await.unwrap().expect("ack on A");
+            assert_eq!(a.sequence_number, want);
+        }
+        drop(tx_a);
+        assert!(acks_a.message().await.unwrap().is_none(), "A ends OK");
+        assert_eq!(Metrics::get(&srv.metrics.events_ingested), bep.len() as u64);
+        assert_stored_exactly(srv.store.as_ref(), &id, &bep, &ack_seqs(&acks_b), true);
+        assert_complete(&srv.store, &id).await;
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
 // ---------------------------------------------------------------------------
 // 3. kill -9 of `proof serve` mid-stream
 // ---------------------------------------------------------------------------
@@ -1266,6 +1312,76 @@ async fn refusals_have_the_right_code_and_store_nothing_of_the_refused_part() {
         }
         assert!(Metrics::get(&srv.metrics.stream_errors_invalid) >= 4);
         assert!(Metrics::get(&srv.metrics.stream_errors_sequence) >= 4);
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_identities_and_numbers_are_refused_before_anything_is_stored() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let fixture_bep = bep_records("remote-build");
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let first = |id: &str, seq: i64| {
+            let bep = with_uuid(&fixture_bep, id);
+            let mut r = requests(id, &bep, 1, 1).remove(0);
+            r.ordered_build_event.as_mut().unwrap().sequence_number = seq;
+            r
+        };
+        // An invocation id that would escape the journal directory.
+        for id in ["../../etc/passwd", "a/b", ".hidden", &"x".repeat(200)] {
+            let (acks, end) = one_rpc(srv.addr, vec![first(id, 1)]).await;
+            assert_refused(&end, tonic::Code::InvalidArgument, "");
+            assert!(acks.is_empty(), "{id}");
+            assert!(
+                srv.store.list(&Default::default()).unwrap().is_empty(),
+                "{id}: nothing stored"
+            );
+        }
+        assert!(!srv.store.dir().join("etc").exists());
+        // Sequence number 0, negative.
+        let (acks, end) = one_rpc(srv.addr, vec![first("seq-zero", 0)]).await;
+        assert_refused(
+            &end,
+            tonic::Code::FailedPrecondition,
+            "sequence_number 0 is invalid",
+        );
+        assert!(acks.is_empty());
+        let (acks, end) = one_rpc(srv.addr, vec![first("seq-negative", -3)]).await;
+        assert_refused(
+            &end,
+            tonic::Code::InvalidArgument,
+            "sequence_number -3 is negative",
+        );
+        assert!(acks.is_empty());
+        // Two invocations on one RPC: the first one's events are kept, the second refused.
+        let a = with_uuid(&fixture_bep, "two-a");
+        let mut reqs = requests("two-a", &a, 1, 2);
+        reqs.push(first("two-b", 1));
+        let (acks, end) = one_rpc(srv.addr, reqs).await;
+        assert_refused(
+            &end,
+            tonic::Code::InvalidArgument,
+            "one RPC carries two invocations",
+        );
+        assert_eq!(ack_seqs(&acks), vec![1, 2]);
+        assert_stored_exactly(srv.store.as_ref(), "two-a", &a[..2], &[1, 2], false);
+        assert_eq!(stored_seq(srv.store.as_ref(), "two-b"), None);
+        // No event at all, no stream id.
+        let mut r = first("no-event", 1);
+        r.ordered_build_event.as_mut().unwrap().event = None;
+        let (_, end) = one_rpc(srv.addr, vec![r]).await;
+        assert_refused(&end, tonic::Code::InvalidArgument, "has no event");
+        let mut r = first("no-stream-id", 1);
+        r.ordered_build_event.as_mut().unwrap().stream_id = None;
+        let (_, end) = one_rpc(srv.addr, vec![r]).await;
+        assert_refused(&end, tonic::Code::InvalidArgument, "has no stream_id");
+        assert_eq!(
+            srv.store.list(&Default::default()).unwrap().len(),
+            1,
+            "only two-a exists"
+        );
         srv.stop().await;
     })
     .await
