@@ -653,3 +653,107 @@ fn damaged_exec_logs_say_what_is_wrong() {
         "{err}"
     );
 }
+
+/// A Bazel 6/7-style binary SpawnExec log: metrics with start_time, digests
+/// and actual outputs listed inline.
+fn binary_spawn(
+    runner: &str,
+    hash: &str,
+    start: i64,
+    queue: i64,
+    out_hash: &str,
+    input_bytes: i64,
+) -> Vec<u8> {
+    let s = xl::SpawnExec {
+        command_args: vec!["/bin/cc".into()],
+        inputs: vec![xl::File {
+            path: "a.c".into(),
+            digest: Some(xl::Digest {
+                hash: "11".repeat(32),
+                size_bytes: 300,
+                hash_function_name: "SHA-256".into(),
+            }),
+            ..Default::default()
+        }],
+        actual_outputs: vec![xl::File {
+            path: "a.o".into(),
+            digest: Some(xl::Digest {
+                hash: out_hash.repeat(32),
+                size_bytes: 700,
+                hash_function_name: "SHA-256".into(),
+            }),
+            ..Default::default()
+        }],
+        runner: runner.into(),
+        cache_hit: runner.contains("cache hit"),
+        remotable: true,
+        mnemonic: "CppCompile".into(),
+        target_label: "//lib:a".into(),
+        digest: Some(xl::Digest {
+            hash: hash.repeat(32),
+            size_bytes: 150,
+            hash_function_name: "SHA-256".into(),
+        }),
+        metrics: Some(xl::SpawnMetrics {
+            total_time: dur(1000),
+            queue_time: dur(queue),
+            execution_wall_time: dur(1000 - queue),
+            input_bytes,
+            start_time: ts(T0_MS + start),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut v = Vec::new();
+    write_delimited(&mut v, &s.encode_to_vec());
+    v
+}
+
+#[test]
+fn binary_log_with_metrics_outputs_and_listed_inputs() {
+    let mut log = binary_spawn("remote", "a1", 700, 100, "0f", 0);
+    log.extend(binary_spawn("disk cache hit", "b1", 300, 0, "0e", 0));
+    let a = analyze(&stream(UUID, vec![]), Some(&log));
+    let k = &a.kpis;
+    assert_eq!(k.time_to_first_cache_hit.ms, Some(300));
+    assert_eq!(k.time_to_first_remote_execution.ms, Some(700));
+    assert_eq!(k.cache.disk_hit_rate, Some(0.5));
+    assert_eq!(k.cache.remote_hit_rate, Some(0.0));
+    let cas = k.cas.as_ref().unwrap();
+    // input_bytes is 0 in the metrics: the listed input digests are summed instead.
+    assert_eq!(cas.input_source, Some(proof_kpi::CasSource::ListedInputs));
+    assert_eq!(
+        (cas.remote_input_bytes, cas.remote_input_files),
+        (Some(300), Some(1))
+    );
+    assert_eq!(
+        (cas.remote_output_bytes, cas.cache_hit_output_bytes),
+        (Some(700), Some(700))
+    );
+    assert_eq!(k.remote_time.as_ref().unwrap().queue_share, Some(0.1));
+    // Same action, other output bytes in a second invocation → poison.
+    let id2 = "8f6b1b1e-3a55-4d8e-9d3f-0000000000b2";
+    let log2 = binary_spawn("remote", "a1", 700, 100, "0d", 4096);
+    let b = analyze(&stream(id2, vec![]), Some(&log2));
+    assert_eq!(
+        b.kpis.cas.as_ref().unwrap().input_source,
+        Some(proof_kpi::CasSource::SpawnMetrics)
+    );
+    assert_eq!(b.kpis.cas.as_ref().unwrap().remote_input_bytes, Some(4096));
+    let mut f = FleetBuilder::new(TargetClassMap::default());
+    for x in [&a, &b] {
+        f.push(FleetEntry {
+            tenant: None,
+            kpis: &x.kpis,
+            evidence: &x.evidence,
+            cause: None,
+        });
+    }
+    let fleet = f.finish();
+    assert_eq!(fleet.poison.divergent_outputs.len(), 1);
+    assert_eq!(
+        fleet.poison.divergent_outputs[0].digest,
+        format!("{}/150", "a1".repeat(32))
+    );
+    assert_eq!(fleet.poison.divergent_outputs[0].target_label, "//lib:a");
+}
