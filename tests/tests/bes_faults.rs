@@ -1441,6 +1441,19 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
             false,
         );
 
+        // Too large as the very first message: refused, the invocation never exists.
+        let huge_first = "too-large-first";
+        let mut big = synthetic(huge_first, 5);
+        let mut started = bep::BuildEvent::decode(&big[0][..]).unwrap();
+        if let Some(bep::build_event::Payload::Started(s)) = started.payload.as_mut() {
+            s.options_description = "y".repeat(100 * 1024);
+        }
+        big[0] = encode(&started);
+        let (acks, end) = one_rpc(srv.addr, requests(huge_first, &big, 1, 6)).await;
+        assert_refused(&end, tonic::Code::ResourceExhausted, "too large");
+        assert!(acks.is_empty());
+        assert_eq!(stored_seq(srv.store.as_ref(), huge_first), None);
+
         // Other streams are served as before, concurrently and afterwards.
         let other = "after-too-large";
         let small = synthetic(other, 500);
