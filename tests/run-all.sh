@@ -70,13 +70,20 @@ export PROOF_COPY_SPOKE="$ROOT/tests/rig/copy-spoke.sh"
 export PROOF_RUN_BAZEL="$ROOT/tests/rig/run-bazel.sh"
 export RUN_BAZEL_MAX_IDLE="${RUN_BAZEL_MAX_IDLE:-60}"
 
-# ------------------------------------------------------- extras (later work)
-# Bounded fuzz runs and the benchmarks smoke test go here; the rig is up and
-# the variables above are exported.  Return non-zero on failure.
+# ------------------------------------------------------------------ extras
+# The benchmarks already ran as smoke runs inside `cargo test --all-targets`
+# (without `--bench` they pick small sizes; `cargo bench` runs them in full).
+# Here: a bounded run of every fuzz target (FUZZ_SECONDS each, default 15;
+# FUZZ_SECONDS=0 skips it, and says so).
 run_extras() {
-    : # TODO(fuzz): bounded fuzz runs, e.g. a few seconds per target
-    : # TODO(bench): benchmarks smoke run
-    return 0
+    local secs="${FUZZ_SECONDS:-15}"
+    if [ "$secs" = 0 ]; then
+        say "fuzz runs SKIPPED (FUZZ_SECONDS=0)"
+        return 0
+    fi
+    local t0=$(date +%s)
+    bash tests/fuzz/run.sh "$secs" || return $?
+    say "fuzz runs finished in $(( $(date +%s) - t0 ))s"
 }
 
 # -------------------------------------------------------------------- tests

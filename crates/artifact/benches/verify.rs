@@ -157,7 +157,12 @@ fn main() {
     let total: usize = std::env::var("EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        // `cargo test --all-targets` runs this without `--bench`: a smoke run.
+        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
+            1_000_000
+        } else {
+            20_000
+        });
     let dir = tempfile::tempdir().expect("temp dir");
     let key = SigningKey::from_bytes(&[7; 32]);
 

@@ -53,7 +53,9 @@ fn main() {
         child_serve(Path::new(&dir));
         return;
     }
+    // `cargo test --all-targets` runs this without `--bench`: a quick run.
     let quick = std::env::args().any(|a| a == "--quick")
+        || !std::env::args().any(|a| a == "--bench")
         || std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let d = if quick { 50 } else { 1 };
     let s = Sizes {

@@ -86,7 +86,9 @@ fn main() {
     let dir = tempfile::tempdir_in(&base).unwrap();
     println!("store dir: {}", dir.path().display());
     let store = FsStore::open(dir.path()).unwrap();
-    let quick = std::env::var_os("PROOF_STORE_BENCH_QUICK").is_some();
+    // `cargo test --all-targets` runs this without `--bench`: a smoke run.
+    let quick = std::env::var_os("PROOF_STORE_BENCH_QUICK").is_some()
+        || !std::env::args().any(|a| a == "--bench");
     let big = if quick { 100_000 } else { 1_000_000 };
     run(&store, "batch-1", if quick { 1_000 } else { 5_000 }, 1);
     run(&store, "batch-64", big, 64);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# tests/fuzz/run.sh [SECONDS] - bounded cargo-fuzz run of every target
+# (default 20 s each), seeded from the real Bazel fixtures. Needs the nightly
+# toolchain (rustup's "nightly") and cargo-fuzz, installed here if missing.
+# Exits non-zero if any target finds a crash; the crash input is left in
+# tests/fuzz/artifacts/<target>/.
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_PER_TARGET="${1:-20}"
+say() { printf 'fuzz: %s\n' "$*" >&2; }
+
+rustup toolchain list | grep -q '^nightly' || { say "installing the nightly toolchain"; rustup toolchain install nightly --profile minimal; }
+command -v cargo-fuzz >/dev/null 2>&1 || { say "installing cargo-fuzz"; cargo install cargo-fuzz --locked; }
+
+FIX=../fixtures/bazel-4.2.3
+seed() {  # seed TARGET FILE...
+    local dir="corpus/$1"; shift
+    mkdir -p "$dir"
+    for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/$(echo "$f" | tr '/' '_')"; done
+}
+for s in remote-build remote-test remote-cache-hit local-only failing-build; do
+    seed bep_binary "$FIX/$s/bep.bin"
+    seed bep_events "$FIX/$s/bep.bin"
+    seed bep_json "$FIX/$s/bep.json"
+    seed execlog_binary "$FIX/$s/execution_log.bin"
+done
+
+t0=$(date +%s)
+cargo +nightly fuzz build -O >&2
+say "built all targets in $(( $(date +%s) - t0 ))s"
+failed=0
+for target in $(cargo +nightly fuzz list); do
+    mkdir -p "corpus/$target"
+    if cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
+        -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=4096 -print_final_stats=1 \
+        > "/tmp/proof-fuzz-$target.log" 2>&1; then
+        say "$target: $(grep -E 'stat::number_of_executed_units' "/tmp/proof-fuzz-$target.log" | awk '{print $2}') runs in ${SECONDS_PER_TARGET}s, no crash"
+    else
+        say "$target: FAILED (see /tmp/proof-fuzz-$target.log)"
+        tail -40 "/tmp/proof-fuzz-$target.log" >&2
+        failed=1
+    fi
+done
+exit $failed
