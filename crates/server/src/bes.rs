@@ -147,12 +147,13 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
             Bytes::from(prost::Message::encode_to_vec(&event)),
             None,
         ),
-        Some(_) => (
+        // Other kinds, including ones newer than our schema (prost sees no
+        // variant then): stored as they decode and acked, never refused.
+        Some(_) | None => (
             RecordKind::Other,
             Bytes::from(prost::Message::encode_to_vec(&event)),
             None,
         ),
-        None => return Err(invalid(format!("event {seq} carries no event kind"))),
     };
     Ok(Parsed {
         stream_id,
