@@ -1,0 +1,232 @@
+//! The command options a tenant's stream declares, read cheaply from the two
+//! BEP events that carry the effective options: the structured command line
+//! labelled "canonical" and OptionsParsed (wire-facts §2.4).
+
+use proof_proto::command_line::{command_line_section::SectionType, CommandLine};
+
+/// Only the fields of `build_event_stream.BuildEvent` needed here; every
+/// other field is skipped while decoding.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OptionsEvent {
+    #[prost(message, optional, tag = "22")]
+    structured_command_line: Option<CommandLine>,
+    #[prost(message, optional, tag = "13")]
+    options_parsed: Option<OptionsParsedLite>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OptionsParsedLite {
+    #[prost(string, repeated, tag = "3")]
+    cmd_line: Vec<String>,
+}
+
+/// Which event the options came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionsSource {
+    CanonicalCommandLine,
+    OptionsParsed,
+}
+
+impl OptionsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionsSource::CanonicalCommandLine => "canonical_command_line",
+            OptionsSource::OptionsParsed => "options_parsed",
+        }
+    }
+}
+
+/// The effective values that tenancy checks. Empty strings mean "not set".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOptions {
+    pub source: OptionsSource,
+    /// Last `--remote_instance_name`.
+    pub remote_instance_name: String,
+    /// Last `Pool=` of `--remote_default_exec_properties` / `--remote_exec_properties`.
+    pub pool: String,
+    /// Effective `--remote_upload_local_results` (Bazel's default: true).
+    pub remote_upload_local_results: bool,
+}
+
+/// The options of one serialized BEP event, if it is the canonical structured
+/// command line or OptionsParsed; `None` for every other event (and for bytes
+/// that do not decode: the server's own parsing rejects those).
+pub fn command_options(event: &[u8]) -> Option<CommandOptions> {
+    let ev: OptionsEvent = prost::Message::decode(event).ok()?;
+    let (source, opts) = if let Some(cl) = ev.structured_command_line {
+        if cl.command_line_label != "canonical" {
+            return None;
+        }
+        (OptionsSource::CanonicalCommandLine, canonical_options(&cl))
+    } else if let Some(op) = ev.options_parsed {
+        let opts = op.cmd_line.iter().filter_map(|a| parse_flag(a)).collect();
+        (OptionsSource::OptionsParsed, opts)
+    } else {
+        return None;
+    };
+    Some(effective(source, &opts))
+}
+
+type Opt = (String, Option<String>);
+
+fn parse_flag(arg: &str) -> Option<Opt> {
+    let body = arg.strip_prefix("--")?;
+    if let Some((n, v)) = body.split_once('=') {
+        return Some((n.to_string(), Some(v.to_string())));
+    }
+    if body == "noremote_upload_local_results" {
+        return Some(("remote_upload_local_results".into(), Some("0".into())));
+    }
+    Some((body.to_string(), None))
+}
+
+fn canonical_options(cl: &CommandLine) -> Vec<Opt> {
+    let Some(section) = cl
+        .sections
+        .iter()
+        .find(|s| s.section_label == "command options")
+    else {
+        return Vec::new();
+    };
+    let Some(SectionType::OptionList(list)) = &section.section_type else {
+        return Vec::new();
+    };
+    list.option
+        .iter()
+        .filter_map(|o| {
+            if o.option_name.is_empty() {
+                parse_flag(&o.combined_form)
+            } else if o.option_value.is_empty() && !o.combined_form.contains('=') {
+                parse_flag(&o.combined_form)
+                    .filter(|(n, _)| *n == o.option_name)
+                    .or_else(|| Some((o.option_name.clone(), None)))
+            } else {
+                Some((o.option_name.clone(), Some(o.option_value.clone())))
+            }
+        })
+        .collect()
+}
+
+fn effective(source: OptionsSource, opts: &[Opt]) -> CommandOptions {
+    let last = |name: &str| {
+        opts.iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut pool = String::new();
+    for (n, v) in opts {
+        if n == "remote_default_exec_properties" || n == "remote_exec_properties" {
+            if let Some((k, val)) = v.as_deref().and_then(|v| v.split_once('=')) {
+                if k == "Pool" {
+                    pool = val.to_string();
+                }
+            }
+        }
+    }
+    let upload = match last("remote_upload_local_results") {
+        None | Some(None) => true,
+        Some(Some(v)) => !matches!(v.as_str(), "0" | "false" | "no"),
+    };
+    CommandOptions {
+        source,
+        remote_instance_name: last("remote_instance_name").flatten().unwrap_or_default(),
+        pool,
+        remote_upload_local_results: upload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proof_proto::command_line::{CommandLineSection, Option as ClOption, OptionList};
+
+    fn canonical(label: &str, flags: &[(&str, &str)]) -> Vec<u8> {
+        let cl = CommandLine {
+            command_line_label: label.into(),
+            sections: vec![
+                CommandLineSection {
+                    section_label: "executable".into(),
+                    section_type: None,
+                },
+                CommandLineSection {
+                    section_label: "command options".into(),
+                    section_type: Some(SectionType::OptionList(OptionList {
+                        option: flags
+                            .iter()
+                            .map(|(n, v)| ClOption {
+                                combined_form: format!("--{n}={v}"),
+                                option_name: n.to_string(),
+                                option_value: v.to_string(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                },
+            ],
+        };
+        prost::Message::encode_to_vec(&OptionsEvent {
+            structured_command_line: Some(cl),
+            options_parsed: None,
+        })
+    }
+
+    #[test]
+    fn canonical_command_line_gives_the_last_values() {
+        let ev = canonical(
+            "canonical",
+            &[
+                ("remote_instance_name", "x"),
+                ("remote_default_exec_properties", "Pool=gpu"),
+                ("remote_default_exec_properties", "OSFamily=Linux"),
+                ("remote_instance_name", "main"),
+                ("remote_upload_local_results", "0"),
+            ],
+        );
+        let o = command_options(&ev).unwrap();
+        assert_eq!(o.source, OptionsSource::CanonicalCommandLine);
+        assert_eq!(o.remote_instance_name, "main");
+        assert_eq!(o.pool, "gpu");
+        assert!(!o.remote_upload_local_results);
+    }
+
+    #[test]
+    fn the_original_command_line_is_not_read() {
+        assert_eq!(
+            command_options(&canonical("original", &[("remote_instance_name", "x")])),
+            None
+        );
+    }
+
+    #[test]
+    fn options_parsed_and_defaults() {
+        let ev = prost::Message::encode_to_vec(&OptionsEvent {
+            structured_command_line: None,
+            options_parsed: Some(OptionsParsedLite {
+                cmd_line: vec![
+                    "--remote_executor=grpc://h:1".into(),
+                    "--remote_exec_properties=Pool=big".into(),
+                    "--noremote_upload_local_results".into(),
+                ],
+            }),
+        });
+        let o = command_options(&ev).unwrap();
+        assert_eq!(o.source, OptionsSource::OptionsParsed);
+        assert_eq!(o.remote_instance_name, "");
+        assert_eq!(o.pool, "big");
+        assert!(!o.remote_upload_local_results);
+        let empty = prost::Message::encode_to_vec(&OptionsEvent {
+            structured_command_line: None,
+            options_parsed: Some(OptionsParsedLite { cmd_line: vec![] }),
+        });
+        let o = command_options(&empty).unwrap();
+        assert_eq!((o.remote_instance_name.as_str(), o.pool.as_str()), ("", ""));
+        assert!(o.remote_upload_local_results, "Bazel uploads by default");
+    }
+
+    #[test]
+    fn other_events_and_garbage_are_none() {
+        assert_eq!(command_options(&[]), None);
+        assert_eq!(command_options(&[0xff, 0xff, 0xff]), None);
+    }
+}
