@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tools/protos/spawn.proto",
         "build/bazel/remote/execution/v2/remote_execution.proto",
         "google/rpc/error_details.proto",
+        "remote_logging/remote_execution_log.proto",
+        "remote_logging/corroboration.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -31,4 +31,16 @@ pub enum EvidenceError {
     SecondBuildStarted { first: String, second: String },
     #[error("the execution log belongs to invocation {exec_log}, but the BEP stream is invocation {bep}; pass the log written by the same Bazel command")]
     InvocationMismatch { bep: String, exec_log: String },
+    #[error("the remote gRPC log cannot be framed: {0}; pass the file Bazel wrote with --experimental_remote_grpc_log (or --remote_grpc_log), unmodified")]
+    GrpcLogFraming(#[source] FramingError),
+    #[error("remote gRPC log record #{index} is not a remote_logging.LogEntry: {source}; pass the file Bazel wrote with --experimental_remote_grpc_log, unmodified")]
+    BadGrpcLog {
+        index: u64,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the corroboration records cannot be framed: {0}; the artifact's corroboration.bin is damaged, record the proof again")]
+    CorroborationFraming(#[source] FramingError),
+    #[error("corroboration record #{index} is invalid: {what}; record the proof again with --corroborate")]
+    BadCorroboration { index: u64, what: String },
 }

@@ -19,6 +19,7 @@
 mod error;
 pub mod execlog;
 mod options;
+pub mod posture;
 pub mod runners;
 pub mod summary;
 
@@ -33,6 +34,10 @@ use serde::{Deserialize, Serialize};
 pub use error::EvidenceError;
 pub use execlog::{ActionDigest, ExecLogFormat};
 pub use options::OptionSource;
+pub use posture::{
+    sample_digests, CacheWrites, CorroboratedAction, Corroboration, DigestSource, ExternalInputs,
+    FetchRecord, GrpcLogSummary, OutputDigest, DEFAULT_SAMPLE_SIZE,
+};
 pub use runners::RunnerClass;
 
 use options::{Opt, Options};
@@ -89,6 +94,15 @@ pub struct Evidence {
     pub exec_log: Option<ExecLogSummary>,
     /// Raw-ish metrics for KPIs.
     pub build_metrics: BuildMetricsFacts,
+    /// Where external inputs (repository downloads) came from.
+    pub external_inputs: ExternalInputs,
+    /// Facts about remote action-cache writes by this lane.
+    pub cache_writes: CacheWrites,
+    /// Summary of the `--experimental_remote_grpc_log`, when one was supplied.
+    pub remote_grpc_log: Option<GrpcLogSummary>,
+    /// The executor's ActionCache answers for a sample of remote actions,
+    /// when the proof was recorded with `--corroborate`.
+    pub corroboration: Option<Corroboration>,
 }
 
 /// BuildFinished.exit_code.
@@ -314,6 +328,10 @@ struct ExecAccum {
     images: BTreeMap<String, (u64, u64)>,
     /// Local spawns that were allowed to run remotely (fallback suspects).
     local_remotable: u64,
+    /// Spawns that ran on the Bazel host (local or worker runners).
+    local: u64,
+    /// Remote-executed spawn digest → exit code (last one wins).
+    exit_by_digest: BTreeMap<ActionDigest, i32>,
 }
 
 /// Incrementally derives [`Evidence`]: feed every BEP event in stream order
@@ -338,9 +356,13 @@ pub struct EvidenceBuilder {
     progress: ProgressScanner,
     metrics: BuildMetricsFacts,
     exec: Option<ExecAccum>,
+    /// Fetch events: URL → any success.
+    fetches: BTreeMap<String, bool>,
+    grpc: Option<posture::GrpcAccum>,
+    corroboration: Option<posture::CorroborationAccum>,
 }
 
-fn rfc3339_nanos(nanos: i128) -> Option<String> {
+pub(crate) fn rfc3339_nanos(nanos: i128) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
@@ -564,6 +586,12 @@ impl EvidenceBuilder {
                 }
             }
             P::BuildMetrics(m) => self.push_metrics(m),
+            P::Fetch(f) => {
+                if let Some(build_event_id::Id::Fetch(fid)) = &id {
+                    let slot = self.fetches.entry(fid.url.clone()).or_insert(false);
+                    *slot |= f.success;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -632,6 +660,7 @@ impl EvidenceBuilder {
                 RunnerClass::RemoteExecution => {
                     if let Some(d) = &spawn.digest {
                         acc.digests.insert(d.clone());
+                        acc.exit_by_digest.insert(d.clone(), spawn.exit_code);
                     }
                     if let Some(t) = spawn.metrics {
                         let s = &mut acc.sums;
@@ -657,6 +686,7 @@ impl EvidenceBuilder {
                     }
                 }
                 RunnerClass::Local | RunnerClass::Worker => {
+                    acc.local = acc.local.saturating_add(1);
                     if spawn.remotable {
                         acc.local_remotable = acc.local_remotable.saturating_add(1);
                     }
@@ -704,7 +734,46 @@ impl EvidenceBuilder {
                     .collect(),
             )
         };
+        let external_inputs = self.external_inputs(description.as_deref());
+        let disk_cache = self
+            .chosen_options(description.as_deref())
+            .and_then(|(_, o)| Options { opts: o }.last_nonempty("disk_cache"));
         let executor = self.executor(description, &processes);
+        let local_spawns = match &self.exec {
+            Some(e) => Some(e.local),
+            None => processes.sources.first().map(|f| {
+                f.by_class
+                    .iter()
+                    .filter(|(c, _)| c.is_local())
+                    .map(|(_, n)| *n)
+                    .fold(0u64, u64::saturating_add)
+            }),
+        };
+        let grpc = self.grpc.take();
+        let exit_by_digest = self
+            .exec
+            .as_ref()
+            .map(|e| e.exit_by_digest.clone())
+            .unwrap_or_default();
+        let (source, candidates) = candidates(self.exec.as_ref(), grpc.as_ref());
+        let corroboration = self.corroboration.take().map(|c| {
+            let stream_exit = match source {
+                Some(DigestSource::RemoteGrpcLog) => grpc
+                    .as_ref()
+                    .map(|g| g.exit_codes.clone())
+                    .unwrap_or_default(),
+                _ => exit_by_digest,
+            };
+            c.finish(source, &candidates, &stream_exit)
+        });
+        let remote_grpc_log = grpc.map(posture::GrpcAccum::finish);
+        let cache_writes = CacheWrites {
+            update_action_result_calls: remote_grpc_log
+                .as_ref()
+                .map(|g| g.update_action_result_calls),
+            local_spawns,
+            disk_cache,
+        };
 
         let worker_images = self.worker_images(&executor);
         let remote_images: Vec<&WorkerImage> = worker_images
@@ -779,6 +848,10 @@ impl EvidenceBuilder {
             all_remote_images_pinned,
             exec_log,
             build_metrics: std::mem::take(&mut self.metrics),
+            external_inputs,
+            cache_writes,
+            remote_grpc_log,
+            corroboration,
         })
     }
 
@@ -818,9 +891,13 @@ impl EvidenceBuilder {
         }
     }
 
-    fn executor(&self, description: Option<Vec<Opt>>, processes: &Processes) -> Executor {
-        let chosen: Option<(OptionSource, &[Opt])> = self
-            .canonical
+    /// The best options source: canonical, else OptionsParsed, else the
+    /// options description.
+    fn chosen_options<'a>(
+        &'a self,
+        description: Option<&'a [Opt]>,
+    ) -> Option<(OptionSource, &'a [Opt])> {
+        self.canonical
             .as_deref()
             .map(|o| (OptionSource::CanonicalCommandLine, o))
             .or_else(|| {
@@ -828,11 +905,85 @@ impl EvidenceBuilder {
                     .as_deref()
                     .map(|o| (OptionSource::OptionsParsed, o))
             })
-            .or_else(|| {
-                description
-                    .as_deref()
-                    .map(|o| (OptionSource::OptionsDescription, o))
-            });
+            .or_else(|| description.map(|o| (OptionSource::OptionsDescription, o)))
+    }
+
+    fn external_inputs(&self, description: Option<&[Opt]>) -> ExternalInputs {
+        let opts = self
+            .chosen_options(description)
+            .map(|(_, o)| o)
+            .unwrap_or_default();
+        let o = Options { opts };
+        let distdirs: Vec<String> = o
+            .opts
+            .iter()
+            .filter(|(n, _)| n == "distdir" || n == "experimental_distdir")
+            .filter_map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let registries: Vec<String> = o
+            .all("registry")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+        let lockfile_mode = o.last_nonempty("lockfile_mode");
+        let pinned_by_lockfile = lockfile_mode.as_deref() == Some("error");
+        let fetches: Vec<FetchRecord> = self
+            .fetches
+            .iter()
+            .map(|(url, ok)| FetchRecord {
+                url: url.clone(),
+                success: *ok,
+            })
+            .collect();
+        let (mut lockfile_pinned, mut network) = (Vec::new(), Vec::new());
+        for f in fetches.iter().filter(|f| f.success) {
+            if pinned_by_lockfile && posture::under_registry(&f.url, &registries) {
+                lockfile_pinned.push(f.url.clone());
+            } else {
+                network.push(f.url.clone());
+            }
+        }
+        ExternalInputs {
+            fetches,
+            distdirs,
+            repository_cache: o
+                .last("repository_cache")
+                .map(|v| v.unwrap_or("").to_string()),
+            lockfile_mode,
+            registries,
+            repository_disable_download: o
+                .last("repository_disable_download")
+                .and_then(options::parse_bool),
+            lockfile_pinned_fetches: lockfile_pinned,
+            network_fetches: network,
+        }
+    }
+
+    /// Reads a whole `--experimental_remote_grpc_log` (varint-delimited
+    /// `remote_logging.LogEntry`). May be called more than once.
+    pub fn push_remote_grpc_log(&mut self, log: impl Read) -> Result<(), EvidenceError> {
+        self.grpc
+            .get_or_insert_with(posture::GrpcAccum::default)
+            .push(log)
+    }
+
+    /// Reads an artifact's `corroboration.bin` (a header, then one raw
+    /// ActionCache answer per sampled digest). Call at most once.
+    pub fn push_corroboration(&mut self, records: impl Read) -> Result<(), EvidenceError> {
+        self.corroboration = Some(posture::CorroborationAccum::read(records)?);
+        Ok(())
+    }
+
+    /// The remote action digests a corroboration would sample from, and
+    /// their source: the execution log's when it has any (Bazel 6+), else
+    /// the gRPC log's Execute calls. Needs only the logs, no BEP events.
+    pub fn corroboration_candidates(&self) -> (Option<DigestSource>, Vec<ActionDigest>) {
+        candidates(self.exec.as_ref(), self.grpc.as_ref())
+    }
+
+    fn executor(&self, description: Option<Vec<Opt>>, processes: &Processes) -> Executor {
+        let chosen = self.chosen_options(description.as_deref());
         let Some((source, opts)) = chosen else {
             return Executor {
                 not_forced_reasons: vec![
@@ -976,6 +1127,25 @@ impl EvidenceBuilder {
             .into_iter()
             .collect()
     }
+}
+
+fn candidates(
+    exec: Option<&ExecAccum>,
+    grpc: Option<&posture::GrpcAccum>,
+) -> (Option<DigestSource>, Vec<ActionDigest>) {
+    if let Some(e) = exec.filter(|e| !e.digests.is_empty()) {
+        return (
+            Some(DigestSource::ExecLog),
+            e.digests.iter().cloned().collect(),
+        );
+    }
+    if let Some(g) = grpc.filter(|g| !g.digests.is_empty()) {
+        return (
+            Some(DigestSource::RemoteGrpcLog),
+            g.digests.iter().cloned().collect(),
+        );
+    }
+    (None, Vec::new())
 }
 
 /// Convenience: derives evidence from a delimited BEP file

@@ -46,3 +46,31 @@ pub const BEP_EVENT_TYPE_URL: &str = "type.googleapis.com/build_event_stream.Bui
 pub mod options {
     tonic::include_proto!("options");
 }
+
+/// `remote_logging`: the records of Bazel's `--experimental_remote_grpc_log`
+/// (rbe-proof's own minimal declaration: only the fields read).
+pub mod remote_logging {
+    tonic::include_proto!("remote_logging");
+}
+
+/// `rbe_proof.corroboration`: the records of an artifact's
+/// `corroboration.bin` (the executor's raw ActionCache answers).
+pub mod rbe_proof {
+    pub mod corroboration {
+        tonic::include_proto!("rbe_proof.corroboration");
+    }
+}
+pub use rbe_proof::corroboration;
+
+/// The package path the generated code of `remote_logging` and
+/// `rbe_proof.corroboration` uses for REAPI types; it is [`reapi`].
+#[doc(hidden)]
+pub mod build {
+    pub mod bazel {
+        pub mod remote {
+            pub mod execution {
+                pub use crate::reapi as v2;
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Posture evidence on the real Bazel 4.2.3 fixtures: the remote gRPC log,
+//! external inputs and cache-write facts.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use proof_evidence::{DigestSource, Evidence, EvidenceBuilder};
+use proof_stream::delimited::DelimitedReader;
+
+fn fixture(scenario: &str, file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/bazel-4.2.3")
+        .join(scenario)
+        .join(file)
+}
+
+fn builder(scenario: &str, grpc: bool) -> EvidenceBuilder {
+    let mut b = EvidenceBuilder::new();
+    for r in DelimitedReader::new(File::open(fixture(scenario, "bep.bin")).unwrap()) {
+        b.push_event(&r.unwrap()).unwrap();
+    }
+    b.push_exec_log(File::open(fixture(scenario, "execution_log.bin")).unwrap())
+        .unwrap();
+    if grpc {
+        b.push_remote_grpc_log(File::open(fixture(scenario, "remote_grpc.log")).unwrap())
+            .unwrap();
+    }
+    b
+}
+
+fn derive(scenario: &str, grpc: bool) -> Evidence {
+    builder(scenario, grpc).finish().unwrap()
+}
+
+#[test]
+fn grpc_log_of_a_4_2_3_remote_build_names_every_execute_digest() {
+    let b = builder("remote-build", true);
+    let (source, candidates) = b.corroboration_candidates();
+    // 4.2.3's exec log has no digests: the gRPC log is the source.
+    assert_eq!(source, Some(DigestSource::RemoteGrpcLog));
+    // 8 remote spawns, 8 Execute calls, 8 distinct action digests.
+    assert_eq!(candidates.len(), 8);
+    let ev = b.finish().unwrap();
+    let g = ev.remote_grpc_log.as_ref().unwrap();
+    assert_eq!(g.execute_calls, 8);
+    assert_eq!(g.execute_action_digests, candidates);
+    for d in &candidates {
+        assert_eq!(d.hash.len(), 64, "{d:?}");
+        assert!(d.size_bytes > 0);
+    }
+    assert_eq!(g.execute_instance_names, vec![String::new()]);
+    // The executor ran everything; Bazel wrote nothing to the AC.
+    assert_eq!(g.update_action_result_calls, 0);
+    assert_eq!(g.execute_cached_results, 0);
+    assert!(
+        g.methods.keys().any(|m| m.ends_with("Execution/Execute")),
+        "{:?}",
+        g.methods
+    );
+    assert_eq!(ev.cache_writes.update_action_result_calls, Some(0));
+    assert_eq!(ev.cache_writes.local_spawns, Some(0));
+    // No repository downloads in this workspace.
+    assert!(ev.external_inputs.fetches.is_empty());
+    assert!(ev.external_inputs.network_fetches.is_empty());
+    assert!(ev.corroboration.is_none());
+}
+
+#[test]
+fn without_grpc_log_there_are_no_candidates_on_4_2_3() {
+    let b = builder("remote-build", false);
+    assert_eq!(b.corroboration_candidates(), (None, Vec::new()));
+    let ev = b.finish().unwrap();
+    assert!(ev.remote_grpc_log.is_none());
+    assert_eq!(ev.cache_writes.update_action_result_calls, None);
+}
+
+#[test]
+fn local_only_counts_local_spawns_and_default_upload() {
+    let ev = derive("local-only", false);
+    assert!(ev.cache_writes.local_spawns.unwrap() > 0);
+    // Not given on the command line: Bazel's default (true) applies.
+    assert_eq!(ev.executor.remote_upload_local_results, None);
+}
+
+#[test]
+fn posture_fields_are_deterministic() {
+    let a = serde_json::to_value(derive("remote-build", true)).unwrap();
+    let b = serde_json::to_value(derive("remote-build", true)).unwrap();
+    assert_eq!(a, b);
+    assert!(a["external_inputs"].is_object());
+    assert!(a["remote_grpc_log"]["execute_action_digests"].is_array());
+}
+
+#[test]
+fn a_damaged_grpc_log_is_an_error_that_says_what_to_pass() {
+    let mut bytes = std::fs::read(fixture("remote-build", "remote_grpc.log")).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    let mut b = EvidenceBuilder::new();
+    let err = b.push_remote_grpc_log(&bytes[..]).unwrap_err().to_string();
+    assert!(err.contains("--experimental_remote_grpc_log"), "{err}");
+}
