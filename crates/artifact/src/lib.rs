@@ -42,5 +42,5 @@ pub use keys::{
 };
 pub use policy::{Policy, PolicyCheck};
 pub use proof_evidence::Evidence;
-pub use record::{record, record_delimited, RecordError, RecordOutcome};
+pub use record::{record, record_delimited, record_with, RecordError, RecordInputs, RecordOutcome};
 pub use verify::{verify, verify_path, Check, Report, VerifyError};

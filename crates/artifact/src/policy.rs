@@ -19,6 +19,21 @@ pub enum PolicyCheck {
     ImagePinned,
     /// BuildFinished with exit code 0.
     BuildSucceeded,
+    /// The lane could not write the remote action cache:
+    /// `--remote_upload_local_results` explicitly false and no
+    /// `UpdateActionResult` call in the remote gRPC log (when one is present).
+    ReadOnly,
+    /// The effective `--remote_instance_name` equals this name (`""`: the
+    /// option unset or empty).
+    Instance(String),
+    /// No external input was fetched from the network: every BEP Fetch
+    /// that succeeded is a registry file pinned by `--lockfile_mode=error`.
+    PinnedInputs,
+    /// The executor's ActionCache knows at least one sampled action digest
+    /// of the stream, every found result's exit code agrees with the stream,
+    /// the sample is the deterministic one, and the endpoint and instance
+    /// asked are the build's own.
+    Corroborated,
 }
 
 impl PolicyCheck {
@@ -29,6 +44,10 @@ impl PolicyCheck {
             PolicyCheck::RemoteExecutions => "remote_executions",
             PolicyCheck::ImagePinned => "image_pinned",
             PolicyCheck::BuildSucceeded => "build_succeeded",
+            PolicyCheck::ReadOnly => "read_only",
+            PolicyCheck::Instance(_) => "instance",
+            PolicyCheck::PinnedInputs => "pinned_inputs",
+            PolicyCheck::Corroborated => "corroborated",
         }
     }
 
@@ -90,8 +109,180 @@ impl PolicyCheck {
                 Some(c) => (false, format!("the build failed: exit code {} ({})", c.code, c.name)),
                 None => (false, "no BuildFinished event: the stream ended before the build finished".into()),
             },
+            PolicyCheck::ReadOnly => read_only(ev),
+            PolicyCheck::Instance(want) => {
+                let got = ev.executor.remote_instance_name.as_deref().unwrap_or("");
+                if got == want {
+                    (true, format!("--remote_instance_name is {got:?}"))
+                } else {
+                    (
+                        false,
+                        format!("--remote_instance_name is {got:?} but the policy requires {want:?}; build with --remote_instance_name={want}"),
+                    )
+                }
+            }
+            PolicyCheck::PinnedInputs => pinned_inputs(ev),
+            PolicyCheck::Corroborated => corroborated(ev),
         }
     }
+}
+
+fn read_only(ev: &Evidence) -> (bool, String) {
+    let mut problems = Vec::new();
+    match ev.executor.remote_upload_local_results {
+        Some(false) => {}
+        Some(true) => problems.push(
+            "--remote_upload_local_results is true: results of local spawns are written to the remote action cache; build with --noremote_upload_local_results".to_string(),
+        ),
+        None => problems.push(
+            "--remote_upload_local_results is not set to false (Bazel's default is true, which uploads local results to the remote action cache); build with --noremote_upload_local_results".to_string(),
+        ),
+    }
+    if let Some(n) = ev
+        .cache_writes
+        .update_action_result_calls
+        .filter(|n| *n > 0)
+    {
+        problems.push(format!(
+            "the remote gRPC log shows {n} ActionCache.UpdateActionResult call(s): this lane wrote to the action cache"
+        ));
+    }
+    if !problems.is_empty() {
+        return (false, problems.join("; "));
+    }
+    let calls = match ev.cache_writes.update_action_result_calls {
+        Some(_) => "the remote gRPC log shows no UpdateActionResult call",
+        None => {
+            "no remote gRPC log was recorded to confirm the absence of UpdateActionResult calls"
+        }
+    };
+    let disk = match &ev.cache_writes.disk_cache {
+        Some(d) => format!("; --disk_cache={d} is local and not counted"),
+        None => String::new(),
+    };
+    (
+        true,
+        format!("--noremote_upload_local_results: local results are never uploaded; {calls}{disk}"),
+    )
+}
+
+fn pinned_inputs(ev: &Evidence) -> (bool, String) {
+    let x = &ev.external_inputs;
+    if !x.network_fetches.is_empty() {
+        return (
+            false,
+            format!(
+                "{} external input(s) were fetched from the network: {}; put them in a --distdir (with sha256 set) or the repository cache",
+                x.network_fetches.len(),
+                x.network_fetches.join(", ")
+            ),
+        );
+    }
+    let mut detail = format!(
+        "no external input was fetched from the network ({} Fetch event(s)",
+        x.fetches.len()
+    );
+    if !x.lockfile_pinned_fetches.is_empty() {
+        detail.push_str(&format!(
+            ", {} registry file(s) pinned by --lockfile_mode=error",
+            x.lockfile_pinned_fetches.len()
+        ));
+    }
+    let failed = x.fetches.iter().filter(|f| !f.success).count();
+    if failed > 0 {
+        detail.push_str(&format!(", {failed} failed attempt(s)"));
+    }
+    detail.push(')');
+    if !x.distdirs.is_empty() {
+        detail.push_str(&format!("; --distdir {}", x.distdirs.join(", ")));
+    }
+    (true, detail)
+}
+
+fn corroborated(ev: &Evidence) -> (bool, String) {
+    let Some(c) = &ev.corroboration else {
+        return (
+            false,
+            "the proof was recorded without executor corroboration; record it with `proof record --corroborate grpc://HOST:PORT` (and --remote-grpc-log FILE for Bazel 4.x)".into(),
+        );
+    };
+    let mut problems = Vec::new();
+    if let Some(url) = &ev.executor.remote_executor {
+        if *url != c.executor {
+            problems.push(format!(
+                "the executor asked ({}) is not the build's --remote_executor ({url})",
+                c.executor
+            ));
+        }
+    }
+    let instance = ev.executor.remote_instance_name.as_deref().unwrap_or("");
+    if c.instance_name != instance {
+        problems.push(format!(
+            "the instance asked ({:?}) is not the build's --remote_instance_name ({instance:?})",
+            c.instance_name
+        ));
+    }
+    if !c.sample_matches {
+        problems.push(format!(
+            "the {} answered digest(s) are not the deterministic sample of {} of the {} candidate digest(s)",
+            c.sampled, c.sample_size, c.candidates
+        ));
+    }
+    if c.sampled == 0 {
+        problems.push(
+            "no remote action digest is known from the stream (Bazel 4.x: record with --remote-grpc-log)".into(),
+        );
+    } else if c.found == 0 {
+        problems.push(format!(
+            "none of the {} sampled action digest(s) is in the executor's action cache ({} not found, {} error(s)): the executor never saw these actions",
+            c.sampled, c.not_found, c.errors
+        ));
+    }
+    if c.exit_code_mismatches > 0 {
+        let bad: Vec<String> = c
+            .results
+            .iter()
+            .filter(|r| {
+                r.found && r.stream_exit_code.is_some() && r.stream_exit_code != r.exit_code
+            })
+            .map(|r| {
+                format!(
+                    "{}/{} (stream {}, executor {})",
+                    r.action_digest.hash,
+                    r.action_digest.size_bytes,
+                    r.stream_exit_code.unwrap_or_default(),
+                    r.exit_code.unwrap_or_default()
+                )
+            })
+            .collect();
+        problems.push(format!(
+            "exit codes disagree with the stream: {}",
+            bad.join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        return (false, problems.join("; "));
+    }
+    let workers: std::collections::BTreeSet<&str> = c
+        .results
+        .iter()
+        .filter_map(|r| r.worker.as_deref())
+        .collect();
+    (
+        true,
+        format!(
+            "{} of {} sampled action digest(s) (of {}) found in the action cache of {}; exit codes agree; worker(s): {}",
+            c.found,
+            c.sampled,
+            c.candidates,
+            c.executor,
+            if workers.is_empty() {
+                "not reported".to_string()
+            } else {
+                workers.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        ),
+    )
 }
 
 fn source(ev: &Evidence) -> String {

@@ -15,7 +15,9 @@ use crate::dsse::Envelope;
 use crate::hashio::{HashReader, HashWriter};
 use crate::policy::Policy;
 use crate::statement::Statement;
-use crate::tar::{TarError, TarWriter, EVENTS, EXECLOG, STATEMENT, SUMMARY};
+use crate::tar::{
+    TarError, TarWriter, CORROBORATION, EVENTS, EXECLOG, GRPCLOG, STATEMENT, SUMMARY,
+};
 
 /// zstd level of `events.bep.zst` (single frame, checksum on, no content
 /// size, single-threaded, no dictionary).
@@ -43,6 +45,8 @@ pub enum RecordError {
     BadInvocationId(String),
     #[error("the execution log {} changed while it was being recorded; record again once Bazel has finished writing it", .0.display())]
     ExecLogChanged(PathBuf),
+    #[error("the remote gRPC log {} changed while it was being recorded; record again once Bazel has finished writing it", .0.display())]
+    GrpcLogChanged(PathBuf),
     #[error("the evidence cannot be serialized as JSON: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("writing the artifact failed: {0}")]
@@ -75,6 +79,18 @@ fn valid_invocation_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// The optional raw evidence recorded beside the BEP stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordInputs<'a> {
+    /// The execution log file (member `execlog.bin`).
+    pub exec_log: Option<&'a Path>,
+    /// The `--experimental_remote_grpc_log` file (member `remote_grpc.log`).
+    pub remote_grpc_log: Option<&'a Path>,
+    /// The corroboration records (member `corroboration.bin`), as produced
+    /// by the `proof-corroborate` crate.
+    pub corroboration: Option<&'a [u8]>,
+}
+
 /// Records a delimited BEP stream (`--build_event_binary_file` form).
 pub fn record_delimited(
     bep: impl Read,
@@ -100,6 +116,27 @@ where
     I: IntoIterator<Item = Result<Vec<u8>, E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let inputs = RecordInputs {
+        exec_log,
+        ..RecordInputs::default()
+    };
+    record_with(events, &inputs, key, out_dir)
+}
+
+/// [`record`] with every optional member: the execution log, the remote
+/// gRPC log and the corroboration records, each stored as its own member,
+/// named by the statement's subjects and read by the evidence derivation.
+pub fn record_with<I, E>(
+    events: I,
+    inputs: &RecordInputs<'_>,
+    key: &SigningKey,
+    out_dir: &Path,
+) -> Result<RecordOutcome, RecordError>
+where
+    I: IntoIterator<Item = Result<Vec<u8>, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let exec_log = inputs.exec_log;
     let spool =
         tempfile::tempfile_in(out_dir).map_err(io_err("cannot create a spool file in", out_dir))?;
     let mut builder = EvidenceBuilder::new();
@@ -150,6 +187,27 @@ where
         exec_digest = Some((path, sha, len));
     }
 
+    // remote_grpc.log: exactly as given.
+    let mut grpc_digest = None;
+    if let Some(path) = inputs.remote_grpc_log {
+        let file = File::open(path).map_err(io_err("cannot open the remote gRPC log", path))?;
+        let mut reader = HashReader::new(io::BufReader::new(file));
+        builder.push_remote_grpc_log(&mut reader)?;
+        let (sha, len) = reader
+            .drain()
+            .map_err(io_err("cannot read the remote gRPC log", path))?;
+        grpc_digest = Some((path, sha, len));
+    }
+    // corroboration.bin: the bytes given.
+    let corroboration = inputs.corroboration;
+    let corroboration_sha: Option<[u8; 32]> = match corroboration {
+        Some(bytes) => {
+            builder.push_corroboration(bytes)?;
+            Some(sha2::Sha256::digest(bytes).into())
+        }
+        None => None,
+    };
+
     let evidence = builder.finish()?;
     let invocation_id = evidence.invocation_id.clone();
     if !valid_invocation_id(&invocation_id) {
@@ -161,6 +219,12 @@ where
     let mut subjects = vec![(EVENTS, events_sha)];
     if let Some((_, sha, _)) = exec_digest {
         subjects.push((EXECLOG, sha));
+    }
+    if let Some((_, sha, _)) = grpc_digest {
+        subjects.push((GRPCLOG, sha));
+    }
+    if let Some(sha) = corroboration_sha {
+        subjects.push((CORROBORATION, sha));
     }
     subjects.push((SUMMARY, summary_sha));
     let statement = Statement::new(&subjects, &evidence)?;
@@ -197,6 +261,21 @@ where
         if got != want {
             return Err(RecordError::ExecLogChanged(path.to_path_buf()));
         }
+    }
+    if let Some((path, want, len)) = grpc_digest {
+        let file = File::open(path).map_err(io_err("cannot reopen the remote gRPC log", path))?;
+        let got = tar
+            .append(GRPCLOG, len, &mut io::BufReader::new(file))
+            .map_err(|e| match e {
+                TarError::Layout(_) => RecordError::GrpcLogChanged(path.to_path_buf()),
+                e => RecordError::Tar(e),
+            })?;
+        if got != want {
+            return Err(RecordError::GrpcLogChanged(path.to_path_buf()));
+        }
+    }
+    if let Some(bytes) = corroboration {
+        tar.append(CORROBORATION, bytes.len() as u64, &mut &bytes[..])?;
     }
     tar.append(SUMMARY, summary.len() as u64, &mut &summary[..])?;
     let (buf, artifact_sha, _) = tar.finish()?.finish();

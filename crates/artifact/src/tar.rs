@@ -1,7 +1,8 @@
 //! The canonical tar container of a proof artifact.
 //!
 //! Every artifact has exactly one valid byte form: members in the fixed order
-//! [`STATEMENT`], [`EVENTS`], optional [`EXECLOG`], [`SUMMARY`]; each header is
+//! [`STATEMENT`], [`EVENTS`], optional [`EXECLOG`], optional [`GRPCLOG`],
+//! optional [`CORROBORATION`], [`SUMMARY`] (see [`ORDER`]); each header is
 //! a plain ustar header (mode 0644, uid/gid 0, empty uname/gname, mtime 0,
 //! typeflag `'0'`, no pax or GNU extensions) with a correct checksum; data is
 //! zero-padded to 512 bytes; the archive ends with exactly two zero blocks and
@@ -18,6 +19,48 @@ pub const STATEMENT: &str = "statement.dsse.json";
 pub const EVENTS: &str = "events.bep.zst";
 pub const EXECLOG: &str = "execlog.bin";
 pub const SUMMARY: &str = "summary.md";
+/// Bazel's `--experimental_remote_grpc_log`, exactly as written.
+pub const GRPCLOG: &str = "remote_grpc.log";
+/// The executor's raw ActionCache answers (`proof record --corroborate`).
+pub const CORROBORATION: &str = "corroboration.bin";
+
+/// Every member name in archive order, with whether it is optional.
+pub const ORDER: [(&str, bool); 6] = [
+    (STATEMENT, false),
+    (EVENTS, false),
+    (EXECLOG, true),
+    (GRPCLOG, true),
+    (CORROBORATION, true),
+    (SUMMARY, false),
+];
+
+/// The members that may follow a member at `ORDER` index `last` (`None`:
+/// the archive start): the next ones up to and including the first required.
+fn next_members(last: Option<usize>) -> Vec<&'static str> {
+    let start = last.map_or(0, |i| i + 1);
+    let mut out = Vec::new();
+    for (name, optional) in ORDER.iter().skip(start) {
+        out.push(*name);
+        if !optional {
+            break;
+        }
+    }
+    out
+}
+
+fn order_text() -> String {
+    ORDER
+        .iter()
+        .map(|(n, opt)| {
+            if *opt {
+                format!("[{n}]")
+            } else {
+                (*n).to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Largest member size a ustar header's 11 octal digits can hold.
 pub const MAX_MEMBER_SIZE: u64 = 0o77777777777;
@@ -218,13 +261,10 @@ pub fn scan<R: Read>(input: R) -> Result<Scanned, TarError> {
         }
         let name_len = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
         let found = String::from_utf8_lossy(&h[..name_len]).into_owned();
-        let expected: &[&'static str] = match members.len() {
-            0 => &[STATEMENT],
-            1 => &[EVENTS],
-            2 => &[EXECLOG, SUMMARY],
-            3 if members[2].name == EXECLOG => &[SUMMARY],
-            _ => &[],
-        };
+        let last = members
+            .last()
+            .and_then(|m| ORDER.iter().position(|(n, _)| *n == m.name));
+        let expected = next_members(last);
         let Some(name) = expected
             .iter()
             .copied()
@@ -234,9 +274,10 @@ pub fn scan<R: Read>(input: R) -> Result<Scanned, TarError> {
                 format!("unexpected extra member {found:?} at byte {at}; {SUMMARY} must be the last member")
             } else {
                 format!(
-                    "member {} at byte {at} is {found:?}; expected {} (order: {STATEMENT}, {EVENTS}, [{EXECLOG}], {SUMMARY})",
+                    "member {} at byte {at} is {found:?}; expected {} (order: {})",
                     members.len() + 1,
-                    expected.join(" or ")
+                    expected.join(" or "),
+                    order_text()
                 )
             });
         };
@@ -293,8 +334,9 @@ pub fn scan<R: Read>(input: R) -> Result<Scanned, TarError> {
     if members.last().map(|m| m.name) != Some(SUMMARY) {
         let names: Vec<&str> = members.iter().map(|m| m.name).collect();
         return layout(format!(
-            "the archive ends after [{}]; members {STATEMENT}, {EVENTS}, [{EXECLOG}], {SUMMARY} are required",
-            names.join(", ")
+            "the archive ends after [{}]; members {} are required (optional ones in brackets)",
+            names.join(", "),
+            order_text()
         ));
     }
     let mut second = [0u8; BLOCK];
@@ -369,6 +411,34 @@ mod tests {
         // Without the optional exec log.
         let small = build(&[(STATEMENT, b"x"), (EVENTS, b"y"), (SUMMARY, b"z")]);
         assert_eq!(scan(&small[..]).unwrap().members.len(), 3);
+        // Every optional member, and each one alone.
+        let full = build(&[
+            (STATEMENT, b"x"),
+            (EVENTS, b"y"),
+            (EXECLOG, b"e"),
+            (GRPCLOG, b"g"),
+            (CORROBORATION, b"c"),
+            (SUMMARY, b"z"),
+        ]);
+        let names: Vec<_> = scan(&full[..])
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            [STATEMENT, EVENTS, EXECLOG, GRPCLOG, CORROBORATION, SUMMARY]
+        );
+        for opt in [GRPCLOG, CORROBORATION] {
+            let one = build(&[
+                (STATEMENT, b"x"),
+                (EVENTS, b"y"),
+                (opt, b"o"),
+                (SUMMARY, b"z"),
+            ]);
+            assert_eq!(scan(&one[..]).unwrap().members[2].name, opt);
+        }
     }
 
     #[test]
@@ -410,6 +480,15 @@ mod tests {
             (SUMMARY, b"c"),
         ]);
         assert!(layout_err(&dup).contains("is \"events.bep.zst\""));
+        // Optional members out of order.
+        let reordered = build(&[
+            (STATEMENT, b"a"),
+            (EVENTS, b"b"),
+            (CORROBORATION, b"c"),
+            (GRPCLOG, b"d"),
+            (SUMMARY, b"e"),
+        ]);
+        assert!(layout_err(&reordered).contains("is \"remote_grpc.log\"; expected summary.md"));
         // Trailing bytes, 10240-byte record padding, missing end block.
         let mut t = good.clone();
         t.push(0);

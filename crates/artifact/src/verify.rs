@@ -16,7 +16,9 @@ use crate::dsse::Envelope;
 use crate::hashio::HashReader;
 use crate::policy::Policy;
 use crate::statement::Statement;
-use crate::tar::{scan, Member, Scanned, TarError, EVENTS, EXECLOG, STATEMENT};
+use crate::tar::{
+    scan, Member, Scanned, TarError, CORROBORATION, EVENTS, EXECLOG, GRPCLOG, STATEMENT,
+};
 
 /// Names of the integrity checks, in report order (policy checks follow).
 pub const INTEGRITY_CHECKS: [&str; 4] = ["envelope", "signature", "digests", "rederived"];
@@ -354,6 +356,25 @@ fn rederive<R: Read + Seek>(
         }
         if let Err(e) = pushed {
             return Ok(Err(format!("{EXECLOG}: {e}")));
+        }
+    }
+    for name in [GRPCLOG, CORROBORATION] {
+        let Some(m) = scanned.member(name) else {
+            continue;
+        };
+        input.seek(SeekFrom::Start(m.offset))?;
+        let mut hashed = HashReader::new(BufReader::new((&mut *input).take(m.size)));
+        let pushed = if name == GRPCLOG {
+            builder.push_remote_grpc_log(&mut hashed)
+        } else {
+            builder.push_corroboration(&mut hashed)
+        };
+        let (sha, _) = hashed.drain()?;
+        if sha != m.sha256 {
+            return Ok(Err(format!("{name} changed while it was being verified")));
+        }
+        if let Err(e) = pushed {
+            return Ok(Err(format!("{name}: {e}")));
         }
     }
     Ok(builder

@@ -93,6 +93,63 @@ pub struct RecordArgs {
     out: PathBuf,
     #[arg(long)]
     json: bool,
+    /// The build's --experimental_remote_grpc_log (stored as remote_grpc.log;
+    /// the action digests of Bazel 4.x come from it).
+    #[arg(long, value_name = "FILE")]
+    remote_grpc_log: Option<PathBuf>,
+    /// Ask this executor's ActionCache (grpc://HOST:PORT) about a sample of
+    /// the build's remote action digests and store its raw answers.
+    #[arg(long, value_name = "URL")]
+    corroborate: Option<String>,
+    /// With --corroborate: the REAPI instance name to ask under (default:
+    /// the build's --remote_instance_name).
+    #[arg(long, value_name = "NAME", requires = "corroborate")]
+    corroborate_instance: Option<String>,
+    /// With --corroborate: how many action digests to ask about (sorted,
+    /// evenly spaced).
+    #[arg(long, value_name = "N", default_value_t = proof_evidence::DEFAULT_SAMPLE_SIZE, requires = "corroborate")]
+    sample: usize,
+}
+
+/// The executor's raw answers for `a.corroborate`, as corroboration.bin bytes.
+fn corroboration_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
+    let f =
+        std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
+    let events =
+        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("cannot read {}", a.bep.display()))?;
+    let mut b = proof_evidence::EvidenceBuilder::new();
+    for e in events {
+        b.push_event(&e.with_context(|| format!("cannot read {}", a.bep.display()))?)?;
+    }
+    for (path, grpc) in [(&a.execlog, false), (&a.remote_grpc_log, true)] {
+        if let Some(p) = path {
+            let f = std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            );
+            if grpc {
+                b.push_remote_grpc_log(f)?;
+            } else {
+                b.push_exec_log(f)?;
+            }
+        }
+    }
+    let (_, candidates) = b.corroboration_candidates();
+    let ev = b.finish()?;
+    let instance = a
+        .corroborate_instance
+        .clone()
+        .or(ev.executor.remote_instance_name)
+        .unwrap_or_default();
+    if candidates.is_empty() {
+        eprintln!("warning: no remote action digest is known (Bazel 4.x: pass --remote-grpc-log); the corroboration will be empty and fail --require-corroboration");
+    }
+    Ok(proof_corroborate::corroborate_blocking(
+        endpoint,
+        &instance,
+        a.sample,
+        &candidates,
+    )?)
 }
 
 pub fn record(a: RecordArgs) -> Result<u8> {
@@ -104,7 +161,16 @@ pub fn record(a: RecordArgs) -> Result<u8> {
             .with_context(|| format!("cannot read {}", a.bep.display()))?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let out = proof_artifact::record(events, a.execlog.as_deref(), &key, &a.out)
+    let corroboration = match &a.corroborate {
+        Some(endpoint) => Some(corroboration_bytes(&a, endpoint)?),
+        None => None,
+    };
+    let inputs = proof_artifact::RecordInputs {
+        exec_log: a.execlog.as_deref(),
+        remote_grpc_log: a.remote_grpc_log.as_deref(),
+        corroboration: corroboration.as_deref(),
+    };
+    let out = proof_artifact::record_with(events, &inputs, &key, &a.out)
         .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;
     if a.json {
         println!(
@@ -155,6 +221,19 @@ pub struct VerifyArgs {
     /// With --manifest: the newest proof of each executor-backed or default class must be at most DAYS old.
     #[arg(long, value_name = "DAYS", requires = "manifest")]
     max_age: Option<u64>,
+    /// Also require a read-only lane: --noremote_upload_local_results and no
+    /// UpdateActionResult call in the recorded remote gRPC log.
+    #[arg(long, conflicts_with = "manifest")]
+    require_read_only: bool,
+    /// Also require this effective --remote_instance_name.
+    #[arg(long, value_name = "NAME", conflicts_with = "manifest")]
+    require_instance: Option<String>,
+    /// Also require that no external input was fetched from the network.
+    #[arg(long, conflicts_with = "manifest")]
+    require_pinned_inputs: bool,
+    /// Also require the executor's ActionCache to corroborate the sampled actions.
+    #[arg(long, conflicts_with = "manifest")]
+    require_corroboration: bool,
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
@@ -174,7 +253,19 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
         bail!("name at least one artifact to verify, or check a manifest with --manifest FILE --proofs DIR");
     }
     let keys = load_verifying_keys(&a.keys)?;
-    let policy = Policy::default();
+    let mut policy = Policy::default();
+    if a.require_read_only {
+        policy = policy.check(proof_artifact::PolicyCheck::ReadOnly);
+    }
+    if let Some(name) = &a.require_instance {
+        policy = policy.check(proof_artifact::PolicyCheck::Instance(name.clone()));
+    }
+    if a.require_pinned_inputs {
+        policy = policy.check(proof_artifact::PolicyCheck::PinnedInputs);
+    }
+    if a.require_corroboration {
+        policy = policy.check(proof_artifact::PolicyCheck::Corroborated);
+    }
     let mut worst = EXIT_OK;
     let mut json_out = Vec::new();
     for path in &a.artifacts {
