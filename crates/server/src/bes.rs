@@ -42,23 +42,103 @@ pub trait OnFinalized: Send + Sync + 'static {
     fn on_finalized(&self, store: &dyn Store, finalized: &Finalized);
 }
 
+/// A refused stream or request: the status to answer with, and the reason
+/// counted in [`Metrics::denials`] (the `ErrorInfo.reason` of the status).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: Status,
+    pub reason: &'static str,
+}
+
+/// What admission sees when an RPC's first batch arrives.
+pub struct Opening<'a> {
+    pub metadata: &'a tonic::metadata::MetadataMap,
+    /// BES `project_id` (`--bes_instance_name`); "" when not set.
+    pub project_id: &'a str,
+    pub invocation_id: &'a str,
+    /// `None`: a new invocation. `Some(tenant)`: the invocation exists (a
+    /// retry or a resumed stream) and belongs to `tenant`.
+    pub existing: Option<Option<&'a str>>,
+}
+
 /// Decides whether a stream may be stored (tenant enforcement plugs in here).
 pub trait Admission: Send + Sync + 'static {
-    /// Called once per RPC, with the request metadata and the first request.
-    /// Returns the tenant the invocation belongs to, or the status to refuse with.
-    fn admit(
+    /// Called once per RPC, before anything of it is stored, with the request
+    /// metadata and the first request. Returns the per-RPC gate, or the refusal.
+    /// The gate is dropped when the RPC ends.
+    fn admit(&self, opening: &Opening<'_>) -> Result<Box<dyn Admitted>, Refusal>;
+
+    /// Called for each lifecycle request before it is recorded. `owner` is
+    /// `Some(tenant)` when the named invocation exists.
+    fn admit_lifecycle(
         &self,
         metadata: &tonic::metadata::MetadataMap,
         project_id: &str,
-    ) -> Result<Option<String>, Status>;
+        invocation_id: Option<&str>,
+        owner: Option<Option<&str>>,
+    ) -> Result<(), Refusal> {
+        let _ = (metadata, project_id, invocation_id, owner);
+        Ok(())
+    }
+}
+
+/// The per-RPC gate returned by [`Admission::admit`].
+pub trait Admitted: Send {
+    /// The tenant the invocation belongs to.
+    fn tenant(&self) -> Option<&str>;
+    /// Called for every new BEP event before its batch is stored, with the
+    /// probed kind (e.g. "structured_command_line") and the serialized event.
+    /// A refusal discards the whole invocation.
+    fn check_event(&mut self, kind: &str, event: &[u8]) -> Result<(), Refusal> {
+        let _ = (kind, event);
+        Ok(())
+    }
+    /// Called before a batch is stored with the invocation's payload bytes
+    /// after it. A refusal discards the whole invocation.
+    fn check_bytes(&mut self, bytes_after: u64) -> Result<(), Refusal> {
+        let _ = bytes_after;
+        Ok(())
+    }
 }
 
 /// Admits every stream, tenant-less.
 pub struct OpenAdmission;
 
+struct OpenAdmitted;
+
+impl Admitted for OpenAdmitted {
+    fn tenant(&self) -> Option<&str> {
+        None
+    }
+}
+
 impl Admission for OpenAdmission {
-    fn admit(&self, _: &tonic::metadata::MetadataMap, _: &str) -> Result<Option<String>, Status> {
-        Ok(None)
+    fn admit(&self, _: &Opening<'_>) -> Result<Box<dyn Admitted>, Refusal> {
+        Ok(Box::new(OpenAdmitted))
+    }
+}
+
+/// Invocations whose stream was denied after events were stored, and
+/// deleted: a retry gets the same answer instead of a sequence error.
+#[derive(Default)]
+struct DeniedMemory {
+    by_id: HashMap<String, Refusal>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// How many denied invocations are remembered.
+const DENIED_MEMORY: usize = 4096;
+
+impl DeniedMemory {
+    fn remember(&mut self, id: &str, r: Refusal) {
+        if self.by_id.insert(id.to_string(), r).is_none() {
+            self.order.push_back(id.to_string());
+            if self.order.len() > DENIED_MEMORY {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_id.remove(&old);
+                }
+            }
+        }
     }
 }
 
@@ -74,6 +154,7 @@ struct Inner {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Position>>>>>,
     on_finalized: Option<Arc<dyn OnFinalized>>,
     admission: Arc<dyn Admission>,
+    denied: Mutex<DeniedMemory>,
 }
 
 impl BesService {
@@ -89,6 +170,7 @@ impl BesService {
             slots: Mutex::default(),
             on_finalized,
             admission,
+            denied: Mutex::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -187,9 +269,12 @@ fn ack(p: &Parsed) -> PublishBuildToolEventStreamResponse {
 struct Rpc {
     seq: RpcSequencer,
     invocation_id: Option<String>,
-    tenant: Option<String>,
     project_id: String,
     metadata: tonic::metadata::MetadataMap,
+    /// Set once admission let the RPC in; dropped when the RPC ends.
+    admitted: Option<Box<dyn Admitted>>,
+    /// Payload bytes of the invocation stored so far (for the byte quota).
+    bytes: u64,
 }
 
 impl Inner {
@@ -264,6 +349,11 @@ impl Inner {
         }
         let slot = self.slot(&id);
         let mut guard = slot.lock().await;
+        if rpc.admitted.is_none() {
+            if let Err(status) = self.admit_rpc(rpc, &id).await {
+                return (Vec::new(), Some(status));
+            }
+        }
         // The finish is stored but finalizing never ran (the server died in
         // between): the re-sent events of the retry trigger it.
         let mut unfinalized = false;
@@ -279,13 +369,7 @@ impl Inner {
                             finished_at: st.saw_stream_finished.then_some(st.last_seq),
                         }
                     }
-                    Ok(None) => {
-                        // A new invocation: admission decides before anything is stored.
-                        match self.inner_admit(rpc) {
-                            Ok(()) => Position::default(),
-                            Err(s) => return (Vec::new(), Some(s)),
-                        }
-                    }
+                    Ok(None) => Position::default(),
                     Err(e) => return (Vec::new(), Some(store_status(e))),
                 }
             }
@@ -294,6 +378,8 @@ impl Inner {
         // Decide every message; `acks` holds (message index, is_new).
         let mut acks = Vec::with_capacity(parsed.len());
         let mut new_from: Option<usize> = None;
+        // Admission refused an event: the whole invocation is discarded.
+        let mut denial: Option<Refusal> = None;
         for (i, p) in parsed.iter().enumerate() {
             match rpc.seq.decide(pos, p.seq) {
                 Decision::Duplicate => {
@@ -320,6 +406,12 @@ impl Inner {
                             Some(_) => {}
                         }
                     }
+                    if let (Some(gate), Some(pr)) = (rpc.admitted.as_mut(), p.probe.as_ref()) {
+                        if let Err(r) = gate.check_event(pr.kind, &p.payload) {
+                            denial = Some(r);
+                            break;
+                        }
+                    }
                     new_from.get_or_insert(i);
                     pos.accepted = p.seq;
                     if p.kind == RecordKind::StreamFinished {
@@ -343,6 +435,19 @@ impl Inner {
                 payload: parsed[i].payload.clone(),
             })
             .collect();
+        if denial.is_none() && !records.is_empty() {
+            let add: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
+            if let Some(gate) = rpc.admitted.as_mut() {
+                if let Err(r) = gate.check_bytes(rpc.bytes.saturating_add(add)) {
+                    denial = Some(r);
+                }
+            }
+        }
+        if let Some(r) = denial {
+            *guard = None;
+            drop(guard);
+            return (Vec::new(), Some(self.discard(&id, r).await));
+        }
         let mut finished_now = false;
         if !records.is_empty() {
             let flags: AppendFlags = batch_flags(
@@ -361,7 +466,11 @@ impl Inner {
                 invocation_id: id.clone(),
                 build_id: Some(parsed[0].stream_id.build_id.clone()).filter(|b| !b.is_empty()),
                 source: InvocationSource::Bes,
-                tenant: rpc.tenant.clone(),
+                tenant: rpc
+                    .admitted
+                    .as_ref()
+                    .and_then(|a| a.tenant())
+                    .map(str::to_string),
                 instance: Some(rpc.project_id.clone()).filter(|p| !p.is_empty()),
                 created_at_ms: now_ms(),
             });
@@ -380,6 +489,9 @@ impl Inner {
                 &self.metrics.store_commit_micros,
                 t0.elapsed().as_micros() as u64,
             );
+            if let Ok(st) = &res {
+                rpc.bytes = st.bytes;
+            }
             if let Err(e) = res {
                 Metrics::add(&self.metrics.stream_errors_store, 1);
                 *guard = None; // reload from the store next time
@@ -401,9 +513,68 @@ impl Inner {
         (acks.iter().map(|&i| ack(&parsed[i])).collect(), refusal)
     }
 
-    fn inner_admit(&self, rpc: &mut Rpc) -> Result<(), Status> {
-        rpc.tenant = self.admission.admit(&rpc.metadata, &rpc.project_id)?;
-        Ok(())
+    /// Lets the RPC in or refuses it, before anything of it is stored.
+    async fn admit_rpc(&self, rpc: &mut Rpc, id: &str) -> Result<(), Status> {
+        let remembered = self
+            .denied
+            .lock()
+            .expect("denied lock")
+            .by_id
+            .get(id)
+            .cloned();
+        if let Some(r) = remembered {
+            self.metrics.denied(r.reason);
+            return Err(r.status);
+        }
+        let sid = id.to_string();
+        let rec = self
+            .blocking(move |s| s.get(&sid))
+            .await
+            .map_err(store_status)?;
+        let opening = Opening {
+            metadata: &rpc.metadata,
+            project_id: &rpc.project_id,
+            invocation_id: id,
+            existing: rec.as_ref().map(|r| r.meta.tenant.as_deref()),
+        };
+        match self.admission.admit(&opening) {
+            Ok(gate) => {
+                rpc.admitted = Some(gate);
+                rpc.bytes = rec.map_or(0, |r| r.state.bytes);
+                Ok(())
+            }
+            Err(r) => {
+                self.metrics.denied(r.reason);
+                Err(r.status)
+            }
+        }
+    }
+
+    /// Deletes an invocation whose stream was denied after some of its events
+    /// were stored, remembers the denial for retries, and returns the status
+    /// to answer with. The caller holds no slot guard.
+    async fn discard(&self, id: &str, r: Refusal) -> Status {
+        self.metrics.denied(r.reason);
+        let sid = id.to_string();
+        let res = self
+            .blocking(move |s| {
+                let existed = s.state(&sid)?.is_some();
+                s.delete(&sid)?;
+                Ok(existed)
+            })
+            .await;
+        match res {
+            Ok(true) => Metrics::add(&self.metrics.denied_invocations_deleted, 1),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(invocation = %id, error = %e, "deleting a denied invocation failed")
+            }
+        }
+        self.denied
+            .lock()
+            .expect("denied lock")
+            .remember(id, r.clone());
+        r.status
     }
 
     fn spawn_finalize(self: &Arc<Self>, id: String) {
@@ -432,9 +603,10 @@ impl Inner {
         let mut rpc = Rpc {
             seq: RpcSequencer::new(),
             invocation_id: None,
-            tenant: None,
             project_id: String::new(),
             metadata,
+            admitted: None,
+            bytes: 0,
         };
         loop {
             let first = match inbound.next().await {
@@ -537,7 +709,9 @@ impl PublishBuildEvent for BesService {
         &self,
         request: Request<PublishLifecycleEventRequest>,
     ) -> Result<Response<()>, Status> {
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
+        let project_id = req.project_id.clone();
         let obe = req
             .build_event
             .ok_or_else(|| invalid("lifecycle request has no build_event"))?;
@@ -577,6 +751,24 @@ impl PublishBuildEvent for BesService {
         let _ = sid.component == BuildComponent::Controller as i32;
         Metrics::add(&self.inner.metrics.lifecycle_events, 1);
         let invocation = Some(sid.invocation_id).filter(|s| !s.is_empty());
+        let owner = match invocation.clone() {
+            Some(inv) => self
+                .inner
+                .blocking(move |s| s.get(&inv))
+                .await
+                .map_err(store_status)?
+                .map(|r| r.meta.tenant),
+            None => None,
+        };
+        if let Err(r) = self.inner.admission.admit_lifecycle(
+            &metadata,
+            &project_id,
+            invocation.as_deref(),
+            owner.as_ref().map(|t| t.as_deref()),
+        ) {
+            self.inner.metrics.denied(r.reason);
+            return Err(r.status);
+        }
         self.inner
             .blocking(move |s| s.record_lifecycle(&sid.build_id, invocation.as_deref(), event))
             .await

@@ -8,6 +8,7 @@ pub mod bes;
 pub mod metrics;
 pub mod proofs;
 pub mod replay;
+pub mod tenants;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use proof_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use bes::{Admission, BesService, OnFinalized, OpenAdmission};
+pub use bes::{Admission, Admitted, BesService, OnFinalized, OpenAdmission, Opening, Refusal};
 pub use metrics::Metrics;
+pub use tenants::TenantAdmission;
 
 /// Default largest gRPC message accepted: single BEP events of ~100 MB exist.
 pub const DEFAULT_MAX_MESSAGE: usize = 128 * 1024 * 1024;

@@ -1,7 +1,9 @@
 //! Counters of the BES backend. Plain atomics: cheap on the hot path, read
 //! by the `/metrics` endpoint.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,6 +27,11 @@ pub struct Metrics {
     pub store_commit_micros: AtomicU64,
     pub invocations_finalized: AtomicU64,
     pub invocations_complete: AtomicU64,
+    /// Streams and requests refused by admission (tenancy), by reason
+    /// (`ErrorInfo.reason`, e.g. "CREDENTIAL_UNKNOWN").
+    pub denials: Mutex<BTreeMap<&'static str, u64>>,
+    /// Invocations deleted because their stream was denied after events were stored.
+    pub denied_invocations_deleted: AtomicU64,
 }
 
 impl Metrics {
@@ -34,5 +41,21 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts one denial with this reason.
+    pub fn denied(&self, reason: &'static str) {
+        *self
+            .denials
+            .lock()
+            .expect("denials lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Denials so far, by reason, sorted by reason.
+    pub fn denials(&self) -> Vec<(&'static str, u64)> {
+        let m = self.denials.lock().expect("denials lock");
+        m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }

@@ -1,0 +1,689 @@
+//! Tenant enforcement at ingest, against the in-process BES server with
+//! `TenantAdmission`, on the Bazel 4.2.3 `remote-build` fixture (its command
+//! line: `--remote_instance_name` unset, no `Pool`, uploads on by default).
+//!
+//! Checked everywhere: the gRPC code, the `google.rpc.ErrorInfo` detail
+//! (reason, domain, metadata), the denial counter, and that nothing of a
+//! denied stream is left in the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proof_e2e::{delimited_records, fixture, stored_events};
+use proof_proto::bep;
+use proof_proto::bes::{
+    build_event::Event, publish_build_event_client::PublishBuildEventClient,
+    stream_id::BuildComponent, BuildEvent, OrderedBuildEvent, PublishBuildToolEventStreamRequest,
+    PublishBuildToolEventStreamResponse, PublishLifecycleEventRequest, StreamId,
+};
+use proof_proto::command_line::command_line_section::SectionType;
+use proof_server::replay::{replay, tool_events, ReplayError, ReplayOptions};
+use proof_server::tenants::{error_info, tenancy::hash_token, tenancy::Tenants};
+use proof_server::{GrpcConfig, Metrics, TenantAdmission};
+use proof_store::{FsStore, ListFilter, Store};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct InProc {
+    addr: SocketAddr,
+    store: Arc<FsStore>,
+    metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProc {
+    async fn start(tenants_toml: &str) -> InProc {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let tenants = Arc::new(Tenants::parse(tenants_toml).unwrap());
+        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let cfg = GrpcConfig {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            on_finalized: None,
+            admission: Arc::new(TenantAdmission::new(tenants)),
+            max_message: proof_server::DEFAULT_MAX_MESSAGE,
+        };
+        tokio::spawn(async move {
+            proof_server::serve_grpc(listener, cfg, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve_grpc");
+        });
+        InProc {
+            addr,
+            store,
+            metrics,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    fn denials(&self, reason: &str) -> u64 {
+        self.metrics
+            .denials()
+            .into_iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| n)
+    }
+
+    fn nothing_stored(&self) {
+        let all = self.store.list(&ListFilter::default()).unwrap();
+        assert!(
+            all.is_empty(),
+            "a denied stream left invocations: {:?}",
+            all.iter()
+                .map(|r| &r.meta.invocation_id)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+impl Drop for InProc {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Tenants: `a` (token-a) may use BES instance "a" or unset, remote instance
+/// "" only, pools "" and "linux"; `pr` (token-pr) is pr-read-only on
+/// anything; `tiny` (token-tiny) has small quotas.
+fn tenants_toml(tiny_quota: &str) -> String {
+    format!(
+        r#"
+[[tenant]]
+id = "a"
+lane = "trusted-writer"
+tokens_sha256 = ["{a}"]
+bes_instance_names = ["a", ""]
+remote_instance_names = [""]
+pools = ["", "linux"]
+
+[[tenant]]
+id = "b"
+lane = "trusted-writer"
+tokens_sha256 = ["{b}"]
+bes_instance_names = ["b"]
+remote_instance_names = ["main"]
+pools = ["*"]
+
+[[tenant]]
+id = "pr"
+lane = "pr-read-only"
+tokens_sha256 = ["{pr}"]
+bes_instance_names = ["*"]
+remote_instance_names = ["*"]
+pools = ["*"]
+
+[[tenant]]
+id = "tiny"
+lane = "trusted-writer"
+tokens_sha256 = ["{tiny}"]
+bes_instance_names = ["*"]
+remote_instance_names = ["*"]
+pools = ["*"]
+[tenant.quota]
+{tiny_quota}
+"#,
+        a = hash_token("token-a"),
+        b = hash_token("token-b"),
+        pr = hash_token("token-pr"),
+        tiny = hash_token("token-tiny"),
+    )
+}
+
+fn fixture_events() -> Vec<Bytes> {
+    delimited_records(&fixture("remote-build", "bep.bin"))
+        .into_iter()
+        .map(Bytes::from)
+        .collect()
+}
+
+fn invocation_id(events: &[Bytes]) -> String {
+    proof_stream::probe::probe(&events[0])
+        .unwrap()
+        .started_uuid
+        .unwrap()
+}
+
+/// The fixture with `flags` appended to both OptionsParsed.cmd_line and the
+/// canonical command line's "command options".
+fn with_flags(events: &[Bytes], flags: &[(&str, &str)]) -> Vec<Bytes> {
+    events
+        .iter()
+        .map(|b| {
+            let mut ev = bep::BuildEvent::decode(b.as_ref()).unwrap();
+            let mut changed = false;
+            match &mut ev.payload {
+                Some(bep::build_event::Payload::OptionsParsed(o)) => {
+                    for (n, v) in flags {
+                        o.cmd_line.push(format!("--{n}={v}"));
+                    }
+                    changed = true;
+                }
+                Some(bep::build_event::Payload::StructuredCommandLine(cl))
+                    if cl.command_line_label == "canonical" =>
+                {
+                    for s in &mut cl.sections {
+                        if let (true, Some(SectionType::OptionList(l))) =
+                            (s.section_label == "command options", &mut s.section_type)
+                        {
+                            for (n, v) in flags {
+                                l.option.push(proof_proto::command_line::Option {
+                                    combined_form: format!("--{n}={v}"),
+                                    option_name: n.to_string(),
+                                    option_value: v.to_string(),
+                                    ..Default::default()
+                                });
+                            }
+                            changed = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if changed {
+                Bytes::from(ev.encode_to_vec())
+            } else {
+                b.clone()
+            }
+        })
+        .collect()
+}
+
+fn opts(target: &str, id: &str, token: Option<&str>, project_id: &str) -> ReplayOptions {
+    ReplayOptions {
+        target: target.into(),
+        invocation_id: id.into(),
+        build_id: format!("build-{id}"),
+        project_id: project_id.into(),
+        headers: token
+            .map(|t| vec![("authorization".into(), format!("Bearer {t}"))])
+            .unwrap_or_default(),
+        max_retries: 0,
+        backoff: Duration::from_millis(10),
+        faults: Default::default(),
+        finish: true,
+    }
+}
+
+/// One RPC driven event by event: each send waits for its ack (or the status).
+struct OneRpc {
+    tx: mpsc::Sender<PublishBuildToolEventStreamRequest>,
+    rx: tonic::Streaming<PublishBuildToolEventStreamResponse>,
+    id: String,
+    project_id: String,
+}
+
+async fn channel(target: &str) -> Channel {
+    Endpoint::from_shared(target.replace("grpc://", "http://"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn open(target: &str, id: &str, token: Option<&str>, project_id: &str) -> OneRpc {
+    let (tx, rx) = mpsc::channel(16);
+    let mut req = tonic::Request::new(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+        rx,
+    ));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let resp = PublishBuildEventClient::new(channel(target).await)
+        .publish_build_tool_event_stream(req)
+        .await
+        .expect("the RPC opens; refusals come on the response stream");
+    OneRpc {
+        tx,
+        rx: resp.into_inner(),
+        id: id.into(),
+        project_id: project_id.into(),
+    }
+}
+
+impl OneRpc {
+    async fn send(&mut self, seq: u64, event: Event) -> Result<u64, tonic::Status> {
+        let req = PublishBuildToolEventStreamRequest {
+            ordered_build_event: Some(OrderedBuildEvent {
+                stream_id: Some(StreamId {
+                    build_id: format!("build-{}", self.id),
+                    component: BuildComponent::Tool as i32,
+                    invocation_id: self.id.clone(),
+                }),
+                sequence_number: seq as i64,
+                event: Some(BuildEvent {
+                    event_time: None,
+                    event: Some(event),
+                }),
+            }),
+            notification_keywords: Vec::new(),
+            project_id: self.project_id.clone(),
+            check_preceding_lifecycle_events_present: false,
+        };
+        let _ = self.tx.send(req).await;
+        match tokio::time::timeout(LIMIT, self.rx.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(ack)) => Ok(ack.sequence_number as u64),
+            Ok(None) => panic!("the server ended the RPC without a status"),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Sends events `from..=to` (1-based) of `events`, one ack at a time.
+    async fn send_range(
+        &mut self,
+        events: &[Event],
+        from: u64,
+        to: u64,
+    ) -> Result<(), tonic::Status> {
+        for seq in from..=to {
+            let acked = self.send(seq, events[seq as usize - 1].clone()).await?;
+            assert_eq!(acked, seq);
+        }
+        Ok(())
+    }
+}
+
+/// Asserts the code, the ErrorInfo reason/domain and returns the metadata.
+fn denied(
+    status: &tonic::Status,
+    code: Code,
+    reason: &str,
+) -> std::collections::BTreeMap<String, String> {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().ends_with(&format!("[{reason}]")),
+        "message names the reason: {}",
+        status.message()
+    );
+    let info = error_info(status).expect("status details hold a google.rpc.ErrorInfo");
+    assert_eq!(info.reason, reason);
+    assert_eq!(info.domain, "rbe-proof.dev");
+    info.metadata
+}
+
+fn refused(e: ReplayError) -> (Code, String) {
+    match e {
+        ReplayError::Refused { code, message, .. }
+        | ReplayError::Exhausted { code, message, .. } => (code, message),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_its_token_streams_and_owns_the_invocation() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let events = fixture_events();
+    let id = invocation_id(&events);
+    replay(
+        events.clone(),
+        &opts(&s.target(), &id, Some("token-a"), "a"),
+    )
+    .await
+    .unwrap();
+    let rec = s.store.get(&id).unwrap().unwrap();
+    assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
+    assert_eq!(rec.meta.instance.as_deref(), Some("a"));
+    assert_eq!(
+        stored_events(s.store.as_ref(), &id),
+        events.iter().map(|b| b.to_vec()).collect::<Vec<_>>()
+    );
+    let of = |t: &str| {
+        s.store
+            .list(&ListFilter {
+                tenant: Some(t.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!((of("a"), of("b")), (1, 0));
+    assert!(s.metrics.denials().is_empty(), "{:?}", s.metrics.denials());
+}
+
+#[tokio::test]
+async fn missing_malformed_and_unknown_tokens_are_unauthenticated() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let events = tool_events(fixture_events(), true);
+    let id = invocation_id(&fixture_events());
+    for (token, reason) in [
+        (None, "CREDENTIAL_MISSING"),
+        (Some("token-x"), "CREDENTIAL_UNKNOWN"),
+    ] {
+        let mut rpc = open(&s.target(), &id, token, "a").await;
+        let st = rpc.send(1, events[0].clone()).await.unwrap_err();
+        let md = denied(&st, Code::Unauthenticated, reason);
+        assert!(!md.values().any(|v| v.contains("token-x")), "{md:?}");
+        assert!(!st.message().contains("token-x"));
+    }
+    // A header that is not `Bearer TOKEN`.
+    let (code, msg) = refused(
+        replay(
+            fixture_events(),
+            &ReplayOptions {
+                headers: vec![("authorization".into(), "token-a".into())],
+                ..opts(&s.target(), &id, None, "a")
+            },
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::Unauthenticated, "{msg}");
+    assert!(msg.contains("--bes_header=Authorization=Bearer"), "{msg}");
+    assert_eq!(s.denials("CREDENTIAL_MISSING"), 2);
+    assert_eq!(s.denials("CREDENTIAL_UNKNOWN"), 1);
+    s.nothing_stored();
+}
+
+#[tokio::test]
+async fn another_tenants_bes_instance_name_is_permission_denied() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let events = tool_events(fixture_events(), true);
+    let id = invocation_id(&fixture_events());
+    let mut rpc = open(&s.target(), &id, Some("token-a"), "b").await;
+    let st = rpc.send(1, events[0].clone()).await.unwrap_err();
+    let md = denied(&st, Code::PermissionDenied, "BES_INSTANCE_NOT_ALLOWED");
+    assert_eq!(md["tenant"], "a");
+    assert_eq!(md["bes_instance_name"], "b");
+    assert_eq!(s.denials("BES_INSTANCE_NOT_ALLOWED"), 1);
+    s.nothing_stored();
+}
+
+#[tokio::test]
+async fn a_denied_command_line_after_stored_events_deletes_the_invocation_and_retries_get_the_same_answer(
+) {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let events = tool_events(bep.clone(), true);
+    // Tenant b may only use --remote_instance_name=main; the fixture has it unset.
+    // OptionsParsed is event 4: events 1..3 are stored and acked first.
+    let first_opts = bep
+        .iter()
+        .position(|b| proof_tenancy_kind(b) == "options_parsed")
+        .unwrap() as u64
+        + 1;
+    assert!(first_opts > 1);
+    let mut rpc = open(&s.target(), &id, Some("token-b"), "b").await;
+    rpc.send_range(&events, 1, first_opts - 1).await.unwrap();
+    assert_eq!(
+        s.store.state(&id).unwrap().unwrap().last_seq,
+        first_opts - 1,
+        "the events before the command line were stored"
+    );
+    let st = rpc
+        .send(first_opts, events[first_opts as usize - 1].clone())
+        .await
+        .unwrap_err();
+    let md = denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
+    assert_eq!(md["remote_instance_name"], "");
+    assert!(st.message().contains("\"main\""), "{}", st.message());
+    s.nothing_stored();
+    assert_eq!(Metrics::get(&s.metrics.denied_invocations_deleted), 1);
+
+    // Bazel retries PERMISSION_DENIED: the re-sent event gets the same denial,
+    // not a sequence error, and nothing comes back.
+    let mut retry = open(&s.target(), &id, Some("token-b"), "b").await;
+    let st = retry
+        .send(first_opts, events[first_opts as usize - 1].clone())
+        .await
+        .unwrap_err();
+    denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
+    s.nothing_stored();
+    assert_eq!(s.denials("REMOTE_INSTANCE_NOT_ALLOWED"), 2);
+}
+
+fn proof_tenancy_kind(b: &[u8]) -> &'static str {
+    proof_stream::probe::probe(b).unwrap().kind
+}
+
+#[tokio::test]
+async fn a_pool_outside_the_tenants_pools_is_denied_and_an_allowed_one_is_stored() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let gpu = with_flags(&bep, &[("remote_default_exec_properties", "Pool=gpu")]);
+    let (code, msg) = refused(
+        replay(gpu, &opts(&s.target(), &id, Some("token-a"), "a"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(
+        msg.contains("POOL_NOT_ALLOWED") && msg.contains("\"gpu\""),
+        "{msg}"
+    );
+    s.nothing_stored();
+    let linux = with_flags(&bep, &[("remote_default_exec_properties", "Pool=linux")]);
+    // The same invocation id was denied and is remembered: use a fresh one.
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000001";
+    let linux = rewrite_uuid(&linux, &id, id2);
+    replay(linux, &opts(&s.target(), id2, Some("token-a"), ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get(id2).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("a")
+    );
+}
+
+/// The events with BuildStarted.uuid replaced.
+fn rewrite_uuid(events: &[Bytes], _old: &str, new: &str) -> Vec<Bytes> {
+    let mut out = events.to_vec();
+    let mut ev = bep::BuildEvent::decode(out[0].as_ref()).unwrap();
+    if let Some(bep::build_event::Payload::Started(st)) = &mut ev.payload {
+        st.uuid = new.into();
+    }
+    out[0] = Bytes::from(ev.encode_to_vec());
+    out
+}
+
+#[tokio::test]
+async fn the_pr_lane_must_not_upload_local_results() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let (code, msg) = refused(
+        replay(bep.clone(), &opts(&s.target(), &id, Some("token-pr"), "pr"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(
+        msg.contains("LANE_READ_ONLY") && msg.contains("--noremote_upload_local_results"),
+        "{msg}"
+    );
+    s.nothing_stored();
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000002";
+    let ro = rewrite_uuid(
+        &with_flags(&bep, &[("remote_upload_local_results", "0")]),
+        &id,
+        id2,
+    );
+    replay(ro, &opts(&s.target(), id2, Some("token-pr"), "pr"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get(id2).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("pr")
+    );
+    assert_eq!(s.denials("LANE_READ_ONLY"), 1);
+}
+
+#[tokio::test]
+async fn the_byte_quota_discards_the_invocation() {
+    let s = InProc::start(&tenants_toml("bytes_per_invocation = 4000")).await;
+    let bep = fixture_events();
+    let total: usize = bep.iter().map(|b| b.len()).sum();
+    assert!(
+        total > 4000,
+        "the fixture is larger than the quota ({total})"
+    );
+    let id = invocation_id(&bep);
+    let (code, msg) = refused(
+        replay(bep, &opts(&s.target(), &id, Some("token-tiny"), "x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(
+        msg.contains("INVOCATION_BYTES_EXCEEDED") && msg.contains("4000"),
+        "{msg}"
+    );
+    s.nothing_stored();
+    assert_eq!(s.denials("INVOCATION_BYTES_EXCEEDED"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_ends() {
+    let s = InProc::start(&tenants_toml("concurrent_streams = 1")).await;
+    let bep = fixture_events();
+    let events = tool_events(bep.clone(), true);
+    let id = invocation_id(&bep);
+    let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
+    first.send_range(&events, 1, 2).await.unwrap();
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000003";
+    let events2 = tool_events(rewrite_uuid(&bep, &id, id2), true);
+    let mut second = open(&s.target(), id2, Some("token-tiny"), "x").await;
+    let st = second.send(1, events2[0].clone()).await.unwrap_err();
+    let md = denied(&st, Code::ResourceExhausted, "CONCURRENT_STREAMS_EXCEEDED");
+    assert_eq!(md["limit"], "1");
+    assert!(s.store.get(id2).unwrap().is_none());
+    // The first RPC ends (half-close): its slot is free again.
+    first
+        .send_range(&events, 3, events.len() as u64)
+        .await
+        .unwrap();
+    drop(first.tx);
+    assert!(first.rx.message().await.unwrap().is_none());
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut third = open(&s.target(), id2, Some("token-tiny"), "x").await;
+        match third.send(1, events2[0].clone()).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(st) => {
+                assert_eq!(st.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(ok, "the slot was never released");
+}
+
+#[tokio::test]
+async fn invocations_per_hour_and_a_retry_of_an_existing_invocation_is_not_a_new_one() {
+    let s = InProc::start(&tenants_toml("invocations_per_hour = 1")).await;
+    let bep = fixture_events();
+    let events = tool_events(bep.clone(), true);
+    let id = invocation_id(&bep);
+    let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
+    first.send_range(&events, 1, 3).await.unwrap();
+    drop(first);
+    // Resuming the same invocation on a new RPC is admitted.
+    let mut resumed = open(&s.target(), &id, Some("token-tiny"), "x").await;
+    resumed
+        .send_range(&events, 4, events.len() as u64)
+        .await
+        .unwrap();
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000004";
+    let events2 = tool_events(rewrite_uuid(&bep, &id, id2), true);
+    let mut second = open(&s.target(), id2, Some("token-tiny"), "x").await;
+    let st = second.send(1, events2[0].clone()).await.unwrap_err();
+    let md = denied(
+        &st,
+        Code::ResourceExhausted,
+        "INVOCATIONS_PER_HOUR_EXCEEDED",
+    );
+    assert!(md["retry_after_seconds"].parse::<u64>().unwrap() > 3000);
+    assert!(s.store.get(id2).unwrap().is_none());
+    assert_eq!(
+        s.store.state(&id).unwrap().unwrap().last_seq,
+        events.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_continue_another_tenants_invocation() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let events = tool_events(bep.clone(), true);
+    let id = invocation_id(&bep);
+    let mut a = open(&s.target(), &id, Some("token-a"), "a").await;
+    a.send_range(&events, 1, 3).await.unwrap();
+    drop(a);
+    let mut pr = open(&s.target(), &id, Some("token-pr"), "a").await;
+    let st = pr.send(4, events[3].clone()).await.unwrap_err();
+    let md = denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
+    assert_eq!(md["tenant"], "pr");
+    // a's invocation is untouched.
+    let rec = s.store.get(&id).unwrap().unwrap();
+    assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
+    assert_eq!(rec.state.last_seq, 3);
+}
+
+#[tokio::test]
+async fn lifecycle_requests_need_a_token_too() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+    let req = |token: Option<&str>| {
+        let mut r = tonic::Request::new(PublishLifecycleEventRequest {
+            service_level: 0,
+            build_event: Some(OrderedBuildEvent {
+                stream_id: Some(StreamId {
+                    build_id: "b1".into(),
+                    component: BuildComponent::Controller as i32,
+                    invocation_id: String::new(),
+                }),
+                sequence_number: 1,
+                event: Some(BuildEvent {
+                    event_time: None,
+                    event: Some(Event::BuildEnqueued(Default::default())),
+                }),
+            }),
+            stream_timeout: None,
+            notification_keywords: vec![],
+            project_id: "a".into(),
+            check_preceding_lifecycle_events_present: false,
+        });
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    };
+    let st = client.publish_lifecycle_event(req(None)).await.unwrap_err();
+    denied(&st, Code::Unauthenticated, "CREDENTIAL_MISSING");
+    let st = client
+        .publish_lifecycle_event(req(Some("token-b")))
+        .await
+        .unwrap_err();
+    denied(&st, Code::PermissionDenied, "BES_INSTANCE_NOT_ALLOWED");
+    client
+        .publish_lifecycle_event(req(Some("token-a")))
+        .await
+        .unwrap();
+}
