@@ -112,10 +112,11 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-pub fn list(dir: &Path, json: bool, limit: usize) -> Result<u8> {
+pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Result<u8> {
     let store = open_store(dir)?;
     let recs = store.list(&ListFilter {
         limit,
+        tenant,
         ..ListFilter::default()
     })?;
     if json {
@@ -148,9 +149,13 @@ pub fn list(dir: &Path, json: bool, limit: usize) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-pub fn show(dir: &Path, id: &str, json: bool) -> Result<u8> {
+pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8> {
     let store = open_store(dir)?;
-    let Some(rec) = store.get(id)? else {
+    // Another tenant's invocation is reported exactly like a missing one.
+    let found = store
+        .get(id)?
+        .filter(|r| tenant.is_none() || r.meta.tenant.as_deref() == tenant);
+    let Some(rec) = found else {
         bail!(
             "no invocation {id} in {}; `proof list` shows what is stored",
             dir.display()

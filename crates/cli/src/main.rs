@@ -7,6 +7,7 @@ mod invocations;
 mod manifest;
 mod proofs;
 mod serve;
+mod tenants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,9 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only this tenant's invocations (docs/tenants.md).
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Show one stored invocation.
     Show {
@@ -68,6 +72,9 @@ enum Command {
         store: StoreArg,
         #[arg(long)]
         json: bool,
+        /// Refuse (as not found) unless the invocation belongs to this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Write a stored invocation's events as a --build_event_binary_file.
     Export {
@@ -95,6 +102,9 @@ enum Command {
     Report(manifest::ReportArgs),
     /// Explain an invocation: KPIs and the dominant cause of lost remote execution or speed.
     Explain(explain::ExplainArgs),
+    /// Tenants file helpers: hash a bearer token, check a file.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 fn main() -> ExitCode {
@@ -109,12 +119,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => serve::serve(a),
         Command::Ingest { file, store, json } => invocations::ingest(&file, &store.store, json),
-        Command::List { store, json, limit } => invocations::list(&store.store, json, limit),
+        Command::List {
+            store,
+            json,
+            limit,
+            tenant,
+        } => invocations::list(&store.store, json, limit, tenant),
         Command::Show {
             invocation_id,
             store,
             json,
-        } => invocations::show(&store.store, &invocation_id, json),
+            tenant,
+        } => invocations::show(&store.store, &invocation_id, json, tenant.as_deref()),
         Command::Export {
             invocation_id,
             store,
@@ -127,6 +143,7 @@ fn main() -> ExitCode {
         Command::Promote(a) => manifest::promote(a),
         Command::Report(a) => manifest::report(a),
         Command::Explain(a) => explain::explain(a),
+        Command::Tenants(c) => tenants::run(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use proof_server::{proofs::ProofWriter, GrpcConfig, Metrics, OnFinalized, OpenAdmission};
+use proof_server::{
+    proofs::ProofWriter, Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission,
+    TenantAdmission,
+};
 use proof_store::Store;
 
 use crate::invocations::open_store;
@@ -38,6 +41,10 @@ pub struct ServeArgs {
     /// Execution logs for the web views, named <invocation id>.execlog (binary or compact).
     #[arg(long)]
     execlog_dir: Option<PathBuf>,
+    /// Tenants file (TOML, docs/tenants.md): every BES stream and HTTP request
+    /// then needs a tenant's bearer token and is held to that tenant's limits.
+    #[arg(long)]
+    tenants: Option<PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -57,6 +64,14 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         }
         _ => None,
     };
+    let tenants = match &a.tenants {
+        Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
+        None => None,
+    };
+    let admission: Arc<dyn Admission> = match &tenants {
+        Some(t) => Arc::new(TenantAdmission::new(t.clone())),
+        None => Arc::new(OpenAdmission),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let (listener, addr) = proof_server::bind(&a.listen)
@@ -66,6 +81,13 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             "proof serve: BES listening on grpc://{addr} (store {})",
             a.store.display()
         );
+        if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
+            println!(
+                "proof serve: {} tenant(s) from {}; streams and HTTP requests need a bearer token",
+                t.tenants().len(),
+                path.display()
+            );
+        }
         let metrics = Arc::new(Metrics::default());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = match &a.http {
@@ -82,9 +104,14 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                     classes,
                     execlog_dir: a.execlog_dir.clone(),
                 };
-                Some(tokio::spawn(proof_web::serve_http(l, web, async move {
-                    let _ = http_stopped.await;
-                })))
+                Some(tokio::spawn(proof_web::serve_http_for(
+                    l,
+                    web,
+                    tenants.clone(),
+                    async move {
+                        let _ = http_stopped.await;
+                    },
+                )))
             }
             None => None,
         };
@@ -92,7 +119,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             store,
             metrics,
             on_finalized,
-            admission: Arc::new(OpenAdmission),
+            admission,
             max_message: a.max_message_bytes,
         };
         proof_server::serve_grpc(listener, cfg, shutdown_signal())

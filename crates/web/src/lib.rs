@@ -10,6 +10,11 @@
 //! work runs on the blocking pool. Analyses of finalized invocations are
 //! cached (they cannot change); live ones are re-derived per request.
 //! Endpoints are documented in `docs/kpis.md`.
+//!
+//! With a tenants file ([`router_for`]), every route but `/healthz` needs
+//! `Authorization: Bearer TOKEN`, and every store read is scoped to that
+//! token's tenant: lists show only its invocations, another tenant's
+//! invocation is a 404 (`docs/tenants.md`).
 
 mod api;
 mod html;
@@ -46,6 +51,16 @@ pub struct WebConfig {
     pub execlog_dir: Option<PathBuf>,
 }
 
+tokio::task_local! {
+    /// The tenant of the request being answered (set by the auth layer).
+    static REQUEST_TENANT: Option<String>;
+}
+
+thread_local! {
+    /// The tenant of the blocking store work running on this thread.
+    static SCOPED_TENANT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Counters of the HTTP side itself.
 #[derive(Debug, Default)]
 pub struct WebMetrics {
@@ -62,6 +77,8 @@ type Version = (u64, Option<u64>);
 
 pub(crate) struct Inner {
     pub cfg: WebConfig,
+    /// When set, requests must name a tenant with a bearer token.
+    tenants: Option<Arc<proof_tenancy::Tenants>>,
     pub web: WebMetrics,
     /// invocation id → (version, analysis); version = (last_seq, exec-log size)
     cache: Mutex<HashMap<String, (Version, Arc<Analysis>)>>,
@@ -128,12 +145,30 @@ impl Inner {
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<InvocationRecord, WebError> {
-        self.timed(|| self.cfg.store.get(id))?
-            .ok_or_else(|| WebError::NotFound(id.to_string()))
+        let rec = self
+            .timed(|| self.cfg.store.get(id))?
+            .ok_or_else(|| WebError::NotFound(id.to_string()))?;
+        match scoped_tenant() {
+            // Another tenant's invocation looks exactly like a missing one.
+            Some(t) if rec.meta.tenant.as_deref() != Some(t.as_str()) => {
+                Err(WebError::NotFound(id.to_string()))
+            }
+            _ => Ok(rec),
+        }
     }
 
     pub(crate) fn list(&self, f: &ListFilter) -> Result<Vec<InvocationRecord>, WebError> {
-        Ok(self.timed(|| self.cfg.store.list(f))?)
+        let Some(t) = scoped_tenant() else {
+            return Ok(self.timed(|| self.cfg.store.list(f))?);
+        };
+        if f.tenant.as_ref().is_some_and(|asked| *asked != t) {
+            return Ok(Vec::new());
+        }
+        let f = ListFilter {
+            tenant: Some(t),
+            ..f.clone()
+        };
+        Ok(self.timed(|| self.cfg.store.list(&f))?)
     }
 
     /// The evidence, KPIs and diagnosis of one stored invocation (blocking).
@@ -189,26 +224,90 @@ fn poisoned<T>(_: T) -> WebError {
     WebError::Internal("the analysis cache lock is poisoned".into())
 }
 
-/// Runs blocking store work off the async threads.
+/// The tenant the current blocking store work is scoped to.
+fn scoped_tenant() -> Option<String> {
+    SCOPED_TENANT.with(|t| t.borrow().clone())
+}
+
+/// Runs blocking store work off the async threads, scoped to the request's
+/// tenant.
 pub(crate) async fn blocking<T: Send + 'static>(
     state: &State,
     f: impl FnOnce(&Inner) -> Result<T, WebError> + Send + 'static,
 ) -> Result<T, WebError> {
     let s = state.clone();
     s.web.http_requests.fetch_add(1, Ordering::Relaxed);
-    let out = tokio::task::spawn_blocking(move || f(&s))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let tenant = REQUEST_TENANT.try_with(Clone::clone).ok().flatten();
+    if s.tenants.is_some() && tenant.is_none() {
+        return Err(WebError::Internal(
+            "a store read without a tenant while tenants are configured".into(),
+        ));
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        SCOPED_TENANT.with(|t| *t.borrow_mut() = tenant);
+        let out = f(&s);
+        SCOPED_TENANT.with(|t| *t.borrow_mut() = None);
+        out
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
     if out.is_err() {
         state.web.http_errors.fetch_add(1, Ordering::Relaxed);
     }
     out
 }
 
-/// The HTTP routes.
+/// The HTTP routes, open to anyone (no tenants file).
 pub fn router(cfg: WebConfig) -> Router {
+    router_for(cfg, None)
+}
+
+/// Answers a request without a known bearer token (tenants configured).
+fn unauthorized(d: &proof_tenancy::Denial) -> Response {
+    let body = serde_json::json!({ "error": d.message, "reason": d.reason.as_str() });
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::WWW_AUTHENTICATE, "Bearer"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// With tenants: the request's bearer token names its tenant, which scopes
+/// every store read of the handler.
+async fn tenant_layer(
+    axum::extract::State(state): axum::extract::State<State>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(tenants) = state.tenants.clone() else {
+        return REQUEST_TENANT.scope(None, next.run(req)).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let auth = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match tenants.authenticate(auth) {
+        Ok(t) => {
+            let id = t.id.clone();
+            REQUEST_TENANT.scope(Some(id), next.run(req)).await
+        }
+        Err(d) => unauthorized(&d),
+    }
+}
+
+/// The HTTP routes; with `tenants`, every route but `/healthz` requires
+/// `Authorization: Bearer TOKEN` and shows only that tenant's invocations.
+pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) -> Router {
     let state: State = Arc::new(Inner {
         cfg,
+        tenants,
         web: WebMetrics::default(),
         cache: Mutex::new(HashMap::new()),
     });
@@ -226,6 +325,10 @@ pub fn router(cfg: WebConfig) -> Router {
         .route("/api/v1/invocations/{id}/kpis", get(api::kpis))
         .route("/api/v1/invocations/{id}/diagnosis", get(api::diagnosis))
         .route("/api/v1/fleet", get(api::fleet))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tenant_layer,
+        ))
         .with_state(state)
 }
 
@@ -235,7 +338,17 @@ pub async fn serve_http(
     cfg: WebConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(cfg))
+    serve_http_for(listener, cfg, None, shutdown).await
+}
+
+/// [`serve_http`] with a tenants file (see [`router_for`]).
+pub async fn serve_http_for(
+    listener: tokio::net::TcpListener,
+    cfg: WebConfig,
+    tenants: Option<Arc<proof_tenancy::Tenants>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_for(cfg, tenants))
         .with_graceful_shutdown(shutdown)
         .await
 }
