@@ -311,9 +311,11 @@ async fn attempt(
                         report.acked.push(seq);
                         got_ack = true;
                     }
-                    other => return Err(Attempt::Protocol(format!(
+                    other => {
+                        return Err(Attempt::Protocol(format!(
                         "ack for sequence_number {seq}, but the oldest unacked event is {other:?}"
-                    ))),
+                    )))
+                    }
                 }
             }
             Ok(None) => {
