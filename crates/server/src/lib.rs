@@ -7,6 +7,7 @@
 pub mod bes;
 pub mod metrics;
 pub mod proofs;
+pub mod recover;
 pub mod replay;
 pub mod tenants;
 
@@ -40,6 +41,18 @@ pub async fn serve_grpc(
     cfg: GrpcConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    {
+        // Streams that finished but were never finalized (a crash between the
+        // last ack and finalization): Bazel will not come back for them.
+        let (store, hook) = (cfg.store.clone(), cfg.on_finalized.clone());
+        tokio::task::spawn_blocking(move || {
+            match recover::finalize_pending(store.as_ref(), hook.as_deref()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(invocations = n, "finalized at start-up"),
+                Err(e) => tracing::error!(error = %e, "start-up finalization failed"),
+            }
+        });
+    }
     let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission);
     let svc = PublishBuildEventServer::new(svc)
         .max_decoding_message_size(cfg.max_message)

@@ -1,0 +1,125 @@
+//! Start-up pass: finalize invocations whose stream finished but whose
+//! finalization never ran (the server died after acking the
+//! ComponentStreamFinished and before finalizing). Bazel got every ack and
+//! will not retry, so nothing else would ever finalize them.
+
+use proof_ingest::finalize;
+use proof_store::{ListCursor, ListFilter, Store, StoreError};
+
+use crate::bes::OnFinalized;
+
+/// Finalizes every stored invocation that saw its ComponentStreamFinished
+/// but is not finalized; returns how many. Streams that did not finish are
+/// left alone (Bazel may still resume them).
+pub fn finalize_pending(
+    store: &dyn Store,
+    hook: Option<&dyn OnFinalized>,
+) -> Result<usize, StoreError> {
+    let mut done = 0;
+    let mut cursor: Option<ListCursor> = None;
+    loop {
+        let page = store.list(&ListFilter {
+            complete: Some(false),
+            limit: 1000,
+            cursor: cursor.clone(),
+            ..ListFilter::default()
+        })?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(ListCursor::after(last));
+        for rec in &page {
+            if rec.state.saw_stream_finished && !rec.state.finalized {
+                let f = finalize(store, &rec.meta.invocation_id)?;
+                tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized at start-up");
+                if let Some(hook) = hook {
+                    hook.on_finalized(store, &f);
+                }
+                done += 1;
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proof_proto::bes::{build_event::Event, BuildEvent};
+    use proof_store::{
+        AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, RecordKind,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(AtomicUsize);
+    impl OnFinalized for Count {
+        fn on_finalized(&self, _: &dyn Store, f: &proof_ingest::Finalized) {
+            assert!(f.complete, "{:?}", f.reason);
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_finished_but_unfinalized_stream_is_finalized_once_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let bin = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
+        ))
+        .unwrap();
+        let events = proof_stream::delimited::split_delimited(&bin, usize::MAX).unwrap();
+        let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
+        for (inv, finish) in [(id, true), ("unfinished-1", false)] {
+            store
+                .open_invocation(&InvocationMeta {
+                    invocation_id: inv.into(),
+                    build_id: None,
+                    source: InvocationSource::Bes,
+                    tenant: None,
+                    instance: None,
+                    created_at_ms: 1,
+                })
+                .unwrap();
+            let mut recs: Vec<JournalRecord> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| JournalRecord {
+                    seq: i as u64 + 1,
+                    kind: RecordKind::BepEvent,
+                    payload: Bytes::copy_from_slice(e),
+                })
+                .collect();
+            if finish {
+                let fin = BuildEvent {
+                    event_time: None,
+                    event: Some(Event::ComponentStreamFinished(Default::default())),
+                };
+                recs.push(JournalRecord {
+                    seq: recs.len() as u64 + 1,
+                    kind: RecordKind::StreamFinished,
+                    payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
+                });
+            }
+            let flags = AppendFlags {
+                saw_build_finished: true,
+                saw_last_message: true,
+                saw_stream_finished: finish,
+            };
+            store.append(inv, &recs, flags).unwrap();
+        }
+        let hook = Count(AtomicUsize::new(0));
+        assert_eq!(finalize_pending(&store, Some(&hook)).unwrap(), 1);
+        assert_eq!(hook.0.load(Ordering::SeqCst), 1);
+        let rec = store.get(id).unwrap().unwrap();
+        assert!(rec.state.finalized && rec.state.complete);
+        assert!(
+            !store.get("unfinished-1").unwrap().unwrap().state.finalized,
+            "an open stream is left alone"
+        );
+        assert_eq!(
+            finalize_pending(&store, Some(&hook)).unwrap(),
+            0,
+            "nothing twice"
+        );
+    }
+}
