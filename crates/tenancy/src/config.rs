@@ -63,7 +63,10 @@ impl Allowed {
     fn describe(&self) -> String {
         self.0
             .iter()
-            .map(|v| format!("{v:?}"))
+            .map(|v| match v.as_str() {
+                "" => "\"\" (not set)".to_string(),
+                v => format!("{v:?}"),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -223,7 +226,7 @@ impl Tenants {
         let missing = || {
             Denial::new(
                 Reason::CredentialMissing,
-                "this rbe-proof server requires a tenant token: run Bazel with --bes_header=Authorization=Bearer <token> (Bazel 4.x: --remote_header=Authorization=Bearer <token>)",
+                "this rbe-proof server requires a tenant token: run Bazel with --bes_header=Authorization=Bearer <token> (Bazel 4.x has no --bes_header and does not send --remote_header to the BES: use a header-adding proxy, see docs/tenants.md)",
             )
         };
         let value = authorization.map(str::trim).ok_or_else(missing)?;
