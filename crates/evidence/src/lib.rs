@@ -94,14 +94,21 @@ pub struct Evidence {
     pub exec_log: Option<ExecLogSummary>,
     /// Raw-ish metrics for KPIs.
     pub build_metrics: BuildMetricsFacts,
+    // The posture fields below are omitted from the JSON while empty, so
+    // artifacts recorded before they existed (and without posture inputs)
+    // still re-derive to their signed predicate.
     /// Where external inputs (repository downloads) came from.
+    #[serde(default, skip_serializing_if = "ExternalInputs::is_empty")]
     pub external_inputs: ExternalInputs,
     /// Facts about remote action-cache writes by this lane.
+    #[serde(default, skip_serializing_if = "CacheWrites::is_empty")]
     pub cache_writes: CacheWrites,
     /// Summary of the `--experimental_remote_grpc_log`, when one was supplied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_grpc_log: Option<GrpcLogSummary>,
     /// The executor's ActionCache answers for a sample of remote actions,
     /// when the proof was recorded with `--corroborate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corroboration: Option<Corroboration>,
 }
 
@@ -328,8 +335,6 @@ struct ExecAccum {
     images: BTreeMap<String, (u64, u64)>,
     /// Local spawns that were allowed to run remotely (fallback suspects).
     local_remotable: u64,
-    /// Spawns that ran on the Bazel host (local or worker runners).
-    local: u64,
     /// Remote-executed spawn digest → exit code (last one wins).
     exit_by_digest: BTreeMap<ActionDigest, i32>,
 }
@@ -686,7 +691,6 @@ impl EvidenceBuilder {
                     }
                 }
                 RunnerClass::Local | RunnerClass::Worker => {
-                    acc.local = acc.local.saturating_add(1);
                     if spawn.remotable {
                         acc.local_remotable = acc.local_remotable.saturating_add(1);
                     }
@@ -739,16 +743,6 @@ impl EvidenceBuilder {
             .chosen_options(description.as_deref())
             .and_then(|(_, o)| Options { opts: o }.last_nonempty("disk_cache"));
         let executor = self.executor(description, &processes);
-        let local_spawns = match &self.exec {
-            Some(e) => Some(e.local),
-            None => processes.sources.first().map(|f| {
-                f.by_class
-                    .iter()
-                    .filter(|(c, _)| c.is_local())
-                    .map(|(_, n)| *n)
-                    .fold(0u64, u64::saturating_add)
-            }),
-        };
         let grpc = self.grpc.take();
         let exit_by_digest = self
             .exec
@@ -771,7 +765,6 @@ impl EvidenceBuilder {
             update_action_result_calls: remote_grpc_log
                 .as_ref()
                 .map(|g| g.update_action_result_calls),
-            local_spawns,
             disk_cache,
         };
 

@@ -86,9 +86,6 @@ pub struct CacheWrites {
     /// `ActionCache/UpdateActionResult` calls in the gRPC log (`None`
     /// without a gRPC log in the artifact).
     pub update_action_result_calls: Option<u64>,
-    /// Spawns that ran on the Bazel host (local/worker runners), per the
-    /// execution log, else per the best process figure; `None`: unknown.
-    pub local_spawns: Option<u64>,
     /// Effective `--disk_cache` (a local cache; its writes are not remote
     /// action-cache writes).
     pub disk_cache: Option<String>,
@@ -183,6 +180,20 @@ pub struct Corroboration {
     pub exit_code_mismatches: u64,
     /// One entry per answer, in sample order.
     pub results: Vec<CorroboratedAction>,
+}
+
+impl ExternalInputs {
+    /// No Fetch event and no repository option: omitted from the JSON.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl CacheWrites {
+    /// Nothing known: omitted from the JSON.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Debug, Default)]
