@@ -116,6 +116,19 @@ pub(crate) fn render_server(out: &mut String, m: &Metrics) {
         "Invocations finalized as complete.",
         &m.invocations_complete,
     );
+    o.head(
+        "proof_bes_denials_total",
+        "counter",
+        "BES streams and requests refused by tenant admission, by ErrorInfo reason (docs/tenants.md).",
+    );
+    for (reason, n) in m.denials() {
+        o.sample("proof_bes_denials_total", &[("reason", reason)], n as f64);
+    }
+    o.counter(
+        "proof_bes_denied_invocations_deleted_total",
+        "Invocations deleted because their stream was refused after events were stored.",
+        &m.denied_invocations_deleted,
+    );
     *out = o.0;
 }
 
