@@ -114,3 +114,89 @@ fn a_damaged_grpc_log_is_an_error_that_says_what_to_pass() {
     let err = b.push_remote_grpc_log(&bytes[..]).unwrap_err().to_string();
     assert!(err.contains("--experimental_remote_grpc_log"), "{err}");
 }
+
+/// A Bazel 6+-style binary exec log: remote spawns carry their digests and
+/// exit codes, so the digests (and the stream's exit codes) come from it.
+#[test]
+fn exec_log_digests_take_precedence_and_give_the_stream_exit_codes() {
+    use proof_proto::corroboration::{corroboration_record, Answer, CorroborationRecord, Header};
+    use proof_proto::execlog as xl;
+    use proof_proto::reapi::{ActionResult, Digest};
+    use prost::Message;
+
+    fn delimit(out: &mut Vec<u8>, body: &[u8]) {
+        proof_stream::delimited::encode_varint(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut log = Vec::new();
+    for (h, exit_code, runner) in [
+        ("a", 0, "remote"),
+        ("b", 2, "remote"),
+        ("c", 0, "linux-sandbox"),
+    ] {
+        let s = xl::SpawnExec {
+            runner: runner.into(),
+            digest: Some(xl::Digest {
+                hash: h.repeat(64),
+                size_bytes: 10,
+                ..Default::default()
+            }),
+            exit_code,
+            ..Default::default()
+        };
+        delimit(&mut log, &s.encode_to_vec());
+    }
+    let answer = |h: &str, exit_code: i32| {
+        let rec = CorroborationRecord {
+            record: Some(corroboration_record::Record::Answer(Answer {
+                action_digest: Some(Digest {
+                    hash: h.repeat(64),
+                    size_bytes: 10,
+                }),
+                status_code: 0,
+                status_message: String::new(),
+                action_result: ActionResult {
+                    exit_code,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            })),
+        };
+        rec.encode_to_vec()
+    };
+    let mut records = Vec::new();
+    let header = CorroborationRecord {
+        record: Some(corroboration_record::Record::Header(Header {
+            executor: "grpc://127.0.0.1:50051".into(),
+            instance_name: String::new(),
+            sample_size: 16,
+        })),
+    };
+    delimit(&mut records, &header.encode_to_vec());
+    delimit(&mut records, &answer("a", 0));
+    // The executor says 0 where the exec log says 2.
+    delimit(&mut records, &answer("b", 0));
+
+    let mut b = builder("remote-build", true);
+    b.push_exec_log(&log[..]).unwrap();
+    let (source, cands) = b.corroboration_candidates();
+    assert_eq!(source, Some(DigestSource::ExecLog));
+    // Only the remote spawns' digests; the sandboxed one is not a candidate.
+    assert_eq!(cands.len(), 2);
+    b.push_corroboration(&records[..]).unwrap();
+    let c = b.finish().unwrap().corroboration.unwrap();
+    assert!(c.sample_matches);
+    assert_eq!((c.found, c.exit_code_mismatches), (2, 1));
+    assert_eq!(c.results[1].stream_exit_code, Some(2));
+    assert_eq!(c.results[1].exit_code, Some(0));
+}
+
+#[test]
+fn corroboration_records_must_start_with_one_header() {
+    let mut b = EvidenceBuilder::new();
+    let err = b.push_corroboration(&[][..]).unwrap_err().to_string();
+    assert!(
+        err.contains("no header record") && err.contains("--corroborate"),
+        "{err}"
+    );
+}
