@@ -112,8 +112,25 @@ impl PolicyCheck {
             PolicyCheck::ReadOnly => read_only(ev),
             PolicyCheck::Instance(want) => {
                 let got = ev.executor.remote_instance_name.as_deref().unwrap_or("");
-                if got == want {
-                    (true, format!("--remote_instance_name is {got:?}"))
+                // The Execute requests Bazel really sent, when logged.
+                let sent: Vec<&str> = ev
+                    .remote_grpc_log
+                    .iter()
+                    .flat_map(|g| g.execute_instance_names.iter().map(String::as_str))
+                    .collect();
+                let other: Vec<&str> = sent.iter().copied().filter(|s| s != want).collect();
+                if got == want && other.is_empty() {
+                    let logged = if sent.is_empty() {
+                        String::new()
+                    } else {
+                        "; every Execute call in the remote gRPC log used it".to_string()
+                    };
+                    (true, format!("--remote_instance_name is {got:?}{logged}"))
+                } else if got == want {
+                    (
+                        false,
+                        format!("--remote_instance_name is {got:?} but the remote gRPC log shows Execute calls under {other:?}"),
+                    )
                 } else {
                     (
                         false,

@@ -336,3 +336,19 @@ fn pinned_inputs_fail_naming_each_network_url() {
     let path = record(events("remote-build"), None, &k, dir.path());
     assert!(verify(&path, &k, &[PolicyCheck::PinnedInputs]).ok);
 }
+
+#[test]
+fn instance_is_checked_against_the_logged_execute_calls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(15);
+    // The fixture's Execute calls used the default instance "".
+    let path = record(events("remote-build"), None, &k, dir.path());
+    let r = verify(&path, &k, &[PolicyCheck::Instance(String::new())]);
+    let (ok, d) = detail(&r, "instance");
+    assert!(
+        ok && d.contains("every Execute call in the remote gRPC log used it"),
+        "{d}"
+    );
+    let r = verify(&path, &k, &[PolicyCheck::Instance("main".into())]);
+    assert!(!detail(&r, "instance").0);
+}

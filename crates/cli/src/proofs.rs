@@ -107,8 +107,8 @@ pub struct RecordArgs {
     corroborate_instance: Option<String>,
     /// With --corroborate: how many action digests to ask about (sorted,
     /// evenly spaced).
-    #[arg(long, value_name = "N", default_value_t = proof_evidence::DEFAULT_SAMPLE_SIZE, requires = "corroborate")]
-    sample: usize,
+    #[arg(long, value_name = "N", default_value_t = proof_evidence::DEFAULT_SAMPLE_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..), requires = "corroborate")]
+    sample: u64,
 }
 
 /// The executor's raw answers for `a.corroborate`, as corroboration.bin bytes.
@@ -147,7 +147,7 @@ fn corroboration_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
     Ok(proof_corroborate::corroborate_blocking(
         endpoint,
         &instance,
-        a.sample,
+        usize::try_from(a.sample).unwrap_or(usize::MAX),
         &candidates,
     )?)
 }
