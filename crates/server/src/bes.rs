@@ -349,6 +349,19 @@ impl Inner {
         }
         let slot = self.slot(&id);
         let mut guard = slot.lock().await;
+        // A denied and deleted invocation: every later batch, on this RPC or
+        // a retry, gets the same denial and stores nothing.
+        let remembered = self
+            .denied
+            .lock()
+            .expect("denied lock")
+            .by_id
+            .get(&id)
+            .cloned();
+        if let Some(r) = remembered {
+            self.metrics.denied(r.reason);
+            return (Vec::new(), Some(r.status));
+        }
         if rpc.admitted.is_none() {
             if let Err(status) = self.admit_rpc(rpc, &id).await {
                 return (Vec::new(), Some(status));
@@ -444,9 +457,12 @@ impl Inner {
             }
         }
         if let Some(r) = denial {
+            // Deleted while this RPC holds the invocation's slot: no other
+            // RPC of it can append in between.
+            let status = self.discard(&id, r).await;
             *guard = None;
             drop(guard);
-            return (Vec::new(), Some(self.discard(&id, r).await));
+            return (Vec::new(), Some(status));
         }
         let mut finished_now = false;
         if !records.is_empty() {
@@ -515,17 +531,6 @@ impl Inner {
 
     /// Lets the RPC in or refuses it, before anything of it is stored.
     async fn admit_rpc(&self, rpc: &mut Rpc, id: &str) -> Result<(), Status> {
-        let remembered = self
-            .denied
-            .lock()
-            .expect("denied lock")
-            .by_id
-            .get(id)
-            .cloned();
-        if let Some(r) = remembered {
-            self.metrics.denied(r.reason);
-            return Err(r.status);
-        }
         let sid = id.to_string();
         let rec = self
             .blocking(move |s| s.get(&sid))
@@ -552,7 +557,7 @@ impl Inner {
 
     /// Deletes an invocation whose stream was denied after some of its events
     /// were stored, remembers the denial for retries, and returns the status
-    /// to answer with. The caller holds no slot guard.
+    /// to answer with. The caller holds the invocation's slot.
     async fn discard(&self, id: &str, r: Refusal) -> Status {
         self.metrics.denied(r.reason);
         let sid = id.to_string();
