@@ -75,6 +75,39 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
             code(&w.image)
         );
     }
+    // Posture rows, only when the artifact has such evidence.
+    if !ev.external_inputs.fetches.is_empty() {
+        let urls: Vec<String> = ev
+            .external_inputs
+            .network_fetches
+            .iter()
+            .map(|u| code(u))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| Network fetches | {} of {} Fetch event(s){} |",
+            urls.len(),
+            ev.external_inputs.fetches.len(),
+            if urls.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", urls.join(", "))
+            }
+        );
+    }
+    if let Some(n) = ev.cache_writes.update_action_result_calls {
+        let _ = writeln!(s, "| Action-cache writes (UpdateActionResult) | {n} |");
+    }
+    if let Some(c) = &ev.corroboration {
+        let _ = writeln!(
+            s,
+            "| Executor corroboration | {} of {} sampled action(s) found by {} ({} exit-code mismatch(es)) |",
+            c.found,
+            c.sampled,
+            code(&c.executor),
+            c.exit_code_mismatches
+        );
+    }
     let _ = writeln!(s, "\n### Policy\n");
     for c in &checks {
         let mark = if c.ok { "✅" } else { "❌" };

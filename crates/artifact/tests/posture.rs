@@ -154,6 +154,13 @@ fn answers_for_the_whole_sample_corroborate_and_are_rederived() {
     assert!(c.results.iter().all(|r| r.stream_exit_code == Some(0)));
     // Six members, in the documented order.
     let scanned = proof_artifact::tar::scan(File::open(&path).unwrap()).unwrap();
+    let summary = String::from_utf8(scanned.summary.clone()).unwrap();
+    assert!(
+        summary.contains(
+            "| Executor corroboration | 8 of 8 sampled action(s) found by `grpc://127.0.0.1:50051` (0 exit-code mismatch(es)) |"
+        ) && summary.contains("| Action-cache writes (UpdateActionResult) | 0 |"),
+        "{summary}"
+    );
     let names: Vec<&str> = scanned.members.iter().map(|m| m.name).collect();
     assert_eq!(
         names,
@@ -332,6 +339,11 @@ fn pinned_inputs_fail_naming_each_network_url() {
     assert!(!d.contains("unreachable"), "{d}");
     let ev = r.evidence.unwrap();
     assert_eq!(ev.external_inputs.fetches.len(), 3);
+    let summary = proof_artifact::summary::render(&ev, &Policy::default());
+    assert!(
+        summary.contains("| Network fetches | 2 of 3 Fetch event(s): `http://127.0.0.1:9/a.txt`, `http://127.0.0.1:9/b.tar.gz` |"),
+        "{summary}"
+    );
     // No fetch at all: passes.
     let path = record(events("remote-build"), None, &k, dir.path());
     assert!(verify(&path, &k, &[PolicyCheck::PinnedInputs]).ok);
