@@ -200,3 +200,104 @@ fn corroboration_records_must_start_with_one_header() {
         "{err}"
     );
 }
+
+mod constructed {
+    use proof_evidence::EvidenceBuilder;
+    use proof_proto::bep::{self, build_event, build_event_id, BuildEvent, BuildEventId};
+    use prost::Message;
+
+    fn ev(id: build_event_id::Id, payload: build_event::Payload) -> Vec<u8> {
+        BuildEvent {
+            id: Some(BuildEventId { id: Some(id) }),
+            payload: Some(payload),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// BuildStarted, OptionsParsed with `flags`, then one Fetch per (url, ok).
+    fn derive(flags: &[&str], fetches: &[(&str, bool)]) -> proof_evidence::Evidence {
+        let mut b = EvidenceBuilder::new();
+        b.push_event(&ev(
+            build_event_id::Id::Started(build_event_id::BuildStartedId {}),
+            build_event::Payload::Started(bep::BuildStarted {
+                uuid: "c0ffee00-0000-4000-8000-000000000001".into(),
+                command: "build".into(),
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+        b.push_event(&ev(
+            build_event_id::Id::OptionsParsed(build_event_id::OptionsParsedId {}),
+            build_event::Payload::OptionsParsed(bep::OptionsParsed {
+                cmd_line: flags.iter().map(|f| f.to_string()).collect(),
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+        for (url, success) in fetches {
+            b.push_event(&ev(
+                build_event_id::Id::Fetch(build_event_id::FetchId {
+                    url: url.to_string(),
+                    ..Default::default()
+                }),
+                build_event::Payload::Fetch(bep::Fetch { success: *success }),
+            ))
+            .unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    const BCR: &str = "https://bcr.bazel.build/modules/zlib/1.3/MODULE.bazel";
+    const GH: &str = "https://github.com/madler/zlib/archive/v1.3.tar.gz";
+
+    #[test]
+    fn registry_files_are_pinned_only_under_lockfile_mode_error() {
+        let x = derive(&["--lockfile_mode=error"], &[(BCR, true), (GH, true)]).external_inputs;
+        assert_eq!(x.lockfile_mode.as_deref(), Some("error"));
+        assert_eq!(x.lockfile_pinned_fetches, vec![BCR.to_string()]);
+        // The module's source archive is not under the registry: network.
+        assert_eq!(x.network_fetches, vec![GH.to_string()]);
+
+        let x = derive(&["--lockfile_mode=update"], &[(BCR, true)]).external_inputs;
+        assert!(x.lockfile_pinned_fetches.is_empty());
+        assert_eq!(x.network_fetches, vec![BCR.to_string()]);
+
+        // Another registry: the default one is no longer trusted as pinned.
+        let x = derive(
+            &["--lockfile_mode=error", "--registry=https://reg.example/"],
+            &[
+                (BCR, true),
+                ("https://reg.example/modules/a/1/source.json", true),
+            ],
+        )
+        .external_inputs;
+        assert_eq!(x.network_fetches, vec![BCR.to_string()]);
+        assert_eq!(x.registries, vec!["https://reg.example/".to_string()]);
+    }
+
+    #[test]
+    fn repository_options_and_failed_attempts_are_recorded() {
+        let x = derive(
+            &[
+                "--distdir=/srv/a",
+                "--experimental_distdir=/srv/b",
+                "--repository_cache=",
+                "--repository_disable_download",
+            ],
+            &[
+                ("http://127.0.0.1:9/x", false),
+                ("http://127.0.0.1:9/x", true),
+                ("http://127.0.0.1:9/y", false),
+            ],
+        )
+        .external_inputs;
+        assert_eq!(x.distdirs, ["/srv/a", "/srv/b"]);
+        assert_eq!(x.repository_cache.as_deref(), Some(""));
+        assert_eq!(x.repository_disable_download, Some(true));
+        // One URL retried successfully: one record, success; y never succeeded.
+        assert_eq!(x.fetches.len(), 2);
+        assert!(x.fetches[0].success && !x.fetches[1].success);
+        assert_eq!(x.network_fetches, ["http://127.0.0.1:9/x"]);
+    }
+}
