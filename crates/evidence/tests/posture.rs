@@ -301,3 +301,29 @@ mod constructed {
         assert_eq!(x.network_fetches, ["http://127.0.0.1:9/x"]);
     }
 }
+
+/// Truncated and bit-flipped gRPC logs and corroboration files give an
+/// error or a result, never a panic; the evidence stays deterministic.
+#[test]
+fn damaged_posture_inputs_never_panic() {
+    let log = std::fs::read(fixture("remote-build", "remote_grpc.log")).unwrap();
+    let step = (log.len() / 97).max(1);
+    for cut in (0..log.len()).step_by(step) {
+        let mut b = EvidenceBuilder::new();
+        let _ = b.push_remote_grpc_log(&log[..cut]);
+        let mut flipped = log.clone();
+        flipped[cut] ^= 0x5a;
+        let mut b = EvidenceBuilder::new();
+        if b.push_remote_grpc_log(&flipped[..]).is_ok() {
+            let again = {
+                let mut b2 = EvidenceBuilder::new();
+                b2.push_remote_grpc_log(&flipped[..]).unwrap();
+                b2.corroboration_candidates()
+            };
+            assert_eq!(b.corroboration_candidates(), again);
+        }
+        // The same bytes read as corroboration records.
+        let mut b = EvidenceBuilder::new();
+        let _ = b.push_corroboration(&flipped[..cut]);
+    }
+}
