@@ -18,7 +18,7 @@
 
 mod error;
 pub mod execlog;
-mod options;
+pub mod options;
 pub mod posture;
 pub mod runners;
 pub mod summary;

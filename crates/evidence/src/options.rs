@@ -38,10 +38,10 @@ pub const HEADER_FLAGS: &[&str] = &[
 ];
 
 /// One option occurrence: name without dashes, value if any.
-pub(crate) type Opt = (String, Option<String>);
+pub type Opt = (String, Option<String>);
 
 /// Parses one `--name=value` / `--name` / `--noname` argument.
-pub(crate) fn parse_flag(arg: &str) -> Option<Opt> {
+pub fn parse_flag(arg: &str) -> Option<Opt> {
     let body = arg.strip_prefix("--")?;
     if body.is_empty() {
         return None;
@@ -59,7 +59,7 @@ pub(crate) fn parse_flag(arg: &str) -> Option<Opt> {
 
 /// The options of a canonical command line's "command options" section, or
 /// `None` when the command line has no such section.
-pub(crate) fn canonical_options(cl: &CommandLine) -> Option<Vec<Opt>> {
+pub fn canonical_options(cl: &CommandLine) -> Option<Vec<Opt>> {
     let section = cl
         .sections
         .iter()

@@ -316,23 +316,6 @@ fn truncated_stream_is_incomplete_or_an_error() {
     assert_eq!(ev.exit_code, None);
 }
 
-#[test]
-#[ignore = "prints the evidence of every fixture; run with --ignored --nocapture"]
-fn print_evidence() {
-    for s in [
-        "remote-build",
-        "remote-test",
-        "remote-cache-hit",
-        "local-only",
-        "failing-build",
-    ] {
-        println!(
-            "== {s}\n{}",
-            serde_json::to_string_pretty(&derive(s)).unwrap()
-        );
-    }
-}
-
 /// The BES capture (bes/build_tool_events.bin: PublishBuildToolEventStream
 /// requests whose `bazel_event` Any carries each BEP event) gives exactly the
 /// evidence that the BEP file gives: both transports carry the same events.

@@ -2,7 +2,8 @@
 //! BEP events that carry the effective options: the structured command line
 //! labelled "canonical" and OptionsParsed (wire-facts §2.4).
 
-use proof_proto::command_line::{command_line_section::SectionType, CommandLine};
+use proof_evidence::options::{canonical_options, parse_flag, Opt};
+use proof_proto::command_line::CommandLine;
 
 /// Only the fields of `build_event_stream.BuildEvent` needed here; every
 /// other field is skipped while decoding.
@@ -57,7 +58,10 @@ pub fn command_options(event: &[u8]) -> Option<CommandOptions> {
         if cl.command_line_label != "canonical" {
             return None;
         }
-        (OptionsSource::CanonicalCommandLine, canonical_options(&cl))
+        (
+            OptionsSource::CanonicalCommandLine,
+            canonical_options(&cl).unwrap_or_default(),
+        )
     } else if let Some(op) = ev.options_parsed {
         let opts = op.cmd_line.iter().filter_map(|a| parse_flag(a)).collect();
         (OptionsSource::OptionsParsed, opts)
@@ -65,46 +69,6 @@ pub fn command_options(event: &[u8]) -> Option<CommandOptions> {
         return None;
     };
     Some(effective(source, &opts))
-}
-
-type Opt = (String, Option<String>);
-
-fn parse_flag(arg: &str) -> Option<Opt> {
-    let body = arg.strip_prefix("--")?;
-    if let Some((n, v)) = body.split_once('=') {
-        return Some((n.to_string(), Some(v.to_string())));
-    }
-    if body == "noremote_upload_local_results" {
-        return Some(("remote_upload_local_results".into(), Some("0".into())));
-    }
-    Some((body.to_string(), None))
-}
-
-fn canonical_options(cl: &CommandLine) -> Vec<Opt> {
-    let Some(section) = cl
-        .sections
-        .iter()
-        .find(|s| s.section_label == "command options")
-    else {
-        return Vec::new();
-    };
-    let Some(SectionType::OptionList(list)) = &section.section_type else {
-        return Vec::new();
-    };
-    list.option
-        .iter()
-        .filter_map(|o| {
-            if o.option_name.is_empty() {
-                parse_flag(&o.combined_form)
-            } else if o.option_value.is_empty() && !o.combined_form.contains('=') {
-                parse_flag(&o.combined_form)
-                    .filter(|(n, _)| *n == o.option_name)
-                    .or_else(|| Some((o.option_name.clone(), None)))
-            } else {
-                Some((o.option_name.clone(), Some(o.option_value.clone())))
-            }
-        })
-        .collect()
 }
 
 fn effective(source: OptionsSource, opts: &[Opt]) -> CommandOptions {
@@ -139,7 +103,9 @@ fn effective(source: OptionsSource, opts: &[Opt]) -> CommandOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proof_proto::command_line::{CommandLineSection, Option as ClOption, OptionList};
+    use proof_proto::command_line::{
+        command_line_section::SectionType, CommandLineSection, Option as ClOption, OptionList,
+    };
 
     fn canonical(label: &str, flags: &[(&str, &str)]) -> Vec<u8> {
         let cl = CommandLine {
