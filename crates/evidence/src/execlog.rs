@@ -160,17 +160,65 @@ impl From<exec_log_entry::Spawn> for Spawn {
     }
 }
 
-/// Reads a delimited `SpawnExec` stream.
-pub struct BinarySpawnReader<R> {
+/// Framing and protobuf decoding of one record type: the part every reader
+/// here shares. A zstd error surfaces as an I/O error of the decoder.
+struct Decoded<R, M> {
     records: DelimitedReader<R>,
     index: u64,
+    message: &'static str,
+    /// Read errors come from the zstd decoder.
+    compressed: bool,
+    _m: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<R: Read, M> Decoded<R, M> {
+    fn new(inner: R, message: &'static str, compressed: bool) -> Self {
+        Self {
+            records: DelimitedReader::with_limit(inner, MAX_EXEC_LOG_RECORD),
+            index: 0,
+            message,
+            compressed,
+            _m: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: Read, M: Message + Default> Iterator for Decoded<R, M> {
+    type Item = Result<M, EvidenceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = match self.records.next()? {
+            Ok(r) => r,
+            Err(proof_stream::delimited::FramingError::Io { source, .. }) => {
+                return Some(Err(if self.compressed {
+                    EvidenceError::Zstd(source)
+                } else {
+                    EvidenceError::ExecLogIo(source)
+                }))
+            }
+            Err(e) => return Some(Err(EvidenceError::ExecLogFraming(e))),
+        };
+        let index = self.index;
+        self.index = self.index.saturating_add(1);
+        Some(
+            M::decode(record.as_slice()).map_err(|source| EvidenceError::BadExecLogRecord {
+                index,
+                message: self.message,
+                source,
+            }),
+        )
+    }
+}
+
+/// Reads a delimited `SpawnExec` stream.
+pub struct BinarySpawnReader<R> {
+    inner: Decoded<R, SpawnExec>,
 }
 
 impl<R: Read> BinarySpawnReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
-            records: DelimitedReader::with_limit(inner, MAX_EXEC_LOG_RECORD),
-            index: 0,
+            inner: Decoded::new(inner, "tools.protos.SpawnExec", false),
         }
     }
 }
@@ -179,21 +227,7 @@ impl<R: Read> Iterator for BinarySpawnReader<R> {
     type Item = Result<Spawn, EvidenceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let record = match self.records.next()? {
-            Ok(r) => r,
-            Err(e) => return Some(Err(EvidenceError::ExecLogFraming(e))),
-        };
-        let index = self.index;
-        self.index = self.index.saturating_add(1);
-        Some(
-            SpawnExec::decode(record.as_slice())
-                .map(Spawn::from)
-                .map_err(|source| EvidenceError::BadExecLogRecord {
-                    index,
-                    message: "tools.protos.SpawnExec",
-                    source,
-                }),
-        )
+        Some(self.inner.next()?.map(Spawn::from))
     }
 }
 
@@ -208,16 +242,14 @@ pub struct CompactInvocation {
 /// Reads the records of an already decompressed `ExecLogEntry` stream,
 /// yielding only spawns; see [`CompactSpawnReader`] for the zstd file.
 pub struct EntrySpawnReader<R> {
-    records: DelimitedReader<R>,
-    index: u64,
+    inner: Decoded<R, ExecLogEntry>,
     invocation: Option<CompactInvocation>,
 }
 
 impl<R: Read> EntrySpawnReader<R> {
     pub fn new(decompressed: R) -> Self {
         Self {
-            records: DelimitedReader::with_limit(decompressed, MAX_EXEC_LOG_RECORD),
-            index: 0,
+            inner: Decoded::new(decompressed, "tools.protos.ExecLogEntry", true),
             invocation: None,
         }
     }
@@ -233,29 +265,9 @@ impl<R: Read> Iterator for EntrySpawnReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let record = match self.records.next()? {
-                Ok(r) => r,
-                Err(e) => {
-                    // A zstd error surfaces as an I/O error of the decoder.
-                    return Some(Err(match e {
-                        proof_stream::delimited::FramingError::Io { source, .. } => {
-                            EvidenceError::Zstd(source)
-                        }
-                        other => EvidenceError::ExecLogFraming(other),
-                    }));
-                }
-            };
-            let index = self.index;
-            self.index = self.index.saturating_add(1);
-            let entry = match ExecLogEntry::decode(record.as_slice()) {
+            let entry = match self.inner.next()? {
                 Ok(e) => e,
-                Err(source) => {
-                    return Some(Err(EvidenceError::BadExecLogRecord {
-                        index,
-                        message: "tools.protos.ExecLogEntry",
-                        source,
-                    }))
-                }
+                Err(e) => return Some(Err(e)),
             };
             match entry.r#type {
                 Some(exec_log_entry::Type::Spawn(s)) => return Some(Ok(Spawn::from(s))),
@@ -284,6 +296,77 @@ pub fn compact_reader<R: Read>(inner: R) -> Result<CompactSpawnReader<R>, Eviden
 
 type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
 
+/// Reads up to four bytes to detect the format; the bytes read are replayed.
+fn sniff<R: Read>(mut inner: R) -> Result<(ExecLogFormat, Sniffed<R>), EvidenceError> {
+    let mut head = Vec::with_capacity(4);
+    (&mut inner)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(EvidenceError::ExecLogIo)?;
+    let format = if head.as_slice() == ZSTD_MAGIC {
+        ExecLogFormat::Compact
+    } else {
+        ExecLogFormat::Binary
+    };
+    Ok((format, Cursor::new(head).chain(inner)))
+}
+
+/// One decoded record of either execution-log format: for readers that need
+/// more of a record than the [`Spawn`] view (e.g. outputs, for KPIs).
+#[derive(Debug)]
+pub enum ExecLogRecord {
+    /// A binary log's `SpawnExec`.
+    Spawn(SpawnExec),
+    /// A compact log's `ExecLogEntry` (spawns, files, directories, ...).
+    Entry(ExecLogEntry),
+}
+
+enum RecordsInner<R: Read> {
+    Binary(Decoded<Sniffed<R>, SpawnExec>),
+    Compact(Decoded<zstd::stream::read::Decoder<'static, BufReader<Sniffed<R>>>, ExecLogEntry>),
+}
+
+/// Every record of either execution-log format, detected from the first
+/// bytes, decompressed and decoded one at a time.
+pub struct ExecLogRecords<R: Read> {
+    inner: RecordsInner<R>,
+}
+
+impl<R: Read> ExecLogRecords<R> {
+    pub fn open(inner: R) -> Result<Self, EvidenceError> {
+        let (format, replay) = sniff(inner)?;
+        let inner = match format {
+            ExecLogFormat::Binary => {
+                RecordsInner::Binary(Decoded::new(replay, "tools.protos.SpawnExec", false))
+            }
+            ExecLogFormat::Compact => {
+                let decoder =
+                    zstd::stream::read::Decoder::new(replay).map_err(EvidenceError::Zstd)?;
+                RecordsInner::Compact(Decoded::new(decoder, "tools.protos.ExecLogEntry", true))
+            }
+        };
+        Ok(Self { inner })
+    }
+
+    pub fn format(&self) -> ExecLogFormat {
+        match self.inner {
+            RecordsInner::Binary(_) => ExecLogFormat::Binary,
+            RecordsInner::Compact(_) => ExecLogFormat::Compact,
+        }
+    }
+}
+
+impl<R: Read> Iterator for ExecLogRecords<R> {
+    type Item = Result<ExecLogRecord, EvidenceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match &mut self.inner {
+            RecordsInner::Binary(d) => d.next()?.map(ExecLogRecord::Spawn),
+            RecordsInner::Compact(d) => d.next()?.map(ExecLogRecord::Entry),
+        })
+    }
+}
+
 /// Either execution-log format, detected from the first bytes.
 pub enum ExecLogReader<R: Read> {
     Binary(BinarySpawnReader<Sniffed<R>>),
@@ -293,18 +376,11 @@ pub enum ExecLogReader<R: Read> {
 impl<R: Read> ExecLogReader<R> {
     /// Reads up to four bytes to detect the format, then returns the
     /// matching reader (the bytes read are replayed).
-    pub fn open(mut inner: R) -> Result<Self, EvidenceError> {
-        let mut head = Vec::with_capacity(4);
-        (&mut inner)
-            .take(4)
-            .read_to_end(&mut head)
-            .map_err(EvidenceError::ExecLogIo)?;
-        let compact = head.as_slice() == ZSTD_MAGIC;
-        let replay = Cursor::new(head).chain(inner);
-        if compact {
-            Ok(ExecLogReader::Compact(compact_reader(replay)?))
-        } else {
-            Ok(ExecLogReader::Binary(BinarySpawnReader::new(replay)))
+    pub fn open(inner: R) -> Result<Self, EvidenceError> {
+        let (format, replay) = sniff(inner)?;
+        match format {
+            ExecLogFormat::Compact => Ok(ExecLogReader::Compact(compact_reader(replay)?)),
+            ExecLogFormat::Binary => Ok(ExecLogReader::Binary(BinarySpawnReader::new(replay))),
         }
     }
 

@@ -8,12 +8,10 @@
 //! outputs by the id of an earlier entry.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Chain, Cursor, Read};
+use std::io::Read;
 
-use proof_evidence::execlog::{MAX_EXEC_LOG_RECORD, ZSTD_MAGIC};
-use proof_proto::execlog::{exec_log_entry, ExecLogEntry, SpawnExec, SpawnMetrics};
-use proof_stream::delimited::{DelimitedReader, FramingError};
-use prost::Message;
+use proof_evidence::execlog::{ExecLogFormat, ExecLogRecord, ExecLogRecords};
+use proof_proto::execlog::{exec_log_entry, SpawnExec, SpawnMetrics};
 use sha2::{Digest as _, Sha256};
 
 use crate::KpiError;
@@ -191,60 +189,30 @@ fn file_line(path: &str, d: Option<&proof_proto::execlog::Digest>) -> (String, u
     )
 }
 
-type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
-
-enum Inner<R: Read> {
-    Binary(DelimitedReader<Sniffed<R>>),
-    Compact {
-        records: DelimitedReader<zstd::stream::read::Decoder<'static, BufReader<Sniffed<R>>>>,
-        index: OutputIndex,
-    },
-}
-
-/// Streams [`SpawnFacts`] out of either execution-log format.
+/// Streams [`SpawnFacts`] out of either execution-log format; the format
+/// detection, decompression and decoding are `proof_evidence`'s.
 pub struct SpawnFactsReader<R: Read> {
-    inner: Inner<R>,
-    record: u64,
+    records: ExecLogRecords<R>,
+    /// Compact format: entry id → (fingerprint line, size) of files and
+    /// directories a later spawn may name as outputs.
+    index: OutputIndex,
     /// The compact log's invocation id, once read.
     pub invocation_id: Option<String>,
 }
 
 impl<R: Read> SpawnFactsReader<R> {
     /// Detects the format from the zstd magic and starts reading.
-    pub fn open(mut inner: R) -> Result<Self, KpiError> {
-        let mut head = Vec::with_capacity(4);
-        (&mut inner)
-            .take(4)
-            .read_to_end(&mut head)
-            .map_err(KpiError::ExecLogIo)?;
-        let compact = head.as_slice() == ZSTD_MAGIC;
-        let replay = Cursor::new(head).chain(inner);
-        let inner = if compact {
-            let decoder = zstd::stream::read::Decoder::new(replay).map_err(KpiError::Zstd)?;
-            Inner::Compact {
-                records: DelimitedReader::with_limit(decoder, MAX_EXEC_LOG_RECORD),
-                index: HashMap::new(),
-            }
-        } else {
-            Inner::Binary(DelimitedReader::with_limit(replay, MAX_EXEC_LOG_RECORD))
-        };
+    pub fn open(inner: R) -> Result<Self, KpiError> {
         Ok(SpawnFactsReader {
-            inner,
-            record: 0,
+            records: ExecLogRecords::open(inner)?,
+            index: HashMap::new(),
             invocation_id: None,
         })
     }
 
     /// True for the compact (zstd) format.
     pub fn is_compact(&self) -> bool {
-        matches!(self.inner, Inner::Compact { .. })
-    }
-}
-
-fn framing(e: FramingError) -> KpiError {
-    match e {
-        FramingError::Io { source, .. } => KpiError::Zstd(source),
-        other => KpiError::ExecLogFraming(other),
+        self.records.format() == ExecLogFormat::Compact
     }
 }
 
@@ -253,74 +221,44 @@ impl<R: Read> Iterator for SpawnFactsReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let index_no = self.record;
-            match &mut self.inner {
-                Inner::Binary(records) => {
-                    let rec = match records.next()? {
-                        Ok(r) => r,
-                        Err(e) => return Some(Err(KpiError::ExecLogFraming(e))),
-                    };
-                    self.record += 1;
-                    return Some(
-                        SpawnExec::decode(rec.as_slice())
-                            .map(SpawnFacts::from)
-                            .map_err(|source| KpiError::BadExecLogRecord {
-                                index: index_no,
-                                message: "tools.protos.SpawnExec",
-                                source,
-                            }),
+            let entry = match self.records.next()? {
+                Ok(ExecLogRecord::Spawn(s)) => return Some(Ok(SpawnFacts::from(s))),
+                Ok(ExecLogRecord::Entry(e)) => e,
+                Err(e) => return Some(Err(e.into())),
+            };
+            use exec_log_entry::Type as T;
+            let index = &mut self.index;
+            match entry.r#type {
+                Some(T::Spawn(s)) => return Some(Ok(compact_spawn(s, index))),
+                Some(T::Invocation(inv)) if !inv.id.is_empty() => {
+                    self.invocation_id = Some(inv.id);
+                }
+                Some(T::File(f)) if entry.id != 0 => {
+                    index.insert(entry.id, file_line(&f.path, f.digest.as_ref()));
+                }
+                Some(T::Directory(d)) if entry.id != 0 => {
+                    let mut size = 0u64;
+                    let lines: Vec<String> = d
+                        .files
+                        .iter()
+                        .map(|f| {
+                            let (l, s) = file_line(&f.path, f.digest.as_ref());
+                            size = size.saturating_add(s);
+                            l
+                        })
+                        .collect();
+                    index.insert(
+                        entry.id,
+                        (format!("{}\0dir\0{}", d.path, fingerprint(lines)), size),
                     );
                 }
-                Inner::Compact { records, index } => {
-                    let rec = match records.next()? {
-                        Ok(r) => r,
-                        Err(e) => return Some(Err(framing(e))),
-                    };
-                    self.record += 1;
-                    let entry = match ExecLogEntry::decode(rec.as_slice()) {
-                        Ok(e) => e,
-                        Err(source) => {
-                            return Some(Err(KpiError::BadExecLogRecord {
-                                index: index_no,
-                                message: "tools.protos.ExecLogEntry",
-                                source,
-                            }))
-                        }
-                    };
-                    use exec_log_entry::Type as T;
-                    match entry.r#type {
-                        Some(T::Spawn(s)) => return Some(Ok(compact_spawn(s, index))),
-                        Some(T::Invocation(inv)) if !inv.id.is_empty() => {
-                            self.invocation_id = Some(inv.id);
-                        }
-                        Some(T::File(f)) if entry.id != 0 => {
-                            index.insert(entry.id, file_line(&f.path, f.digest.as_ref()));
-                        }
-                        Some(T::Directory(d)) if entry.id != 0 => {
-                            let mut size = 0u64;
-                            let lines: Vec<String> = d
-                                .files
-                                .iter()
-                                .map(|f| {
-                                    let (l, s) = file_line(&f.path, f.digest.as_ref());
-                                    size = size.saturating_add(s);
-                                    l
-                                })
-                                .collect();
-                            index.insert(
-                                entry.id,
-                                (format!("{}\0dir\0{}", d.path, fingerprint(lines)), size),
-                            );
-                        }
-                        Some(T::UnresolvedSymlink(l)) if entry.id != 0 => {
-                            index.insert(
-                                entry.id,
-                                (format!("{}\0symlink\0{}", l.path, l.target_path), 0),
-                            );
-                        }
-                        _ => {}
-                    }
+                Some(T::UnresolvedSymlink(l)) if entry.id != 0 => {
+                    index.insert(
+                        entry.id,
+                        (format!("{}\0symlink\0{}", l.path, l.target_path), 0),
+                    );
                 }
+                _ => {}
             }
         }
     }

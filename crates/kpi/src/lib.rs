@@ -53,17 +53,10 @@ pub enum KpiError {
         #[source]
         source: prost::DecodeError,
     },
-    #[error("the execution log cannot be framed: {0}; pass an unmodified --execution_log_binary_file or --execution_log_compact_file")]
-    ExecLogFraming(#[source] proof_stream::delimited::FramingError),
-    #[error("execution log record #{index} is not a valid {message}: {source}; pass a --execution_log_binary_file (SpawnExec) or --execution_log_compact_file (ExecLogEntry), not the JSON log")]
-    BadExecLogRecord {
-        index: u64,
-        message: &'static str,
-        #[source]
-        source: prost::DecodeError,
-    },
-    #[error("the compact execution log is not a valid zstd stream: {0}; pass the file exactly as Bazel wrote it")]
-    Zstd(#[source] std::io::Error),
+    /// The execution log does not read: framing, zstd or decoding (the
+    /// readers are `proof_evidence`'s; their messages say what to pass).
+    #[error(transparent)]
+    ExecLog(#[from] proof_evidence::EvidenceError),
     #[error("reading the execution log failed: {0}")]
     ExecLogIo(#[source] std::io::Error),
 }

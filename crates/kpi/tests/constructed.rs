@@ -623,7 +623,13 @@ fn damaged_exec_logs_say_what_is_wrong() {
     let err = KpiBuilder::new()
         .push_exec_log(&log[..log.len() / 2])
         .unwrap_err();
-    assert!(matches!(err, KpiError::Zstd(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            KpiError::ExecLog(proof_evidence::EvidenceError::Zstd(_))
+        ),
+        "{err:?}"
+    );
     assert!(
         err.to_string()
             .contains("pass the file exactly as Bazel wrote it"),
