@@ -89,17 +89,23 @@ run_extras() {
 # -------------------------------------------------------------------- tests
 cargo_rc=0
 t=$(date +%s)
+test_log="$(mktemp -t run-all-tests.XXXXXX)"
 say "cargo test --workspace --all-targets $*"
-cargo test --workspace --all-targets "$@" || cargo_rc=$?
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log" || cargo_rc=${PIPESTATUS[0]}
 if [ "$cargo_rc" = 0 ]; then
     say "cargo test --workspace --doc $*"
-    cargo test --workspace --doc "$@" || cargo_rc=$?
+    cargo test --workspace --doc "$@" 2>&1 | tee -a "$test_log" || cargo_rc=${PIPESTATUS[0]}
 fi
 say "cargo tests finished with exit code $cargo_rc in $(( $(date +%s) - t ))s"
 
 extras_rc=0
 run_extras || extras_rc=$?
 [ "$extras_rc" = 0 ] || say "extras failed with exit code $extras_rc"
+
+# One closing line for the whole suite: the sum of every `test result:` line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, g }' "$test_log"
+rm -f "$test_log"
 
 if [ "$cargo_rc" != 0 ]; then exit "$cargo_rc"; fi
 exit "$extras_rc"
