@@ -250,29 +250,40 @@ where
             source: io::Error::other("digest mismatch"),
         });
     }
-    if let Some((path, want, len)) = exec_digest {
-        let file = File::open(path).map_err(io_err("cannot reopen the execution log", path))?;
+    // A file member is copied again from disk: it must still be the bytes
+    // that were hashed (and re-derived) before signing.
+    let mut append_file = |name: &str,
+                           (path, want, len): (&Path, [u8; 32], u64),
+                           what: &'static str,
+                           changed: fn(PathBuf) -> RecordError|
+     -> Result<(), RecordError> {
+        let file = File::open(path).map_err(io_err(what, path))?;
         let got = tar
-            .append(EXECLOG, len, &mut io::BufReader::new(file))
+            .append(name, len, &mut io::BufReader::new(file))
             .map_err(|e| match e {
-                TarError::Layout(_) => RecordError::ExecLogChanged(path.to_path_buf()),
+                TarError::Layout(_) => changed(path.to_path_buf()),
                 e => RecordError::Tar(e),
             })?;
         if got != want {
-            return Err(RecordError::ExecLogChanged(path.to_path_buf()));
+            return Err(changed(path.to_path_buf()));
         }
+        Ok(())
+    };
+    if let Some(d) = exec_digest {
+        append_file(
+            EXECLOG,
+            d,
+            "cannot reopen the execution log",
+            RecordError::ExecLogChanged,
+        )?;
     }
-    if let Some((path, want, len)) = grpc_digest {
-        let file = File::open(path).map_err(io_err("cannot reopen the remote gRPC log", path))?;
-        let got = tar
-            .append(GRPCLOG, len, &mut io::BufReader::new(file))
-            .map_err(|e| match e {
-                TarError::Layout(_) => RecordError::GrpcLogChanged(path.to_path_buf()),
-                e => RecordError::Tar(e),
-            })?;
-        if got != want {
-            return Err(RecordError::GrpcLogChanged(path.to_path_buf()));
-        }
+    if let Some(d) = grpc_digest {
+        append_file(
+            GRPCLOG,
+            d,
+            "cannot reopen the remote gRPC log",
+            RecordError::GrpcLogChanged,
+        )?;
     }
     if let Some(bytes) = corroboration {
         tar.append(CORROBORATION, bytes.len() as u64, &mut &bytes[..])?;
