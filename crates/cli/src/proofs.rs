@@ -59,6 +59,28 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The evidence as JSON, with the headline facts also at the top level
+/// (`remote_executor`, `executor_forced`, `remote_executions`) so CI
+/// scripts need not know the nested layout.
+pub fn evidence_json(ev: &proof_artifact::Evidence) -> serde_json::Value {
+    let mut v = serde_json::to_value(ev).expect("Evidence serializes");
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "remote_executor".into(),
+            serde_json::json!(ev.executor.remote_executor),
+        );
+        o.insert(
+            "executor_forced".into(),
+            serde_json::json!(ev.executor.forced),
+        );
+        o.insert(
+            "remote_executions".into(),
+            serde_json::json!(ev.processes.remote_executions.unwrap_or(0)),
+        );
+    }
+    v
+}
+
 pub fn load_signing_key(path: &Path) -> Result<proof_artifact::SigningKey> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the private key {}", path.display()))?;
@@ -175,7 +197,7 @@ pub fn record(a: RecordArgs) -> Result<u8> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": out.evidence})
+            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": evidence_json(&out.evidence)})
         );
     } else {
         println!(
@@ -279,7 +301,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
                         "artifact": path,
                         "ok": report.ok,
                         "checks": report.checks,
-                        "evidence": report.evidence,
+                        "evidence": report.evidence.as_ref().map(evidence_json),
                         "artifact_sha256": report.artifact_sha256,
                     }));
                 } else {
