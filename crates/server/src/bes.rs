@@ -16,8 +16,8 @@ use futures::{FutureExt, Stream, StreamExt};
 use proof_ingest::{batch_flags, finalize, Finalized};
 use proof_proto::bes::{
     build_event::Event, publish_build_event_server::PublishBuildEvent, stream_id::BuildComponent,
-    OrderedBuildEvent, PublishBuildToolEventStreamRequest, PublishBuildToolEventStreamResponse,
-    PublishLifecycleEventRequest, StreamId,
+    BuildEvent, OrderedBuildEvent, PublishBuildToolEventStreamRequest,
+    PublishBuildToolEventStreamResponse, PublishLifecycleEventRequest, StreamId,
 };
 use proof_store::{
     AppendFlags, InvocationMeta, InvocationSource, JournalRecord, LifecycleEvent, RecordKind,
@@ -208,7 +208,7 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
     let seq = u64::try_from(sequence_number)
         .map_err(|_| invalid(format!("sequence_number {sequence_number} is negative")))?;
     let event = event.ok_or_else(|| invalid(format!("event {seq} has no event")))?;
-    let (kind, payload, probe) = match &event.event {
+    let (kind, payload, probe) = match event.event {
         Some(Event::BazelEvent(any)) => {
             if any.type_url != proof_proto::BEP_EVENT_TYPE_URL {
                 return Err(invalid(format!(
@@ -218,24 +218,28 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
                 )));
             }
             let p = probe(&any.value).map_err(|e| invalid(format!("event {seq}: {e}")))?;
+            // The event's bytes move into the journal record: no copy.
+            (RecordKind::BepEvent, Bytes::from(any.value), Some(p))
+        }
+        // ComponentStreamFinished, and every other kind, including ones
+        // newer than our schema (prost sees no variant then): stored as they
+        // decode and acked, never refused.
+        other => {
+            let kind = if matches!(other, Some(Event::ComponentStreamFinished(_))) {
+                RecordKind::StreamFinished
+            } else {
+                RecordKind::Other
+            };
+            let event = BuildEvent {
+                event_time: event.event_time,
+                event: other,
+            };
             (
-                RecordKind::BepEvent,
-                Bytes::from(any.value.clone()),
-                Some(p),
+                kind,
+                Bytes::from(prost::Message::encode_to_vec(&event)),
+                None,
             )
         }
-        Some(Event::ComponentStreamFinished(_)) => (
-            RecordKind::StreamFinished,
-            Bytes::from(prost::Message::encode_to_vec(&event)),
-            None,
-        ),
-        // Other kinds, including ones newer than our schema (prost sees no
-        // variant then): stored as they decode and acked, never refused.
-        Some(_) | None => (
-            RecordKind::Other,
-            Bytes::from(prost::Message::encode_to_vec(&event)),
-            None,
-        ),
     };
     Ok(Parsed {
         stream_id,
