@@ -80,6 +80,7 @@ impl InProc {
             on_finalized: None,
             admission: Arc::new(OpenAdmission),
             max_message,
+            abandon_after: None,
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {

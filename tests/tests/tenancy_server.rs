@@ -52,6 +52,7 @@ impl InProc {
             on_finalized: None,
             admission: Arc::new(TenantAdmission::new(tenants)),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
+            abandon_after: None,
         };
         tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Directory for the proof artifacts.
     #[arg(long, requires = "key")]
     proofs: Option<PathBuf>,
+    /// Finalize, as incomplete, a stream that stored nothing for this many
+    /// seconds and has no open RPC (Bazel died or gave up); 0 = never.
+    #[arg(long = "abandon-after", default_value_t = 3600)]
+    abandon_after_secs: u64,
     /// Largest gRPC message (one event) accepted, in bytes.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
@@ -121,6 +125,8 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             on_finalized,
             admission,
             max_message: a.max_message_bytes,
+            abandon_after: (a.abandon_after_secs > 0)
+                .then(|| Duration::from_secs(a.abandon_after_secs)),
         };
         proof_server::serve_grpc(listener, cfg, shutdown_signal())
             .await

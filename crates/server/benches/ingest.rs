@@ -359,6 +359,7 @@ impl InProc {
             on_finalized: None,
             admission: Arc::new(OpenAdmission),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
+            abandon_after: None,
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -402,6 +403,7 @@ fn child_serve(dir: &Path) {
             on_finalized: None,
             admission: Arc::new(OpenAdmission),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
+            abandon_after: None,
         };
         proof_server::serve_grpc(listener, cfg, async {
             let _ = rx.await;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
@@ -155,6 +155,9 @@ struct Inner {
     on_finalized: Option<Arc<dyn OnFinalized>>,
     admission: Arc<dyn Admission>,
     denied: Mutex<DeniedMemory>,
+    /// When each invocation last stored something (for the abandon sweep).
+    activity: Mutex<HashMap<String, Instant>>,
+    started: Instant,
 }
 
 impl BesService {
@@ -171,10 +174,36 @@ impl BesService {
             on_finalized,
             admission,
             denied: Mutex::default(),
+            activity: Mutex::default(),
+            started: Instant::now(),
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Finalizes, as incomplete, every invocation that stored nothing for
+    /// `after` and has no open RPC (a Bazel that died or gave up mid-stream).
+    /// Invocations found in the store at start-up count from the start.
+    /// Runs until the runtime stops.
+    pub fn sweep_abandoned(&self, after: Duration) {
+        let inner = self.inner.clone();
+        let every = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let sweeper = inner.clone();
+                let swept = tokio::task::spawn_blocking(move || sweeper.sweep(after)).await;
+                match swept {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(invocations = n, ?after, "finalized abandoned streams")
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "abandon sweep failed"),
+                    Err(e) => tracing::error!(error = %e, "abandon sweep panicked"),
+                }
+            }
+        });
     }
 }
 
@@ -524,6 +553,10 @@ impl Inner {
                 return (acks, Some(store_status(e)));
             }
             Metrics::add(&self.metrics.events_ingested, n_bep);
+            self.activity
+                .lock()
+                .expect("activity lock")
+                .insert(id.clone(), Instant::now());
         }
         *guard = Some(pos);
         drop(guard);
@@ -586,7 +619,48 @@ impl Inner {
         r.status
     }
 
+    /// One abandon sweep (blocking): see [`BesService::sweep_abandoned`].
+    fn sweep(&self, after: Duration) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let mut done = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.store.list(&proof_store::ListFilter {
+                complete: Some(false),
+                limit: 1000,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(proof_store::ListCursor::after(last));
+            for rec in page.iter().filter(|r| !r.state.finalized) {
+                let id = &rec.meta.invocation_id;
+                let seen = self
+                    .activity
+                    .lock()
+                    .expect("activity lock")
+                    .get(id)
+                    .copied();
+                let idle = now.duration_since(seen.unwrap_or(self.started));
+                let open = self.slots.lock().expect("slots lock").contains_key(id);
+                if idle < after || open {
+                    continue;
+                }
+                let f = finalize(self.store.as_ref(), id)?;
+                self.activity.lock().expect("activity lock").remove(id);
+                Metrics::add(&self.metrics.invocations_finalized, 1);
+                tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, "abandoned stream finalized");
+                if let Some(hook) = &self.on_finalized {
+                    hook.on_finalized(self.store.as_ref(), &f);
+                }
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
     fn spawn_finalize(self: &Arc<Self>, id: String) {
+        self.activity.lock().expect("activity lock").remove(&id);
         let inner = self.clone();
         tokio::task::spawn_blocking(move || match finalize(inner.store.as_ref(), &id) {
             Ok(f) => {

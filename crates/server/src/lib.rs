@@ -33,6 +33,9 @@ pub struct GrpcConfig {
     pub on_finalized: Option<Arc<dyn OnFinalized>>,
     pub admission: Arc<dyn Admission>,
     pub max_message: usize,
+    /// Finalize (as incomplete) streams idle this long with no open RPC;
+    /// `None` keeps them open forever.
+    pub abandon_after: Option<std::time::Duration>,
 }
 
 /// Serves the BES on an already bound listener until `shutdown` resolves.
@@ -54,6 +57,9 @@ pub async fn serve_grpc(
         });
     }
     let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission);
+    if let Some(after) = cfg.abandon_after {
+        svc.sweep_abandoned(after);
+    }
     let svc = PublishBuildEventServer::new(svc)
         .max_decoding_message_size(cfg.max_message)
         .max_encoding_message_size(cfg.max_message);

@@ -1,0 +1,102 @@
+//! A stream that Bazel abandons mid-way (it died, or gave up retrying) is
+//! finalized as incomplete after `abandon_after`, and a late resume is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proof_e2e::{delimited_records, fixture, stored_events};
+use proof_server::replay::{replay, Faults, ReplayError, ReplayOptions};
+use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+use proof_store::{FsStore, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).unwrap());
+    let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
+    let cfg = GrpcConfig {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
+        on_finalized: None,
+        admission: Arc::new(OpenAdmission),
+        max_message: proof_server::DEFAULT_MAX_MESSAGE,
+        abandon_after: Some(Duration::from_millis(600)),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(proof_server::serve_grpc(listener, cfg, async {
+        let _ = stopped.await;
+    }));
+
+    let bep: Vec<Bytes> = delimited_records(&fixture("remote-build", "bep.bin"))
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+    let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
+    let opts = |faults: Faults, finish: bool| ReplayOptions {
+        target: format!("grpc://{addr}"),
+        invocation_id: id.into(),
+        build_id: "abandon-build".into(),
+        project_id: String::new(),
+        headers: Vec::new(),
+        max_retries: 0,
+        backoff: Duration::from_millis(10),
+        faults,
+        finish,
+    };
+    // Bazel sends 30 events, every one acked, and is never heard of again.
+    let first = replay(bep[..30].to_vec(), &opts(Faults::default(), false))
+        .await
+        .unwrap();
+    assert_eq!(first.acked, (1..=30).collect::<Vec<_>>());
+
+    let t = Instant::now();
+    let rec = loop {
+        let rec = store.get(id).unwrap().expect("the invocation was stored");
+        if rec.state.finalized {
+            break rec;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not finalized within 15 s: {:?}",
+            rec.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "finalized before the stream was idle long enough"
+    );
+    assert!(!rec.state.complete);
+    let reason = rec.state.incomplete_reason.unwrap();
+    assert!(
+        reason.contains("BuildFinished") && reason.contains("ComponentStreamFinished"),
+        "{reason}"
+    );
+    // What was stored is the stream's prefix, byte for byte.
+    let stored = stored_events(store.as_ref(), id);
+    assert_eq!(stored.len(), 30);
+    assert!(stored.iter().zip(&bep).all(|(s, b)| s[..] == b[..]));
+
+    // Bazel coming back later: the stored prefix is acked again, the first new
+    // event is refused for good.
+    let late = replay(bep.clone(), &opts(Faults::default(), true)).await;
+    match late {
+        Err(ReplayError::Refused {
+            code,
+            message,
+            report,
+        }) => {
+            assert_eq!(code, tonic::Code::FailedPrecondition, "{message}");
+            assert_eq!(report.acked, (1..=stored.len() as u64).collect::<Vec<_>>());
+        }
+        other => panic!("a late resume must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        stored_events(store.as_ref(), id).len(),
+        stored.len(),
+        "nothing more was stored"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
