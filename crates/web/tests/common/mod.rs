@@ -41,32 +41,14 @@ pub fn store_fixture(
         .unwrap();
     let first = proof_stream::probe::probe(&events[0]).unwrap();
     let id = first.started_uuid.unwrap();
-    store
-        .open_invocation(&InvocationMeta {
-            invocation_id: id.clone(),
-            build_id: Some(format!("build-{scenario}")),
-            source: InvocationSource::File,
-            tenant: tenant.map(str::to_string),
-            instance: None,
-            created_at_ms: at_ms,
-        })
-        .unwrap();
-    let records: Vec<JournalRecord> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| JournalRecord {
-            seq: i as u64 + 1,
-            kind: RecordKind::BepEvent,
-            payload: Bytes::from(e.clone()),
-        })
-        .collect();
-    let flags = AppendFlags {
-        saw_build_finished: true,
-        saw_last_message: true,
-        saw_stream_finished: false,
-    };
-    store.append(&id, &records, flags).unwrap();
-    proof_ingest::finalize(store, &id).unwrap();
+    store_invocation(
+        store,
+        &id,
+        Some(format!("build-{scenario}")),
+        tenant,
+        at_ms,
+        &events,
+    );
     id
 }
 
@@ -154,10 +136,22 @@ pub fn store_events(
     at_ms: i64,
     events: &[Vec<u8>],
 ) {
+    store_invocation(store, id, None, tenant, at_ms, events);
+}
+
+/// Opens, appends and finalizes one invocation.
+fn store_invocation(
+    store: &dyn Store,
+    id: &str,
+    build_id: Option<String>,
+    tenant: Option<&str>,
+    at_ms: i64,
+    events: &[Vec<u8>],
+) {
     store
         .open_invocation(&InvocationMeta {
             invocation_id: id.to_string(),
-            build_id: None,
+            build_id,
             source: InvocationSource::File,
             tenant: tenant.map(str::to_string),
             instance: None,
