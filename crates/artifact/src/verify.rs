@@ -17,7 +17,8 @@ use crate::hashio::HashReader;
 use crate::policy::Policy;
 use crate::statement::Statement;
 use crate::tar::{
-    scan, Member, Scanned, TarError, CORROBORATION, EVENTS, EXECLOG, GRPCLOG, STATEMENT,
+    scan, Member, Scanned, TarError, CORROBORATION, EVENTS, EXECLOG, EXECUTOR, GRPCLOG, ORIGIN,
+    STATEMENT,
 };
 
 /// Names of the integrity checks, in report order (policy checks follow).
@@ -145,7 +146,7 @@ pub fn verify<R: Read + Seek>(
         (Some(ev), None) => checks.extend(policy.evaluate(ev)),
         (_, first) => {
             let earlier = first.map_or("rederived", |c| c.name.as_str()).to_string();
-            for c in policy.checks() {
+            for c in policy.checks_for(None) {
                 checks.push(Check::new(
                     c.name(),
                     false,
@@ -358,16 +359,17 @@ fn rederive<R: Read + Seek>(
             return Ok(Err(format!("{EXECLOG}: {e}")));
         }
     }
-    for name in [GRPCLOG, CORROBORATION] {
+    for name in [GRPCLOG, CORROBORATION, EXECUTOR, ORIGIN] {
         let Some(m) = scanned.member(name) else {
             continue;
         };
         input.seek(SeekFrom::Start(m.offset))?;
         let mut hashed = HashReader::new(BufReader::new((&mut *input).take(m.size)));
-        let pushed = if name == GRPCLOG {
-            builder.push_remote_grpc_log(&mut hashed)
-        } else {
-            builder.push_corroboration(&mut hashed)
+        let pushed = match name {
+            GRPCLOG => builder.push_remote_grpc_log(&mut hashed),
+            CORROBORATION => builder.push_corroboration(&mut hashed),
+            EXECUTOR => builder.push_executor_ledger(&mut hashed),
+            _ => builder.push_origin(&mut hashed),
         };
         let (sha, _) = hashed.drain()?;
         if sha != m.sha256 {

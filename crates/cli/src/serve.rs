@@ -49,6 +49,21 @@ pub struct ServeArgs {
     /// then needs a tenant's bearer token and is held to that tenant's limits.
     #[arg(long)]
     tenants: Option<PathBuf>,
+    /// The remote executor the builds use (grpc://HOST:PORT, BuildGrid): when
+    /// an invocation finishes, ask it what it ran for that invocation and put
+    /// its answers in the proof (needs --key). Such proofs must pass
+    /// `executor_attested`.
+    #[arg(long, value_name = "URL", requires = "key")]
+    executor: Option<String>,
+    /// With --executor: the REAPI instance name(s) to ask under (repeatable;
+    /// default: the stream's --remote_instance_name).
+    #[arg(long = "executor-instance", value_name = "NAME", requires = "executor")]
+    executor_instances: Vec<String>,
+    /// With --executor: retry an unreachable executor (exponential backoff
+    /// from 0.5 s) for at most this many seconds, then sign a proof that says
+    /// it was unreachable (which fails verification).
+    #[arg(long = "executor-retry-secs", value_name = "SECS", default_value_t = 30, requires = "executor")]
+    executor_retry_secs: u64,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -61,9 +76,23 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 .with_context(|| format!("bad key {}", key.display()))?;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+            let executor = match &a.executor {
+                Some(url) => Some(proof_server::proofs::LedgerConfig {
+                    ledger: Arc::new(
+                        proof_executor::BuildGrid::new(url).context("bad --executor")?,
+                    ),
+                    instance_names: a.executor_instances.clone(),
+                    retry: proof_executor::Retry {
+                        total: Duration::from_secs(a.executor_retry_secs),
+                        first_delay: Duration::from_millis(500),
+                    },
+                }),
+                None => None,
+            };
             Some(Arc::new(ProofWriter {
                 key,
                 dir: dir.clone(),
+                executor,
             }))
         }
         _ => None,
