@@ -270,6 +270,10 @@ pub struct VerifyArgs {
     /// attest the build (always required for artifacts that carry one).
     #[arg(long, conflicts_with = "manifest")]
     require_executor_attestation: bool,
+    /// With --manifest: the tenants file of the server that signed the
+    /// proofs (each proof's tenant must own its class's repo).
+    #[arg(long, value_name = "FILE", requires = "manifest")]
+    tenants: Option<PathBuf>,
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
@@ -283,6 +287,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
             &a.keys,
             a.max_age,
             a.format,
+            a.tenants.as_deref(),
         );
     }
     if a.artifacts.is_empty() {

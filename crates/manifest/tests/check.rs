@@ -10,7 +10,11 @@ use proof_manifest::{
 use time::OffsetDateTime;
 
 fn opts(max_age_days: Option<u64>, now: OffsetDateTime) -> CheckOptions {
-    CheckOptions { max_age_days, now }
+    CheckOptions {
+        max_age_days,
+        now,
+        owners: None,
+    }
 }
 
 fn proofs() -> proof_manifest::ProofDir {

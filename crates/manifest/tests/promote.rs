@@ -13,6 +13,7 @@ fn req(class: &str, mode: Option<Mode>) -> PromoteRequest {
         class: class.into(),
         mode,
         location: "proofs/new.proof.tar".into(),
+        owners: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn re_promoting_with_the_same_artifact_changes_nothing() {
             class: "checkout-web/unit".into(),
             mode: None,
             location: rec.location.clone(),
+            owners: None,
         },
     )
     .unwrap();

@@ -106,6 +106,9 @@ pub struct Tenant {
     /// Exec property `Pool` values.
     pub pools: Allowed,
     pub quota: Quota,
+    /// Spoke repositories (`owner/name`, as the build's `REPO` metadata
+    /// names them) whose target classes this tenant's proofs may promote.
+    pub repos: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +129,8 @@ struct TenantToml {
     pools: Vec<String>,
     #[serde(default)]
     quota: Quota,
+    #[serde(default)]
+    repos: Vec<String>,
 }
 
 /// Every tenant of a server, with the token index.
@@ -206,6 +211,7 @@ impl Tenants {
                 remote_instance_names: remote,
                 pools,
                 quota: t.quota,
+                repos: t.repos,
             });
         }
         Ok(Tenants { tenants, by_hash })
@@ -217,6 +223,24 @@ impl Tenants {
 
     pub fn get(&self, id: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// Whether the tenant `id` owns the spoke repository `repo` (listed in
+    /// its `repos`), and if not, why not.
+    pub fn check_owner(&self, id: &str, repo: &str) -> Result<(), String> {
+        let Some(t) = self.get(id) else {
+            return Err(format!(
+                "the proof was submitted by tenant {id:?}, which is not in the tenants file"
+            ));
+        };
+        if t.repos.iter().any(|r| r == repo) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the proof was submitted by tenant {id:?}, which does not own repo {repo} (its repos: [{}]); only the tenant listing {repo} in the tenants file may promote its classes",
+                t.repos.join(", ")
+            ))
+        }
     }
 
     /// The tenant an `authorization` header value (`Bearer TOKEN`) names.
