@@ -76,7 +76,11 @@ fn verify(
     for c in v["checks"].as_array().unwrap() {
         by_name.insert(c["name"].as_str().unwrap().to_string(), c.clone());
     }
-    (code, serde_json::Value::Object(by_name), v["evidence"].clone())
+    (
+        code,
+        serde_json::Value::Object(by_name),
+        v["evidence"].clone(),
+    )
 }
 
 fn check(checks: &serde_json::Value, name: &str) -> (bool, String) {
@@ -255,7 +259,13 @@ fn manifest(dir: &Path, allow: bool) -> PathBuf {
 }
 
 /// `proof promote`: (exit code, output).
-fn promote(artifact: &Path, manifest: &Path, class: &str, public: &Path, extra: &[&str]) -> (i32, String) {
+fn promote(
+    artifact: &Path,
+    manifest: &Path,
+    class: &str,
+    public: &Path,
+    extra: &[&str],
+) -> (i32, String) {
     let mut args = vec![
         "promote",
         artifact.to_str().unwrap(),
@@ -323,7 +333,10 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     assert_eq!(att["images"][0]["pinned"], true);
     assert_eq!(ev["worker_images"][0]["source"], "executor");
     assert_eq!(ev["origin"]["tenant"], serde_json::Value::Null);
-    assert!(detail.contains(workers[0]) && detail.contains("executed 8 action(s)"), "{detail}");
+    assert!(
+        detail.contains(workers[0]) && detail.contains("executed 8 action(s)"),
+        "{detail}"
+    );
 
     // 2. The forged stream, replayed unauthenticated into the same server.
     let forged = tmp.path().join("forged.bep");
@@ -347,9 +360,8 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let (ok, detail) = check(&checks, "executor_attested");
     assert!(!ok);
     assert!(
-        detail.contains(&format!(
-            "executed 0 actions for invocation {forged_id}"
-        )) && detail.contains("claims 8 remote executions"),
+        detail.contains(&format!("executed 0 actions for invocation {forged_id}"))
+            && detail.contains("claims 8 remote executions"),
         "{detail}"
     );
     let (ok, detail) = check(&checks, "sources_agree");

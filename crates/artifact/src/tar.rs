@@ -495,7 +495,9 @@ mod tests {
             (GRPCLOG, b"d"),
             (SUMMARY, b"e"),
         ]);
-        assert!(layout_err(&reordered).contains("is \"remote_grpc.log\"; expected executor.bin or origin.json or summary.md"));
+        assert!(layout_err(&reordered).contains(
+            "is \"remote_grpc.log\"; expected executor.bin or origin.json or summary.md"
+        ));
         // Trailing bytes, 10240-byte record padding, missing end block.
         let mut t = good.clone();
         t.push(0);

@@ -62,7 +62,12 @@ pub struct ServeArgs {
     /// With --executor: retry an unreachable executor (exponential backoff
     /// from 0.5 s) for at most this many seconds, then sign a proof that says
     /// it was unreachable (which fails verification).
-    #[arg(long = "executor-retry-secs", value_name = "SECS", default_value_t = 30, requires = "executor")]
+    #[arg(
+        long = "executor-retry-secs",
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "executor"
+    )]
     executor_retry_secs: u64,
 }
 

@@ -258,7 +258,11 @@ impl LedgerAccum {
             }
             let prefix = format!("{}/", page.instance_name);
             for op in page.response.iter().flat_map(|r| &r.operations) {
-                let name = op.name.strip_prefix(&prefix).unwrap_or(&op.name).to_string();
+                let name = op
+                    .name
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&op.name)
+                    .to_string();
                 if !seen.insert(name.clone()) {
                     continue;
                 }
@@ -368,12 +372,8 @@ pub(crate) fn contradictions(
     attestation: Option<&ExecutorAttestation>,
 ) -> Vec<Contradiction> {
     let mut out = Vec::new();
-    let remote = |f: &crate::ProcessFigure| {
-        f.runners
-            .get(crate::runners::REMOTE)
-            .copied()
-            .unwrap_or(0)
-    };
+    let remote =
+        |f: &crate::ProcessFigure| f.runners.get(crate::runners::REMOTE).copied().unwrap_or(0);
     let bep = processes
         .sources
         .iter()

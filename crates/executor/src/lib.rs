@@ -46,7 +46,9 @@ const MAX_PAGES: usize = 100_000;
 /// Why the executor could not be asked. `Unreachable` is retried.
 #[derive(Debug, Error)]
 pub enum LedgerError {
-    #[error("--executor {0:?} is not a grpc://HOST:PORT address; TLS (grpcs://) is not supported yet")]
+    #[error(
+        "--executor {0:?} is not a grpc://HOST:PORT address; TLS (grpcs://) is not supported yet"
+    )]
     BadEndpoint(String),
     #[error("the invocation id {0:?} cannot be used in an executor filter; expected letters, digits, '-', '_' or '.' (a Bazel UUID)")]
     BadInvocationId(String),
@@ -221,10 +223,9 @@ impl BuildGrid {
             .connect()
             .await
             .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
-        let mut ops = OperationsClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE);
-        let mut cas = ContentAddressableStorageClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE);
+        let mut ops = OperationsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
+        let mut cas =
+            ContentAddressableStorageClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let mut out = header(self, q);
         let filter = format!("invocation_id={}", q.invocation_id);
         for instance in &q.instance_names {
@@ -273,7 +274,9 @@ impl BuildGrid {
             executed.dedup();
             // The Actions, then the Commands of the Actions that carry no
             // platform of their own (Bazel 4.x).
-            let actions = self.read_blobs(&mut cas, instance, &executed, &mut out).await?;
+            let actions = self
+                .read_blobs(&mut cas, instance, &executed, &mut out)
+                .await?;
             let mut commands: Vec<Digest> = actions
                 .iter()
                 .filter_map(|data| Action::decode(data.as_slice()).ok())
@@ -307,10 +310,7 @@ impl BuildGrid {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     for d in chunk {
-                        let r = resp
-                            .responses
-                            .iter()
-                            .find(|r| r.digest.as_ref() == Some(d));
+                        let r = resp.responses.iter().find(|r| r.digest.as_ref() == Some(d));
                         let blob = match r {
                             Some(r) => {
                                 let code = r.status.as_ref().map_or(0, |s| s.code);
@@ -326,14 +326,19 @@ impl BuildGrid {
                                         .as_ref()
                                         .map(|s| s.message.clone())
                                         .unwrap_or_default(),
-                                    data: if code == 0 { r.data.clone() } else { Vec::new() },
+                                    data: if code == 0 {
+                                        r.data.clone()
+                                    } else {
+                                        Vec::new()
+                                    },
                                 }
                             }
                             None => Blob {
                                 instance_name: instance.to_string(),
                                 digest: Some(d.clone()),
                                 status_code: tonic::Code::NotFound as i32,
-                                status_message: "the BatchReadBlobs answer has no entry for this digest".into(),
+                                status_message:
+                                    "the BatchReadBlobs answer has no entry for this digest".into(),
                                 data: Vec::new(),
                             },
                         };
