@@ -409,6 +409,7 @@ tokens_sha256 = ["{a}"]
 bes_instance_names = ["spoke-a", ""]
 remote_instance_names = [""]
 pools = ["", "linux"]
+repos = ["acme/web", "acme/api"]
 
 [[tenant]]
 id = "pr"
@@ -443,6 +444,25 @@ bytes_per_invocation = 1000
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_tenant_owns_only_the_repos_it_lists() {
+        let t = Tenants::parse(&file()).unwrap();
+        assert_eq!(t.get("spoke-a").unwrap().repos, ["acme/web", "acme/api"]);
+        assert!(t.check_owner("spoke-a", "acme/api").is_ok());
+        let e = t.check_owner("spoke-a", "acme/other").unwrap_err();
+        assert!(
+            e.contains("tenant \"spoke-a\", which does not own repo acme/other"),
+            "{e}"
+        );
+        // No repos listed: owns nothing.
+        assert!(t.get("pr").unwrap().repos.is_empty());
+        assert!(t.check_owner("pr", "acme/web").is_err());
+        assert!(t
+            .check_owner("gone", "acme/web")
+            .unwrap_err()
+            .contains("not in the tenants file"));
     }
 
     #[test]
