@@ -69,6 +69,14 @@ pub fn record_json(store: &dyn Store, rec: &InvocationRecord) -> Result<Value> {
     Ok(v)
 }
 
+/// Prints the fields of a JSON BEP file that did not fit the schema (their
+/// events were kept without them) on stderr.
+pub fn print_warnings(file: &Path, warnings: &[proof_stream::bepfile::ConversionWarning]) {
+    for w in warnings {
+        eprintln!("proof: warning: {}: {w}", file.display());
+    }
+}
+
 pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -89,12 +97,14 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
         },
     )
     .with_context(|| format!("cannot ingest {}", file.display()))?;
+    print_warnings(file, &fin.warnings);
     let rec = store
         .get(&fin.invocation_id)?
         .context("the invocation vanished after ingest")?;
     if json {
         let mut v = record_json(&store, &rec)?;
         v["format"] = json!(format);
+        v["warnings"] = json!(fin.warnings);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(

@@ -178,7 +178,7 @@ pub fn record(a: RecordArgs) -> Result<u8> {
     let key = load_signing_key(&a.key)?;
     let f =
         std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
-    let events =
+    let mut events =
         proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
             .with_context(|| format!("cannot read {}", a.bep.display()))?;
     std::fs::create_dir_all(&a.out)
@@ -192,12 +192,13 @@ pub fn record(a: RecordArgs) -> Result<u8> {
         remote_grpc_log: a.remote_grpc_log.as_deref(),
         corroboration: corroboration.as_deref(),
     };
-    let out = proof_artifact::record_with(events, &inputs, &key, &a.out)
+    let out = proof_artifact::record_with(&mut events, &inputs, &key, &a.out)
         .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;
+    crate::invocations::print_warnings(&a.bep, events.warnings());
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": evidence_json(&out.evidence)})
+            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": evidence_json(&out.evidence), "warnings": events.warnings()})
         );
     } else {
         println!(

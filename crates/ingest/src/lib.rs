@@ -16,7 +16,7 @@ use bytes::Bytes;
 use proof_store::{
     AppendFlags, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store, StoreError,
 };
-use proof_stream::bepfile::{BepFileError, BepFileReader, BepFormat};
+use proof_stream::bepfile::{BepFileError, BepFileReader, BepFormat, ConversionWarning};
 use proof_stream::probe::{probe, Probe};
 use proof_stream::summary::{Summary, SummaryBuilder};
 use thiserror::Error;
@@ -68,6 +68,9 @@ pub struct Finalized {
     pub complete: bool,
     pub reason: Option<String>,
     pub summary: Summary,
+    /// Fields of a JSON file that did not fit the schema and were left out
+    /// of their (kept) events; empty for the live path and binary files.
+    pub warnings: Vec<ConversionWarning>,
 }
 
 /// Why an invocation is incomplete, or `None` when it is complete.
@@ -124,6 +127,7 @@ pub fn finalize(store: &dyn Store, invocation_id: &str) -> Result<Finalized, Sto
         complete: reason.is_none(),
         reason,
         summary,
+        warnings: Vec::new(),
     })
 }
 
@@ -202,7 +206,9 @@ pub fn ingest_file(
         let _ = store.delete(&invocation_id);
         return Err(e);
     }
-    Ok((format, finalize(store, &invocation_id)?))
+    let mut fin = finalize(store, &invocation_id)?;
+    fin.warnings = events.take_warnings();
+    Ok((format, fin))
 }
 
 #[cfg(test)]
