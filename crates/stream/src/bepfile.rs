@@ -300,6 +300,54 @@ mod tests {
     }
 
     #[test]
+    fn a_field_that_does_not_fit_is_a_warning_with_its_line_not_an_error() {
+        let file = concat!(
+            "{\"id\":{\"started\":{}},\"started\":{\"uuid\":\"u\"}}\n",
+            "\n",
+            "{\"id\":{\"testSummary\":{\"label\":\"//:t\"}},",
+            "\"testSummary\":{\"overallStatus\":\"NO_SUCH_STATUS\",\"totalRunCount\":2}}\n",
+            "{\"id\":{\"testSummary\":{\"label\":\"//:u\"}},",
+            "\"testSummary\":{\"overallStatus\":\"BLAZE_HALTED_BEFORE_TESTING\"}}\n",
+        );
+        let mut r = BepFileReader::open(file.as_bytes()).unwrap();
+        let events: Vec<Vec<u8>> = (&mut r).collect::<Result<_, _>>().unwrap();
+        assert_eq!(events.len(), 3, "every event is kept");
+        assert_eq!(r.warning_count(), 1);
+        let w = &r.warnings()[0];
+        assert_eq!((w.line, w.field.as_str()), (3, "testSummary.overallStatus"));
+        assert!(
+            w.to_string()
+                .starts_with("line 3: field testSummary.overallStatus"),
+            "{w}"
+        );
+        use proof_proto::bep::build_event::Payload;
+        let summary = |e: &[u8]| match <proof_proto::bep::BuildEvent as prost::Message>::decode(e)
+            .unwrap()
+            .payload
+        {
+            Some(Payload::TestSummary(s)) => s,
+            p => panic!("{p:?}"),
+        };
+        // The rest of the event survives; the older name of status 8 parses.
+        assert_eq!(summary(&events[1]).total_run_count, 2);
+        assert_eq!(summary(&events[2]).overall_status, 8);
+    }
+
+    #[test]
+    fn kept_warnings_are_capped_and_counted() {
+        let line = "{\"id\":{\"progress\":{\"opaqueCount\":\"x\"}}}\n";
+        let file = line.repeat(MAX_KEPT_WARNINGS + 5);
+        let mut r = BepFileReader::open(file.as_bytes()).unwrap();
+        assert_eq!((&mut r).count(), MAX_KEPT_WARNINGS + 5);
+        assert_eq!(r.warning_count(), MAX_KEPT_WARNINGS as u64 + 5);
+        assert_eq!(r.warnings().len(), MAX_KEPT_WARNINGS);
+        assert_eq!(
+            r.take_warnings().last().unwrap().line,
+            MAX_KEPT_WARNINGS as u64
+        );
+    }
+
+    #[test]
     fn truncated_binary_is_an_error_not_a_short_stream() {
         let bin = std::fs::read(format!("{FIX}/remote-build/bep.bin")).unwrap();
         let cut = &bin[..bin.len() - 10];
