@@ -300,6 +300,41 @@ mod tests {
         ));
     }
 
+    /// Issue #9: a real Bazel 8.3.1 JSON file (MissReason by name) ingests
+    /// whole; a copy with a mistyped field ingests whole too, with the field
+    /// named in `Finalized::warnings`, and its journal holds every event.
+    #[test]
+    fn json_fields_that_do_not_fit_are_warnings_not_a_failed_ingest() {
+        let real = format!("{FIX}/../real/bazel-8.3.1-remote/bep.ndjson");
+        let text = std::fs::read_to_string(&real).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (_, fin) = ingest(&store, &real).unwrap();
+        assert!(
+            fin.complete && fin.warnings.is_empty(),
+            "{:?}",
+            fin.warnings
+        );
+        assert_eq!(fin.summary.event_count, 111);
+
+        let bad = text.replacen(
+            "\"exitCode\":{\"name\":\"SUCCESS\"",
+            "\"exitCode\":{\"name\":\"SUCCESS\",\"code\":\"zero\"",
+            1,
+        );
+        assert_ne!(bad, text);
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (_, fin) = ingest_file(&store, bad.as_bytes(), 1, |_| {}).unwrap();
+        assert!(fin.complete, "{:?}", fin.reason);
+        assert_eq!(fin.summary.event_count, 111);
+        assert_eq!(store.read(&fin.invocation_id).unwrap().count(), 111);
+        let w: Vec<_> = fin.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(w, ["finished.exitCode.code"], "{:?}", fin.warnings);
+        // The exit code's name survives; its number is left out (0).
+        assert_eq!(fin.summary.exit_code.as_ref().unwrap().name, "SUCCESS");
+    }
+
     #[test]
     fn a_file_without_build_finished_is_incomplete_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
