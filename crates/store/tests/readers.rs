@@ -140,9 +140,16 @@ fn a_reader_writes_nothing_and_does_not_hold_the_writer_lock() {
             .map(drop),
         "append",
     );
-    read_only(reader.mark_complete("a", true, None, &json!({})), "finalize");
     read_only(
-        reader.record_lifecycle("build-a", Some("a"), LifecycleEvent::BuildEnqueued { at_ms: None }),
+        reader.mark_complete("a", true, None, &json!({})),
+        "finalize",
+    );
+    read_only(
+        reader.record_lifecycle(
+            "build-a",
+            Some("a"),
+            LifecycleEvent::BuildEnqueued { at_ms: None },
+        ),
         "lifecycle",
     );
     read_only(reader.delete("a"), "delete");
