@@ -11,15 +11,8 @@ use crate::EXIT_OK;
 
 /// Opens the store for writing (`proof serve`, `proof ingest`): one writer per directory.
 pub fn open_store(dir: &Path) -> Result<FsStore> {
-    let store = FsStore::open(dir).map_err(|e| {
-        let hint = if matches!(e, StoreError::Locked { .. }) {
-            " (reading commands such as `proof list` work beside it; to add a file \
-             while it runs, send it with `proof replay FILE --to grpc://ADDR`)"
-        } else {
-            ""
-        };
-        anyhow::Error::new(e).context(format!("cannot open the store at {}{hint}", dir.display()))
-    })?;
+    let store = FsStore::open(dir)
+        .with_context(|| format!("cannot open the store at {} for writing", dir.display()))?;
     let rep = store.recovery_report();
     if !rep.is_clean() {
         eprintln!("proof: store recovery: {rep:?}");
@@ -90,7 +83,17 @@ pub fn record_json(store: &dyn Store, rec: &InvocationRecord) -> Result<Value> {
 pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let store = open_store(dir)?;
+    let store = open_store(dir).map_err(|e| {
+        if matches!(e.downcast_ref(), Some(StoreError::Locked { .. })) {
+            e.context(format!(
+                "a running `proof serve` owns the store; send the file to it instead: \
+                 proof replay {} --to grpc://ADDR",
+                file.display()
+            ))
+        } else {
+            e
+        }
+    })?;
     let mut last_report = std::time::Instant::now();
     let (format, fin) = proof_ingest::ingest_file(
         &store,

@@ -66,7 +66,7 @@ pub enum StoreError {
     },
 
     /// Another process (or another `FsStore` in this process) has the store open for writing.
-    #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory")]
+    #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory (reading beside it works: FsStore::open_read_only, `proof list`)")]
     Locked { dir: PathBuf },
 
     /// A write was asked of a store opened with [`crate::FsStore::open_read_only`].
