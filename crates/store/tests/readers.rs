@@ -34,10 +34,20 @@ fn a_reader_sees_every_acked_record_while_the_writer_appends() {
     let reader = FsStore::open_read_only(dir.path()).unwrap();
     assert!(reader.is_read_only() && !writer.is_read_only());
     let acked = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
     let w = {
-        let (writer, acked) = (writer.clone(), acked.clone());
+        let (writer, acked, reads) = (writer.clone(), acked.clone(), reads.clone());
         std::thread::spawn(move || {
             for i in 0..300u64 {
+                if i % 50 == 25 {
+                    // However fast fsync is here, let the reader in mid-stream.
+                    let seen = reads.load(Ordering::SeqCst);
+                    let t = std::time::Instant::now();
+                    while reads.load(Ordering::SeqCst) < seen + 2 {
+                        assert!(t.elapsed().as_secs() < 60, "the reader stalled");
+                        std::thread::yield_now();
+                    }
+                }
                 let st = writer
                     .append("live", &recs(i * 7 + 1, 7), AppendFlags::default())
                     .unwrap();
@@ -49,7 +59,6 @@ fn a_reader_sees_every_acked_record_while_the_writer_appends() {
                 .unwrap();
         })
     };
-    let mut reads = 0;
     let mut last = 0;
     while !w.is_finished() {
         let acked_before = acked.load(Ordering::SeqCst);
@@ -65,10 +74,10 @@ fn a_reader_sees_every_acked_record_while_the_writer_appends() {
         check_prefix(&got);
         let row = reader.get("live").unwrap().unwrap();
         assert!(row.state.last_seq >= acked_before);
-        reads += 1;
+        reads.fetch_add(1, Ordering::SeqCst);
     }
     w.join().unwrap();
-    assert!(reads > 1, "the reader never overlapped the writer");
+    assert!(reads.load(Ordering::SeqCst) >= 12);
     let got = read_all(&reader, "live");
     assert_eq!(got.len(), 2100);
     check_prefix(&got);
