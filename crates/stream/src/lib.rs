@@ -12,3 +12,4 @@ pub mod delimited;
 pub mod probe;
 pub mod sequencer;
 pub mod summary;
+pub mod tolerant;
