@@ -4,19 +4,62 @@ use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
 use proof_store::{FsStore, InvocationRecord, ListFilter, RecordKind, Store};
 use serde_json::{json, Value};
 
 use crate::EXIT_OK;
 
-pub fn open_store(dir: &Path) -> Result<FsStore> {
-    let store = FsStore::open(dir)
-        .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+/// Opens the store `--store` names: a `postgres://USER[:PASSWORD]@HOST:PORT/DB` URL is
+/// the PostgreSQL store (docs/store.md), anything else the embedded store's directory.
+pub fn open_store(spec: &Path) -> Result<Arc<dyn Store>> {
+    if let Some(url) = spec.to_str().filter(|s| proof_store_pg::is_pg_url(s)) {
+        let store = proof_store_pg::PgStore::connect(url).with_context(|| {
+            format!(
+                "cannot open the PostgreSQL store {}",
+                proof_store_pg::redact(url)
+            )
+        })?;
+        return Ok(Arc::new(store));
+    }
+    let store = FsStore::open(spec)
+        .with_context(|| format!("cannot open the store at {}", spec.display()))?;
     let rep = store.recovery_report();
     if !rep.is_clean() {
         eprintln!("proof: store recovery: {rep:?}");
     }
-    Ok(store)
+    Ok(Arc::new(store))
+}
+
+/// `proof migrate`: brings a PostgreSQL store's schema up to date.
+pub fn migrate(spec: &Path) -> Result<u8> {
+    let Some(url) = spec.to_str().filter(|s| proof_store_pg::is_pg_url(s)) else {
+        bail!(
+            "{} is not a postgres:// URL; the embedded store needs no migration",
+            spec.display()
+        );
+    };
+    let (done, version) = proof_store_pg::PgStore::migrate_url(url).with_context(|| {
+        format!(
+            "cannot migrate the PostgreSQL store {}",
+            proof_store_pg::redact(url)
+        )
+    })?;
+    if done.is_empty() {
+        println!("schema version {version}: up to date");
+    } else {
+        println!("schema version {version}: applied migration(s) {done:?}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--store` as shown to people (a URL without its password).
+pub fn store_display(spec: &Path) -> String {
+    match spec.to_str().filter(|s| proof_store_pg::is_pg_url(s)) {
+        Some(url) => proof_store_pg::redact(url),
+        None => spec.display().to_string(),
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -75,7 +118,7 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     let store = open_store(dir)?;
     let mut last_report = std::time::Instant::now();
     let (format, fin) = proof_ingest::ingest_file(
-        &store,
+        store.as_ref(),
         BufReader::with_capacity(1 << 20, f),
         now_ms(),
         |p| {
@@ -93,7 +136,7 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
         .get(&fin.invocation_id)?
         .context("the invocation vanished after ingest")?;
     if json {
-        let mut v = record_json(&store, &rec)?;
+        let mut v = record_json(store.as_ref(), &rec)?;
         v["format"] = json!(format);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -122,16 +165,16 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
     if json {
         let v: Vec<Value> = recs
             .iter()
-            .map(|r| record_json(&store, r))
+            .map(|r| record_json(store.as_ref(), r))
             .collect::<Result<_>>()?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
     if recs.is_empty() {
-        println!("no invocations in {}", dir.display());
+        println!("no invocations in {}", store_display(dir));
     }
     for r in &recs {
-        let v = record_json(&store, r)?;
+        let v = record_json(store.as_ref(), r)?;
         println!(
             "{}  {:<6} {:<5} {:>7} events  {:<10}  {}",
             r.meta.invocation_id,
@@ -158,10 +201,10 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
     let Some(rec) = found else {
         bail!(
             "no invocation {id} in {}; `proof list` shows what is stored",
-            dir.display()
+            store_display(dir)
         );
     };
-    let v = record_json(&store, &rec)?;
+    let v = record_json(store.as_ref(), &rec)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -183,7 +226,7 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
 pub fn export(dir: &Path, id: &str, out: &Path) -> Result<u8> {
     let store = open_store(dir)?;
     if store.state(id)?.is_none() {
-        bail!("no invocation {id} in {}", dir.display());
+        bail!("no invocation {id} in {}", store_display(dir));
     }
     let mut buf = Vec::new();
     let mut w: Box<dyn Write> = if out == Path::new("-") {

@@ -20,7 +20,8 @@ pub struct ServeArgs {
     /// gRPC address of the Build Event Service (Bazel: --bes_backend=grpc://ADDR).
     #[arg(long, default_value = "127.0.0.1:8980")]
     listen: String,
-    /// Store directory (journals + SQLite index); created if missing.
+    /// Store: a directory (journals + SQLite index, created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (shared by replicas; docs/store.md).
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
     /// Sign a proof artifact for every complete invocation with this key (PKCS#8 PEM).
@@ -52,7 +53,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
+    let store: Arc<dyn Store> = open_store(&a.store)?;
     let on_finalized: Option<Arc<dyn OnFinalized>> = match (&a.key, &a.proofs) {
         (Some(key), Some(dir)) => {
             let pem = std::fs::read_to_string(key)
@@ -83,7 +84,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         println!(
             "proof serve: BES listening on grpc://{addr} (store {})",
-            a.store.display()
+            crate::invocations::store_display(&a.store)
         );
         if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
             println!(

@@ -3,10 +3,37 @@
 //! ComponentStreamFinished and before finalizing). Bazel got every ack and
 //! will not retry, so nothing else would ever finalize them.
 
-use proof_ingest::finalize;
+use proof_ingest::{conclude, record_outcome, Finalized};
 use proof_store::{ListCursor, ListFilter, Store, StoreError};
 
 use crate::bes::OnFinalized;
+
+/// Finalizes `invocation_id` once, whichever replica (or thread) gets here first: under
+/// the store's exclusive lock, and only if it is not finalized yet, derives the outcome,
+/// runs `hook` (signs the proof) and then records the outcome. Returns `None` when another
+/// holder is at it or it was already finalized. A crash after signing and before
+/// recording leaves it unfinalized, so it is signed again (same artifact path) next time.
+pub fn finalize_once(
+    store: &dyn Store,
+    invocation_id: &str,
+    hook: Option<&dyn OnFinalized>,
+) -> Result<Option<Finalized>, StoreError> {
+    let mut out = None;
+    store.exclusive(invocation_id, &mut || {
+        match store.state(invocation_id)? {
+            Some(st) if !st.finalized => {}
+            _ => return Ok(()),
+        }
+        let f = conclude(store, invocation_id)?;
+        if let Some(hook) = hook {
+            hook.on_finalized(store, &f);
+        }
+        record_outcome(store, &f)?;
+        out = Some(f);
+        Ok(())
+    })?;
+    Ok(out)
+}
 
 /// Finalizes every stored invocation that saw its ComponentStreamFinished
 /// but is not finalized; returns how many. Streams that did not finish are
@@ -28,12 +55,10 @@ pub fn finalize_pending(
         cursor = Some(ListCursor::after(last));
         for rec in &page {
             if rec.state.saw_stream_finished && !rec.state.finalized {
-                let f = finalize(store, &rec.meta.invocation_id)?;
-                tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized at start-up");
-                if let Some(hook) = hook {
-                    hook.on_finalized(store, &f);
+                if let Some(f) = finalize_once(store, &rec.meta.invocation_id, hook)? {
+                    tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized a finished stream");
+                    done += 1;
                 }
-                done += 1;
             }
         }
     }

@@ -242,6 +242,31 @@ impl PgStore {
 
     /// Connects to `url` with `opts`.
     pub fn connect_with(url: &str, opts: &PgOptions) -> Result<Self, StoreError> {
+        let store = Self::unmigrated(url, opts)?;
+        let mut c = store.conn()?;
+        let pending = store.pending_migrations(&mut c)?;
+        if !pending.is_empty() {
+            if opts.migrate {
+                migrate_conn(&mut c)?;
+            } else {
+                return Err(StoreError::Schema(format!(
+                    "the database at {} needs schema migration(s) {:?}; run `proof migrate --store URL` (or start `proof serve`, which migrates)",
+                    store.display, pending
+                )));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Applies the pending migrations of the database at `url`; returns the versions
+    /// applied now and the schema version after.
+    pub fn migrate_url(url: &str) -> Result<(Vec<i32>, i32), StoreError> {
+        let store = Self::unmigrated(url, &PgOptions::default())?;
+        let done = store.migrate()?;
+        Ok((done, store.schema_version()?))
+    }
+
+    fn unmigrated(url: &str, opts: &PgOptions) -> Result<Self, StoreError> {
         let display = redact(url);
         let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
             context: format!(
@@ -262,20 +287,7 @@ impl PgStore {
             .test_on_check_out(true)
             .error_handler(Box::new(LogErrors))
             .build_unchecked(manager);
-        let store = PgStore { pool, display };
-        let mut c = store.conn()?;
-        let pending = store.pending_migrations(&mut c)?;
-        if !pending.is_empty() {
-            if opts.migrate {
-                migrate_conn(&mut c)?;
-            } else {
-                return Err(StoreError::Schema(format!(
-                    "the database at {} needs schema migration(s) {:?}; run `proof migrate --store URL` (or start `proof serve`, which migrates)",
-                    store.display, pending
-                )));
-            }
-        }
-        Ok(store)
+        Ok(PgStore { pool, display })
     }
 
     /// The store URL without its password.
