@@ -159,11 +159,23 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A PostgreSQL error as one line: the server's message (and SQLSTATE) when it sent one,
+/// else the client's error and its cause.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(d) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", d.message(), d.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 fn db(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> StoreError {
     let context = context.into();
     move |e| StoreError::Database {
         context,
-        source: Box::new(e),
+        source: describe(&e).into(),
     }
 }
 
@@ -408,7 +420,7 @@ struct LogErrors;
 
 impl r2d2::HandleError<postgres::Error> for LogErrors {
     fn handle_error(&self, error: postgres::Error) {
-        tracing::warn!(%error, "PostgreSQL connection failed");
+        tracing::warn!(error = %describe(&error), "PostgreSQL connection failed");
     }
 }
 
