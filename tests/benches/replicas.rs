@@ -6,6 +6,7 @@
 //!   - embedded x1: one replica on a store directory (the baseline);
 //!   - pg x1:       one replica on PostgreSQL;
 //!   - pg x3:       three replicas on one PostgreSQL database behind HAProxy (h2c).
+//!
 //! Printed: events/s (and the ratio to the embedded baseline) and the peak RSS of each
 //! replica process (VmHWM).
 //!
@@ -37,7 +38,10 @@ fn run(name: &'static str, replicas: &Replicas, target: &str, size: &Size) -> Ou
         .unwrap();
     let streams: Vec<_> = (0..size.streams)
         .map(|k| {
-            let id = format!("bench-{}-{k}", name.split(" + ").next().unwrap().replace(" ", "-"));
+            let id = format!(
+                "bench-{}-{k}",
+                name.split(" + ").next().unwrap().replace(" ", "-")
+            );
             let events = synthetic_stream(&id, size.events);
             (id, events)
         })

@@ -151,7 +151,8 @@ mod tests {
         let store = open_store(dir.path()).unwrap();
         let bep = std::fs::File::open(fixture("failing-build", "bep.bin")).unwrap();
         let (_, fin) =
-            proof_ingest::ingest_file(&store, std::io::BufReader::new(bep), 0, |_| {}).unwrap();
+            proof_ingest::ingest_file(store.as_ref(), std::io::BufReader::new(bep), 0, |_| {})
+                .unwrap();
         let id = fin.invocation_id;
 
         // The BEP alone: 4.2.3's process stats leave the failed remote spawn out.

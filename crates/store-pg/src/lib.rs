@@ -94,7 +94,7 @@ CREATE TABLE lifecycle (
 /// Advisory lock key (transaction level) that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x7262_6570_726f_6f66; // "rbeproof"
 /// Seed of the advisory lock keys of [`Store::exclusive`].
-const EXCLUSIVE_SEED: i64 = 0x7072_6f6f_66;
+const EXCLUSIVE_SEED: i64 = 0x0070_726f_6f66;
 
 /// How long a call waits for a database connection before it fails (and the server
 /// answers UNAVAILABLE, so Bazel retries).
