@@ -68,7 +68,9 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        let _ = proof_store_pg::drop_database(&self.admin, &self.name);
+        // On a plain thread: the sync client must not block a runtime's thread.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || proof_store_pg::drop_database(&admin, &name)).join();
     }
 }
 

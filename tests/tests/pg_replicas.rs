@@ -418,3 +418,148 @@ fn bazel_through_haproxy_survives_kill_9_of_the_replica_holding_its_stream() {
             > 0
     );
 }
+
+mod stale_cache {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use proof_e2e::pg::{synthetic_stream, Db};
+    use proof_proto::bes::{
+        publish_build_event_client::PublishBuildEventClient, stream_id::BuildComponent, BuildEvent,
+        OrderedBuildEvent, PublishBuildToolEventStreamRequest, StreamId,
+    };
+    use proof_server::replay::tool_events;
+    use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+    use proof_store::Store;
+    use tokio::sync::mpsc;
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+
+    fn requests(
+        id: &str,
+        bep: &[Bytes],
+        from: usize,
+        to: usize,
+    ) -> Vec<PublishBuildToolEventStreamRequest> {
+        let events = tool_events(bep.iter().cloned(), true);
+        (from..=to)
+            .map(|s| PublishBuildToolEventStreamRequest {
+                ordered_build_event: Some(OrderedBuildEvent {
+                    stream_id: Some(StreamId {
+                        build_id: format!("build-{id}"),
+                        component: BuildComponent::Tool as i32,
+                        invocation_id: id.to_string(),
+                    }),
+                    sequence_number: s as i64,
+                    event: Some(BuildEvent {
+                        event_time: None,
+                        event: Some(events[s - 1].clone()),
+                    }),
+                }),
+                notification_keywords: Vec::new(),
+                project_id: "replica-tests".into(),
+                check_preceding_lifecycle_events_present: false,
+            })
+            .collect()
+    }
+
+    async fn replica(store: Arc<dyn Store>) -> SocketAddr {
+        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
+        let cfg = GrpcConfig {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            on_finalized: None,
+            admission: Arc::new(OpenAdmission),
+            max_message: proof_server::DEFAULT_MAX_MESSAGE,
+            abandon_after: None,
+        };
+        tokio::spawn(async move {
+            let _ = proof_server::serve_grpc(listener, cfg, std::future::pending()).await;
+        });
+        addr
+    }
+
+    async fn client(addr: SocketAddr) -> PublishBuildEventClient<tonic::transport::Channel> {
+        PublishBuildEventClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    }
+
+    /// Opens an RPC, sends `reqs`, and collects `n` acks; returns the open sender (the
+    /// RPC stays open while it lives) and the response stream.
+    async fn rpc(
+        addr: SocketAddr,
+        reqs: Vec<PublishBuildToolEventStreamRequest>,
+        n: usize,
+    ) -> (
+        mpsc::Sender<PublishBuildToolEventStreamRequest>,
+        Result<Vec<i64>, tonic::Status>,
+    ) {
+        let (tx, rx) = mpsc::channel(1024);
+        for r in reqs {
+            tx.send(r).await.unwrap();
+        }
+        let mut stream = client(addr)
+            .await
+            .publish_build_tool_event_stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut acks = Vec::new();
+        while acks.len() < n {
+            match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+                Ok(Ok(Some(a))) => acks.push(a.sequence_number),
+                Ok(Ok(None)) => break,
+                Ok(Err(s)) => return (tx, Err(s)),
+                Err(_) => panic!("no ack within 30 s (got {acks:?})"),
+            }
+        }
+        (tx, Ok(acks))
+    }
+
+    /// Replica A still has an RPC of the invocation open (a half-dead connection Bazel
+    /// gave up on) when Bazel's retries go to replica B, which stores more; Bazel's next
+    /// retry lands on A again. A must continue from the database's position, not from
+    /// the position its open RPC cached (which would look like a gap and end the build's
+    /// upload with FAILED_PRECONDITION).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_with_an_old_open_rpc_continues_from_the_database() {
+        // The sync PostgreSQL client must not run on the runtime's threads (the server
+        // calls the store from its blocking pool): set up on a plain thread.
+        let (db, a_store, b_store) = std::thread::spawn(|| {
+            let db = Db::fresh();
+            let a: Arc<dyn Store> = Arc::new(db.store());
+            let b: Arc<dyn Store> = Arc::new(db.store());
+            (db, a, b)
+        })
+        .join()
+        .unwrap();
+        let (a, b) = (replica(a_store.clone()).await, replica(b_store).await);
+        let id = "stale-cache-2c1f9e0a-6d3b-4f4e-9a57";
+        let bep = synthetic_stream(id, 40);
+        // RPC 1 on A: events 1-10, acked; left open.
+        let (old_rpc, acks) = rpc(a, requests(id, &bep, 1, 10), 10).await;
+        assert_eq!(acks.unwrap(), (1..=10).collect::<Vec<_>>());
+        // Retry on B: resends 1-10, stores 11-20.
+        let (tx, acks) = rpc(b, requests(id, &bep, 1, 20), 20).await;
+        assert_eq!(acks.unwrap(), (1..=20).collect::<Vec<_>>());
+        drop(tx);
+        // Next retry on A, from the first unacked event.
+        let (tx, acks) = rpc(a, requests(id, &bep, 21, 41), 21).await;
+        assert_eq!(
+            acks.unwrap_or_else(|s| panic!("refused: {s:?}")),
+            (21..=41).collect::<Vec<_>>()
+        );
+        drop(tx);
+        drop(old_rpc);
+        let reader = a_store.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || proof_e2e::stored_events(reader.as_ref(), id))
+                .await
+                .unwrap();
+        assert_eq!(stored.len(), bep.len());
+        assert!(stored.iter().zip(&bep).all(|(x, y)| x[..] == y[..]));
+        drop(db);
+    }
+}

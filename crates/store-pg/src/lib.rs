@@ -30,10 +30,58 @@ use proof_store::{
     InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter, RecordIter,
     RecordKind, Store, StoreError,
 };
-use r2d2_postgres::PostgresConnectionManager;
+type Pool = r2d2::Pool<Manager>;
+type Conn = r2d2::PooledConnection<Manager>;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+/// The pool's connection manager: connects with the store's settings, validates a
+/// connection before each use (so connections cut by a database restart are replaced).
+#[derive(Debug)]
+struct Manager(postgres::Config);
+
+/// A pooled connection. `postgres::Client` closes itself by blocking on its own runtime,
+/// which panics on a thread that drives async tasks (a store dropped inside the server's
+/// runtime at shutdown): closing is moved to a short-lived thread of its own.
+struct PgConn(Option<postgres::Client>);
+
+impl std::ops::Deref for PgConn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().expect("connection present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().expect("connection present until dropped")
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        self.0.connect(NoTls).map(|c| PgConn(Some(c)))
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.is_closed()
+    }
+}
 
 /// One schema migration: version, what it does, SQL.
 pub struct Migration {
@@ -291,7 +339,7 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("proof");
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = Manager(config);
         let pool = r2d2::Pool::builder()
             .max_size(opts.max_connections.max(2))
             .min_idle(Some(0))
@@ -316,7 +364,7 @@ impl PgStore {
 
     /// Versions of [`MIGRATIONS`] not applied yet. Fails if the database is newer.
     fn pending_migrations(&self, c: &mut Conn) -> Result<Vec<i32>, StoreError> {
-        let applied = applied_versions(&mut **c)?;
+        let applied = applied_versions(&mut ***c)?;
         check_not_newer(&applied, &self.display)?;
         Ok(MIGRATIONS
             .iter()
@@ -334,7 +382,7 @@ impl PgStore {
     /// The schema version of the database (highest applied migration).
     pub fn schema_version(&self) -> Result<i32, StoreError> {
         let mut c = self.conn()?;
-        Ok(applied_versions(&mut *c)?.into_iter().max().unwrap_or(0))
+        Ok(applied_versions(&mut **c)?.into_iter().max().unwrap_or(0))
     }
 
     fn row_state(
@@ -657,7 +705,7 @@ impl Store for PgStore {
     fn state(&self, invocation_id: &str) -> Result<Option<InvocationState>, StoreError> {
         validate_invocation_id(invocation_id)?;
         let mut c = self.conn()?;
-        Self::row_state(&mut *c, invocation_id, false)
+        Self::row_state(&mut **c, invocation_id, false)
     }
 
     fn read(&self, invocation_id: &str) -> Result<RecordIter, StoreError> {
@@ -779,7 +827,7 @@ impl Store for PgStore {
             )
             .map_err(db(format!("reading invocation {invocation_id:?}")))?;
         match row {
-            Some(r) => Self::to_record(&mut *c, &r).map(Some),
+            Some(r) => Self::to_record(&mut **c, &r).map(Some),
             None => Ok(None),
         }
     }
@@ -824,7 +872,7 @@ impl Store for PgStore {
         let rows = c
             .query(sql.as_str(), &params)
             .map_err(db("listing invocations"))?;
-        rows.iter().map(|r| Self::to_record(&mut *c, r)).collect()
+        rows.iter().map(|r| Self::to_record(&mut **c, r)).collect()
     }
 
     fn delete(&self, invocation_id: &str) -> Result<(), StoreError> {
