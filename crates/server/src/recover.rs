@@ -147,4 +147,75 @@ mod tests {
             "nothing twice"
         );
     }
+
+    /// Replicas (here threads) racing to finalize one finished stream: it is finalized,
+    /// and its proof signed, exactly once.
+    #[test]
+    fn racing_finalizers_finalize_and_sign_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let bin = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
+        ))
+        .unwrap();
+        let events = proof_stream::delimited::split_delimited(&bin, usize::MAX).unwrap();
+        let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
+        store
+            .open_invocation(&InvocationMeta {
+                invocation_id: id.into(),
+                build_id: None,
+                source: InvocationSource::Bes,
+                tenant: None,
+                instance: None,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let mut recs: Vec<JournalRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| JournalRecord {
+                seq: i as u64 + 1,
+                kind: RecordKind::BepEvent,
+                payload: Bytes::copy_from_slice(e),
+            })
+            .collect();
+        let fin = BuildEvent {
+            event_time: None,
+            event: Some(Event::ComponentStreamFinished(Default::default())),
+        };
+        recs.push(JournalRecord {
+            seq: recs.len() as u64 + 1,
+            kind: RecordKind::StreamFinished,
+            payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
+        });
+        let flags = AppendFlags {
+            saw_build_finished: true,
+            saw_last_message: true,
+            saw_stream_finished: true,
+        };
+        store.append(id, &recs, flags).unwrap();
+        let hook = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, hook) = (store.clone(), hook.clone());
+                std::thread::spawn(move || {
+                    finalize_once(store.as_ref(), id, Some(hook.as_ref()))
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        let won = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&w| w)
+            .count();
+        assert_eq!(won, 1);
+        assert_eq!(hook.0.load(Ordering::SeqCst), 1);
+        assert!(store.state(id).unwrap().unwrap().finalized);
+        assert!(finalize_once(store.as_ref(), id, Some(hook.as_ref()))
+            .unwrap()
+            .is_none());
+    }
 }
