@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use proof_server::{
     proofs::ProofWriter, Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission,
@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// gRPC address of the Build Event Service (Bazel: --bes_backend=grpc://ADDR).
     #[arg(long, default_value = "127.0.0.1:8980")]
     listen: String,
-    /// Store directory (journals + SQLite index); created if missing.
+    /// Store: a directory (journals + SQLite index, created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (shared by replicas; docs/store.md).
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
     /// Sign the proof artifact of every complete invocation with this key
@@ -75,7 +76,14 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
+    let store: Arc<dyn Store> = open_store(&a.store)?;
+    if crate::invocations::is_pg_store(&a.store) && (a.key.is_none() || a.proofs.is_none()) {
+        bail!(
+            "a PostgreSQL store keeps no key files and no proofs: pass --key KEY (the same \
+             private key on every replica) and --proofs DIR (a directory every replica and \
+             the CLI can read)"
+        );
+    }
     let signing = match &a.key {
         Some(path) => signing::from_file(path)?,
         None => signing::store_key(&a.store)?,
@@ -142,7 +150,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         outln!(
             "proof serve: BES listening on grpc://{addr} (store {})",
-            a.store.display()
+            crate::invocations::store_display(&a.store)
         );
         if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
             outln!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
-use proof_ingest::{batch_flags, finalize, Finalized};
+use proof_ingest::{batch_flags, Finalized};
 use proof_proto::bes::{
     build_event::Event, publish_build_event_server::PublishBuildEvent, stream_id::BuildComponent,
     BuildEvent, OrderedBuildEvent, PublishBuildToolEventStreamRequest,
@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
+use crate::recover::finalize_once;
 
 /// Most messages taken into one group commit.
 pub const MAX_BATCH: usize = 512;
@@ -157,6 +158,8 @@ struct Inner {
     denied: Mutex<DeniedMemory>,
     /// When each invocation last stored something (for the abandon sweep).
     activity: Mutex<HashMap<String, Instant>>,
+    /// `last_seq` of each open invocation at the previous abandon sweep.
+    progress: Mutex<HashMap<String, u64>>,
     started: Instant,
 }
 
@@ -175,6 +178,7 @@ impl BesService {
             admission,
             denied: Mutex::default(),
             activity: Mutex::default(),
+            progress: Mutex::default(),
             started: Instant::now(),
         };
         Self {
@@ -308,6 +312,9 @@ struct Rpc {
     admitted: Option<Box<dyn Admitted>>,
     /// Payload bytes of the invocation stored so far (for the byte quota).
     bytes: u64,
+    /// No batch of this RPC has been decided yet: its position is read from the store,
+    /// not from this process's cache (another replica may have moved it since).
+    fresh: bool,
 }
 
 impl Inner {
@@ -403,7 +410,9 @@ impl Inner {
         // The finish is stored but finalizing never ran (the server died in
         // between): the re-sent events of the retry trigger it.
         let mut unfinalized = false;
-        let mut pos = match *guard {
+        let cached = if rpc.fresh { None } else { *guard };
+        rpc.fresh = false;
+        let mut pos = match cached {
             Some(p) => p,
             None => {
                 let sid = id.clone();
@@ -635,6 +644,34 @@ impl Inner {
             cursor = Some(proof_store::ListCursor::after(last));
             for rec in page.iter().filter(|r| !r.state.finalized) {
                 let id = &rec.meta.invocation_id;
+                let hook = self.on_finalized.as_deref();
+                if rec.state.saw_stream_finished {
+                    // Finished, never finalized: whoever acked the finish died before
+                    // finalizing (another replica, or this process before a restart).
+                    if let Some(f) = finalize_once(self.store.as_ref(), id, hook)? {
+                        self.activity.lock().expect("activity lock").remove(id);
+                        Metrics::add(&self.metrics.invocations_finalized, 1);
+                        if f.complete {
+                            Metrics::add(&self.metrics.invocations_complete, 1);
+                        }
+                        tracing::info!(invocation = %id, complete = f.complete, "finalized a finished stream");
+                        done += 1;
+                    }
+                    continue;
+                }
+                // Progress made through another replica (a shared store) counts as activity.
+                let moved = {
+                    let mut progress = self.progress.lock().expect("progress lock");
+                    let prev = progress.insert(id.clone(), rec.state.last_seq);
+                    prev.is_some_and(|p| p != rec.state.last_seq)
+                };
+                if moved {
+                    self.activity
+                        .lock()
+                        .expect("activity lock")
+                        .insert(id.clone(), now);
+                    continue;
+                }
                 let seen = self
                     .activity
                     .lock()
@@ -646,13 +683,13 @@ impl Inner {
                 if idle < after || open {
                     continue;
                 }
-                let f = finalize(self.store.as_ref(), id)?;
+                let Some(f) = finalize_once(self.store.as_ref(), id, hook)? else {
+                    continue;
+                };
                 self.activity.lock().expect("activity lock").remove(id);
+                self.progress.lock().expect("progress lock").remove(id);
                 Metrics::add(&self.metrics.invocations_finalized, 1);
                 tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, "abandoned stream finalized");
-                if let Some(hook) = &self.on_finalized {
-                    hook.on_finalized(self.store.as_ref(), &f);
-                }
                 done += 1;
             }
         }
@@ -662,18 +699,21 @@ impl Inner {
     fn spawn_finalize(self: &Arc<Self>, id: String) {
         self.activity.lock().expect("activity lock").remove(&id);
         let inner = self.clone();
-        tokio::task::spawn_blocking(move || match finalize(inner.store.as_ref(), &id) {
-            Ok(f) => {
-                Metrics::add(&inner.metrics.invocations_finalized, 1);
-                if f.complete {
-                    Metrics::add(&inner.metrics.invocations_complete, 1);
+        tokio::task::spawn_blocking(move || {
+            let hook = inner.on_finalized.as_deref();
+            match finalize_once(inner.store.as_ref(), &id, hook) {
+                Ok(Some(f)) => {
+                    Metrics::add(&inner.metrics.invocations_finalized, 1);
+                    if f.complete {
+                        Metrics::add(&inner.metrics.invocations_complete, 1);
+                    }
+                    tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, events = f.summary.event_count, "invocation finalized");
                 }
-                tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, events = f.summary.event_count, "invocation finalized");
-                if let Some(hook) = &inner.on_finalized {
-                    hook.on_finalized(inner.store.as_ref(), &f);
+                Ok(None) => {
+                    tracing::debug!(invocation = %id, "already finalized, or being finalized elsewhere")
                 }
+                Err(e) => tracing::error!(invocation = %id, error = %e, "finalizing failed"),
             }
-            Err(e) => tracing::error!(invocation = %id, error = %e, "finalizing failed"),
         });
     }
 
@@ -690,6 +730,7 @@ impl Inner {
             metadata,
             admitted: None,
             bytes: 0,
+            fresh: true,
         };
         loop {
             let first = match inbound.next().await {
