@@ -189,6 +189,7 @@ impl FsStore {
             journals: dir.join("journals"),
             db: Mutex::new(conn),
             slots: Mutex::new(HashMap::new()),
+            exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
             writer_lock: None,
         })
