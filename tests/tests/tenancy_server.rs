@@ -133,6 +133,14 @@ remote_instance_names = ["*"]
 pools = ["*"]
 
 [[tenant]]
+id = "ro"
+lane = "pr-read-only"
+tokens_sha256 = ["{ro}"]
+bes_instance_names = ["*"]
+remote_instance_names = ["a"]
+pools = ["*"]
+
+[[tenant]]
 id = "tiny"
 lane = "trusted-writer"
 tokens_sha256 = ["{tiny}"]
@@ -146,6 +154,7 @@ pools = ["*"]
         b = hash_token("token-b"),
         pr = hash_token("token-pr"),
         tiny = hash_token("token-tiny"),
+        ro = hash_token("token-ro"),
     )
 }
 
@@ -262,8 +271,8 @@ async fn open(target: &str, id: &str, token: Option<&str>, project_id: &str) -> 
 }
 
 impl OneRpc {
-    async fn send(&mut self, seq: u64, event: Event) -> Result<u64, tonic::Status> {
-        let req = PublishBuildToolEventStreamRequest {
+    fn request(&self, seq: u64, event: Event) -> PublishBuildToolEventStreamRequest {
+        PublishBuildToolEventStreamRequest {
             ordered_build_event: Some(OrderedBuildEvent {
                 stream_id: Some(StreamId {
                     build_id: format!("build-{}", self.id),
@@ -279,7 +288,11 @@ impl OneRpc {
             notification_keywords: Vec::new(),
             project_id: self.project_id.clone(),
             check_preceding_lifecycle_events_present: false,
-        };
+        }
+    }
+
+    async fn send(&mut self, seq: u64, event: Event) -> Result<u64, tonic::Status> {
+        let req = self.request(seq, event);
         let _ = self.tx.send(req).await;
         match tokio::time::timeout(LIMIT, self.rx.message())
             .await
@@ -289,6 +302,32 @@ impl OneRpc {
             Ok(None) => panic!("the server ended the RPC without a status"),
             Err(s) => Err(s),
         }
+    }
+
+    /// Sends events `from..=to` (1-based) of `events` without waiting, then
+    /// reads their acks (a tenant's events before its canonical command line
+    /// are only acked once it arrived).
+    async fn send_all(
+        &mut self,
+        events: &[Event],
+        from: u64,
+        to: u64,
+    ) -> Result<(), tonic::Status> {
+        for seq in from..=to {
+            let req = self.request(seq, events[seq as usize - 1].clone());
+            let _ = self.tx.send(req).await;
+        }
+        for seq in from..=to {
+            match tokio::time::timeout(LIMIT, self.rx.message())
+                .await
+                .unwrap()
+            {
+                Ok(Some(ack)) => assert_eq!(ack.sequence_number as u64, seq),
+                Ok(None) => panic!("the server ended the RPC without a status"),
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(())
     }
 
     /// Sends events `from..=to` (1-based) of `events`, one ack at a time.
@@ -411,34 +450,155 @@ async fn another_tenants_bes_instance_name_is_permission_denied() {
     s.nothing_stored();
 }
 
+/// 1-based position of the canonical command line (by payload).
+fn canonical_seq(events: &[Bytes]) -> u64 {
+    events
+        .iter()
+        .position(|b| is_canonical(b))
+        .expect("the fixture has a canonical command line") as u64
+        + 1
+}
+
+fn is_canonical(b: &[u8]) -> bool {
+    matches!(
+        bep::BuildEvent::decode(b).unwrap().payload,
+        Some(bep::build_event::Payload::StructuredCommandLine(cl)) if cl.command_line_label == "canonical"
+    )
+}
+
+/// The stream with the first progress event after the canonical command line
+/// replaced by a second canonical command line with `flags` added (its id
+/// stays `progress`): what the evidence would read as the build's options.
+fn with_hostile_progress(events: &[Bytes], flags: &[(&str, &str)]) -> (Vec<Bytes>, u64) {
+    let canonical = canonical_seq(events) as usize - 1;
+    let at = (canonical + 1..events.len())
+        .find(|&i| proof_tenancy_kind(&events[i]) == "progress")
+        .expect("a progress event after the command line");
+    let hostile =
+        bep::BuildEvent::decode(with_flags(&events[canonical..=canonical], flags)[0].as_ref())
+            .unwrap();
+    let mut ev = bep::BuildEvent::decode(events[at].as_ref()).unwrap();
+    ev.payload = hostile.payload;
+    let mut out = events.to_vec();
+    out[at] = Bytes::from(ev.encode_to_vec());
+    assert_eq!(proof_tenancy_kind(&out[at]), "progress");
+    (out, at as u64 + 1)
+}
+
+#[tokio::test]
+async fn a_second_canonical_command_line_under_a_progress_id_is_checked_by_its_payload() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // Tenant ro: remote instance "a" only, read-only lane. Its real command
+    // line complies; a progress event carries a second canonical command line
+    // that uses instance b and uploads.
+    let good = with_flags(
+        &bep,
+        &[
+            ("remote_instance_name", "a"),
+            ("remote_upload_local_results", "0"),
+        ],
+    );
+    let (hostile, _) = with_hostile_progress(
+        &good,
+        &[
+            ("remote_instance_name", "b"),
+            ("remote_upload_local_results", "1"),
+        ],
+    );
+    let (code, msg) = refused(
+        replay(hostile, &opts(&s.target(), &id, Some("token-ro"), ""))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    assert!(
+        msg.contains("REMOTE_INSTANCE_NOT_ALLOWED") && msg.contains("\"b\""),
+        "{msg}"
+    );
+    s.nothing_stored();
+    // The compliant stream alone is stored.
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000005";
+    replay(
+        rewrite_uuid(&good, &id, id2),
+        &opts(&s.target(), id2, Some("token-ro"), ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.store.get(id2).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("ro")
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_a_canonical_command_line_is_refused_and_nothing_is_stored() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let without: Vec<Bytes> = bep.iter().filter(|b| !is_canonical(b)).cloned().collect();
+    assert_eq!(without.len(), bep.len() - 1);
+    let (code, msg) = refused(
+        replay(
+            without.clone(),
+            &opts(&s.target(), &id, Some("token-a"), "a"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("COMMAND_LINE_MISSING"), "{msg}");
+    s.nothing_stored();
+    assert_eq!(s.denials("COMMAND_LINE_MISSING"), 1);
+
+    // Event by event: the first events are held, unacked and unstored, and
+    // the stream ending without the command line is refused with the reason.
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000006";
+    let events = tool_events(rewrite_uuid(&without, &id, id2), false);
+    let mut rpc = open(&s.target(), id2, Some("token-a"), "a").await;
+    for seq in 1..=3u64 {
+        let req = rpc.request(seq, events[seq as usize - 1].clone());
+        rpc.tx.send(req).await.unwrap();
+    }
+    drop(rpc.tx);
+    let st = tokio::time::timeout(LIMIT, rpc.rx.message())
+        .await
+        .unwrap()
+        .expect_err("no ack before the command line, then the refusal");
+    let md = denied(&st, Code::PermissionDenied, "COMMAND_LINE_MISSING");
+    assert_eq!(md["events"], "3");
+    s.nothing_stored();
+}
+
 #[tokio::test]
 async fn a_denied_command_line_after_stored_events_deletes_the_invocation_and_retries_get_the_same_answer(
 ) {
     let s = InProc::start(&tenants_toml("")).await;
-    let bep = fixture_events();
+    let bep = with_flags(&fixture_events(), &[("remote_instance_name", "main")]);
     let id = invocation_id(&bep);
-    let events = tool_events(bep.clone(), true);
-    // Tenant b may only use --remote_instance_name=main; the fixture has it unset.
-    // OptionsParsed is event 4: events 1..3 are stored and acked first.
-    let first_opts = bep
-        .iter()
-        .position(|b| proof_tenancy_kind(b) == "options_parsed")
-        .unwrap() as u64
-        + 1;
-    assert!(first_opts > 1);
+    // Tenant b may only use --remote_instance_name=main: the command line
+    // complies, a later event's payload does not.
+    let (bad, bad_seq) = with_hostile_progress(&bep, &[("remote_instance_name", "x")]);
+    let events = tool_events(bad, true);
+    let canonical = canonical_seq(&bep);
+    assert!(bad_seq > canonical + 1);
     let mut rpc = open(&s.target(), &id, Some("token-b"), "b").await;
-    rpc.send_range(&events, 1, first_opts - 1).await.unwrap();
+    rpc.send_all(&events, 1, canonical).await.unwrap();
+    rpc.send_range(&events, canonical + 1, bad_seq - 1)
+        .await
+        .unwrap();
     assert_eq!(
         s.store.state(&id).unwrap().unwrap().last_seq,
-        first_opts - 1,
-        "the events before the command line were stored"
+        bad_seq - 1,
+        "the events before the hostile one were stored"
     );
     let st = rpc
-        .send(first_opts, events[first_opts as usize - 1].clone())
+        .send(bad_seq, events[bad_seq as usize - 1].clone())
         .await
         .unwrap_err();
     let md = denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
-    assert_eq!(md["remote_instance_name"], "");
+    assert_eq!(md["remote_instance_name"], "x");
     assert!(st.message().contains("\"main\""), "{}", st.message());
     s.nothing_stored();
     assert_eq!(Metrics::get(&s.metrics.denied_invocations_deleted), 1);
@@ -447,12 +607,28 @@ async fn a_denied_command_line_after_stored_events_deletes_the_invocation_and_re
     // not a sequence error, and nothing comes back.
     let mut retry = open(&s.target(), &id, Some("token-b"), "b").await;
     let st = retry
-        .send(first_opts, events[first_opts as usize - 1].clone())
+        .send(bad_seq, events[bad_seq as usize - 1].clone())
         .await
         .unwrap_err();
     denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
     s.nothing_stored();
     assert_eq!(s.denials("REMOTE_INSTANCE_NOT_ALLOWED"), 2);
+
+    // The unmodified fixture (instance unset) is refused at its first
+    // options event, before anything is stored.
+    let plain = fixture_events();
+    let id3 = "0a0a0a0a-0000-4000-8000-000000000007";
+    let (code, msg) = refused(
+        replay(
+            rewrite_uuid(&plain, &id, id3),
+            &opts(&s.target(), id3, Some("token-b"), "b"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.contains("REMOTE_INSTANCE_NOT_ALLOWED"), "{msg}");
+    s.nothing_stored();
 }
 
 fn proof_tenancy_kind(b: &[u8]) -> &'static str {
@@ -562,8 +738,9 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
-    first.send_range(&events, 1, 2).await.unwrap();
+    first.send_all(&events, 1, canonical).await.unwrap();
     let id2 = "0a0a0a0a-0000-4000-8000-000000000003";
     let events2 = tool_events(rewrite_uuid(&bep, &id, id2), true);
     let mut second = open(&s.target(), id2, Some("token-tiny"), "x").await;
@@ -573,7 +750,7 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     assert!(s.store.get(id2).unwrap().is_none());
     // The first RPC ends (half-close): its slot is free again.
     first
-        .send_range(&events, 3, events.len() as u64)
+        .send_range(&events, canonical + 1, events.len() as u64)
         .await
         .unwrap();
     drop(first.tx);
@@ -581,7 +758,7 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     let mut ok = false;
     for _ in 0..50 {
         let mut third = open(&s.target(), id2, Some("token-tiny"), "x").await;
-        match third.send(1, events2[0].clone()).await {
+        match third.send_all(&events2, 1, canonical).await {
             Ok(_) => {
                 ok = true;
                 break;
@@ -601,13 +778,14 @@ async fn invocations_per_hour_and_a_retry_of_an_existing_invocation_is_not_a_new
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
-    first.send_range(&events, 1, 3).await.unwrap();
+    first.send_all(&events, 1, canonical).await.unwrap();
     drop(first);
     // Resuming the same invocation on a new RPC is admitted.
     let mut resumed = open(&s.target(), &id, Some("token-tiny"), "x").await;
     resumed
-        .send_range(&events, 4, events.len() as u64)
+        .send_range(&events, canonical + 1, events.len() as u64)
         .await
         .unwrap();
     let id2 = "0a0a0a0a-0000-4000-8000-000000000004";
@@ -633,17 +811,22 @@ async fn a_tenant_cannot_continue_another_tenants_invocation() {
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut a = open(&s.target(), &id, Some("token-a"), "a").await;
-    a.send_range(&events, 1, 3).await.unwrap();
+    a.send_all(&events, 1, canonical).await.unwrap();
     drop(a);
     let mut pr = open(&s.target(), &id, Some("token-pr"), "a").await;
-    let st = pr.send(4, events[3].clone()).await.unwrap_err();
+    let next = canonical as usize;
+    let st = pr
+        .send(canonical + 1, events[next].clone())
+        .await
+        .unwrap_err();
     let md = denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
     assert_eq!(md["tenant"], "pr");
     // a's invocation is untouched.
     let rec = s.store.get(&id).unwrap().unwrap();
     assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
-    assert_eq!(rec.state.last_seq, 3);
+    assert_eq!(rec.state.last_seq, canonical);
 }
 
 #[tokio::test]

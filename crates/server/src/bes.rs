@@ -35,6 +35,12 @@ use crate::metrics::Metrics;
 pub const MAX_BATCH: usize = 512;
 /// Acks buffered towards a slow client before the handler stops reading.
 const ACK_BUFFER: usize = 1024;
+/// Most events an RPC holds, unstored and unacked, while its gate is not
+/// ready (a tenant's stream waiting for its canonical command line; Bazel
+/// sends that among its first ten events).
+pub const HOLD_MAX_EVENTS: usize = 256;
+/// Most payload bytes an RPC holds while its gate is not ready.
+pub const HOLD_MAX_BYTES: usize = 16 << 20;
 
 /// Called (on a blocking thread) after an invocation was finalized, e.g. to
 /// write its proof artifact.
@@ -86,12 +92,31 @@ pub trait Admission: Send + Sync + 'static {
 pub trait Admitted: Send {
     /// The tenant the invocation belongs to.
     fn tenant(&self) -> Option<&str>;
-    /// Called for every new BEP event before its batch is stored, with the
-    /// probed kind (e.g. "structured_command_line") and the serialized event.
+    /// Called for every new BEP event before it is stored, with the
+    /// serialized event. The gate must judge the event by its payload, never
+    /// by its id: a client chooses ids freely, and the evidence reads payloads.
     /// A refusal discards the whole invocation.
-    fn check_event(&mut self, kind: &str, event: &[u8]) -> Result<(), Refusal> {
-        let _ = (kind, event);
+    fn check_event(&mut self, event: &[u8]) -> Result<(), Refusal> {
+        let _ = event;
         Ok(())
+    }
+    /// Whether the stream may be stored yet. While `false` (the gate still
+    /// waits for an event it needs, e.g. the canonical command line) the
+    /// server holds the RPC's events, unstored and unacked.
+    fn ready(&self) -> bool {
+        true
+    }
+    /// The refusal when the gate is still not [`ready`](Self::ready) and the
+    /// server will hold no more: `held` events are waiting, `at_end` the
+    /// stream ended (or finished) first.
+    fn not_ready(&self, held: usize, at_end: bool) -> Refusal {
+        Refusal {
+            status: Status::permission_denied(format!(
+                "the stream was not admitted after {held} events{}",
+                if at_end { " (it ended)" } else { "" }
+            )),
+            reason: "NOT_READY",
+        }
     }
     /// Called before a batch is stored with the invocation's payload bytes
     /// after it. A refusal discards the whole invocation.
@@ -308,6 +333,9 @@ struct Rpc {
     admitted: Option<Box<dyn Admitted>>,
     /// Payload bytes of the invocation stored so far (for the byte quota).
     bytes: u64,
+    /// Events held (checked, unstored, unacked) while the gate is not ready.
+    held: Vec<Parsed>,
+    held_bytes: usize,
 }
 
 impl Inner {
@@ -400,6 +428,42 @@ impl Inner {
                 return (Vec::new(), Some(status));
             }
         }
+        // A gate that is not ready yet (a tenant's stream before its canonical
+        // command line): every new event is checked now and held, unstored and
+        // unacked, until the gate is ready; refused if it never gets ready.
+        let mut prechecked = 0;
+        if !rpc.held.is_empty() || rpc.admitted.as_ref().is_some_and(|g| !g.ready()) {
+            let gate = rpc.admitted.as_mut().expect("admitted above");
+            for p in &parsed {
+                if p.probe.is_some() {
+                    if let Err(r) = gate.check_event(&p.payload) {
+                        rpc.held.clear();
+                        let status = self.discard(&id, r).await;
+                        *guard = None;
+                        return (Vec::new(), Some(status));
+                    }
+                }
+            }
+            rpc.held_bytes += parsed.iter().map(|p| p.payload.len()).sum::<usize>();
+            rpc.held.append(&mut parsed);
+            if !gate.ready() {
+                let finished = rpc
+                    .held
+                    .iter()
+                    .any(|p| p.kind == RecordKind::StreamFinished);
+                if finished || rpc.held.len() > HOLD_MAX_EVENTS || rpc.held_bytes > HOLD_MAX_BYTES {
+                    let r = gate.not_ready(rpc.held.len(), finished);
+                    rpc.held.clear();
+                    let status = self.discard(&id, r).await;
+                    *guard = None;
+                    return (Vec::new(), Some(status));
+                }
+                return (Vec::new(), refusal);
+            }
+            parsed = std::mem::take(&mut rpc.held);
+            rpc.held_bytes = 0;
+            prechecked = parsed.len();
+        }
         // The finish is stored but finalizing never ran (the server died in
         // between): the re-sent events of the retry trigger it.
         let mut unfinalized = false;
@@ -452,8 +516,10 @@ impl Inner {
                             Some(_) => {}
                         }
                     }
-                    if let (Some(gate), Some(pr)) = (rpc.admitted.as_mut(), p.probe.as_ref()) {
-                        if let Err(r) = gate.check_event(pr.kind, &p.payload) {
+                    if let (Some(gate), Some(_), true) =
+                        (rpc.admitted.as_mut(), p.probe.as_ref(), i >= prechecked)
+                    {
+                        if let Err(r) = gate.check_event(&p.payload) {
                             denial = Some(r);
                             break;
                         }
@@ -592,6 +658,21 @@ impl Inner {
         }
     }
 
+    /// The refusal of an RPC that ended while its gate still held events.
+    async fn held_at_end(&self, rpc: &mut Rpc) -> Option<Status> {
+        if rpc.held.is_empty() {
+            return None;
+        }
+        let (Some(id), Some(gate)) = (rpc.invocation_id.clone(), rpc.admitted.as_ref()) else {
+            return None;
+        };
+        let r = gate.not_ready(rpc.held.len(), true);
+        rpc.held.clear();
+        let slot = self.slot(&id);
+        let _guard = slot.lock().await;
+        Some(self.discard(&id, r).await)
+    }
+
     /// Deletes an invocation whose stream was denied after some of its events
     /// were stored, remembers the denial for retries, and returns the status
     /// to answer with. The caller holds the invocation's slot.
@@ -690,10 +771,17 @@ impl Inner {
             metadata,
             admitted: None,
             bytes: 0,
+            held: Vec::new(),
+            held_bytes: 0,
         };
         loop {
             let first = match inbound.next().await {
-                None => break,
+                None => {
+                    if let Some(status) = self.held_at_end(&mut rpc).await {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                    break;
+                }
                 Some(Ok(m)) => m,
                 Some(Err(status)) => {
                     Metrics::add(&self.metrics.streams_broken, 1);
@@ -744,6 +832,9 @@ impl Inner {
                 break;
             }
             if end {
+                if let Some(status) = self.held_at_end(&mut rpc).await {
+                    let _ = tx.send(Err(status)).await;
+                }
                 break;
             }
         }
