@@ -81,6 +81,7 @@ impl InProc {
             admission: Arc::new(OpenAdmission),
             max_message,
             abandon_after: None,
+            limits: Default::default(),
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {

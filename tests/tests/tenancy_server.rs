@@ -40,6 +40,10 @@ struct InProc {
 
 impl InProc {
     async fn start(tenants_toml: &str) -> InProc {
+        Self::start_with(tenants_toml, proof_server::RpcLimits::default()).await
+    }
+
+    async fn start_with(tenants_toml: &str, limits: proof_server::RpcLimits) -> InProc {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FsStore::open(dir.path()).unwrap());
         let metrics = Arc::new(Metrics::default());
@@ -53,6 +57,7 @@ impl InProc {
             admission: Arc::new(TenantAdmission::new(tenants)),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
             abandon_after: None,
+            limits,
         };
         tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -270,6 +275,34 @@ async fn open(target: &str, id: &str, token: Option<&str>, project_id: &str) -> 
     }
 }
 
+/// Opens an RPC whose request stream never yields a message: the refusal
+/// must come from the request head alone.
+async fn open_refused(target: &str, token: Option<&str>) -> tonic::Status {
+    let mut req = tonic::Request::new(tonic::codegen::tokio_stream::pending::<
+        PublishBuildToolEventStreamRequest,
+    >());
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let mut client = PublishBuildEventClient::new(channel(target).await);
+    match tokio::time::timeout(LIMIT, client.publish_build_tool_event_stream(req))
+        .await
+        .unwrap()
+    {
+        Err(st) => st,
+        Ok(resp) => {
+            // Opened: the refusal, if any, can only come after a message.
+            let mut rx = resp.into_inner();
+            match tokio::time::timeout(Duration::from_secs(2), rx.message()).await {
+                Err(_) => panic!("the RPC was admitted without any message and waits for one: no refusal from the request head"),
+                Ok(Ok(m)) => panic!("the RPC opened and answered {m:?}"),
+                Ok(Err(st)) => panic!("the RPC opened and was refused only later: {st:?}"),
+            }
+        }
+    }
+}
+
 impl OneRpc {
     fn request(&self, seq: u64, event: Event) -> PublishBuildToolEventStreamRequest {
         PublishBuildToolEventStreamRequest {
@@ -407,12 +440,12 @@ async fn missing_malformed_and_unknown_tokens_are_unauthenticated() {
     let s = InProc::start(&tenants_toml("")).await;
     let events = tool_events(fixture_events(), true);
     let id = invocation_id(&fixture_events());
+    let _ = &events;
     for (token, reason) in [
         (None, "CREDENTIAL_MISSING"),
         (Some("token-x"), "CREDENTIAL_UNKNOWN"),
     ] {
-        let mut rpc = open(&s.target(), &id, token, "a").await;
-        let st = rpc.send(1, events[0].clone()).await.unwrap_err();
+        let st = open_refused(&s.target(), token).await;
         let md = denied(&st, Code::Unauthenticated, reason);
         assert!(!md.values().any(|v| v.contains("token-x")), "{md:?}");
         assert!(!st.message().contains("token-x"));
@@ -870,4 +903,123 @@ async fn lifecycle_requests_need_a_token_too() {
         .publish_lifecycle_event(req(Some("token-a")))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_unauthenticated_rpc_is_refused_from_its_head_before_any_message_is_read() {
+    let s = InProc::start(&tenants_toml("")).await;
+    for _ in 0..8 {
+        let st = open_refused(&s.target(), None).await;
+        denied(&st, Code::Unauthenticated, "CREDENTIAL_MISSING");
+    }
+    let st = open_refused(&s.target(), Some("token-x")).await;
+    denied(&st, Code::Unauthenticated, "CREDENTIAL_UNKNOWN");
+    assert_eq!(s.denials("CREDENTIAL_MISSING"), 8);
+    // The same for lifecycle requests (unary): an unknown token is refused.
+    let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+    let mut req = tonic::Request::new(PublishLifecycleEventRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer token-x".parse().unwrap());
+    let st = client.publish_lifecycle_event(req).await.unwrap_err();
+    denied(&st, Code::Unauthenticated, "CREDENTIAL_UNKNOWN");
+    s.nothing_stored();
+}
+
+#[tokio::test]
+async fn rpcs_per_peer_are_limited_and_a_closed_rpc_frees_its_place() {
+    let s = InProc::start_with(
+        &tenants_toml(""),
+        proof_server::RpcLimits {
+            rpcs_per_peer: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = invocation_id(&fixture_events());
+    let first = open(&s.target(), &id, Some("token-a"), "a").await;
+    let _second = open(&s.target(), &id, Some("token-a"), "a").await;
+    let st = open_refused(&s.target(), Some("token-a")).await;
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("per peer"), "{}", st.message());
+    assert_eq!(Metrics::get(&s.metrics.stream_errors_peer_limit), 1);
+    drop(first);
+    let mut ok = false;
+    for _ in 0..100 {
+        let mut req = tonic::Request::new(tonic::codegen::tokio_stream::pending::<
+            PublishBuildToolEventStreamRequest,
+        >());
+        req.metadata_mut()
+            .insert("authorization", "Bearer token-a".parse().unwrap());
+        let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+        match client.publish_build_tool_event_stream(req).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(st) => {
+                assert_eq!(st.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(ok, "the closed RPC never gave its place back");
+}
+
+#[tokio::test]
+async fn an_rpc_that_sends_nothing_is_closed_after_the_bound() {
+    let s = InProc::start_with(
+        &tenants_toml(""),
+        proof_server::RpcLimits {
+            first_message_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // No first message.
+    let mut silent = open(&s.target(), &id, Some("token-a"), "a").await;
+    let st = tokio::time::timeout(LIMIT, silent.rx.message())
+        .await
+        .expect("the server closes a silent RPC")
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+    // Silent after a complete command line: closed, and what was acked stays.
+    let events = tool_events(bep.clone(), true);
+    let canonical = canonical_seq(&bep);
+    let mut rpc = open(&s.target(), &id, Some("token-a"), "a").await;
+    rpc.send_all(&events, 1, canonical).await.unwrap();
+    let st = tokio::time::timeout(LIMIT, rpc.rx.message())
+        .await
+        .expect("the server closes an idle RPC")
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+    assert_eq!(Metrics::get(&s.metrics.stream_errors_idle), 2);
+    assert_eq!(s.store.state(&id).unwrap().unwrap().last_seq, canonical);
+}
+
+#[tokio::test]
+async fn a_remembered_denial_is_only_answered_to_the_tenant_it_was_given_to() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // Tenant b may only use remote instance "main": denied and remembered.
+    let (code, msg) = refused(
+        replay(bep.clone(), &opts(&s.target(), &id, Some("token-b"), "b"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.contains("\"main\""), "{msg}");
+    // Anyone else sending that invocation id learns nothing of b's limits.
+    let st = open_refused(&s.target(), None).await;
+    assert!(!st.message().contains("main"), "{}", st.message());
+    replay(bep.clone(), &opts(&s.target(), &id, Some("token-a"), "a"))
+        .await
+        .expect("tenant a is judged on its own stream, not on b's remembered denial");
+    assert_eq!(
+        s.store.get(&id).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("a")
+    );
 }

@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// seconds and has no open RPC (Bazel died or gave up); 0 = never.
     #[arg(long = "abandon-after", default_value_t = 3600)]
     abandon_after_secs: u64,
+    /// Most tool-event RPCs one peer (IP address) may hold open at once.
+    #[arg(long, default_value_t = proof_server::RpcLimits::default().rpcs_per_peer)]
+    max_rpcs_per_peer: usize,
+    /// Close an RPC that sends no message for this many seconds (Bazel
+    /// resumes on a new RPC); its first message must come within 30 s.
+    #[arg(long = "idle-timeout", default_value_t = proof_server::RpcLimits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
     /// Largest gRPC message (one event) accepted, in bytes.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
@@ -127,6 +134,11 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             max_message: a.max_message_bytes,
             abandon_after: (a.abandon_after_secs > 0)
                 .then(|| Duration::from_secs(a.abandon_after_secs)),
+            limits: proof_server::RpcLimits {
+                rpcs_per_peer: a.max_rpcs_per_peer.max(1),
+                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+                ..Default::default()
+            },
         };
         proof_server::serve_grpc(listener, cfg, shutdown_signal())
             .await

@@ -69,6 +69,17 @@ pub struct Opening<'a> {
 
 /// Decides whether a stream may be stored (tenant enforcement plugs in here).
 pub trait Admission: Send + Sync + 'static {
+    /// Called when an RPC opens, from its metadata alone, before any message
+    /// of it is read or decoded. Returns the authenticated principal (a tenant
+    /// id; `None` when the server has no tenants), or the refusal.
+    fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<String>, Refusal> {
+        let _ = metadata;
+        Ok(None)
+    }
+
     /// Called once per RPC, before anything of it is stored, with the request
     /// metadata and the first request. Returns the per-RPC gate, or the refusal.
     /// The gate is dropped when the RPC ends.
@@ -144,10 +155,11 @@ impl Admission for OpenAdmission {
 }
 
 /// Invocations whose stream was denied after events were stored, and
-/// deleted: a retry gets the same answer instead of a sequence error.
+/// deleted: a retry gets the same answer instead of a sequence error. The
+/// answer names the principal's limits, so only that principal gets it.
 #[derive(Default)]
 struct DeniedMemory {
-    by_id: HashMap<String, Refusal>,
+    by_id: HashMap<String, (Option<String>, Refusal)>,
     order: std::collections::VecDeque<String>,
 }
 
@@ -155,13 +167,104 @@ struct DeniedMemory {
 const DENIED_MEMORY: usize = 4096;
 
 impl DeniedMemory {
-    fn remember(&mut self, id: &str, r: Refusal) {
-        if self.by_id.insert(id.to_string(), r).is_none() {
+    fn remember(&mut self, id: &str, principal: Option<String>, r: Refusal) {
+        if self.by_id.insert(id.to_string(), (principal, r)).is_none() {
             self.order.push_back(id.to_string());
             if self.order.len() > DENIED_MEMORY {
                 if let Some(old) = self.order.pop_front() {
                     self.by_id.remove(&old);
                 }
+            }
+        }
+    }
+}
+
+/// Bounds on what one peer and one RPC may cost the server.
+///
+/// Memory in flight: an RPC holds at most one group commit
+/// (`batch_bytes`, plus the one message that crossed it, at most the gRPC
+/// message limit) and, before its gate is ready, [`HOLD_MAX_BYTES`]; HTTP/2
+/// flow control bounds what is buffered below that. A peer opens at most
+/// `rpcs_per_peer` tool-event RPCs at once, a tenant at most its
+/// `concurrent_streams` quota (docs/tenants.md).
+#[derive(Debug, Clone)]
+pub struct RpcLimits {
+    /// Open PublishBuildToolEventStream RPCs per peer IP address.
+    pub rpcs_per_peer: usize,
+    /// An RPC that sends no first message for this long is closed.
+    pub first_message_timeout: Duration,
+    /// An RPC that sends nothing for this long between messages is closed
+    /// (DEADLINE_EXCEEDED; Bazel resumes on a new RPC).
+    pub idle_timeout: Duration,
+    /// Message bytes taken into one group commit.
+    pub batch_bytes: usize,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            rpcs_per_peer: 64,
+            first_message_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15 * 60),
+            batch_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Open RPCs per peer address.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One open RPC of a peer; gives the place back when dropped.
+struct PeerPermit {
+    inner: Arc<Inner>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut m = self.inner.peers.0.lock().expect("peers lock");
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The principal [`Admission::authenticate`] found when the RPC opened,
+/// carried from the interceptor to the handler in the request extensions.
+#[derive(Debug, Clone)]
+pub struct Principal(pub Option<String>);
+
+/// The tonic interceptor of the BES service: authenticates every RPC from
+/// its metadata before any message is decoded (a refused RPC costs no more
+/// than its headers).
+#[derive(Clone)]
+pub struct Authenticate {
+    admission: Arc<dyn Admission>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticate {
+    pub fn new(admission: Arc<dyn Admission>, metrics: Arc<Metrics>) -> Self {
+        Authenticate { admission, metrics }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.admission.authenticate(request.metadata()) {
+            Ok(p) => {
+                request.extensions_mut().insert(Principal(p));
+                Ok(request)
+            }
+            Err(r) => {
+                self.metrics.denied(r.reason);
+                Err(r.status)
             }
         }
     }
@@ -183,6 +286,8 @@ struct Inner {
     /// When each invocation last stored something (for the abandon sweep).
     activity: Mutex<HashMap<String, Instant>>,
     started: Instant,
+    limits: RpcLimits,
+    peers: Peers,
 }
 
 impl BesService {
@@ -201,10 +306,20 @@ impl BesService {
             denied: Mutex::default(),
             activity: Mutex::default(),
             started: Instant::now(),
+            limits: RpcLimits::default(),
+            peers: Peers::default(),
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Uses `limits` instead of [`RpcLimits::default`]; call before serving.
+    pub fn with_limits(mut self, limits: RpcLimits) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_limits is called before the service is shared")
+            .limits = limits;
+        self
     }
 
     /// Finalizes, as incomplete, every invocation that stored nothing for
@@ -329,6 +444,8 @@ struct Rpc {
     invocation_id: Option<String>,
     project_id: String,
     metadata: tonic::metadata::MetadataMap,
+    /// Who authenticated when the RPC opened.
+    principal: Option<String>,
     /// Set once admission let the RPC in; dropped when the RPC ends.
     admitted: Option<Box<dyn Admitted>>,
     /// Payload bytes of the invocation stored so far (for the byte quota).
@@ -418,7 +535,8 @@ impl Inner {
             .expect("denied lock")
             .by_id
             .get(&id)
-            .cloned();
+            .filter(|(who, _)| *who == rpc.principal)
+            .map(|(_, r)| r.clone());
         if let Some(r) = remembered {
             self.metrics.denied(r.reason);
             return (Vec::new(), Some(r.status));
@@ -438,7 +556,7 @@ impl Inner {
                 if p.probe.is_some() {
                     if let Err(r) = gate.check_event(&p.payload) {
                         rpc.held.clear();
-                        let status = self.discard(&id, r).await;
+                        let status = self.discard(&id, rpc.principal.clone(), r).await;
                         *guard = None;
                         return (Vec::new(), Some(status));
                     }
@@ -454,7 +572,7 @@ impl Inner {
                 if finished || rpc.held.len() > HOLD_MAX_EVENTS || rpc.held_bytes > HOLD_MAX_BYTES {
                     let r = gate.not_ready(rpc.held.len(), finished);
                     rpc.held.clear();
-                    let status = self.discard(&id, r).await;
+                    let status = self.discard(&id, rpc.principal.clone(), r).await;
                     *guard = None;
                     return (Vec::new(), Some(status));
                 }
@@ -558,7 +676,7 @@ impl Inner {
         if let Some(r) = denial {
             // Deleted while this RPC holds the invocation's slot: no other
             // RPC of it can append in between.
-            let status = self.discard(&id, r).await;
+            let status = self.discard(&id, rpc.principal.clone(), r).await;
             *guard = None;
             drop(guard);
             return (Vec::new(), Some(status));
@@ -658,6 +776,30 @@ impl Inner {
         }
     }
 
+    /// A place for one more RPC of the peer at `addr`, or RESOURCE_EXHAUSTED.
+    fn peer_permit(
+        self: &Arc<Self>,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Result<PeerPermit, Status> {
+        let ip = addr.map(|a| a.ip());
+        if let Some(ip) = ip {
+            let mut m = self.peers.0.lock().expect("peers lock");
+            let n = m.entry(ip).or_default();
+            if *n >= self.limits.rpcs_per_peer {
+                Metrics::add(&self.metrics.stream_errors_peer_limit, 1);
+                return Err(Status::resource_exhausted(format!(
+                    "{} tool-event RPCs from {ip} are open, the most this server allows per peer; close finished streams or raise `proof serve --max-rpcs-per-peer`",
+                    self.limits.rpcs_per_peer
+                )));
+            }
+            *n += 1;
+        }
+        Ok(PeerPermit {
+            inner: self.clone(),
+            ip,
+        })
+    }
+
     /// The refusal of an RPC that ended while its gate still held events.
     async fn held_at_end(&self, rpc: &mut Rpc) -> Option<Status> {
         if rpc.held.is_empty() {
@@ -670,13 +812,13 @@ impl Inner {
         rpc.held.clear();
         let slot = self.slot(&id);
         let _guard = slot.lock().await;
-        Some(self.discard(&id, r).await)
+        Some(self.discard(&id, rpc.principal.clone(), r).await)
     }
 
     /// Deletes an invocation whose stream was denied after some of its events
     /// were stored, remembers the denial for retries, and returns the status
     /// to answer with. The caller holds the invocation's slot.
-    async fn discard(&self, id: &str, r: Refusal) -> Status {
+    async fn discard(&self, id: &str, principal: Option<String>, r: Refusal) -> Status {
         self.metrics.denied(r.reason);
         let sid = id.to_string();
         let res = self
@@ -696,7 +838,7 @@ impl Inner {
         self.denied
             .lock()
             .expect("denied lock")
-            .remember(id, r.clone());
+            .remember(id, principal, r.clone());
         r.status
     }
 
@@ -762,20 +904,35 @@ impl Inner {
         self: Arc<Self>,
         mut inbound: Streaming<PublishBuildToolEventStreamRequest>,
         metadata: tonic::metadata::MetadataMap,
+        principal: Option<String>,
         tx: mpsc::Sender<Result<PublishBuildToolEventStreamResponse, Status>>,
+        _permit: PeerPermit,
     ) {
         let mut rpc = Rpc {
             seq: RpcSequencer::new(),
             invocation_id: None,
             project_id: String::new(),
             metadata,
+            principal,
             admitted: None,
             bytes: 0,
             held: Vec::new(),
             held_bytes: 0,
         };
+        let mut wait = self.limits.first_message_timeout;
         loop {
-            let first = match inbound.next().await {
+            let Ok(next) = tokio::time::timeout(wait, inbound.next()).await else {
+                Metrics::add(&self.metrics.stream_errors_idle, 1);
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded(format!(
+                        "no message on this RPC for {}s; closed (a client resumes on a new RPC)",
+                        wait.as_secs()
+                    ))))
+                    .await;
+                break;
+            };
+            wait = self.limits.idle_timeout;
+            let first = match next {
                 None => {
                     if let Some(status) = self.held_at_end(&mut rpc).await {
                         let _ = tx.send(Err(status)).await;
@@ -791,12 +948,16 @@ impl Inner {
                     break;
                 }
             };
+            let mut bytes = prost::Message::encoded_len(&first);
             let mut msgs = vec![first];
             let mut end = false;
             let mut broken = None;
-            while msgs.len() < MAX_BATCH {
+            while msgs.len() < MAX_BATCH && bytes < self.limits.batch_bytes {
                 match inbound.next().now_or_never() {
-                    Some(Some(Ok(m))) => msgs.push(m),
+                    Some(Some(Ok(m))) => {
+                        bytes += prost::Message::encoded_len(&m);
+                        msgs.push(m);
+                    }
                     Some(Some(Err(status))) => {
                         Metrics::add(&self.metrics.streams_broken, 1);
                         broken = Some(status);
@@ -957,10 +1118,28 @@ impl PublishBuildEvent for BesService {
         request: Request<Streaming<PublishBuildToolEventStreamRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         Metrics::add(&self.inner.metrics.streams_opened, 1);
+        let principal = match request.extensions().get::<Principal>() {
+            Some(p) => p.0.clone(),
+            // Served without the interceptor: authenticate here, still
+            // before any message is read.
+            None => self
+                .inner
+                .admission
+                .authenticate(request.metadata())
+                .map_err(|r| {
+                    self.inner.metrics.denied(r.reason);
+                    r.status
+                })?,
+        };
+        let permit = self.inner.peer_permit(request.remote_addr())?;
         let metadata = request.metadata().clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
-        tokio::spawn(self.inner.clone().run(inbound, metadata, tx));
+        tokio::spawn(
+            self.inner
+                .clone()
+                .run(inbound, metadata, principal, tx, permit),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

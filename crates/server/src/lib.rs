@@ -19,7 +19,10 @@ use proof_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use bes::{Admission, Admitted, BesService, OnFinalized, OpenAdmission, Opening, Refusal};
+pub use bes::{
+    Admission, Admitted, Authenticate, BesService, OnFinalized, OpenAdmission, Opening, Refusal,
+    RpcLimits,
+};
 pub use metrics::Metrics;
 pub use tenants::TenantAdmission;
 
@@ -36,6 +39,8 @@ pub struct GrpcConfig {
     /// Finalize (as incomplete) streams idle this long with no open RPC;
     /// `None` keeps them open forever.
     pub abandon_after: Option<std::time::Duration>,
+    /// Per-peer and per-RPC bounds.
+    pub limits: RpcLimits,
 }
 
 /// Serves the BES on an already bound listener until `shutdown` resolves.
@@ -56,13 +61,17 @@ pub async fn serve_grpc(
             }
         });
     }
-    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission);
+    let auth = Authenticate::new(cfg.admission.clone(), cfg.metrics.clone());
+    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission)
+        .with_limits(cfg.limits);
     if let Some(after) = cfg.abandon_after {
         svc.sweep_abandoned(after);
     }
     let svc = PublishBuildEventServer::new(svc)
         .max_decoding_message_size(cfg.max_message)
         .max_encoding_message_size(cfg.max_message);
+    // Authentication runs on the request head, before any message is decoded.
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, auth);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(svc)

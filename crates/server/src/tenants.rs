@@ -100,6 +100,11 @@ fn wall_ms() -> i64 {
 }
 
 impl Admission for TenantAdmission {
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Option<String>, Refusal> {
+        let t = self.tenants.authenticate(authorization(metadata))?;
+        Ok(Some(t.id.clone()))
+    }
+
     fn admit(&self, o: &Opening<'_>) -> Result<Box<dyn Admitted>, Refusal> {
         let t = self.tenants.authenticate(authorization(o.metadata))?;
         t.check_bes_instance(o.project_id)?;
