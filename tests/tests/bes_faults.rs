@@ -1475,6 +1475,61 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_limit() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        // The default gRPC limit and the journal's record limit are one limit:
+        // an event above it is RESOURCE_EXHAUSTED, never UNAVAILABLE ("retry
+        // later", which Bazel would re-upload in vain).
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        for (i, size) in [(64 << 20) + 4096, 96 << 20].into_iter().enumerate() {
+            let id = format!("event-too-large-{i}");
+            let mut bep = synthetic(&id, 10);
+            bep[3] = encode(&bep::BuildEvent {
+                id: Some(progress_id(2)),
+                payload: Some(bep::build_event::Payload::Progress(bep::Progress {
+                    stdout: "x".repeat(size),
+                    stderr: String::new(),
+                })),
+                ..Default::default()
+            });
+            let (acks, end) = one_rpc(srv.addr, requests(&id, &bep, 1, bep.len() + 1)).await;
+            let Err(s) = &end else {
+                panic!("a {size} byte event was accepted ({} acks)", acks.len())
+            };
+            assert_eq!(
+                s.code(),
+                tonic::Code::ResourceExhausted,
+                "{size}: {}",
+                s.message()
+            );
+            let acked = ack_seqs(&acks);
+            assert!(
+                acked.iter().copied().eq(1..=acked.len() as u64) && acked.len() <= 3,
+                "{acked:?}"
+            );
+            let stored = stored_seq(srv.store.as_ref(), &id).unwrap_or(0);
+            assert!(
+                stored <= 3,
+                "nothing from the large event on is stored ({stored})"
+            );
+        }
+        // The server keeps serving.
+        let other = "after-event-too-large";
+        let small = synthetic(other, 50);
+        let report = replay(
+            small.clone(),
+            &opts(&srv.target(), other, Faults::default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_acked_once_in_order(&report, 51);
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_client_stops_on_a_final_refusal_and_retries_nothing() {
     tokio::time::timeout(TEST_LIMIT, async {
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;

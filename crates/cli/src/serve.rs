@@ -40,7 +40,8 @@ pub struct ServeArgs {
     /// resumes on a new RPC); its first message must come within 30 s.
     #[arg(long = "idle-timeout", default_value_t = proof_server::RpcLimits::default().idle_timeout.as_secs())]
     idle_timeout_secs: u64,
-    /// Largest gRPC message (one event) accepted, in bytes.
+    /// Largest gRPC message (one event) accepted, in bytes; at most the
+    /// default, which is the largest event the store holds plus its envelope.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
     /// Also serve the web pages, JSON API and /metrics on this address (e.g. 127.0.0.1:8981).
@@ -59,6 +60,16 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
+    if a.max_message_bytes > proof_server::DEFAULT_MAX_MESSAGE {
+        anyhow::bail!(
+            "--max-message-bytes {} is above {}: the store holds events of at most {} bytes, \
+             so bigger messages could never be stored; use a value up to {}",
+            a.max_message_bytes,
+            proof_server::DEFAULT_MAX_MESSAGE,
+            proof_store::MAX_EVENT_BYTES,
+            proof_server::DEFAULT_MAX_MESSAGE
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
     let on_finalized: Option<Arc<dyn OnFinalized>> = match (&a.key, &a.proofs) {
         (Some(key), Some(dir)) => {

@@ -386,6 +386,14 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
                     proof_proto::BEP_EVENT_TYPE_URL
                 )));
             }
+            if any.value.len() > proof_store::MAX_EVENT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "event {seq} is {} bytes, larger than the {} bytes this server stores per event; \
+                     the event cannot be stored (Bazel's upload of this invocation will fail)",
+                    any.value.len(),
+                    proof_store::MAX_EVENT_BYTES
+                )));
+            }
             let p = probe(&any.value).map_err(|e| invalid(format!("event {seq}: {e}")))?;
             // The event's bytes move into the journal record: no copy.
             (RecordKind::BepEvent, Bytes::from(any.value), Some(p))
@@ -427,6 +435,8 @@ fn store_status(e: StoreError) -> Status {
         StoreError::AlreadyFinalized(_) | StoreError::TenantMismatch { .. } => {
             Status::failed_precondition(e.to_string())
         }
+        // Retrying cannot help: the same event is as large next time.
+        StoreError::RecordTooLarge { .. } => Status::resource_exhausted(e.to_string()),
         other => Status::unavailable(format!("storage failed, retry later: {other}")),
     }
 }

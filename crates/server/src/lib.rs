@@ -26,8 +26,15 @@ pub use bes::{
 pub use metrics::Metrics;
 pub use tenants::TenantAdmission;
 
-/// Default largest gRPC message accepted: single BEP events of ~100 MB exist.
-pub const DEFAULT_MAX_MESSAGE: usize = 128 * 1024 * 1024;
+/// Room for a request's envelope (stream id, sequence number, Any type URL,
+/// project id) around one event.
+pub const ENVELOPE_BYTES: usize = 64 << 10;
+
+/// Default (and largest) gRPC message accepted: one event of the store's
+/// [`proof_store::MAX_EVENT_BYTES`] plus its envelope. One limit: a message
+/// the server decodes is one the store can hold; a bigger event is
+/// RESOURCE_EXHAUSTED at either layer, never "retry later".
+pub const DEFAULT_MAX_MESSAGE: usize = proof_store::MAX_EVENT_BYTES + ENVELOPE_BYTES;
 
 /// How to run the gRPC server.
 pub struct GrpcConfig {
