@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bounded;
 mod error;
 pub mod execlog;
 pub mod options;
