@@ -648,6 +648,67 @@ async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
     .expect("test finished in time");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_event_with_different_bytes_is_refused_not_acked() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let id = "resent-different";
+        let bep = synthetic(id, 40);
+        let total = bep.len() + 1;
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        // Event 5 with other bytes (another progress text).
+        let forged = |seq: usize| {
+            let mut ev = bep::BuildEvent::decode(&bep[seq - 1][..]).unwrap();
+            ev.payload = Some(bep::build_event::Payload::Progress(bep::Progress {
+                stdout: "not what was stored".into(),
+                stderr: String::new(),
+            }));
+            let mut v = bep.clone();
+            v[seq - 1] = encode(&ev);
+            assert_ne!(v[seq - 1], bep[seq - 1]);
+            v
+        };
+        // RPC A stores and acks 1..=20 and stays open.
+        let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
+        let (tx_a, rx_a) = mpsc::channel(64);
+        let mut acks_a = client
+            .publish_build_tool_event_stream(tokio_stream_from(rx_a))
+            .await
+            .unwrap()
+            .into_inner();
+        for r in requests(id, &bep, 1, 20) {
+            tx_a.send(r).await.unwrap();
+        }
+        for want in 1..=20 {
+            assert_eq!(
+                acks_a.message().await.unwrap().unwrap().sequence_number,
+                want
+            );
+        }
+        // B re-sends 4..=6 with 5 changed, while A is open (the window of digests).
+        let (acks, end) = one_rpc(srv.addr, requests(id, &forged(5), 4, 6)).await;
+        assert_eq!(
+            ack_seqs(&acks),
+            vec![4],
+            "the identical 4 is acked, the changed 5 is not"
+        );
+        assert_refused(&end, tonic::Code::FailedPrecondition, "different bytes");
+        drop(tx_a);
+        assert!(acks_a.message().await.unwrap().is_none());
+        // With no RPC open (the window is gone): the stored bytes are read back.
+        let (acks, end) = one_rpc(srv.addr, requests(id, &forged(12), 10, 14)).await;
+        assert_eq!(ack_seqs(&acks), vec![10, 11]);
+        assert_refused(&end, tonic::Code::FailedPrecondition, "different bytes");
+        // Identical re-sends are acked; the stream completes with the original bytes.
+        let (acks, end) = one_rpc(srv.addr, requests(id, &bep, 1, total)).await;
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(ack_seqs(&acks), (1..=total as u64).collect::<Vec<_>>());
+        assert_stored_exactly(srv.store.as_ref(), id, &bep, &ack_seqs(&acks), true);
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
 // ---------------------------------------------------------------------------
 // 3. kill -9 of `proof serve` mid-stream
 // ---------------------------------------------------------------------------

@@ -279,7 +279,9 @@ struct Inner {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Per-invocation position, shared by the RPCs of one invocation.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Position>>>>>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Keyed hash of stored events (re-sent events are compared by it).
+    hasher: std::collections::hash_map::RandomState,
     on_finalized: Option<Arc<dyn OnFinalized>>,
     admission: Arc<dyn Admission>,
     denied: Mutex<DeniedMemory>,
@@ -301,6 +303,7 @@ impl BesService {
             store,
             metrics,
             slots: Mutex::default(),
+            hasher: Default::default(),
             on_finalized,
             admission,
             denied: Mutex::default(),
@@ -448,6 +451,31 @@ fn ack(p: &Parsed) -> PublishBuildToolEventStreamResponse {
     }
 }
 
+/// Most digests of stored events kept per invocation while an RPC of it is
+/// open (older re-sent events are compared by reading the journal back).
+const DIGEST_WINDOW: usize = 16 << 10;
+
+/// What the RPCs of one invocation share while any of them is open.
+#[derive(Default)]
+struct Slot {
+    /// The stored position; `None`: load it from the store.
+    pos: Option<Position>,
+    /// seq → keyed hash of (kind, payload) of recently stored events.
+    digests: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Slot {
+    fn reset(&mut self) {
+        self.pos = None;
+        self.digests.clear();
+    }
+}
+
+fn digest(h: &std::collections::hash_map::RandomState, kind: RecordKind, payload: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    h.hash_one((kind.as_u8(), payload))
+}
+
 /// What one RPC knows across its batches.
 struct Rpc {
     seq: RpcSequencer,
@@ -466,7 +494,7 @@ struct Rpc {
 }
 
 impl Inner {
-    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Position>>> {
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut slots = self.slots.lock().expect("slots lock");
         slots.entry(id.to_string()).or_default().clone()
     }
@@ -567,7 +595,7 @@ impl Inner {
                     if let Err(r) = gate.check_event(&p.payload) {
                         rpc.held.clear();
                         let status = self.discard(&id, rpc.principal.clone(), r).await;
-                        *guard = None;
+                        guard.reset();
                         return (Vec::new(), Some(status));
                     }
                 }
@@ -583,7 +611,7 @@ impl Inner {
                     let r = gate.not_ready(rpc.held.len(), finished);
                     rpc.held.clear();
                     let status = self.discard(&id, rpc.principal.clone(), r).await;
-                    *guard = None;
+                    guard.reset();
                     return (Vec::new(), Some(status));
                 }
                 return (Vec::new(), refusal);
@@ -595,7 +623,7 @@ impl Inner {
         // The finish is stored but finalizing never ran (the server died in
         // between): the re-sent events of the retry trigger it.
         let mut unfinalized = false;
-        let mut pos = match *guard {
+        let mut pos = match guard.pos {
             Some(p) => p,
             None => {
                 let sid = id.clone();
@@ -613,6 +641,33 @@ impl Inner {
             }
         };
         let start_pos = pos;
+        // Re-sent events are compared with what was stored: digests of the
+        // recent window, else read back from the journal once.
+        let missing = parsed
+            .iter()
+            .filter(|p| (1..=pos.accepted).contains(&p.seq))
+            .filter(|p| !guard.digests.contains_key(&p.seq))
+            .map(|p| p.seq)
+            .min();
+        if let Some(from) = missing {
+            let (sid, h, upto) = (id.clone(), self.hasher.clone(), pos.accepted);
+            let loaded = self
+                .blocking(move |s| {
+                    let mut m = std::collections::BTreeMap::new();
+                    for r in s.read(&sid)? {
+                        let r = r?;
+                        if (from..=upto).contains(&r.seq) {
+                            m.insert(r.seq, digest(&h, r.kind, &r.payload));
+                        }
+                    }
+                    Ok(m)
+                })
+                .await;
+            match loaded {
+                Ok(m) => guard.digests.extend(m),
+                Err(e) => return (Vec::new(), Some(store_status(e))),
+            }
+        }
         // Decide every message; `acks` holds (message index, is_new).
         let mut acks = Vec::with_capacity(parsed.len());
         let mut new_from: Option<usize> = None;
@@ -621,6 +676,16 @@ impl Inner {
         for (i, p) in parsed.iter().enumerate() {
             match rpc.seq.decide(pos, p.seq) {
                 Decision::Duplicate => {
+                    let stored = guard.digests.get(&p.seq).copied();
+                    if stored != Some(digest(&self.hasher, p.kind, &p.payload)) {
+                        Metrics::add(&self.metrics.stream_errors_sequence, 1);
+                        refusal = Some(Status::failed_precondition(format!(
+                            "invocation {id}: event {} was already stored with different bytes; \
+                             a re-sent event must be byte-identical to the one acked",
+                            p.seq
+                        )));
+                        break;
+                    }
                     Metrics::add(&self.metrics.events_duplicate, 1);
                     acks.push(i);
                 }
@@ -687,7 +752,7 @@ impl Inner {
             // Deleted while this RPC holds the invocation's slot: no other
             // RPC of it can append in between.
             let status = self.discard(&id, rpc.principal.clone(), r).await;
-            *guard = None;
+            guard.reset();
             drop(guard);
             return (Vec::new(), Some(status));
         }
@@ -717,6 +782,10 @@ impl Inner {
                 instance: Some(rpc.project_id.clone()).filter(|p| !p.is_empty()),
                 created_at_ms: now_ms(),
             });
+            let new_digests: Vec<(u64, u64)> = records
+                .iter()
+                .map(|r| (r.seq, digest(&self.hasher, r.kind, &r.payload)))
+                .collect();
             let sid = id.clone();
             let t0 = Instant::now();
             let res = self
@@ -737,7 +806,7 @@ impl Inner {
             }
             if let Err(e) = res {
                 Metrics::add(&self.metrics.stream_errors_store, 1);
-                *guard = None; // reload from the store next time
+                guard.reset(); // reload from the store next time
                 let first_new = new_from.unwrap_or(acks.len());
                 let acks = acks
                     .iter()
@@ -747,12 +816,16 @@ impl Inner {
                 return (acks, Some(store_status(e)));
             }
             Metrics::add(&self.metrics.events_ingested, n_bep);
+            guard.digests.extend(new_digests);
+            while guard.digests.len() > DIGEST_WINDOW {
+                guard.digests.pop_first();
+            }
             self.activity
                 .lock()
                 .expect("activity lock")
                 .insert(id.clone(), Instant::now());
         }
-        *guard = Some(pos);
+        guard.pos = Some(pos);
         drop(guard);
         if finished_now || unfinalized {
             self.spawn_finalize(id);
