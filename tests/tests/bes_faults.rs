@@ -1679,6 +1679,37 @@ async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_time_out_of_range_is_invalid_argument_and_the_server_keeps_serving() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let lifecycle: Vec<PublishLifecycleEventRequest> =
+            delimited_records(&fixture("remote-build", "bes/lifecycle.bin"))
+                .iter()
+                .map(|r| PublishLifecycleEventRequest::decode(&r[..]).unwrap())
+                .collect();
+        let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
+        for seconds in [i64::MAX, i64::MIN, i64::MAX / 1000 + 1] {
+            let mut r = lifecycle[0].clone();
+            let ev = r.build_event.as_mut().unwrap().event.as_mut().unwrap();
+            ev.event_time = Some(prost_types::Timestamp { seconds, nanos: 0 });
+            let st = client
+                .publish_lifecycle_event(r)
+                .await
+                .expect_err("a time that does not fit in milliseconds is refused");
+            assert_eq!(st.code(), tonic::Code::InvalidArgument, "{seconds}: {st:?}");
+            assert!(st.message().contains("event_time"), "{}", st.message());
+        }
+        client
+            .publish_lifecycle_event(lifecycle[0].clone())
+            .await
+            .expect("the server keeps serving");
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_events_before_during_and_after_duplicated_are_recorded_once() {
     tokio::time::timeout(TEST_LIMIT, async {
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;

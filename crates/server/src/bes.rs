@@ -1108,8 +1108,20 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn ts_ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+/// A client's timestamp in milliseconds, with checked arithmetic: a time
+/// that does not fit is refused, never wrapped (or a panic).
+fn ts_ms(t: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Status> {
+    let Some(t) = t else { return Ok(None) };
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos) / 1_000_000))
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(format!(
+                "lifecycle event_time {}s {}ns is out of range; send a real time",
+                t.seconds, t.nanos
+            ))
+        })
 }
 
 fn status_name(s: Option<&proof_proto::bes::BuildStatus>) -> String {
@@ -1142,7 +1154,7 @@ impl PublishBuildEvent for BesService {
         let ev = obe
             .event
             .ok_or_else(|| invalid("lifecycle build_event has no event"))?;
-        let at = ts_ms(ev.event_time.as_ref());
+        let at = ts_ms(ev.event_time.as_ref())?;
         let event = match ev.event {
             Some(Event::BuildEnqueued(_)) => LifecycleEvent::BuildEnqueued { at_ms: at },
             Some(Event::InvocationAttemptStarted(a)) => LifecycleEvent::InvocationAttemptStarted {
