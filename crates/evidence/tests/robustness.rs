@@ -149,3 +149,33 @@ fn a_real_sized_compact_log_is_within_the_bounds() {
     let n = records.map(|r| r.unwrap()).count();
     assert_eq!(n, 200_000, "ratio {}", raw.len() / log.len());
 }
+
+/// The same bodies as the `remote_grpc_log` and `corroboration` fuzz targets:
+/// damaged remote gRPC logs and corroboration records are read or refused,
+/// never a panic.
+#[test]
+fn damaged_remote_grpc_logs_and_corroboration_records_never_panic() {
+    let grpc_body = |data: &[u8]| {
+        let mut b = EvidenceBuilder::new();
+        let ok = b.push_remote_grpc_log(data).is_ok();
+        let _ = b.finish();
+        ok
+    };
+    let corroboration_body = |data: &[u8]| {
+        let mut b = EvidenceBuilder::new();
+        let _ = b.push_corroboration(data);
+        let _ = b.finish();
+    };
+    let log = fixture("remote_grpc.log");
+    assert!(grpc_body(&log), "the intact log reads");
+    for cut in (0..log.len()).step_by(11) {
+        grpc_body(&log[..cut]);
+        corroboration_body(&log[..cut]);
+    }
+    for (pos, bit) in positions(log.len(), 300) {
+        let mut d = log.clone();
+        d[pos] ^= bit;
+        grpc_body(&d);
+        corroboration_body(&d);
+    }
+}
