@@ -79,7 +79,7 @@ pub fn check_md(r: &CheckReport, manifest: &str) -> String {
     if !r.manifest_problems.is_empty() {
         let _ = writeln!(s, "`{manifest}` is not a valid manifest:\n");
         for p in &r.manifest_problems {
-            let _ = writeln!(s, "- {}", p.replace('\n', " "));
+            let _ = writeln!(s, "- {}", t(p));
         }
         return s;
     }
@@ -131,7 +131,7 @@ pub fn check_md(r: &CheckReport, manifest: &str) -> String {
                 code(&c.class),
                 t(&c.repo),
                 c.mode.as_str(),
-                t(&c.proofs_verified)
+                t(c.proofs_verified)
             );
         }
         let _ = writeln!(s, "\n</details>");
@@ -145,7 +145,7 @@ pub fn report_md(r: &PlatformReport) -> String {
     let c = &r.counts;
     let _ = writeln!(s, "# RBE target eligibility report\n");
     let _ = writeln!(
-        s, "{} target classes in {} repos: {} default, {} executor-backed, {} cache-first. {} of {} default-RBE gates open. Proof artifacts: {}.\n", t(&c.classes), t(&c.repos), t(&c.default), t(&c.executor_backed), t(&c.cache_first), t(&c.gates_open), t(&c.gates_total), if r.proofs_checked { "verified against the proofs directory" } else { "not verified (no --proofs)" });
+        s, "{} target classes in {} repos: {} default, {} executor-backed, {} cache-first. {} of {} default-RBE gates open. Proof artifacts: {}.\n", t(c.classes), t(c.repos), t(c.default), t(c.executor_backed), t(c.cache_first), t(c.gates_open), t(c.gates_total), if r.proofs_checked { "verified against the proofs directory" } else { "not verified (no --proofs)" });
 
     // 1
     let _ = writeln!(s, "## 1. {}\n", QUESTIONS[0]);
@@ -167,7 +167,7 @@ pub fn report_md(r: &PlatformReport) -> String {
                 t(&l.repo),
                 t(&l.work_kind),
                 l.mode.as_str(),
-                code(&cell(&l.patterns.join(" "))),
+                code(cell(&l.patterns.join(" "))),
                 t(l.latest_proof.as_deref().unwrap_or("-")),
                 verified(l.verified)
             );
@@ -182,9 +182,9 @@ pub fn report_md(r: &PlatformReport) -> String {
                 s,
                 "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
                 t(&a.location),
-                code(&short(&a.artifact_sha256).to_string()),
+                code(short(&a.artifact_sha256).to_string()),
                 t(&a.command),
-                t(&a.remote_executions),
+                t(a.remote_executions),
                 t(&a.executor),
                 t(a.instance_name.as_deref().unwrap_or("default")),
                 cell(&a.worker_images.join(", ")),
@@ -276,7 +276,7 @@ pub fn report_md(r: &PlatformReport) -> String {
                 t(n.gate.blocker.as_deref().unwrap_or("-"))
             );
             for i in &n.gate.open_items {
-                let _ = writeln!(s, "- {i}");
+                let _ = writeln!(s, "- {}", t(i));
             }
             if !n.gate.open_items.is_empty() {
                 s.push('\n');
@@ -335,9 +335,9 @@ pub fn report_md(r: &PlatformReport) -> String {
                 code(&l.class),
                 t(&l.repo),
                 t(&l.work_kind),
-                code(&cell(&l.patterns.join(" "))),
+                code(cell(&l.patterns.join(" "))),
                 l.mode.as_str(),
-                t(&l.proofs),
+                t(l.proofs),
                 t(l.latest_date.as_deref().unwrap_or("-"))
             );
         }

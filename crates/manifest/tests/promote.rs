@@ -325,9 +325,16 @@ fn promoting_through_a_symlinked_manifest_writes_the_target_and_keeps_the_link()
     let p = promote_file(&link, &f, &req("checkout-web/e2e", None)).unwrap();
     assert!(p.changed);
     assert!(
-        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the symlink was replaced by a regular file"
     );
-    assert_eq!(std::fs::read_to_string(&real).unwrap(), p.text, "the target holds the promotion");
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        p.text,
+        "the target holds the promotion"
+    );
     assert_eq!(std::fs::read_to_string(&link).unwrap(), p.text);
 }

@@ -81,6 +81,9 @@ pub struct WebMetrics {
 /// What an analysis was derived from: (journal last_seq, exec-log size).
 type Version = (u64, Option<u64>);
 
+/// A cached analysis: its version, when it was derived, the analysis.
+type Cached = (Version, Instant, Arc<Analysis>);
+
 pub(crate) struct Inner {
     pub cfg: WebConfig,
     /// When set, requests must name a tenant with a bearer token.
@@ -89,7 +92,7 @@ pub(crate) struct Inner {
     /// invocation id → (version, when derived, analysis); version =
     /// (last_seq, exec-log size). A journal only grows, so an analysis of
     /// the same version is the same analysis, finalized or not.
-    cache: Mutex<HashMap<String, (Version, Instant, Arc<Analysis>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 pub(crate) type State = Arc<Inner>;
