@@ -473,6 +473,7 @@ mod stale_cache {
             admission: Arc::new(OpenAdmission),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
             abandon_after: None,
+            limits: Default::default(),
         };
         tokio::spawn(async move {
             let _ = proof_server::serve_grpc(listener, cfg, std::future::pending()).await;

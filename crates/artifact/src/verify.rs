@@ -328,10 +328,15 @@ fn rederive<R: Read + Seek>(
         (&mut *input).take(events.size),
     ));
     let decoded: Result<(), String> = (|| {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashed)
+        // Bounded relative to the member's size: a signed bomb is refused too.
+        let decoder = proof_evidence::bounded::BoundedZstd::new(&mut hashed)
             .map_err(|e| format!("{EVENTS} is not a zstd stream: {e}"))?;
+        let budget = decoder.budget();
         for (index, event) in DelimitedReader::new(decoder).enumerate() {
             let event = event.map_err(|e| format!("{EVENTS}: {}", EvidenceError::BepFraming(e)))?;
+            budget
+                .check_records(index as u64 + 1)
+                .map_err(|e| format!("{EVENTS}: {e}"))?;
             builder
                 .push_event(&event)
                 .map_err(|e| format!("{EVENTS}: event #{index}: {e}"))?;

@@ -37,7 +37,15 @@ pub struct ServeArgs {
     /// seconds and has no open RPC (Bazel died or gave up); 0 = never.
     #[arg(long = "abandon-after", default_value_t = 3600)]
     abandon_after_secs: u64,
-    /// Largest gRPC message (one event) accepted, in bytes.
+    /// Most tool-event RPCs one peer (IP address) may hold open at once.
+    #[arg(long, default_value_t = proof_server::RpcLimits::default().rpcs_per_peer)]
+    max_rpcs_per_peer: usize,
+    /// Close an RPC that sends no message for this many seconds (Bazel
+    /// resumes on a new RPC); its first message must come within 30 s.
+    #[arg(long = "idle-timeout", default_value_t = proof_server::RpcLimits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
+    /// Largest gRPC message (one event) accepted, in bytes; at most the
+    /// default, which is the largest event the store holds plus its envelope.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
     /// Also serve the web pages, JSON API and /metrics on this address (e.g. 127.0.0.1:8981).
@@ -76,6 +84,16 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
+    if a.max_message_bytes > proof_server::DEFAULT_MAX_MESSAGE {
+        bail!(
+            "--max-message-bytes {} is above {}: the store holds events of at most {} bytes, \
+             so bigger messages could never be stored; use a value up to {}",
+            a.max_message_bytes,
+            proof_server::DEFAULT_MAX_MESSAGE,
+            proof_store::MAX_EVENT_BYTES,
+            proof_server::DEFAULT_MAX_MESSAGE
+        );
+    }
     let store: Arc<dyn Store> = open_store(&a.store)?;
     if crate::invocations::is_pg_store(&a.store) && (a.key.is_none() || a.proofs.is_none()) {
         bail!(
@@ -194,6 +212,11 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             max_message: a.max_message_bytes,
             abandon_after: (a.abandon_after_secs > 0)
                 .then(|| Duration::from_secs(a.abandon_after_secs)),
+            limits: proof_server::RpcLimits {
+                rpcs_per_peer: a.max_rpcs_per_peer.max(1),
+                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+                ..Default::default()
+            },
         };
         proof_server::serve_grpc(listener, cfg, shutdown_signal())
             .await

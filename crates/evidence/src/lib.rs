@@ -17,6 +17,7 @@
 //! ```
 
 pub mod attestation;
+pub mod bounded;
 mod error;
 pub mod execlog;
 pub mod options;

@@ -20,6 +20,12 @@ pub use types::{
     RecordKind, MAX_INVOCATION_ID_LEN,
 };
 
+/// The largest event (record payload) any store must accept: the one
+/// event-size limit of rbe-proof. The gRPC server's message limit is derived
+/// from it, and every [`Store`] refuses bigger records with
+/// [`StoreError::RecordTooLarge`].
+pub const MAX_EVENT_BYTES: usize = journal::MAX_RECORD_PAYLOAD;
+
 /// Iterator over the records of one journal, in sequence order.
 pub type RecordIter = Box<dyn Iterator<Item = Result<JournalRecord, StoreError>> + Send>;
 

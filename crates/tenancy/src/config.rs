@@ -376,6 +376,24 @@ impl Tenant {
             .with("limit", limit.to_string()))
     }
 
+    /// The denial of a stream that did not carry its canonical command line
+    /// within its first `events` events (`at_end`: the stream ended first).
+    pub fn command_line_missing(&self, events: usize, at_end: bool) -> Denial {
+        let when = if at_end {
+            "before the stream ended".to_string()
+        } else {
+            format!("within its first {events} events")
+        };
+        self.deny(
+            Reason::CommandLineMissing,
+            format!(
+                "tenant {}'s stream did not carry its canonical command line (structured_command_line labelled \"canonical\") {when}; nothing was stored. Bazel sends it at the start of every build: stream with an unmodified Bazel",
+                self.id
+            ),
+        )
+        .with("events", events.to_string())
+    }
+
     /// Checks that an existing invocation belongs to this tenant.
     pub fn check_owner(&self, invocation_id: &str, owner: Option<&str>) -> Result<(), Denial> {
         if owner == Some(self.id.as_str()) {
