@@ -25,7 +25,9 @@ FIX=../fixtures/bazel-4.2.3
 seed() {  # seed TARGET FILE...
     local dir="corpus/$1"; shift
     mkdir -p "$dir"
-    for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/$(echo "$f" | tr '/' '_')"; done
+    for f in "$@"; do
+        if [ -f "$f" ]; then cp "$f" "$dir/$(echo "$f" | tr '/' '_')"; fi
+    done
 }
 for s in remote-build remote-test remote-cache-hit local-only failing-build; do
     seed bep_binary "$FIX/$s/bep.bin"

@@ -60,3 +60,20 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// Every record of the invocation's journal.
+pub fn read_all(store: &dyn proof_store::Store, id: &str) -> Vec<JournalRecord> {
+    store
+        .read(id)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// `got` is exactly the records `rec(1..=last_seq)`.
+pub fn check_records(got: &[JournalRecord], last_seq: u64) {
+    assert_eq!(got.len() as u64, last_seq);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(*r, rec(i as u64 + 1));
+    }
+}
