@@ -53,7 +53,7 @@ pub fn detect(prefix: &[u8]) -> Option<BepFormat> {
     }
 }
 
-fn bep_descriptor() -> &'static MessageDescriptor {
+pub(crate) fn bep_descriptor() -> &'static MessageDescriptor {
     static DESC: OnceLock<MessageDescriptor> = OnceLock::new();
     DESC.get_or_init(|| {
         let pool = DescriptorPool::decode(proof_proto::FILE_DESCRIPTOR_SET)
@@ -63,8 +63,19 @@ fn bep_descriptor() -> &'static MessageDescriptor {
     })
 }
 
-/// Converts one proto3-JSON BEP event to its binary form.
+/// Converts one proto3-JSON BEP event to its binary form: the fast path
+/// (`jsonfast`) for what Bazel ordinarily writes, the general one
+/// ([`json_event_to_binary_general`]) for everything else and for errors.
 pub fn json_event_to_binary(json: &[u8]) -> Result<Vec<u8>, String> {
+    match crate::jsonfast::convert(json) {
+        Ok(bin) => Ok(bin),
+        Err(crate::jsonfast::GiveUp) => json_event_to_binary_general(json),
+    }
+}
+
+/// The general conversion of one proto3-JSON BEP event: a JSON tree, then a
+/// dynamic message, then its encoding.
+pub fn json_event_to_binary_general(json: &[u8]) -> Result<Vec<u8>, String> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     let obj = value.as_object().ok_or("not a JSON object")?;
