@@ -57,6 +57,9 @@ enum Ty {
     Message(usize),
     /// `map<string, string>`.
     StringMap,
+    /// google.protobuf.Timestamp or Duration (a string in JSON), index into
+    /// `Plan::wkts`; converted by prost-reflect itself, as in the general path.
+    Wkt(usize),
     /// Anything this path leaves to the general one.
     Unsupported,
 }
@@ -83,6 +86,7 @@ struct MsgPlan {
 struct Plan {
     msgs: Vec<MsgPlan>,
     enums: Vec<HashMap<Box<str>, i32>>,
+    wkts: Vec<MessageDescriptor>,
 }
 
 impl Plan {
@@ -110,6 +114,21 @@ impl Plan {
                         } else {
                             Ty::Unsupported
                         }
+                    }
+                    Kind::Message(m)
+                        if matches!(
+                            m.full_name(),
+                            "google.protobuf.Timestamp" | "google.protobuf.Duration"
+                        ) =>
+                    {
+                        let i = match plan.wkts.iter().position(|w| *w == m) {
+                            Some(i) => i,
+                            None => {
+                                plan.wkts.push(m.clone());
+                                plan.wkts.len() - 1
+                            }
+                        };
+                        Ty::Wkt(i)
                     }
                     Kind::Message(m) if m.full_name().starts_with("google.protobuf.") => {
                         Ty::Unsupported
@@ -513,7 +532,7 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
             };
             (Num::Varint(v as u64), false)
         }
-        Ty::String | Ty::Message(_) | Ty::StringMap | Ty::Unsupported => return None,
+        Ty::String | Ty::Message(_) | Ty::StringMap | Ty::Wkt(_) | Ty::Unsupported => return None,
     })
 }
 
@@ -538,6 +557,19 @@ impl FieldSeed<'_> {
         let f = self.f;
         if f.repeated {
             return Err(give_up());
+        }
+        if let Ty::Wkt(w) = f.ty {
+            let Scalar::Str(v) = s else {
+                return Err(give_up());
+            };
+            let de = de::value::StrDeserializer::<de::value::Error>::new(v);
+            let m = prost_reflect::DynamicMessage::deserialize(plan().wkts[w].clone(), de)
+                .map_err(|_| give_up())?;
+            let bytes = prost::Message::encode_to_vec(&m);
+            key(f.number, WIRE_LEN, self.dst);
+            encode_varint(bytes.len() as u64, self.dst);
+            self.dst.extend_from_slice(&bytes);
+            return Ok(true);
         }
         if f.ty == Ty::String {
             let Scalar::Str(v) = s else {
@@ -598,7 +630,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let f = self.f;
-        if !f.repeated || matches!(f.ty, Ty::Unsupported | Ty::StringMap) {
+        if !f.repeated || matches!(f.ty, Ty::Unsupported | Ty::StringMap | Ty::Wkt(_)) {
             return Err(give_up());
         }
         if f.packed {
@@ -947,6 +979,7 @@ mod tests {
             br#"[1]"#,
             br#"{"id":{"started":{}}} x"#,
             br#"{"id":{"started":{}},"started":{"uuid":7}}"#,
+            br#"{"id":{"started":{}},"started":{"startTime":"yesterday"}}"#,
         ] {
             assert!(convert(line).is_err(), "{}", String::from_utf8_lossy(line));
         }
@@ -955,6 +988,8 @@ mod tests {
             &br#"{"id":{"started":{}},"lastMessage":true,"started":{"uuid":"u","startTimeMillis":"12"}}"#[..],
             br#"{"last_message":false,"id":{"progress":{"opaqueCount":-3}},"children":[]}"#,
             br#"{"id":{"started":{}},"started":null,"progress":{"stderr":"a\u00e9\n"}}"#,
+            br#"{"id":{"started":{}},"started":{"startTime":"2024-05-01T10:00:00.123Z"}}"#,
+            br#"{"id":{"testResult":{}},"testResult":{"testAttemptDuration":"1.500s"}}"#,
         ] {
             assert!(same_as_general("odd line", line), "{}", String::from_utf8_lossy(line));
         }
