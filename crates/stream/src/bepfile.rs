@@ -96,7 +96,12 @@ pub struct BepFileReader<R> {
 
 enum Inner<R> {
     Binary(DelimitedReader<R>),
-    Json { reader: R, line: u64, done: bool },
+    Json {
+        reader: R,
+        line: u64,
+        done: bool,
+        buf: Vec<u8>,
+    },
 }
 
 impl<R: BufRead> BepFileReader<R> {
@@ -113,6 +118,7 @@ impl<R: BufRead> BepFileReader<R> {
                 reader,
                 line: 0,
                 done: false,
+                buf: Vec::new(),
             },
         };
         Self { inner, format }
@@ -129,18 +135,19 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::Binary(r) => r.next().map(|r| r.map_err(BepFileError::from)),
-            Inner::Json { reader, line, done } => loop {
+            Inner::Json {
+                reader,
+                line,
+                done,
+                buf,
+            } => loop {
                 if *done {
                     return None;
                 }
                 *line += 1;
-                let mut buf = Vec::new();
+                buf.clear();
                 let max = DEFAULT_MAX_RECORD;
-                match reader
-                    .by_ref()
-                    .take(max as u64 + 1)
-                    .read_until(b'\n', &mut buf)
-                {
+                match reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf) {
                     Err(e) => {
                         *done = true;
                         return Some(Err(e.into()));
@@ -163,7 +170,7 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                     continue;
                 }
                 let line_no = *line;
-                return Some(json_event_to_binary(&buf).map_err(|reason| {
+                return Some(json_event_to_binary(buf).map_err(|reason| {
                     *done = true;
                     BepFileError::NotBepJson {
                         line: line_no,

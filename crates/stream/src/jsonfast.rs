@@ -75,9 +75,36 @@ struct FieldPlan {
     enum_default: i32,
 }
 
+/// FNV-1a: field names are short and trusted to be few; SipHash cost more
+/// than the rest of the key lookup.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 #[derive(Debug, Default)]
 struct MsgPlan {
-    by_key: HashMap<Box<str>, usize>,
+    /// (JSON key, field index): JSON names first, then proto names, as the
+    /// general path looks them up. A scan beats hashing for these few short keys.
+    by_key: Vec<(Box<str>, usize)>,
     fields: Vec<FieldPlan>,
     oneofs: usize,
 }
@@ -85,7 +112,7 @@ struct MsgPlan {
 #[derive(Debug, Default)]
 struct Plan {
     msgs: Vec<MsgPlan>,
-    enums: Vec<HashMap<Box<str>, i32>>,
+    enums: Vec<FnvMap<Box<str>, i32>>,
     wkts: Vec<MessageDescriptor>,
 }
 
@@ -187,10 +214,12 @@ impl Plan {
             }
             // Like the general path: the JSON name first, then the proto name.
             for (i, f) in desc.fields().enumerate() {
-                mp.by_key.insert(f.json_name().into(), i);
+                mp.by_key.push((f.json_name().into(), i));
             }
             for (i, f) in desc.fields().enumerate() {
-                mp.by_key.entry(f.name().into()).or_insert(i);
+                if !mp.by_key.iter().any(|(k, _)| **k == *f.name()) {
+                    mp.by_key.push((f.name().into(), i));
+                }
             }
             plan.msgs[me] = mp;
         }
@@ -218,6 +247,8 @@ struct Level {
 struct Ctx {
     levels: Vec<Level>,
     packed: Vec<u8>,
+    /// The event being written (copied out at its exact size).
+    out: Vec<u8>,
 }
 
 const WIRE_VARINT: u32 = 0;
@@ -250,8 +281,11 @@ pub(crate) fn convert(json: &[u8]) -> Result<Vec<u8>, GiveUp> {
         let Ok(mut ctx) = ctx.try_borrow_mut() else {
             return Err(GiveUp);
         };
-        let mut out = Vec::new();
-        let mut de = serde_json::Deserializer::from_slice(json);
+        // One UTF-8 check of the line instead of one per string.
+        let json = std::str::from_utf8(json).map_err(|_| GiveUp)?;
+        let mut out = std::mem::take(&mut ctx.out);
+        out.clear();
+        let mut de = serde_json::Deserializer::from_str(json);
         let id_set = MessageSeed {
             ctx: &mut ctx,
             msg: 0,
@@ -263,11 +297,13 @@ pub(crate) fn convert(json: &[u8]) -> Result<Vec<u8>, GiveUp> {
         .deserialize(&mut de)
         .map_err(|_| GiveUp)?;
         de.end().map_err(|_| GiveUp)?;
+        let bin = out.clone();
+        ctx.out = out;
         // The general path insists on an "id" object.
         if !id_set {
             return Err(GiveUp);
         }
-        Ok(out)
+        Ok(bin)
     })
 }
 
@@ -385,7 +421,13 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.by_key.get(v).copied())
+        let v = v.as_bytes();
+        Ok(self
+            .0
+            .by_key
+            .iter()
+            .find(|(k, _)| k.len() == v.len() && k.as_bytes() == v)
+            .map(|&(_, i)| i))
     }
 }
 
@@ -663,14 +705,13 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
                 {}
             }
             Ty::String => {
-                while let Some(s) = seq.next_element_seed(ScalarSeed)? {
-                    let OwnedScalar::Str(v) = s else {
-                        return Err(give_up());
-                    };
-                    key(f.number, WIRE_LEN, self.dst);
-                    encode_varint(v.len() as u64, self.dst);
-                    self.dst.extend_from_slice(v.as_bytes());
-                }
+                while seq
+                    .next_element_seed(StrElem {
+                        number: f.number,
+                        dst: &mut *self.dst,
+                    })?
+                    .is_some()
+                {}
             }
             ty => {
                 while let Some(s) = seq.next_element_seed(ScalarSeed)? {
@@ -730,6 +771,35 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
             }
             _ => Err(give_up()),
         }
+    }
+}
+
+/// One string of a repeated string field, written as it is read.
+struct StrElem<'c> {
+    number: u32,
+    dst: &'c mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for StrElem<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrElem<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        key(self.number, WIRE_LEN, self.dst);
+        encode_varint(v.len() as u64, self.dst);
+        self.dst.extend_from_slice(v.as_bytes());
+        Ok(())
     }
 }
 
