@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "google/devtools/build/v1/publish_build_event.proto",
         "build_event_stream/build_event_stream.proto",
+        "action_cache/action_cache.proto",
         "command_line/command_line.proto",
         "options/option_filters.proto",
         "tools/protos/spawn.proto",

@@ -57,22 +57,45 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub store: PathBuf,
+    /// Every line the server printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts `proof serve --listen ADDR --store STORE EXTRA...` and waits until it listens.
     pub fn start(listen: &str, store: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(proof_bin())
-            .args(["serve", "--listen", listen, "--store"])
-            .arg(store)
-            .args(extra)
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            listen.into(),
+            "--store".into(),
+            store.to_str().expect("utf-8 store path").into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server::start_args(None, &args);
+        server.store = store.to_path_buf();
+        server
+    }
+
+    /// Starts `proof ARGS...` (a `serve` command line) in `cwd` and waits until it listens.
+    /// `store` is `--store`'s value when given, else the default `proof-store`.
+    pub fn start_args(cwd: Option<&Path>, args: &[String]) -> Server {
+        let mut cmd = Command::new(proof_bin());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .args(args)
             .env("PROOF_LOG", "info")
+            .env_remove("PROOF_STORE")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn proof serve");
         let stdout = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let seen = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("BES listening on grpc://").nth(1) {
@@ -84,15 +107,47 @@ impl Server {
                     );
                 }
                 println!("[proof serve] {line}");
+                seen.lock().unwrap().push(line);
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("proof serve did not report its address within 60 s");
+        let store = args
+            .iter()
+            .position(|a| a == "--store")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| PathBuf::from("proof-store"), PathBuf::from);
+        let store = match cwd {
+            Some(dir) if store.is_relative() => dir.join(store),
+            _ => store,
+        };
         Server {
             child,
             addr,
-            store: store.to_path_buf(),
+            store,
+            stdout: lines,
+        }
+    }
+
+    /// The rest of the first stdout line containing `marker` (waits up to 60 s for it).
+    pub fn printed(&self, marker: &str) -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(rest) = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.to_string()))
+            {
+                return rest;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "proof serve did not print {marker:?} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -8,7 +8,7 @@ use proof_kpi::{Analysis, Analyzer, Kpis};
 use proof_store::{RecordKind, Store};
 use serde_json::json;
 
-use crate::invocations::open_store;
+use crate::invocations::open_reader;
 use crate::EXIT_OK;
 
 #[derive(clap::Args)]
@@ -94,12 +94,7 @@ fn kpi_lines(k: &Kpis) -> Vec<String> {
 }
 
 pub fn explain(a: ExplainArgs) -> Result<u8> {
-    let store = open_store(&a.store).with_context(|| {
-        format!(
-            "while `proof serve --http ADDR` holds the store, ask it instead: GET http://ADDR/api/v1/invocations/{}/diagnosis",
-            a.invocation_id
-        )
-    })?;
+    let store = open_reader(&a.store)?;
     if store.state(&a.invocation_id)?.is_none() {
         bail!(
             "no invocation {} in {}; `proof list` shows what is stored",
@@ -113,23 +108,23 @@ pub fn explain(a: ExplainArgs) -> Result<u8> {
     if a.json {
         let mut v = serde_json::to_value(d)?;
         v["kpis"] = json!(an.kpis);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
-    println!("invocation {}", d.invocation_id);
-    println!("dominant cause: {}", d.dominant_cause.as_str());
-    println!("  {}", d.summary);
+    outln!("invocation {}", d.invocation_id);
+    outln!("dominant cause: {}", d.dominant_cause.as_str());
+    outln!("  {}", d.summary);
     for f in &d.evidence {
-        println!("  evidence: {} = {} ({})", f.fact, f.value, f.source);
+        outln!("  evidence: {} = {} ({})", f.fact, f.value, f.source);
     }
     for f in d.findings.iter().skip(1) {
-        println!("also: {}: {}", f.cause.as_str(), f.summary);
+        outln!("also: {}: {}", f.cause.as_str(), f.summary);
     }
     for line in kpi_lines(&an.kpis) {
-        println!("{line}");
+        outln!("{line}");
     }
     for m in &d.missing {
-        println!("not known: {m}");
+        outln!("not known: {m}");
     }
     Ok(EXIT_OK)
 }
@@ -148,7 +143,7 @@ mod tests {
     #[test]
     fn explains_a_stored_invocation_with_and_without_its_exec_log() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_store(dir.path()).unwrap();
+        let store = crate::invocations::open_store(dir.path()).unwrap();
         let bep = std::fs::File::open(fixture("failing-build", "bep.bin")).unwrap();
         let (_, fin) =
             proof_ingest::ingest_file(&store, std::io::BufReader::new(bep), 0, |_| {}).unwrap();

@@ -4,19 +4,30 @@ use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use proof_store::{FsStore, InvocationRecord, ListFilter, RecordKind, Store};
+use proof_store::{FsStore, InvocationRecord, ListFilter, RecordKind, Store, StoreError};
 use serde_json::{json, Value};
 
 use crate::EXIT_OK;
 
+/// Opens the store for writing (`proof serve`, `proof ingest`): one writer per directory.
 pub fn open_store(dir: &Path) -> Result<FsStore> {
     let store = FsStore::open(dir)
-        .with_context(|| format!("cannot open the store at {}", dir.display()))?;
+        .with_context(|| format!("cannot open the store at {} for writing", dir.display()))?;
     let rep = store.recovery_report();
     if !rep.is_clean() {
         eprintln!("proof: store recovery: {rep:?}");
     }
     Ok(store)
+}
+
+/// Opens the store for reading (`list`, `show`, `export`, `explain`): works beside a
+/// running `proof serve` and sees what it has acked; never writes or repairs.
+pub fn open_reader(dir: &Path) -> Result<FsStore> {
+    FsStore::open_read_only(dir).map_err(|e| match e {
+        // Already names the directory and what to do.
+        StoreError::NoStore { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot read the store at {}", dir.display())),
+    })
 }
 
 pub fn now_ms() -> i64 {
@@ -69,10 +80,28 @@ pub fn record_json(store: &dyn Store, rec: &InvocationRecord) -> Result<Value> {
     Ok(v)
 }
 
+/// Prints the fields of a JSON BEP file that did not fit the schema (their
+/// events were kept without them) on stderr.
+pub fn print_warnings(file: &Path, warnings: &[proof_stream::bepfile::ConversionWarning]) {
+    for w in warnings {
+        eprintln!("proof: warning: {}: {w}", file.display());
+    }
+}
+
 pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let store = open_store(dir)?;
+    let store = open_store(dir).map_err(|e| {
+        if matches!(e.downcast_ref(), Some(StoreError::Locked { .. })) {
+            e.context(format!(
+                "a running `proof serve` owns the store; send the file to it instead: \
+                 proof replay {} --to grpc://ADDR",
+                file.display()
+            ))
+        } else {
+            e
+        }
+    })?;
     let mut last_report = std::time::Instant::now();
     let (format, fin) = proof_ingest::ingest_file(
         &store,
@@ -89,15 +118,17 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
         },
     )
     .with_context(|| format!("cannot ingest {}", file.display()))?;
+    print_warnings(file, &fin.warnings);
     let rec = store
         .get(&fin.invocation_id)?
         .context("the invocation vanished after ingest")?;
     if json {
         let mut v = record_json(&store, &rec)?;
         v["format"] = json!(format);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        v["warnings"] = json!(fin.warnings);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        outln!(
             "ingested {} ({:?}): {} events, {}",
             fin.invocation_id,
             format,
@@ -113,7 +144,16 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
 }
 
 pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Result<u8> {
-    let store = open_store(dir)?;
+    if !dir.exists() {
+        // Nothing was ever stored there: say so the way an empty store does.
+        if json {
+            outln!("[]");
+        } else {
+            outln!("no invocations in {} (no store there yet)", dir.display());
+        }
+        return Ok(EXIT_OK);
+    }
+    let store = open_reader(dir)?;
     let recs = store.list(&ListFilter {
         limit,
         tenant,
@@ -124,15 +164,15 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
             .iter()
             .map(|r| record_json(&store, r))
             .collect::<Result<_>>()?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
     if recs.is_empty() {
-        println!("no invocations in {}", dir.display());
+        outln!("no invocations in {}", dir.display());
     }
     for r in &recs {
         let v = record_json(&store, r)?;
-        println!(
+        outln!(
             "{}  {:<6} {:<5} {:>7} events  {:<10}  {}",
             r.meta.invocation_id,
             v["command"].as_str().unwrap_or("?"),
@@ -150,7 +190,7 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
 }
 
 pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8> {
-    let store = open_store(dir)?;
+    let store = open_reader(dir)?;
     // Another tenant's invocation is reported exactly like a missing one.
     let found = store
         .get(id)?
@@ -163,11 +203,11 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
     };
     let v = record_json(&store, &rec)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for (k, val) in v.as_object().into_iter().flatten() {
             if k != "lifecycle" {
-                println!(
+                outln!(
                     "{k:>18}: {}",
                     match val {
                         Value::String(s) => s.clone(),
@@ -181,13 +221,13 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
 }
 
 pub fn export(dir: &Path, id: &str, out: &Path) -> Result<u8> {
-    let store = open_store(dir)?;
+    let store = open_reader(dir)?;
     if store.state(id)?.is_none() {
         bail!("no invocation {id} in {}", dir.display());
     }
     let mut buf = Vec::new();
     let mut w: Box<dyn Write> = if out == Path::new("-") {
-        Box::new(std::io::stdout().lock())
+        Box::new(std::io::BufWriter::new(crate::out::Stdout))
     } else {
         Box::new(std::io::BufWriter::new(
             std::fs::File::create(out)
@@ -196,6 +236,9 @@ pub fn export(dir: &Path, id: &str, out: &Path) -> Result<u8> {
     };
     for rec in store.read(id)? {
         let rec = rec?;
+        if crate::out::closed() {
+            break; // `proof export ID -o - | head -c N`: the reader has gone.
+        }
         if rec.kind == RecordKind::BepEvent {
             buf.clear();
             proof_stream::delimited::write_delimited(&mut buf, &rec.payload);

@@ -1,12 +1,21 @@
 //! `proof`: rbe-proof's command line. Thin: parse arguments, call a crate,
 //! print. Exit codes (one place): 0 success / every check passed, 1 a check
 //! failed, 2 unusable input or a usage error.
+//!
+//! Standard output goes through `out!`/`outln!` (module `out`): a closed pipe
+//! (`proof list | head`) ends output quietly instead of panicking.
+
+#![deny(clippy::print_stdout)]
+
+#[macro_use]
+mod out;
 
 mod explain;
 mod invocations;
 mod manifest;
 mod proofs;
 mod serve;
+mod signing;
 mod tenants;
 
 use std::path::PathBuf;
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => explain::explain(a),
         Command::Tenants(c) => tenants::run(c),
     };
+    out::flush();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

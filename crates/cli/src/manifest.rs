@@ -74,7 +74,7 @@ pub fn promote(a: PromoteArgs) -> Result<u8> {
                     p.mode.as_str()
                 );
             }
-            print!("{}", p.commit_message);
+            out!("{}", p.commit_message);
             Ok(EXIT_OK)
         }
         Err(e @ (PromoteError::Io { .. } | PromoteError::Manifest(_))) => {
@@ -126,9 +126,9 @@ pub fn verify_manifest(
     );
     let name = manifest.display().to_string();
     match format {
-        CheckFormat::Text => print!("{}", render::check_text(&report, &name)),
-        CheckFormat::Md => print!("{}", render::check_md(&report, &name)),
-        CheckFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        CheckFormat::Text => out!("{}", render::check_text(&report, &name)),
+        CheckFormat::Md => out!("{}", render::check_md(&report, &name)),
+        CheckFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_FAILED })
 }
@@ -173,8 +173,8 @@ pub fn report(a: ReportArgs) -> Result<u8> {
     };
     let r = proof_manifest::build_report(&m, dir.as_ref());
     match a.format {
-        ReportFormat::Md => print!("{}", render::report_md(&r)),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        ReportFormat::Md => out!("{}", render::report_md(&r)),
+        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
     }
     Ok(EXIT_OK)
 }

@@ -24,7 +24,7 @@ pub fn keygen(prefix: &Path) -> Result<u8> {
     std::fs::write(&pub_path, public_pem.as_bytes())
         .with_context(|| format!("cannot write {}", pub_path.display()))?;
     let vk = proof_artifact::load_public_pem(&public_pem)?;
-    println!(
+    outln!(
         "private key: {}\npublic key:  {}\nkeyid:       {}",
         key_path.display(),
         pub_path.display(),
@@ -41,7 +41,7 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -55,7 +55,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -178,7 +178,7 @@ pub fn record(a: RecordArgs) -> Result<u8> {
     let key = load_signing_key(&a.key)?;
     let f =
         std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
-    let events =
+    let mut events =
         proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
             .with_context(|| format!("cannot read {}", a.bep.display()))?;
     std::fs::create_dir_all(&a.out)
@@ -192,21 +192,22 @@ pub fn record(a: RecordArgs) -> Result<u8> {
         remote_grpc_log: a.remote_grpc_log.as_deref(),
         corroboration: corroboration.as_deref(),
     };
-    let out = proof_artifact::record_with(events, &inputs, &key, &a.out)
+    let out = proof_artifact::record_with(&mut events, &inputs, &key, &a.out)
         .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;
+    crate::invocations::print_warnings(&a.bep, events.warnings());
     if a.json {
-        println!(
+        outln!(
             "{}",
-            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": evidence_json(&out.evidence)})
+            serde_json::json!({"path": out.path, "invocation_id": out.invocation_id, "artifact_sha256": out.artifact_sha256, "evidence": evidence_json(&out.evidence), "warnings": events.warnings()})
         );
     } else {
-        println!(
+        outln!(
             "wrote {} (sha256 {})",
             out.path.display(),
             out.artifact_sha256
         );
         let ev = &out.evidence;
-        println!(
+        outln!(
             "  remote executor: {}  forced: {}  remote executions: {}  images: {}",
             ev.executor.remote_executor.as_deref().unwrap_or("(none)"),
             ev.executor.forced,
@@ -305,13 +306,13 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
                         "artifact_sha256": report.artifact_sha256,
                     }));
                 } else {
-                    println!(
+                    outln!(
                         "{}: {}",
                         path.display(),
                         if report.ok { "PASS" } else { "FAIL" }
                     );
                     for c in &report.checks {
-                        println!(
+                        outln!(
                             "  {} {:<18} {}",
                             if c.ok { "pass" } else { "FAIL" },
                             c.name,
@@ -325,7 +326,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
                 if a.json {
                     json_out.push(serde_json::json!({"artifact": path, "ok": false, "error": e.to_string(), "checks": [], "evidence": null}));
                 } else {
-                    println!("{}: UNUSABLE: {e}", path.display());
+                    outln!("{}: UNUSABLE: {e}", path.display());
                 }
             }
         }
@@ -336,7 +337,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
         } else {
             serde_json::Value::Array(json_out)
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(worst)
 }

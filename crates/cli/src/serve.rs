@@ -13,6 +13,7 @@ use proof_server::{
 use proof_store::Store;
 
 use crate::invocations::open_store;
+use crate::signing;
 use crate::{EXIT_FAILED, EXIT_OK};
 
 #[derive(clap::Args)]
@@ -23,11 +24,13 @@ pub struct ServeArgs {
     /// Store directory (journals + SQLite index); created if missing.
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
-    /// Sign a proof artifact for every complete invocation with this key (PKCS#8 PEM).
-    #[arg(long, requires = "proofs")]
+    /// Sign the proof artifact of every complete invocation with this key
+    /// (PKCS#8 PEM). Default: the store's own key pair, STORE/proof.key and
+    /// STORE/proof.pub, created on the first start and never overwritten.
+    #[arg(long)]
     key: Option<PathBuf>,
-    /// Directory for the proof artifacts.
-    #[arg(long, requires = "key")]
+    /// Directory for the proof artifacts (INVOCATION_ID.proof.tar). Default: STORE/proofs.
+    #[arg(long)]
     proofs: Option<PathBuf>,
     /// Finalize, as incomplete, a stream that stored nothing for this many
     /// seconds and has no open RPC (Bazel died or gave up); 0 = never.
@@ -53,21 +56,42 @@ pub struct ServeArgs {
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
     let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
-    let on_finalized: Option<Arc<dyn OnFinalized>> = match (&a.key, &a.proofs) {
-        (Some(key), Some(dir)) => {
-            let pem = std::fs::read_to_string(key)
-                .with_context(|| format!("cannot read the key {}", key.display()))?;
-            let key = proof_artifact::load_private_pem(&pem)
-                .with_context(|| format!("bad key {}", key.display()))?;
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Some(Arc::new(ProofWriter {
-                key,
-                dir: dir.clone(),
-            }))
-        }
-        _ => None,
+    let signing = match &a.key {
+        Some(path) => signing::from_file(path)?,
+        None => signing::store_key(&a.store)?,
     };
+    let proofs = a
+        .proofs
+        .clone()
+        .unwrap_or_else(|| a.store.join(signing::STORE_PROOFS));
+    std::fs::create_dir_all(&proofs)
+        .with_context(|| format!("cannot create the proofs directory {}", proofs.display()))?;
+    let keyid = proof_artifact::keyid(&signing.key.verifying_key());
+    outln!(
+        "proof serve: signing proofs with {} ({}keyid {keyid})",
+        signing.private.display(),
+        if signing.created {
+            "key pair created now; "
+        } else {
+            ""
+        }
+    );
+    if let Some(public) = &signing.public {
+        outln!("proof serve: public key {}", public.display());
+    }
+    outln!(
+        "proof serve: proofs in {} (check one: proof verify {}/ID.proof.tar --key {})",
+        proofs.display(),
+        proofs.display(),
+        signing
+            .public
+            .as_ref()
+            .map_or_else(|| "PUBLIC_KEY".to_string(), |p| p.display().to_string())
+    );
+    let on_finalized: Option<Arc<dyn OnFinalized>> = Some(Arc::new(ProofWriter {
+        key: signing.key,
+        dir: proofs,
+    }));
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
         None => None,
@@ -81,12 +105,12 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         let (listener, addr) = proof_server::bind(&a.listen)
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
-        println!(
+        outln!(
             "proof serve: BES listening on grpc://{addr} (store {})",
             a.store.display()
         );
         if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
-            println!(
+            outln!(
                 "proof serve: {} tenant(s) from {}; streams and HTTP requests need a bearer token",
                 t.tenants().len(),
                 path.display()
@@ -101,7 +125,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 let (l, bound) = proof_server::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (--http)"))?;
-                println!("proof serve: HTTP on http://{bound}");
+                outln!("proof serve: HTTP on http://{bound}");
                 let web = proof_web::WebConfig {
                     store: store.clone(),
                     metrics: metrics.clone(),
@@ -233,15 +257,32 @@ pub fn replay(a: ReplayArgs) -> Result<u8> {
     let rt = tokio::runtime::Runtime::new()?;
     match rt.block_on(proof_server::replay::replay(events, &opts)) {
         Ok(report) => {
+            let runs = ack_runs(&report.acked);
             if a.json {
-                println!("{}", serde_json::to_string(&report)?);
+                let v = serde_json::json!({
+                    "invocation_id": opts.invocation_id,
+                    "events": report.events,
+                    "rpcs": report.rpcs,
+                    "acks": report.acked.len(),
+                    "distinct_acked": distinct(&report.acked),
+                    "acked_ranges": runs,
+                });
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
-                println!(
-                    "replayed {} events of {} in {} RPC(s); {} acks",
+                outln!(
+                    "replayed {} events of {} in {} RPC(s); {} acks: {}",
                     report.events,
                     opts.invocation_id,
                     report.rpcs,
-                    report.acked.len()
+                    report.acked.len(),
+                    runs.iter()
+                        .map(|[a, b]| if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Ok(EXIT_OK)
@@ -250,5 +291,41 @@ pub fn replay(a: ReplayArgs) -> Result<u8> {
             eprintln!("proof: replay failed: {e}");
             Ok(EXIT_FAILED)
         }
+    }
+}
+
+/// The acks in the order they came, as runs of consecutive sequence numbers
+/// `[first, last]`: one run for a clean stream, a new run where a retry
+/// re-acked events (`[[1, 120], [96, 300]]`).
+fn ack_runs(acked: &[u64]) -> Vec<[u64; 2]> {
+    let mut runs: Vec<[u64; 2]> = Vec::new();
+    for &seq in acked {
+        match runs.last_mut() {
+            Some(run) if run[1].checked_add(1) == Some(seq) => run[1] = seq,
+            _ => runs.push([seq, seq]),
+        }
+    }
+    runs
+}
+
+fn distinct(acked: &[u64]) -> usize {
+    acked
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_reported_as_runs() {
+        assert_eq!(ack_runs(&[]), Vec::<[u64; 2]>::new());
+        let clean: Vec<u64> = (1..=56_381).collect();
+        assert_eq!(ack_runs(&clean), vec![[1, 56_381]]);
+        let resent: Vec<u64> = (1..=120).chain(96..=300).chain([300]).collect();
+        assert_eq!(ack_runs(&resent), vec![[1, 120], [96, 300], [300, 300]]);
+        assert_eq!(distinct(&resent), 300);
     }
 }

@@ -49,13 +49,13 @@ pub fn run(cmd: TenantsCommand) -> Result<u8> {
             if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 bail!("the token contains whitespace or control characters; Bazel sends it as one header value word");
             }
-            println!("{}", hash_token(token));
+            outln!("{}", hash_token(token));
             Ok(EXIT_OK)
         }
         TenantsCommand::Check { file } => {
             let t = load(&file)?;
             for t in t.tenants() {
-                println!(
+                outln!(
                     "{}: lane {}, {} streams, {} invocations/hour, {} bytes/invocation",
                     t.id,
                     t.lane.as_str(),

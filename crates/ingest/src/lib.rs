@@ -16,7 +16,7 @@ use bytes::Bytes;
 use proof_store::{
     AppendFlags, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store, StoreError,
 };
-use proof_stream::bepfile::{BepFileError, BepFileReader, BepFormat};
+use proof_stream::bepfile::{BepFileError, BepFileReader, BepFormat, ConversionWarning};
 use proof_stream::probe::{probe, Probe};
 use proof_stream::summary::{Summary, SummaryBuilder};
 use thiserror::Error;
@@ -74,6 +74,9 @@ pub struct Finalized {
     pub complete: bool,
     pub reason: Option<String>,
     pub summary: Summary,
+    /// Fields of a JSON file that did not fit the schema and were left out
+    /// of their (kept) events; empty for the live path and binary files.
+    pub warnings: Vec<ConversionWarning>,
 }
 
 /// Why an invocation is incomplete, or `None` when it is complete.
@@ -143,6 +146,7 @@ fn finalize_summarized(
         complete: reason.is_none(),
         reason,
         summary,
+        warnings: Vec::new(),
     })
 }
 
@@ -241,13 +245,14 @@ fn ingest_file_batched(
         let _ = store.delete(&invocation_id);
         return Err(e);
     }
-    let fin = finalize_summarized(
+    let mut fin = finalize_summarized(
         store,
         &invocation_id,
         InvocationSource::File,
         summary.finish(),
         false,
     )?;
+    fin.warnings = events.take_warnings();
     Ok((format, fin))
 }
 
@@ -376,6 +381,41 @@ mod tests {
             ingest_file(&store, &bin[..], 1, |_| {}),
             Err(IngestError::AlreadyStored(_))
         ));
+    }
+
+    /// Issue #9: a real Bazel 8.3.1 JSON file (MissReason by name) ingests
+    /// whole; a copy with a mistyped field ingests whole too, with the field
+    /// named in `Finalized::warnings`, and its journal holds every event.
+    #[test]
+    fn json_fields_that_do_not_fit_are_warnings_not_a_failed_ingest() {
+        let real = format!("{FIX}/../real/bazel-8.3.1-remote/bep.ndjson");
+        let text = std::fs::read_to_string(&real).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (_, fin) = ingest(&store, &real).unwrap();
+        assert!(
+            fin.complete && fin.warnings.is_empty(),
+            "{:?}",
+            fin.warnings
+        );
+        assert_eq!(fin.summary.event_count, 111);
+
+        let bad = text.replacen(
+            "\"exitCode\":{\"name\":\"SUCCESS\"",
+            "\"exitCode\":{\"name\":\"SUCCESS\",\"code\":\"zero\"",
+            1,
+        );
+        assert_ne!(bad, text);
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (_, fin) = ingest_file(&store, bad.as_bytes(), 1, |_| {}).unwrap();
+        assert!(fin.complete, "{:?}", fin.reason);
+        assert_eq!(fin.summary.event_count, 111);
+        assert_eq!(store.read(&fin.invocation_id).unwrap().count(), 111);
+        let w: Vec<_> = fin.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(w, ["finished.exitCode.code"], "{:?}", fin.warnings);
+        // The exit code's name survives; its number is left out (0).
+        assert_eq!(fin.summary.exit_code.as_ref().unwrap().name, "SUCCESS");
     }
 
     #[test]

@@ -11,6 +11,14 @@ pub mod bes {
 /// `build_event_stream`: the Build Event Protocol (BEP) subset we read.
 pub mod bep {
     tonic::include_proto!("build_event_stream");
+    // Bazel declares the action cache statistics in package `blaze`; they
+    // are re-exported here, where BuildMetrics uses them.
+    pub use super::blaze::{action_cache_statistics, ActionCacheStatistics};
+}
+
+/// Bazel's package `blaze` (action_cache.proto).
+pub mod blaze {
+    tonic::include_proto!("blaze");
 }
 
 /// `command_line`: Bazel's structured command line.

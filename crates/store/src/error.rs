@@ -65,9 +65,17 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// Another process (or another `FsStore` in this process) has the store open.
-    #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory")]
+    /// Another process (or another `FsStore` in this process) has the store open for writing.
+    #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory (reading beside it works: FsStore::open_read_only, `proof list`)")]
     Locked { dir: PathBuf },
+
+    /// A write was asked of a store opened with [`crate::FsStore::open_read_only`].
+    #[error("the store at {dir} is open read-only (a reader beside the process that owns it); write through `proof serve`, or stop it and open the store for writing")]
+    ReadOnly { dir: PathBuf },
+
+    /// `FsStore::open_read_only` found no usable store in the directory.
+    #[error("no store at {dir}: {reason}; check --store (or PROOF_STORE), or create it by starting `proof serve --store {dir}`")]
+    NoStore { dir: PathBuf, reason: String },
 
     /// A file-system operation failed.
     #[error("{context}: {source}")]

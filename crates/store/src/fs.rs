@@ -86,17 +86,26 @@ struct Slot {
 }
 
 /// The embedded store. See the crate docs and `docs/store.md`.
+///
+/// [`FsStore::open`] opens it for writing: one writer per directory, held by a lock file.
+/// [`FsStore::open_read_only`] opens a reader beside that writer: the read half of [`Store`]
+/// works, every write fails with [`StoreError::ReadOnly`].
 pub struct FsStore {
     dir: PathBuf,
     journals: PathBuf,
     db: Mutex<Connection>,
     slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
     report: RecoveryReport,
+    /// The writer's lock on `DIR/writer.lock` (released when dropped); `None` for a reader.
+    writer_lock: Option<File>,
 }
 
 impl std::fmt::Debug for FsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsStore").field("dir", &self.dir).finish()
+        f.debug_struct("FsStore")
+            .field("dir", &self.dir)
+            .field("read_only", &self.writer_lock.is_none())
+            .finish()
     }
 }
 
@@ -125,12 +134,17 @@ impl FsStore {
     /// Opens (creating if needed) a store in `dir` and recovers it: finishes interrupted
     /// deletions, cuts torn journal tails, and rebuilds index state from the journals.
     /// What was repaired is in [`FsStore::recovery_report`].
+    ///
+    /// One process owns a store directory for writing: a second `open` of the same directory
+    /// (in any process) fails with [`StoreError::Locked`] while the first is alive. Readers
+    /// ([`FsStore::open_read_only`]) are not affected.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let journals = dir.join("journals");
         fs::create_dir_all(&journals).map_err(StoreError::io(format!(
             "creating store directory {}",
             journals.display()
         )))?;
+        let lock = lock_writer(dir)?;
         let conn = index::open(&dir.join("index.sqlite"))?;
         let mut store = FsStore {
             dir: dir.to_path_buf(),
@@ -138,9 +152,56 @@ impl FsStore {
             db: Mutex::new(conn),
             slots: Mutex::new(HashMap::new()),
             report: RecoveryReport::default(),
+            writer_lock: Some(lock),
         };
         store.report = store.recover()?;
         Ok(store)
+    }
+
+    /// Opens an existing store for reading, beside the process that may be writing it
+    /// (`proof serve`). Takes no lock, creates nothing, repairs nothing.
+    ///
+    /// Readers see what the writer has committed: the index through SQLite WAL (committed
+    /// transactions only), and each journal up to the length the index records for it,
+    /// which the writer updates only after the frames are complete and fsynced, so a frame
+    /// being appended concurrently is never read. Every write method fails with
+    /// [`StoreError::ReadOnly`]. A torn tail left by a crash is not read either: it lies
+    /// beyond the recorded length, and the next [`FsStore::open`] cuts it.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let index_path = dir.join("index.sqlite");
+        if !index_path.is_file() {
+            return Err(StoreError::NoStore {
+                dir: dir.to_path_buf(),
+                reason: if dir.exists() {
+                    format!("{} does not exist", index_path.display())
+                } else {
+                    "the directory does not exist".into()
+                },
+            });
+        }
+        let conn = index::open_read_only(&index_path)?;
+        Ok(FsStore {
+            dir: dir.to_path_buf(),
+            journals: dir.join("journals"),
+            db: Mutex::new(conn),
+            slots: Mutex::new(HashMap::new()),
+            report: RecoveryReport::default(),
+            writer_lock: None,
+        })
+    }
+
+    /// True if opened with [`FsStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.writer_lock.is_none()
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.is_read_only() {
+            return Err(StoreError::ReadOnly {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// What recovery found when the store was opened.
@@ -461,6 +522,7 @@ impl FsStore {
 
 impl Store for FsStore {
     fn open_invocation(&self, meta: &InvocationMeta) -> Result<InvocationState, StoreError> {
+        self.writable()?;
         let id = meta.invocation_id.as_str();
         validate_invocation_id(id)?;
         if let Some(b) = &meta.build_id {
@@ -498,6 +560,7 @@ impl Store for FsStore {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
+        self.writable()?;
         let id = invocation_id;
         validate_invocation_id(id)?;
         self.with_slot(id, |slot| {
@@ -628,6 +691,7 @@ impl Store for FsStore {
         reason: Option<&str>,
         summary: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let id = invocation_id;
         validate_invocation_id(id)?;
         let summary = summary.to_string();
@@ -671,6 +735,7 @@ impl Store for FsStore {
         invocation_id: Option<&str>,
         event: LifecycleEvent,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         validate_build_id(build_id)?;
         if let Some(id) = invocation_id {
             validate_invocation_id(id)?;
@@ -683,7 +748,12 @@ impl Store for FsStore {
 
     fn get(&self, invocation_id: &str) -> Result<Option<InvocationRecord>, StoreError> {
         validate_invocation_id(invocation_id)?;
-        let live = self.state(invocation_id)?;
+        // A writer's live journal may be ahead of its index row; a reader has only the row.
+        let live = if self.is_read_only() {
+            None
+        } else {
+            self.state(invocation_id)?
+        };
         let db = lock(&self.db);
         let Some(mut row) = index::get(&db, invocation_id)?.filter(|r| !r.deleted) else {
             return Ok(None);
@@ -703,6 +773,7 @@ impl Store for FsStore {
     }
 
     fn delete(&self, invocation_id: &str) -> Result<(), StoreError> {
+        self.writable()?;
         let id = invocation_id;
         validate_invocation_id(id)?;
         self.with_slot(id, |slot| {
@@ -729,7 +800,7 @@ impl Store for FsStore {
     }
 
     fn release(&self, invocation_id: &str) {
-        if validate_invocation_id(invocation_id).is_err() {
+        if self.is_read_only() || validate_invocation_id(invocation_id).is_err() {
             return;
         }
         let _ = self.with_slot(invocation_id, |slot| {
@@ -748,6 +819,29 @@ impl FsStore {
     /// Number of invocations with a cached open journal (for metrics and tests).
     pub fn open_journals(&self) -> usize {
         lock(&self.slots).len()
+    }
+}
+
+/// Takes the writer's lock: an exclusive `flock` on `DIR/writer.lock`, held as long as the
+/// returned file is open. The kernel drops it when the process dies, so `kill -9` never
+/// leaves a store locked.
+fn lock_writer(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("writer.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(format!("opening {}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(StoreError::Io {
+            context: format!("locking {}", path.display()),
+            source: e.into(),
+        }),
     }
 }
 

@@ -54,33 +54,42 @@ const COLS: &str = "invocation_id, build_id, source, tenant, instance, created_a
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let ctx = || format!("opening {}", path.display());
     let conn = Connection::open(path).map_err(StoreError::index(ctx()))?;
-    // One process owns a store directory: the first write takes an exclusive lock that is
-    // held until the connection closes (or the process dies), so a second FsStore::open on
-    // the same directory fails instead of interleaving journal frames.
-    conn.busy_timeout(std::time::Duration::from_secs(2))
+    // One writer per store directory is enforced by `FsStore::open` (a lock file taken
+    // before this); readers (`FsStore::open_read_only`) share the database through WAL.
+    conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(StoreError::index(ctx()))?;
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-        .map_err(StoreError::index(ctx()))?;
-    let dir = path.parent().unwrap_or(path).to_path_buf();
-    let locked = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Locked { dir: dir.clone() }
-        }
-        _ => StoreError::Index {
-            context: ctx(),
-            source: e,
-        },
-    };
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(locked)?;
-    // Take the write lock now rather than at the first append.
-    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-        .map_err(locked)?;
+        .map_err(StoreError::index(ctx()))?;
     // The journals are the source of truth; a lost index commit is repaired at open.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(StoreError::index(ctx()))?;
     conn.execute_batch(SCHEMA)
         .map_err(StoreError::index("creating the index schema"))?;
+    Ok(conn)
+}
+
+/// A read-only connection beside the writer: WAL lets it read committed transactions
+/// while the writer appends. It never writes, checkpoints or changes the schema.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let ctx = || format!("opening {} read-only", path.display());
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(StoreError::index(ctx()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(StoreError::index(ctx()))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(StoreError::index(ctx()))?;
+    if version != 1 {
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        return Err(StoreError::NoStore {
+            dir,
+            reason: format!("its index has schema version {version}, this build reads 1"),
+        });
+    }
     Ok(conn)
 }
 

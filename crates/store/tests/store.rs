@@ -216,7 +216,7 @@ fn invalid_invocation_ids_are_rejected() {
         .filter(|n| !n.starts_with("index.sqlite"))
         .collect();
     names.sort();
-    assert_eq!(names, ["journals"]);
+    assert_eq!(names, ["journals", "writer.lock"]);
 }
 
 #[test]

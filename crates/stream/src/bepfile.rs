@@ -6,14 +6,43 @@
 //! JSON events are converted to binary through the project's own schema:
 //! fields our schema does not declare are dropped in that conversion (the
 //! binary file keeps everything, byte for byte, and is the preferred input).
+//! A declared field whose value does not fit the schema never costs the
+//! event: the event is kept without that field and a [`ConversionWarning`]
+//! names the line and the field (the rules live in [`crate::tolerant`]).
 
 use std::io::{BufRead, Read};
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 use thiserror::Error;
 
 use crate::delimited::{DelimitedReader, FramingError, DEFAULT_MAX_RECORD};
+use crate::tolerant::{json_to_message, FieldWarning};
+
+/// Warnings kept per file; beyond this only [`BepFileReader::warning_count`] grows.
+pub const MAX_KEPT_WARNINGS: usize = 1000;
+
+/// A field of one line of a `--build_event_json_file` that did not fit the
+/// schema: the event was kept without it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConversionWarning {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// Path of the field in the event (JSON names), see [`FieldWarning`].
+    pub field: String,
+    /// Why the value did not fit.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConversionWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: field {} does not fit the schema ({}); the event was kept without it",
+            self.line, self.field, self.reason
+        )
+    }
+}
 
 /// The two file formats Bazel writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -63,35 +92,43 @@ pub(crate) fn bep_descriptor() -> &'static MessageDescriptor {
     })
 }
 
-/// Converts one proto3-JSON BEP event to its binary form: the fast path
-/// (`jsonfast`) for what Bazel ordinarily writes, the general one
-/// ([`json_event_to_binary_general`]) for everything else and for errors.
-pub fn json_event_to_binary(json: &[u8]) -> Result<Vec<u8>, String> {
+/// Converts one proto3-JSON BEP event to its binary form, with a warning for
+/// every declared field that did not fit and was left out. Fails only when
+/// the line is not a JSON object with an `"id"` object.
+///
+/// What Bazel ordinarily writes goes through the fast path (`jsonfast`, no
+/// JSON tree, no dynamic message, never a warning); everything else, and
+/// every error, through the general one ([`json_event_to_binary_general`]).
+pub fn json_event_to_binary(json: &[u8]) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
     match crate::jsonfast::convert(json) {
-        Ok(bin) => Ok(bin),
+        Ok(bin) => Ok((bin, Vec::new())),
         Err(crate::jsonfast::GiveUp) => json_event_to_binary_general(json),
     }
 }
 
 /// The general conversion of one proto3-JSON BEP event: a JSON tree, then a
-/// dynamic message, then its encoding.
-pub fn json_event_to_binary_general(json: &[u8]) -> Result<Vec<u8>, String> {
+/// dynamic message (tolerant: see [`crate::tolerant`]), then its encoding.
+pub fn json_event_to_binary_general(
+    json: &[u8],
+) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     let obj = value.as_object().ok_or("not a JSON object")?;
     if !obj.get("id").is_some_and(serde_json::Value::is_object) {
         return Err("not a BEP event: it has no \"id\" object".into());
     }
-    let options = DeserializeOptions::new().deny_unknown_fields(false);
-    let msg = DynamicMessage::deserialize_with_options(bep_descriptor().clone(), value, &options)
-        .map_err(|e| format!("not a valid BuildEvent: {e}"))?;
-    Ok(prost::Message::encode_to_vec(&msg))
+    let mut warnings = Vec::new();
+    let msg =
+        json_to_message(bep_descriptor(), &value, &mut warnings).ok_or("not a JSON object")?;
+    Ok((prost::Message::encode_to_vec(&msg), warnings))
 }
 
 /// Iterates over the events of a BEP file as serialized binary events.
 pub struct BepFileReader<R> {
     inner: Inner<R>,
     format: BepFormat,
+    warnings: Vec<ConversionWarning>,
+    warning_count: u64,
 }
 
 enum Inner<R> {
@@ -121,11 +158,32 @@ impl<R: BufRead> BepFileReader<R> {
                 buf: Vec::new(),
             },
         };
-        Self { inner, format }
+        Self {
+            inner,
+            format,
+            warnings: Vec::new(),
+            warning_count: 0,
+        }
     }
 
     pub fn format(&self) -> BepFormat {
         self.format
+    }
+
+    /// The conversion warnings of the events read so far (JSON files only;
+    /// at most [`MAX_KEPT_WARNINGS`] are kept).
+    pub fn warnings(&self) -> &[ConversionWarning] {
+        &self.warnings
+    }
+
+    /// Takes the warnings kept so far, leaving none.
+    pub fn take_warnings(&mut self) -> Vec<ConversionWarning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// How many warnings the events read so far produced, kept or not.
+    pub fn warning_count(&self) -> u64 {
+        self.warning_count
     }
 }
 
@@ -147,7 +205,11 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                 *line += 1;
                 buf.clear();
                 let max = DEFAULT_MAX_RECORD;
-                match reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf) {
+                match reader
+                    .by_ref()
+                    .take(max as u64 + 1)
+                    .read_until(b'\n', buf)
+                {
                     Err(e) => {
                         *done = true;
                         return Some(Err(e.into()));
@@ -170,13 +232,26 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                     continue;
                 }
                 let line_no = *line;
-                return Some(json_event_to_binary(buf).map_err(|reason| {
-                    *done = true;
-                    BepFileError::NotBepJson {
-                        line: line_no,
-                        reason,
+                return Some(match json_event_to_binary(buf) {
+                    Ok((event, warnings)) => {
+                        self.warning_count += warnings.len() as u64;
+                        let room = MAX_KEPT_WARNINGS.saturating_sub(self.warnings.len());
+                        self.warnings
+                            .extend(warnings.into_iter().take(room).map(|w| ConversionWarning {
+                                line: line_no,
+                                field: w.field,
+                                reason: w.reason,
+                            }));
+                        Ok(event)
                     }
-                }));
+                    Err(reason) => {
+                        *done = true;
+                        Err(BepFileError::NotBepJson {
+                            line: line_no,
+                            reason,
+                        })
+                    }
+                });
             },
         }
     }
@@ -248,6 +323,54 @@ mod tests {
             BepFileReader::open(&b"  \n"[..]),
             Err(BepFileError::Empty)
         ));
+    }
+
+    #[test]
+    fn a_field_that_does_not_fit_is_a_warning_with_its_line_not_an_error() {
+        let file = concat!(
+            "{\"id\":{\"started\":{}},\"started\":{\"uuid\":\"u\"}}\n",
+            "\n",
+            "{\"id\":{\"testSummary\":{\"label\":\"//:t\"}},",
+            "\"testSummary\":{\"overallStatus\":\"NO_SUCH_STATUS\",\"totalRunCount\":2}}\n",
+            "{\"id\":{\"testSummary\":{\"label\":\"//:u\"}},",
+            "\"testSummary\":{\"overallStatus\":\"BLAZE_HALTED_BEFORE_TESTING\"}}\n",
+        );
+        let mut r = BepFileReader::open(file.as_bytes()).unwrap();
+        let events: Vec<Vec<u8>> = (&mut r).collect::<Result<_, _>>().unwrap();
+        assert_eq!(events.len(), 3, "every event is kept");
+        assert_eq!(r.warning_count(), 1);
+        let w = &r.warnings()[0];
+        assert_eq!((w.line, w.field.as_str()), (3, "testSummary.overallStatus"));
+        assert!(
+            w.to_string()
+                .starts_with("line 3: field testSummary.overallStatus"),
+            "{w}"
+        );
+        use proof_proto::bep::build_event::Payload;
+        let summary = |e: &[u8]| match <proof_proto::bep::BuildEvent as prost::Message>::decode(e)
+            .unwrap()
+            .payload
+        {
+            Some(Payload::TestSummary(s)) => s,
+            p => panic!("{p:?}"),
+        };
+        // The rest of the event survives; the older name of status 8 parses.
+        assert_eq!(summary(&events[1]).total_run_count, 2);
+        assert_eq!(summary(&events[2]).overall_status, 8);
+    }
+
+    #[test]
+    fn kept_warnings_are_capped_and_counted() {
+        let line = "{\"id\":{\"progress\":{\"opaqueCount\":\"x\"}}}\n";
+        let file = line.repeat(MAX_KEPT_WARNINGS + 5);
+        let mut r = BepFileReader::open(file.as_bytes()).unwrap();
+        assert_eq!((&mut r).count(), MAX_KEPT_WARNINGS + 5);
+        assert_eq!(r.warning_count(), MAX_KEPT_WARNINGS as u64 + 5);
+        assert_eq!(r.warnings().len(), MAX_KEPT_WARNINGS);
+        assert_eq!(
+            r.take_warnings().last().unwrap().line,
+            MAX_KEPT_WARNINGS as u64
+        );
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod jsonfast;
 pub mod probe;
 pub mod sequencer;
 pub mod summary;
+pub mod tolerant;

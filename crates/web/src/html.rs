@@ -119,28 +119,65 @@ fn status_cell(rec: &InvocationRecord) -> String {
     format!("<span class=\"badge {cls}\">{}</span>", esc(&text))
 }
 
+/// The proof status of one listed invocation: what its evidence proves under the
+/// default policy, with the number of remote executions it shows. Only for
+/// finalized invocations (their analysis is cached); a live stream is "pending".
+fn proof_cell(s: &crate::Inner, rec: &InvocationRecord) -> String {
+    if !rec.state.finalized {
+        return "<span class=\"badge y\">pending</span>".to_string();
+    }
+    match s.analysis(rec) {
+        Ok(a) => {
+            let proven = proof_json(&a)["proven_remote"].as_bool().unwrap_or(false);
+            let remote = a.evidence.processes.remote_executions.map_or_else(
+                || "remote executions unknown".to_string(),
+                |n| format!("{n} remote execution{}", if n == 1 { "" } else { "s" }),
+            );
+            format!(
+                "<span class=\"badge {}\">{}</span> <span class=\"muted\">{}</span>",
+                if proven { "g" } else { "r" },
+                if proven {
+                    "PROVEN REMOTE"
+                } else {
+                    "NOT PROVEN"
+                },
+                esc(&remote)
+            )
+        }
+        Err(e) => format!(
+            "<span class=\"badge r\">NOT PROVEN</span> <span class=\"muted\">{}</span>",
+            esc(&e.to_string())
+        ),
+    }
+}
+
 pub(crate) async fn list_page(
     AxState(state): AxState<State>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, WebError> {
     let filter = q.filter()?;
     let tenant = q.tenant.clone().unwrap_or_default();
-    let recs = blocking(&state, move |s| s.list(&filter)).await?;
+    let recs = blocking(&state, move |s| {
+        let recs = s.list(&filter)?;
+        let proofs = recs.iter().map(|r| proof_cell(s, r)).collect::<Vec<_>>();
+        Ok(recs.into_iter().zip(proofs).collect::<Vec<_>>())
+    })
+    .await?;
     let mut b = String::new();
     let _ = write!(
         b,
         "<h1>Invocations</h1><form method=\"get\" action=\"/invocations\">Tenant \
 <input name=\"tenant\" value=\"{}\"> <button>Filter</button></form><table id=\"invocations\">\
 <tr><th>Invocation</th><th>Received (UTC)</th><th>Command</th><th>Patterns</th><th>Tenant</th>\
-<th>Events</th><th>Status</th></tr>",
+<th>Events</th><th>Status</th><th>Proof</th></tr>",
         esc(&tenant)
     );
-    for r in &recs {
+    for (r, proof) in &recs {
         let id = &r.meta.invocation_id;
         let _ = write!(
             b,
             "<tr><td><a class=\"inv\" href=\"/invocations/{}\"><code>{}</code></a></td><td>{}</td>\
-<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"proof\">{proof}</td></tr>",
             url_enc(id),
             esc(id),
             esc(&utc(r.meta.created_at_ms)),
