@@ -347,7 +347,7 @@ fn enlarge_bin(bin: &[u8], events: usize) -> Vec<u8> {
         .expect("a BuildFinished event");
     let mut out = Vec::new();
     for r in enlarge(recs, finished, events) {
-        write_delimited(&mut out, &r);
+        write_delimited(&mut out, r);
     }
     out
 }
