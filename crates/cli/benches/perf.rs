@@ -5,8 +5,8 @@
 //!   into `IgnoredAny` (this binary, re-executed);
 //! - `proof ingest` of the binary stream vs `zstd -3 | sha256sum`;
 //! - `proof verify` of an artifact vs `zstd -d | sha256sum` of its events;
-//! - start-up: `proof --version`, `proof list` on an empty store, `proof
-//!   verify` of a small artifact, vs starting `true`.
+//! - start-up: `proof --version`, `proof list` of a store holding one
+//!   invocation, `proof verify` of a small artifact, vs starting `true`.
 //!
 //! Inputs are a real fixture stream (tests/fixtures/bazel-4.2.3/remote-build,
 //! or `PERF_FIXTURE=DIR` holding bep.json and bep.bin) enlarged by repeating
@@ -73,11 +73,19 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
 
     // JSON ingest.
-    let ingest = run(Command::new(proof)
-        .args(["ingest", "--store"])
-        .arg(d.join("store-json"))
-        .arg(&json));
-    let parse = run(Command::new(std::env::current_exe().unwrap()).env(CHILD, &json));
+    let k = if full { 5 } else { 1 };
+    let ingest = measure(k, |i| {
+        let mut c = Command::new(proof);
+        c.args(["ingest", "--store"])
+            .arg(d.join(format!("store-json{i}")))
+            .arg(&json);
+        c
+    });
+    let parse = measure(k, |_| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.env(CHILD, &json);
+        c
+    });
     rows.push(Row::new(
         format!("proof ingest, JSON ({events} events, {:.1} MB)", mb(&json)),
         ingest,
@@ -90,13 +98,22 @@ fn main() {
     ));
 
     // Binary ingest.
-    let ingest = run(Command::new(proof)
-        .args(["ingest", "--store"])
-        .arg(d.join("store-bin"))
-        .arg(&bin));
-    let base = run(Command::new("sh")
-        .args(["-c", "zstd -q -3 -c < \"$1\" | sha256sum > /dev/null", "sh"])
-        .arg(&bin));
+    let ingest = measure(k, |i| {
+        let mut c = Command::new(proof);
+        let store = if i == 0 {
+            "store-bin".to_string()
+        } else {
+            format!("store-bin{i}")
+        };
+        c.args(["ingest", "--store"]).arg(d.join(store)).arg(&bin);
+        c
+    });
+    let base = measure(k, |_| {
+        let mut c = Command::new("sh");
+        c.args(["-c", "zstd -q -3 -c < \"$1\" | sha256sum > /dev/null", "sh"])
+            .arg(&bin);
+        c
+    });
     rows.push(Row::new(
         format!("proof ingest, binary ({events} events, {:.1} MB)", mb(&bin)),
         ingest,
@@ -131,17 +148,22 @@ fn main() {
         )
         .unwrap();
     }
-    let verify = run_allowing(
-        Command::new(proof)
-            .arg("verify")
-            .arg(&artifact)
-            .arg("--key")
-            .arg(&pubkey),
+    let kv = if full { 3 } else { 1 };
+    let verify = measure_allowing(
+        kv,
+        |_| {
+            let mut c = Command::new(proof);
+            c.arg("verify").arg(&artifact).arg("--key").arg(&pubkey);
+            c
+        },
         &[0, 1],
     );
-    let base = run(Command::new("sh")
-        .args(["-c", "zstd -q -d -c < \"$1\" | sha256sum > /dev/null", "sh"])
-        .arg(&events_member));
+    let base = measure(kv, |_| {
+        let mut c = Command::new("sh");
+        c.args(["-c", "zstd -q -d -c < \"$1\" | sha256sum > /dev/null", "sh"])
+            .arg(&events_member);
+        c
+    });
     rows.push(Row::new(
         format!(
             "proof verify ({verify_events} events, {:.1} MB)",
@@ -163,13 +185,16 @@ fn main() {
         .arg("--out")
         .arg(&small));
     let small_artifact = only_file(&small);
-    let empty = d.join("empty-store");
-    run(Command::new(proof).arg("list").arg("--store").arg(&empty));
+    let one = d.join("store-bin");
     let n = if full { 21 } else { 5 };
     let t = median(n, || run(&mut Command::new("true")));
     for (what, mut cmd, ok) in [
         ("proof --version", Command::new(proof), &[0][..]),
-        ("proof list (empty store)", Command::new(proof), &[0]),
+        (
+            "proof list (a store of one invocation)",
+            Command::new(proof),
+            &[0],
+        ),
         (
             "proof verify (small artifact)",
             Command::new(proof),
@@ -178,7 +203,7 @@ fn main() {
     ] {
         match what {
             "proof --version" => cmd.arg("--version"),
-            "proof list (empty store)" => cmd.arg("list").arg("--store").arg(&empty),
+            "proof list (a store of one invocation)" => cmd.arg("list").arg("--store").arg(&one),
             _ => cmd
                 .arg("verify")
                 .arg(&small_artifact)
@@ -220,7 +245,9 @@ fn main() {
             r.notes
         );
     }
-    println!("(CPU: user + system of the process and its children, 10 ms resolution)");
+    println!(
+        "(wall: median of {k} runs (verify {kv}); CPU: mean user + system of the process and its children, 10 ms ticks)"
+    );
     let _ = std::io::stdout().flush();
 }
 
@@ -277,6 +304,22 @@ fn run_allowing(cmd: &mut Command, ok: &[i32]) -> Run {
         String::from_utf8_lossy(&out.stderr)
     );
     Run { wall, cpu }
+}
+
+/// `k` runs of the command `mk(i)` makes: the median wall time and the mean
+/// CPU time (the mean of several runs has a finer grain than one run's ticks).
+fn measure(k: usize, mk: impl FnMut(usize) -> Command) -> Run {
+    measure_allowing(k, mk, &[0])
+}
+
+fn measure_allowing(k: usize, mut mk: impl FnMut(usize) -> Command, ok: &[i32]) -> Run {
+    let runs: Vec<Run> = (0..k).map(|i| run_allowing(&mut mk(i), ok)).collect();
+    let mut walls: Vec<f64> = runs.iter().map(|r| r.wall).collect();
+    walls.sort_by(f64::total_cmp);
+    Run {
+        wall: walls[k / 2],
+        cpu: runs.iter().map(|r| r.cpu).sum::<f64>() / k as f64,
+    }
 }
 
 fn median(n: usize, mut f: impl FnMut() -> Run) -> Run {
