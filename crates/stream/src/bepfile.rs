@@ -108,9 +108,7 @@ pub fn json_event_to_binary(json: &[u8]) -> Result<(Vec<u8>, Vec<FieldWarning>),
 
 /// The general conversion of one proto3-JSON BEP event: a JSON tree, then a
 /// dynamic message (tolerant: see [`crate::tolerant`]), then its encoding.
-pub fn json_event_to_binary_general(
-    json: &[u8],
-) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
+pub fn json_event_to_binary_general(json: &[u8]) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     let obj = value.as_object().ok_or("not a JSON object")?;
@@ -205,11 +203,7 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                 *line += 1;
                 buf.clear();
                 let max = DEFAULT_MAX_RECORD;
-                match reader
-                    .by_ref()
-                    .take(max as u64 + 1)
-                    .read_until(b'\n', buf)
-                {
+                match reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf) {
                     Err(e) => {
                         *done = true;
                         return Some(Err(e.into()));

@@ -8,7 +8,7 @@
 //! two members of one oneof, an enum name the schema does not know, `bytes`,
 //! well-known types such as Timestamp, a map other than string to string,
 //! anything malformed) it gives up and the caller converts the line the
-//! general way ([`super::bepfile::json_event_to_binary`]), which also gives
+//! general, tolerant way ([`super::bepfile::json_event_to_binary_general`]), which gives
 //! the diagnostics. What it does produce is byte for byte what the general
 //! conversion produces: fields in field-number order, defaults of fields
 //! without presence left out, packed repeated scalars (tested over every
