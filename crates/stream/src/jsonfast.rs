@@ -6,15 +6,17 @@
 //! It handles the ordinary shape of what Bazel writes and nothing else: at
 //! anything unusual (a field name the schema does not know, a repeated key,
 //! two members of one oneof, an enum name the schema does not know, `bytes`,
-//! well-known types such as Timestamp, a map other than string to string,
-//! anything malformed) it gives up and the caller converts the line the
-//! general, tolerant way ([`super::bepfile::json_event_to_binary_general`]), which gives
-//! the diagnostics. What it does produce is byte for byte what the general
-//! conversion produces: fields in field-number order, defaults of fields
-//! without presence left out, packed repeated scalars (tested over every
-//! fixture line). Only the order of map entries differs: the general path
-//! writes them in hash order (a different order each run), this one in the
-//! order of the JSON.
+//! well-known types other than Timestamp and Duration, which prost-reflect
+//! parses as in the general path, a map other than string to string, a value
+//! of the wrong type, anything malformed) it gives up and the caller converts
+//! the line the general, tolerant way
+//! ([`super::bepfile::json_event_to_binary_general`]), which also gives the
+//! warnings and errors. What it does produce is byte for byte what the
+//! general conversion produces: fields in field-number order, defaults of
+//! fields without presence left out, packed repeated scalars (tested over
+//! every fixture line). Only the order of map entries differs: the general
+//! path writes them in hash order (a different order each run), this one in
+//! the order of the JSON.
 
 use std::collections::HashMap;
 use std::fmt;
