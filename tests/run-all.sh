@@ -6,6 +6,8 @@
 #   3. cargo test --workspace --all-targets, then cargo test --workspace --doc
 #   4. run_extras                    bounded fuzz runs, benchmark smoke (TODO)
 #   5. tests/rig/stop-rig.sh         always (EXIT trap), if this script started the rig
+# Next to the rig: tests/pg/start-pg.sh (a throwaway PostgreSQL cluster in $PG_DIR,
+# default /tmp/rbe-proof-pg), stopped and removed by tests/pg/stop-pg.sh at exit.
 # Exit code: cargo's (the first failing cargo command's), else run_extras'.
 #
 # The tests see (exported):
@@ -18,6 +20,7 @@
 #   PROOF_COPY_SPOKE                 tests/rig/copy-spoke.sh DEST
 #   PROOF_RUN_BAZEL                  tests/rig/run-bazel.sh WS [STARTUP...] -- ARGS...
 #   RUN_BAZEL_MAX_IDLE               idle Bazel servers exit after this (60 s here)
+#   PROOF_PG_URL PROOF_PG_DIR        the test PostgreSQL cluster, from $PG_DIR/pg.env
 # Extra arguments are appended to both cargo test commands, e.g.
 #   bash tests/run-all.sh --no-fail-fast   or   bash tests/run-all.sh -- --test-threads=1
 set -euo pipefail
@@ -39,7 +42,14 @@ stop_rig() {
         RIG_STARTED=0
     fi
 }
-trap stop_rig EXIT
+PG_STARTED=0
+stop_pg() {
+    if [ "$PG_STARTED" = 1 ]; then
+        bash tests/pg/stop-pg.sh || say "warning: stop-pg.sh failed"
+        PG_STARTED=0
+    fi
+}
+trap 'stop_rig; stop_pg' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -69,6 +79,15 @@ export PROOF_BAZELRC="$ROOT/bazel/proof.bazelrc"
 export PROOF_COPY_SPOKE="$ROOT/tests/rig/copy-spoke.sh"
 export PROOF_RUN_BAZEL="$ROOT/tests/rig/run-bazel.sh"
 export RUN_BAZEL_MAX_IDLE="${RUN_BAZEL_MAX_IDLE:-60}"
+
+# ------------------------------------------------------------- PostgreSQL
+export PG_DIR="${PG_DIR:-/tmp/rbe-proof-pg}"
+PG_STARTED=1
+bash tests/pg/start-pg.sh "$PG_DIR" > /dev/null || { say "ERROR: PostgreSQL did not start"; exit 1; }
+set -a
+# shellcheck disable=SC1091
+. "$PG_DIR/pg.env"
+set +a
 
 # ------------------------------------------------------------------ extras
 # The benchmarks already ran as smoke runs inside `cargo test --all-targets`

@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "google/rpc/error_details.proto",
         "remote_logging/remote_execution_log.proto",
         "remote_logging/corroboration.proto",
+        "google/longrunning/operations.proto",
+        "remote_logging/executor_ledger.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

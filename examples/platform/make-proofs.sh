@@ -12,6 +12,13 @@
 # Each run starts with `bazel clean` and uses --noremote_accept_cached, so
 # every action really runs on the rig's executor (no cache hits).
 #
+# The proofs are signed by `proof serve --executor` (the platform's server,
+# which asks the rig's executor what it ran for each invocation), not by
+# the spoke: Bazel streams to the server, the server signs. The server runs
+# without --tenants (Bazel 4.2.3 cannot send a bearer token to the BES), so
+# the proofs are unauthenticated and the example manifest says so with
+# "allow_unauthenticated_proofs": true.
+#
 # A fresh signing key is generated in $WORK on every run; only the public key
 # is copied into the example.  Then every class of the manifest that is at
 # executor-backed is reset to cache-first without proofs and promoted again,
@@ -45,6 +52,19 @@ sed -i 's|container-image=docker://example.invalid/worker@sha256:[0-9a-f]*|conta
 cp "$WORK/proof.pub" "$EX/keys/proof.pub"
 rm -f "$EX"/proofs/*.proof.tar "$EX"/rejected/*.proof.tar
 
+set -a; . /tmp/rbe-proof-rig/run/rig.env; set +a
+mkdir -p "$WORK/signed"
+"$PROOF" serve --listen 127.0.0.1:0 --store "$WORK/store" --key "$WORK/proof.key" \
+    --proofs "$WORK/signed" --executor "$RIG_REMOTE_EXECUTOR" >"$WORK/serve.out" 2>"$WORK/serve.log" &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    BES=$(grep -o 'grpc://[0-9.:]*' "$WORK/serve.out" | head -1 || true)
+    [ -n "$BES" ] && break
+    sleep 0.2
+done
+[ -n "$BES" ] || { echo "make-proofs: proof serve did not start" >&2; exit 1; }
+
 # run NAME DEST REPO INSTANCE COMMAND [BAZEL_ARG...]: one real Bazel run in
 # $WS (default $WORK/ws), recorded into DEST.
 run() {
@@ -52,13 +72,19 @@ run() {
     shift 5
     bash tests/rig/run-bazel.sh "$ws" -- clean >/dev/null 2>&1
     rm -f "$ws/bazel-proof-execlog.bin"
-    bash tests/rig/run-bazel.sh "$ws" -- "$cmd" --config=proof --bes_backend= \
+    bash tests/rig/run-bazel.sh "$ws" -- "$cmd" --config=proof --bes_backend="$BES" \
         --build_event_binary_file="$WORK/$name.bep.bin" \
-        --build_metadata=REPO="$repo" --remote_instance_name="$instance" "$@"
-    "$PROOF" record "$WORK/$name.bep.bin" --execlog "$ws/bazel-proof-execlog.bin" \
-        --key "$WORK/proof.key" --out "$dest" --json >"$WORK/$name.record.json"
-    local path
-    path=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' "$WORK/$name.record.json")
+        --build_metadata=REPO="$repo" --remote_instance_name="$instance" "$@" 2>&1 | tee "$WORK/$name.out"
+    # The server signs once the stream is finalized and the executor answered.
+    local id path
+    id=$(grep -o 'invocations/[0-9a-f-]*' "$WORK/$name.out" | tail -1 | cut -d/ -f2)
+    for _ in $(seq 1 300); do
+        [ -f "$WORK/signed/$id.proof.tar" ] && break
+        sleep 0.2
+    done
+    mkdir -p "$dest"
+    mv "$WORK/signed/$id.proof.tar" "$dest/"
+    path="$dest/$id.proof.tar"
     printf '%s\t%s\n' "$name" "$path" >>"$WORK/runs.tsv"
     echo "make-proofs: $name -> $path"
 }

@@ -32,7 +32,12 @@ for s in remote-build remote-test remote-cache-hit local-only failing-build; do
     seed bep_events "$FIX/$s/bep.bin"
     seed bep_json "$FIX/$s/bep.json"
     seed execlog_binary "$FIX/$s/execution_log.bin"
+    seed remote_grpc_log "$FIX/$s/remote_grpc.log"
 done
+# verify: real artifacts signed by the target's key [1; 32] (written and
+# checked by crates/artifact/tests/fuzz_seeds.rs), so mutations get past the
+# signature.
+seed verify seeds/verify/*.proof.tar
 
 t0=$(date +%s)
 cargo +nightly fuzz build -O >&2

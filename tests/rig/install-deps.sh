@@ -3,7 +3,8 @@
 # fresh Debian bookworm machine (idempotent: installs only what is missing).
 #
 #   apt (Debian):  bazel-bootstrap (Bazel 4.2.3, pulls in build-essential and
-#                  a JDK), python3-venv, zstd, openssl, chromium (web tests)
+#                  a JDK), python3-venv, zstd, openssl, chromium (web tests),
+#                  postgresql + haproxy (replicated `proof serve` tests, tests/pg)
 #   pip (PyPI):    buildgrid==0.2.53 into $RIG_DIR/venv (via start-rig.sh
 #                  --install-only), for the loopback remote-execution rig
 #
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(bazel-bootstrap python3 python3-venv zstd openssl chromium)
+APT_PACKAGES=(bazel-bootstrap python3 python3-venv zstd openssl chromium postgresql haproxy)
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

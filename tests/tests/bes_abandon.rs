@@ -22,6 +22,7 @@ async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume()
         admission: Arc::new(OpenAdmission),
         max_message: proof_server::DEFAULT_MAX_MESSAGE,
         abandon_after: Some(Duration::from_millis(600)),
+        limits: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(proof_server::serve_grpc(listener, cfg, async {

@@ -81,6 +81,7 @@ impl InProc {
             admission: Arc::new(OpenAdmission),
             max_message,
             abandon_after: None,
+            limits: Default::default(),
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -641,6 +642,67 @@ async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
         assert_eq!(Metrics::get(&srv.metrics.events_ingested), bep.len() as u64);
         assert_stored_exactly(srv.store.as_ref(), &id, &bep, &ack_seqs(&acks_b), true);
         assert_complete(&srv.store, &id).await;
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_event_with_different_bytes_is_refused_not_acked() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let id = "resent-different";
+        let bep = synthetic(id, 40);
+        let total = bep.len() + 1;
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        // Event 5 with other bytes (another progress text).
+        let forged = |seq: usize| {
+            let mut ev = bep::BuildEvent::decode(&bep[seq - 1][..]).unwrap();
+            ev.payload = Some(bep::build_event::Payload::Progress(bep::Progress {
+                stdout: "not what was stored".into(),
+                stderr: String::new(),
+            }));
+            let mut v = bep.clone();
+            v[seq - 1] = encode(&ev);
+            assert_ne!(v[seq - 1], bep[seq - 1]);
+            v
+        };
+        // RPC A stores and acks 1..=20 and stays open.
+        let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
+        let (tx_a, rx_a) = mpsc::channel(64);
+        let mut acks_a = client
+            .publish_build_tool_event_stream(tokio_stream_from(rx_a))
+            .await
+            .unwrap()
+            .into_inner();
+        for r in requests(id, &bep, 1, 20) {
+            tx_a.send(r).await.unwrap();
+        }
+        for want in 1..=20 {
+            assert_eq!(
+                acks_a.message().await.unwrap().unwrap().sequence_number,
+                want
+            );
+        }
+        // B re-sends 4..=6 with 5 changed, while A is open (the window of digests).
+        let (acks, end) = one_rpc(srv.addr, requests(id, &forged(5), 4, 6)).await;
+        assert_eq!(
+            ack_seqs(&acks),
+            vec![4],
+            "the identical 4 is acked, the changed 5 is not"
+        );
+        assert_refused(&end, tonic::Code::FailedPrecondition, "different bytes");
+        drop(tx_a);
+        assert!(acks_a.message().await.unwrap().is_none());
+        // With no RPC open (the window is gone): the stored bytes are read back.
+        let (acks, end) = one_rpc(srv.addr, requests(id, &forged(12), 10, 14)).await;
+        assert_eq!(ack_seqs(&acks), vec![10, 11]);
+        assert_refused(&end, tonic::Code::FailedPrecondition, "different bytes");
+        // Identical re-sends are acked; the stream completes with the original bytes.
+        let (acks, end) = one_rpc(srv.addr, requests(id, &bep, 1, total)).await;
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(ack_seqs(&acks), (1..=total as u64).collect::<Vec<_>>());
+        assert_stored_exactly(srv.store.as_ref(), id, &bep, &ack_seqs(&acks), true);
         srv.stop().await;
     })
     .await
@@ -1474,6 +1536,61 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_limit() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        // The default gRPC limit and the journal's record limit are one limit:
+        // an event above it is RESOURCE_EXHAUSTED, never UNAVAILABLE ("retry
+        // later", which Bazel would re-upload in vain).
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        for (i, size) in [(64 << 20) + 4096, 96 << 20].into_iter().enumerate() {
+            let id = format!("event-too-large-{i}");
+            let mut bep = synthetic(&id, 10);
+            bep[3] = encode(&bep::BuildEvent {
+                id: Some(progress_id(2)),
+                payload: Some(bep::build_event::Payload::Progress(bep::Progress {
+                    stdout: "x".repeat(size),
+                    stderr: String::new(),
+                })),
+                ..Default::default()
+            });
+            let (acks, end) = one_rpc(srv.addr, requests(&id, &bep, 1, bep.len() + 1)).await;
+            let Err(s) = &end else {
+                panic!("a {size} byte event was accepted ({} acks)", acks.len())
+            };
+            assert_eq!(
+                s.code(),
+                tonic::Code::ResourceExhausted,
+                "{size}: {}",
+                s.message()
+            );
+            let acked = ack_seqs(&acks);
+            assert!(
+                acked.iter().copied().eq(1..=acked.len() as u64) && acked.len() <= 3,
+                "{acked:?}"
+            );
+            let stored = stored_seq(srv.store.as_ref(), &id).unwrap_or(0);
+            assert!(
+                stored <= 3,
+                "nothing from the large event on is stored ({stored})"
+            );
+        }
+        // The server keeps serving.
+        let other = "after-event-too-large";
+        let small = synthetic(other, 50);
+        let report = replay(
+            small.clone(),
+            &opts(&srv.target(), other, Faults::default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_acked_once_in_order(&report, 51);
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_client_stops_on_a_final_refusal_and_retries_nothing() {
     tokio::time::timeout(TEST_LIMIT, async {
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
@@ -1560,6 +1677,37 @@ async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
 // ---------------------------------------------------------------------------
 // 7. Lifecycle events
 // ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_time_out_of_range_is_invalid_argument_and_the_server_keeps_serving() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let lifecycle: Vec<PublishLifecycleEventRequest> =
+            delimited_records(&fixture("remote-build", "bes/lifecycle.bin"))
+                .iter()
+                .map(|r| PublishLifecycleEventRequest::decode(&r[..]).unwrap())
+                .collect();
+        let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
+        for seconds in [i64::MAX, i64::MIN, i64::MAX / 1000 + 1] {
+            let mut r = lifecycle[0].clone();
+            let ev = r.build_event.as_mut().unwrap().event.as_mut().unwrap();
+            ev.event_time = Some(prost_types::Timestamp { seconds, nanos: 0 });
+            let st = client
+                .publish_lifecycle_event(r)
+                .await
+                .expect_err("a time that does not fit in milliseconds is refused");
+            assert_eq!(st.code(), tonic::Code::InvalidArgument, "{seconds}: {st:?}");
+            assert!(st.message().contains("event_time"), "{}", st.message());
+        }
+        client
+            .publish_lifecycle_event(lifecycle[0].clone())
+            .await
+            .expect("the server keeps serving");
+        srv.stop().await;
+    })
+    .await
+    .expect("test finished in time");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_events_before_during_and_after_duplicated_are_recorded_once() {

@@ -40,6 +40,10 @@ struct InProc {
 
 impl InProc {
     async fn start(tenants_toml: &str) -> InProc {
+        Self::start_with(tenants_toml, proof_server::RpcLimits::default()).await
+    }
+
+    async fn start_with(tenants_toml: &str, limits: proof_server::RpcLimits) -> InProc {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FsStore::open(dir.path()).unwrap());
         let metrics = Arc::new(Metrics::default());
@@ -53,6 +57,7 @@ impl InProc {
             admission: Arc::new(TenantAdmission::new(tenants)),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
             abandon_after: None,
+            limits,
         };
         tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -133,6 +138,14 @@ remote_instance_names = ["*"]
 pools = ["*"]
 
 [[tenant]]
+id = "ro"
+lane = "pr-read-only"
+tokens_sha256 = ["{ro}"]
+bes_instance_names = ["*"]
+remote_instance_names = ["a"]
+pools = ["*"]
+
+[[tenant]]
 id = "tiny"
 lane = "trusted-writer"
 tokens_sha256 = ["{tiny}"]
@@ -146,6 +159,7 @@ pools = ["*"]
         b = hash_token("token-b"),
         pr = hash_token("token-pr"),
         tiny = hash_token("token-tiny"),
+        ro = hash_token("token-ro"),
     )
 }
 
@@ -261,9 +275,37 @@ async fn open(target: &str, id: &str, token: Option<&str>, project_id: &str) -> 
     }
 }
 
+/// Opens an RPC whose request stream never yields a message: the refusal
+/// must come from the request head alone.
+async fn open_refused(target: &str, token: Option<&str>) -> tonic::Status {
+    let mut req = tonic::Request::new(tonic::codegen::tokio_stream::pending::<
+        PublishBuildToolEventStreamRequest,
+    >());
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let mut client = PublishBuildEventClient::new(channel(target).await);
+    match tokio::time::timeout(LIMIT, client.publish_build_tool_event_stream(req))
+        .await
+        .unwrap()
+    {
+        Err(st) => st,
+        Ok(resp) => {
+            // Opened: the refusal, if any, can only come after a message.
+            let mut rx = resp.into_inner();
+            match tokio::time::timeout(Duration::from_secs(2), rx.message()).await {
+                Err(_) => panic!("the RPC was admitted without any message and waits for one: no refusal from the request head"),
+                Ok(Ok(m)) => panic!("the RPC opened and answered {m:?}"),
+                Ok(Err(st)) => panic!("the RPC opened and was refused only later: {st:?}"),
+            }
+        }
+    }
+}
+
 impl OneRpc {
-    async fn send(&mut self, seq: u64, event: Event) -> Result<u64, tonic::Status> {
-        let req = PublishBuildToolEventStreamRequest {
+    fn request(&self, seq: u64, event: Event) -> PublishBuildToolEventStreamRequest {
+        PublishBuildToolEventStreamRequest {
             ordered_build_event: Some(OrderedBuildEvent {
                 stream_id: Some(StreamId {
                     build_id: format!("build-{}", self.id),
@@ -279,7 +321,11 @@ impl OneRpc {
             notification_keywords: Vec::new(),
             project_id: self.project_id.clone(),
             check_preceding_lifecycle_events_present: false,
-        };
+        }
+    }
+
+    async fn send(&mut self, seq: u64, event: Event) -> Result<u64, tonic::Status> {
+        let req = self.request(seq, event);
         let _ = self.tx.send(req).await;
         match tokio::time::timeout(LIMIT, self.rx.message())
             .await
@@ -289,6 +335,32 @@ impl OneRpc {
             Ok(None) => panic!("the server ended the RPC without a status"),
             Err(s) => Err(s),
         }
+    }
+
+    /// Sends events `from..=to` (1-based) of `events` without waiting, then
+    /// reads their acks (a tenant's events before its canonical command line
+    /// are only acked once it arrived).
+    async fn send_all(
+        &mut self,
+        events: &[Event],
+        from: u64,
+        to: u64,
+    ) -> Result<(), tonic::Status> {
+        for seq in from..=to {
+            let req = self.request(seq, events[seq as usize - 1].clone());
+            let _ = self.tx.send(req).await;
+        }
+        for seq in from..=to {
+            match tokio::time::timeout(LIMIT, self.rx.message())
+                .await
+                .unwrap()
+            {
+                Ok(Some(ack)) => assert_eq!(ack.sequence_number as u64, seq),
+                Ok(None) => panic!("the server ended the RPC without a status"),
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(())
     }
 
     /// Sends events `from..=to` (1-based) of `events`, one ack at a time.
@@ -368,12 +440,12 @@ async fn missing_malformed_and_unknown_tokens_are_unauthenticated() {
     let s = InProc::start(&tenants_toml("")).await;
     let events = tool_events(fixture_events(), true);
     let id = invocation_id(&fixture_events());
+    let _ = &events;
     for (token, reason) in [
         (None, "CREDENTIAL_MISSING"),
         (Some("token-x"), "CREDENTIAL_UNKNOWN"),
     ] {
-        let mut rpc = open(&s.target(), &id, token, "a").await;
-        let st = rpc.send(1, events[0].clone()).await.unwrap_err();
+        let st = open_refused(&s.target(), token).await;
         let md = denied(&st, Code::Unauthenticated, reason);
         assert!(!md.values().any(|v| v.contains("token-x")), "{md:?}");
         assert!(!st.message().contains("token-x"));
@@ -411,34 +483,155 @@ async fn another_tenants_bes_instance_name_is_permission_denied() {
     s.nothing_stored();
 }
 
+/// 1-based position of the canonical command line (by payload).
+fn canonical_seq(events: &[Bytes]) -> u64 {
+    events
+        .iter()
+        .position(|b| is_canonical(b))
+        .expect("the fixture has a canonical command line") as u64
+        + 1
+}
+
+fn is_canonical(b: &[u8]) -> bool {
+    matches!(
+        bep::BuildEvent::decode(b).unwrap().payload,
+        Some(bep::build_event::Payload::StructuredCommandLine(cl)) if cl.command_line_label == "canonical"
+    )
+}
+
+/// The stream with the first progress event after the canonical command line
+/// replaced by a second canonical command line with `flags` added (its id
+/// stays `progress`): what the evidence would read as the build's options.
+fn with_hostile_progress(events: &[Bytes], flags: &[(&str, &str)]) -> (Vec<Bytes>, u64) {
+    let canonical = canonical_seq(events) as usize - 1;
+    let at = (canonical + 1..events.len())
+        .find(|&i| proof_tenancy_kind(&events[i]) == "progress")
+        .expect("a progress event after the command line");
+    let hostile =
+        bep::BuildEvent::decode(with_flags(&events[canonical..=canonical], flags)[0].as_ref())
+            .unwrap();
+    let mut ev = bep::BuildEvent::decode(events[at].as_ref()).unwrap();
+    ev.payload = hostile.payload;
+    let mut out = events.to_vec();
+    out[at] = Bytes::from(ev.encode_to_vec());
+    assert_eq!(proof_tenancy_kind(&out[at]), "progress");
+    (out, at as u64 + 1)
+}
+
+#[tokio::test]
+async fn a_second_canonical_command_line_under_a_progress_id_is_checked_by_its_payload() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // Tenant ro: remote instance "a" only, read-only lane. Its real command
+    // line complies; a progress event carries a second canonical command line
+    // that uses instance b and uploads.
+    let good = with_flags(
+        &bep,
+        &[
+            ("remote_instance_name", "a"),
+            ("remote_upload_local_results", "0"),
+        ],
+    );
+    let (hostile, _) = with_hostile_progress(
+        &good,
+        &[
+            ("remote_instance_name", "b"),
+            ("remote_upload_local_results", "1"),
+        ],
+    );
+    let (code, msg) = refused(
+        replay(hostile, &opts(&s.target(), &id, Some("token-ro"), ""))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    assert!(
+        msg.contains("REMOTE_INSTANCE_NOT_ALLOWED") && msg.contains("\"b\""),
+        "{msg}"
+    );
+    s.nothing_stored();
+    // The compliant stream alone is stored.
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000005";
+    replay(
+        rewrite_uuid(&good, &id, id2),
+        &opts(&s.target(), id2, Some("token-ro"), ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.store.get(id2).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("ro")
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_a_canonical_command_line_is_refused_and_nothing_is_stored() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let without: Vec<Bytes> = bep.iter().filter(|b| !is_canonical(b)).cloned().collect();
+    assert_eq!(without.len(), bep.len() - 1);
+    let (code, msg) = refused(
+        replay(
+            without.clone(),
+            &opts(&s.target(), &id, Some("token-a"), "a"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("COMMAND_LINE_MISSING"), "{msg}");
+    s.nothing_stored();
+    assert_eq!(s.denials("COMMAND_LINE_MISSING"), 1);
+
+    // Event by event: the first events are held, unacked and unstored, and
+    // the stream ending without the command line is refused with the reason.
+    let id2 = "0a0a0a0a-0000-4000-8000-000000000006";
+    let events = tool_events(rewrite_uuid(&without, &id, id2), false);
+    let mut rpc = open(&s.target(), id2, Some("token-a"), "a").await;
+    for seq in 1..=3u64 {
+        let req = rpc.request(seq, events[seq as usize - 1].clone());
+        rpc.tx.send(req).await.unwrap();
+    }
+    drop(rpc.tx);
+    let st = tokio::time::timeout(LIMIT, rpc.rx.message())
+        .await
+        .unwrap()
+        .expect_err("no ack before the command line, then the refusal");
+    let md = denied(&st, Code::PermissionDenied, "COMMAND_LINE_MISSING");
+    assert_eq!(md["events"], "3");
+    s.nothing_stored();
+}
+
 #[tokio::test]
 async fn a_denied_command_line_after_stored_events_deletes_the_invocation_and_retries_get_the_same_answer(
 ) {
     let s = InProc::start(&tenants_toml("")).await;
-    let bep = fixture_events();
+    let bep = with_flags(&fixture_events(), &[("remote_instance_name", "main")]);
     let id = invocation_id(&bep);
-    let events = tool_events(bep.clone(), true);
-    // Tenant b may only use --remote_instance_name=main; the fixture has it unset.
-    // OptionsParsed is event 4: events 1..3 are stored and acked first.
-    let first_opts = bep
-        .iter()
-        .position(|b| proof_tenancy_kind(b) == "options_parsed")
-        .unwrap() as u64
-        + 1;
-    assert!(first_opts > 1);
+    // Tenant b may only use --remote_instance_name=main: the command line
+    // complies, a later event's payload does not.
+    let (bad, bad_seq) = with_hostile_progress(&bep, &[("remote_instance_name", "x")]);
+    let events = tool_events(bad, true);
+    let canonical = canonical_seq(&bep);
+    assert!(bad_seq > canonical + 1);
     let mut rpc = open(&s.target(), &id, Some("token-b"), "b").await;
-    rpc.send_range(&events, 1, first_opts - 1).await.unwrap();
+    rpc.send_all(&events, 1, canonical).await.unwrap();
+    rpc.send_range(&events, canonical + 1, bad_seq - 1)
+        .await
+        .unwrap();
     assert_eq!(
         s.store.state(&id).unwrap().unwrap().last_seq,
-        first_opts - 1,
-        "the events before the command line were stored"
+        bad_seq - 1,
+        "the events before the hostile one were stored"
     );
     let st = rpc
-        .send(first_opts, events[first_opts as usize - 1].clone())
+        .send(bad_seq, events[bad_seq as usize - 1].clone())
         .await
         .unwrap_err();
     let md = denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
-    assert_eq!(md["remote_instance_name"], "");
+    assert_eq!(md["remote_instance_name"], "x");
     assert!(st.message().contains("\"main\""), "{}", st.message());
     s.nothing_stored();
     assert_eq!(Metrics::get(&s.metrics.denied_invocations_deleted), 1);
@@ -447,12 +640,28 @@ async fn a_denied_command_line_after_stored_events_deletes_the_invocation_and_re
     // not a sequence error, and nothing comes back.
     let mut retry = open(&s.target(), &id, Some("token-b"), "b").await;
     let st = retry
-        .send(first_opts, events[first_opts as usize - 1].clone())
+        .send(bad_seq, events[bad_seq as usize - 1].clone())
         .await
         .unwrap_err();
     denied(&st, Code::PermissionDenied, "REMOTE_INSTANCE_NOT_ALLOWED");
     s.nothing_stored();
     assert_eq!(s.denials("REMOTE_INSTANCE_NOT_ALLOWED"), 2);
+
+    // The unmodified fixture (instance unset) is refused at its first
+    // options event, before anything is stored.
+    let plain = fixture_events();
+    let id3 = "0a0a0a0a-0000-4000-8000-000000000007";
+    let (code, msg) = refused(
+        replay(
+            rewrite_uuid(&plain, &id, id3),
+            &opts(&s.target(), id3, Some("token-b"), "b"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.contains("REMOTE_INSTANCE_NOT_ALLOWED"), "{msg}");
+    s.nothing_stored();
 }
 
 fn proof_tenancy_kind(b: &[u8]) -> &'static str {
@@ -562,8 +771,9 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
-    first.send_range(&events, 1, 2).await.unwrap();
+    first.send_all(&events, 1, canonical).await.unwrap();
     let id2 = "0a0a0a0a-0000-4000-8000-000000000003";
     let events2 = tool_events(rewrite_uuid(&bep, &id, id2), true);
     let mut second = open(&s.target(), id2, Some("token-tiny"), "x").await;
@@ -573,7 +783,7 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     assert!(s.store.get(id2).unwrap().is_none());
     // The first RPC ends (half-close): its slot is free again.
     first
-        .send_range(&events, 3, events.len() as u64)
+        .send_range(&events, canonical + 1, events.len() as u64)
         .await
         .unwrap();
     drop(first.tx);
@@ -581,7 +791,7 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
     let mut ok = false;
     for _ in 0..50 {
         let mut third = open(&s.target(), id2, Some("token-tiny"), "x").await;
-        match third.send(1, events2[0].clone()).await {
+        match third.send_all(&events2, 1, canonical).await {
             Ok(_) => {
                 ok = true;
                 break;
@@ -601,13 +811,14 @@ async fn invocations_per_hour_and_a_retry_of_an_existing_invocation_is_not_a_new
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut first = open(&s.target(), &id, Some("token-tiny"), "x").await;
-    first.send_range(&events, 1, 3).await.unwrap();
+    first.send_all(&events, 1, canonical).await.unwrap();
     drop(first);
     // Resuming the same invocation on a new RPC is admitted.
     let mut resumed = open(&s.target(), &id, Some("token-tiny"), "x").await;
     resumed
-        .send_range(&events, 4, events.len() as u64)
+        .send_range(&events, canonical + 1, events.len() as u64)
         .await
         .unwrap();
     let id2 = "0a0a0a0a-0000-4000-8000-000000000004";
@@ -633,17 +844,22 @@ async fn a_tenant_cannot_continue_another_tenants_invocation() {
     let bep = fixture_events();
     let events = tool_events(bep.clone(), true);
     let id = invocation_id(&bep);
+    let canonical = canonical_seq(&bep);
     let mut a = open(&s.target(), &id, Some("token-a"), "a").await;
-    a.send_range(&events, 1, 3).await.unwrap();
+    a.send_all(&events, 1, canonical).await.unwrap();
     drop(a);
     let mut pr = open(&s.target(), &id, Some("token-pr"), "a").await;
-    let st = pr.send(4, events[3].clone()).await.unwrap_err();
+    let next = canonical as usize;
+    let st = pr
+        .send(canonical + 1, events[next].clone())
+        .await
+        .unwrap_err();
     let md = denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
     assert_eq!(md["tenant"], "pr");
     // a's invocation is untouched.
     let rec = s.store.get(&id).unwrap().unwrap();
     assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
-    assert_eq!(rec.state.last_seq, 3);
+    assert_eq!(rec.state.last_seq, canonical);
 }
 
 #[tokio::test]
@@ -687,4 +903,123 @@ async fn lifecycle_requests_need_a_token_too() {
         .publish_lifecycle_event(req(Some("token-a")))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_unauthenticated_rpc_is_refused_from_its_head_before_any_message_is_read() {
+    let s = InProc::start(&tenants_toml("")).await;
+    for _ in 0..8 {
+        let st = open_refused(&s.target(), None).await;
+        denied(&st, Code::Unauthenticated, "CREDENTIAL_MISSING");
+    }
+    let st = open_refused(&s.target(), Some("token-x")).await;
+    denied(&st, Code::Unauthenticated, "CREDENTIAL_UNKNOWN");
+    assert_eq!(s.denials("CREDENTIAL_MISSING"), 8);
+    // The same for lifecycle requests (unary): an unknown token is refused.
+    let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+    let mut req = tonic::Request::new(PublishLifecycleEventRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer token-x".parse().unwrap());
+    let st = client.publish_lifecycle_event(req).await.unwrap_err();
+    denied(&st, Code::Unauthenticated, "CREDENTIAL_UNKNOWN");
+    s.nothing_stored();
+}
+
+#[tokio::test]
+async fn rpcs_per_peer_are_limited_and_a_closed_rpc_frees_its_place() {
+    let s = InProc::start_with(
+        &tenants_toml(""),
+        proof_server::RpcLimits {
+            rpcs_per_peer: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = invocation_id(&fixture_events());
+    let first = open(&s.target(), &id, Some("token-a"), "a").await;
+    let _second = open(&s.target(), &id, Some("token-a"), "a").await;
+    let st = open_refused(&s.target(), Some("token-a")).await;
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("per peer"), "{}", st.message());
+    assert_eq!(Metrics::get(&s.metrics.stream_errors_peer_limit), 1);
+    drop(first);
+    let mut ok = false;
+    for _ in 0..100 {
+        let mut req = tonic::Request::new(tonic::codegen::tokio_stream::pending::<
+            PublishBuildToolEventStreamRequest,
+        >());
+        req.metadata_mut()
+            .insert("authorization", "Bearer token-a".parse().unwrap());
+        let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+        match client.publish_build_tool_event_stream(req).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(st) => {
+                assert_eq!(st.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(ok, "the closed RPC never gave its place back");
+}
+
+#[tokio::test]
+async fn an_rpc_that_sends_nothing_is_closed_after_the_bound() {
+    let s = InProc::start_with(
+        &tenants_toml(""),
+        proof_server::RpcLimits {
+            first_message_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // No first message.
+    let mut silent = open(&s.target(), &id, Some("token-a"), "a").await;
+    let st = tokio::time::timeout(LIMIT, silent.rx.message())
+        .await
+        .expect("the server closes a silent RPC")
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+    // Silent after a complete command line: closed, and what was acked stays.
+    let events = tool_events(bep.clone(), true);
+    let canonical = canonical_seq(&bep);
+    let mut rpc = open(&s.target(), &id, Some("token-a"), "a").await;
+    rpc.send_all(&events, 1, canonical).await.unwrap();
+    let st = tokio::time::timeout(LIMIT, rpc.rx.message())
+        .await
+        .expect("the server closes an idle RPC")
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded, "{st:?}");
+    assert_eq!(Metrics::get(&s.metrics.stream_errors_idle), 2);
+    assert_eq!(s.store.state(&id).unwrap().unwrap().last_seq, canonical);
+}
+
+#[tokio::test]
+async fn a_remembered_denial_is_only_answered_to_the_tenant_it_was_given_to() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    // Tenant b may only use remote instance "main": denied and remembered.
+    let (code, msg) = refused(
+        replay(bep.clone(), &opts(&s.target(), &id, Some("token-b"), "b"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.contains("\"main\""), "{msg}");
+    // Anyone else sending that invocation id learns nothing of b's limits.
+    let st = open_refused(&s.target(), None).await;
+    assert!(!st.message().contains("main"), "{}", st.message());
+    replay(bep.clone(), &opts(&s.target(), &id, Some("token-a"), "a"))
+        .await
+        .expect("tenant a is judged on its own stream, not on b's remembered denial");
+    assert_eq!(
+        s.store.get(&id).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("a")
+    );
 }

@@ -34,6 +34,14 @@ pub enum PolicyCheck {
     /// the sample is the deterministic one, and the endpoint and instance
     /// asked are the build's own.
     Corroborated,
+    /// The executor's own ledger (`proof serve --executor`) shows that it
+    /// executed at least one action for this invocation, at least as many
+    /// as the client claims, with digest-checked Actions. Added
+    /// automatically for every artifact that carries a ledger.
+    ExecutorAttested,
+    /// No source of the evidence contradicts another (BEP process figures,
+    /// the execution log, the executor's ledger, the worker image).
+    SourcesAgree,
 }
 
 impl PolicyCheck {
@@ -48,6 +56,8 @@ impl PolicyCheck {
             PolicyCheck::Instance(_) => "instance",
             PolicyCheck::PinnedInputs => "pinned_inputs",
             PolicyCheck::Corroborated => "corroborated",
+            PolicyCheck::ExecutorAttested => "executor_attested",
+            PolicyCheck::SourcesAgree => "sources_agree",
         }
     }
 
@@ -140,6 +150,8 @@ impl PolicyCheck {
             }
             PolicyCheck::PinnedInputs => pinned_inputs(ev),
             PolicyCheck::Corroborated => corroborated(ev),
+            PolicyCheck::ExecutorAttested => executor_attested(ev),
+            PolicyCheck::SourcesAgree => sources_agree(ev),
         }
     }
 }
@@ -302,6 +314,98 @@ fn corroborated(ev: &Evidence) -> (bool, String) {
     )
 }
 
+fn executor_attested(ev: &Evidence) -> (bool, String) {
+    let Some(a) = &ev.attestation else {
+        return (
+            false,
+            "the artifact holds no executor ledger: nothing but the client's own stream says what ran; record it with `proof serve --executor grpc://HOST:PORT`".into(),
+        );
+    };
+    if let Some(why) = &a.unreachable {
+        return (
+            false,
+            format!(
+                "the executor {} could not be asked about invocation {} when it finished: {why}; the build's claims are unattested (build again once the executor is reachable)",
+                a.executor, a.invocation_id
+            ),
+        );
+    }
+    let mut problems = Vec::new();
+    if a.invocation_id != ev.invocation_id {
+        problems.push(format!(
+            "the executor was asked about invocation {} but the stream is invocation {}",
+            a.invocation_id, ev.invocation_id
+        ));
+    }
+    problems.extend(a.errors.iter().cloned());
+    if a.executed == 0 {
+        problems.push(format!(
+            "the executor {} executed 0 actions for invocation {} ({} operation(s), {} served from its cache, {} unfinished)",
+            a.executor, a.invocation_id, a.operations, a.cached, a.unfinished
+        ));
+    }
+    if let Some(claimed) = ev.processes.remote_executions.filter(|n| *n > a.executed) {
+        problems.push(format!(
+            "the client claims {claimed} remote executions but the executor {} executed {} for invocation {}",
+            a.executor, a.executed, a.invocation_id
+        ));
+    }
+    if !a.blob_problems.is_empty() {
+        problems.push(format!(
+            "{} Action/Command blob(s) could not be checked: {}",
+            a.blob_problems.len(),
+            a.blob_problems.join("; ")
+        ));
+    }
+    if !problems.is_empty() {
+        return (false, problems.join("; "));
+    }
+    let images: Vec<String> = a
+        .images
+        .iter()
+        .map(|i| format!("{} ({} action(s))", i.image, i.executed_actions))
+        .collect();
+    (
+        true,
+        format!(
+            "the executor {} ({}) executed {} action(s) for invocation {} ({} served from its cache) on worker(s) {} between {} and {}; image(s) from the executed Actions: {}",
+            a.executor,
+            a.adapter,
+            a.executed,
+            a.invocation_id,
+            a.cached,
+            if a.workers.is_empty() { "not reported".to_string() } else { a.workers.join(", ") },
+            a.first_queued_at.as_deref().unwrap_or("?"),
+            a.last_completed_at.as_deref().unwrap_or("?"),
+            if images.is_empty() { "none named".to_string() } else { images.join(", ") }
+        ),
+    )
+}
+
+fn sources_agree(ev: &Evidence) -> (bool, String) {
+    if ev.contradictions.is_empty() {
+        let mut sources = vec!["the BEP"];
+        if ev.exec_log.is_some() {
+            sources.push("the execution log");
+        }
+        if ev.attestation.as_ref().is_some_and(|a| a.reachable) {
+            sources.push("the executor's ledger");
+        }
+        return (
+            true,
+            format!("no contradiction between {}", sources.join(", ")),
+        );
+    }
+    (
+        false,
+        ev.contradictions
+            .iter()
+            .map(|c| c.detail.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 fn source(ev: &Evidence) -> String {
     match &ev.processes.source {
         Some(s) => format!(
@@ -329,6 +433,7 @@ impl Default for Policy {
             .check(PolicyCheck::RemoteExecutions)
             .check(PolicyCheck::ImagePinned)
             .check(PolicyCheck::BuildSucceeded)
+            .check(PolicyCheck::SourcesAgree)
     }
 }
 
@@ -350,9 +455,22 @@ impl Policy {
         &self.checks
     }
 
-    /// Evaluates every check, in order.
+    /// The checks applied to `ev`: this policy's, plus
+    /// [`PolicyCheck::ExecutorAttested`] when the artifact carries an
+    /// executor ledger (it was signed by `proof serve --executor`).
+    pub fn checks_for(&self, ev: Option<&Evidence>) -> Vec<PolicyCheck> {
+        let mut checks = self.checks.clone();
+        if ev.is_some_and(|e| e.attestation.is_some())
+            && !checks.contains(&PolicyCheck::ExecutorAttested)
+        {
+            checks.push(PolicyCheck::ExecutorAttested);
+        }
+        checks
+    }
+
+    /// Evaluates every check of [`checks_for`](Self::checks_for), in order.
     pub fn evaluate(&self, ev: &Evidence) -> Vec<Check> {
-        self.checks
+        self.checks_for(Some(ev))
             .iter()
             .map(|c| {
                 let (ok, detail) = c.evaluate(ev);

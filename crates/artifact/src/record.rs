@@ -16,7 +16,8 @@ use crate::hashio::{HashReader, HashWriter};
 use crate::policy::Policy;
 use crate::statement::Statement;
 use crate::tar::{
-    TarError, TarWriter, CORROBORATION, EVENTS, EXECLOG, GRPCLOG, STATEMENT, SUMMARY,
+    TarError, TarWriter, CORROBORATION, EVENTS, EXECLOG, EXECUTOR, GRPCLOG, ORIGIN, STATEMENT,
+    SUMMARY,
 };
 
 /// zstd level of `events.bep.zst` (single frame, checksum on, no content
@@ -89,6 +90,11 @@ pub struct RecordInputs<'a> {
     /// The corroboration records (member `corroboration.bin`), as produced
     /// by the `proof-corroborate` crate.
     pub corroboration: Option<&'a [u8]>,
+    /// The executor's ledger (member `executor.bin`), as produced by the
+    /// `proof-executor` crate.
+    pub executor_ledger: Option<&'a [u8]>,
+    /// Who submitted the stream (member `origin.json`).
+    pub origin: Option<&'a proof_evidence::Origin>,
 }
 
 /// Records a delimited BEP stream (`--build_event_binary_file` form).
@@ -208,6 +214,23 @@ where
         None => None,
     };
 
+    let ledger = inputs.executor_ledger;
+    let ledger_sha: Option<[u8; 32]> = match ledger {
+        Some(bytes) => {
+            builder.push_executor_ledger(bytes)?;
+            Some(sha2::Sha256::digest(bytes).into())
+        }
+        None => None,
+    };
+    let origin = inputs.origin.map(proof_evidence::Origin::to_member);
+    let origin_sha: Option<[u8; 32]> = match &origin {
+        Some(bytes) => {
+            builder.push_origin(bytes.as_slice())?;
+            Some(sha2::Sha256::digest(bytes).into())
+        }
+        None => None,
+    };
+
     let evidence = builder.finish()?;
     let invocation_id = evidence.invocation_id.clone();
     if !valid_invocation_id(&invocation_id) {
@@ -225,6 +248,12 @@ where
     }
     if let Some(sha) = corroboration_sha {
         subjects.push((CORROBORATION, sha));
+    }
+    if let Some(sha) = ledger_sha {
+        subjects.push((EXECUTOR, sha));
+    }
+    if let Some(sha) = origin_sha {
+        subjects.push((ORIGIN, sha));
     }
     subjects.push((SUMMARY, summary_sha));
     let statement = Statement::new(&subjects, &evidence)?;
@@ -287,6 +316,12 @@ where
     }
     if let Some(bytes) = corroboration {
         tar.append(CORROBORATION, bytes.len() as u64, &mut &bytes[..])?;
+    }
+    if let Some(bytes) = ledger {
+        tar.append(EXECUTOR, bytes.len() as u64, &mut &bytes[..])?;
+    }
+    if let Some(bytes) = &origin {
+        tar.append(ORIGIN, bytes.len() as u64, &mut &bytes[..])?;
     }
     tar.append(SUMMARY, summary.len() as u64, &mut &summary[..])?;
     let (buf, artifact_sha, _) = tar.finish()?.finish();

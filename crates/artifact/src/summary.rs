@@ -6,6 +6,11 @@ use proof_evidence::Evidence;
 
 use crate::policy::Policy;
 
+/// `s` as a Markdown inline code span, safe in a table cell.
+pub fn md_code(s: &str) -> String {
+    code(s)
+}
+
 /// Makes `s` safe inside a Markdown inline code span in a table cell.
 fn code(s: &str) -> String {
     let clean: String = s
@@ -18,6 +23,25 @@ fn code(s: &str) -> String {
         })
         .collect();
     format!("`{clean}`")
+}
+
+/// Makes `s` plain text in Markdown: every character that Markdown or GitHub
+/// could read as syntax for links, images, emphasis, HTML, headings, table
+/// pipes or code is backslash-escaped, and line breaks become spaces.
+/// For every untrusted string outside a code span.
+pub fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '!' | '#' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Renders the summary of `evidence` judged by `policy`.
@@ -111,12 +135,16 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
     let _ = writeln!(s, "\n### Policy\n");
     for c in &checks {
         let mark = if c.ok { "✅" } else { "❌" };
-        let _ = writeln!(s, "- {mark} `{}`: {}", c.name, c.detail.replace('\n', " "));
+        // Details quote the build's own strings (exit-code names, URLs, ...).
+        let _ = writeln!(s, "- {mark} {}: {}", code(&c.name), md_text(&c.detail));
     }
     let _ = writeln!(
         s,
-        "\nVerify with `proof verify {}.proof.tar --key <public key>`.",
-        ev.invocation_id
+        "\nVerify with {}.",
+        code(&format!(
+            "proof verify {}.proof.tar --key <public key>",
+            ev.invocation_id
+        ))
     );
     s
 }

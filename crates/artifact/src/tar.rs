@@ -2,7 +2,8 @@
 //!
 //! Every artifact has exactly one valid byte form: members in the fixed order
 //! [`STATEMENT`], [`EVENTS`], optional [`EXECLOG`], optional [`GRPCLOG`],
-//! optional [`CORROBORATION`], [`SUMMARY`] (see [`ORDER`]); each header is
+//! optional [`CORROBORATION`], optional [`EXECUTOR`], optional [`ORIGIN`],
+//! [`SUMMARY`] (see [`ORDER`]); each header is
 //! a plain ustar header (mode 0644, uid/gid 0, empty uname/gname, mtime 0,
 //! typeflag `'0'`, no pax or GNU extensions) with a correct checksum; data is
 //! zero-padded to 512 bytes; the archive ends with exactly two zero blocks and
@@ -23,14 +24,20 @@ pub const SUMMARY: &str = "summary.md";
 pub const GRPCLOG: &str = "remote_grpc.log";
 /// The executor's raw ActionCache answers (`proof record --corroborate`).
 pub const CORROBORATION: &str = "corroboration.bin";
+/// The executor's raw answers about the invocation (`proof serve --executor`).
+pub const EXECUTOR: &str = "executor.bin";
+/// Who submitted the stream (`proof serve`: the authenticated tenant).
+pub const ORIGIN: &str = "origin.json";
 
 /// Every member name in archive order, with whether it is optional.
-pub const ORDER: [(&str, bool); 6] = [
+pub const ORDER: [(&str, bool); 8] = [
     (STATEMENT, false),
     (EVENTS, false),
     (EXECLOG, true),
     (GRPCLOG, true),
     (CORROBORATION, true),
+    (EXECUTOR, true),
+    (ORIGIN, true),
     (SUMMARY, false),
 ];
 
@@ -524,7 +531,9 @@ mod tests {
             (GRPCLOG, b"d"),
             (SUMMARY, b"e"),
         ]);
-        assert!(layout_err(&reordered).contains("is \"remote_grpc.log\"; expected summary.md"));
+        assert!(layout_err(&reordered).contains(
+            "is \"remote_grpc.log\"; expected executor.bin or origin.json or summary.md"
+        ));
         // Trailing bytes, 10240-byte record padding, missing end block.
         let mut t = good.clone();
         t.push(0);

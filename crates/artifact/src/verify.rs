@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
-use proof_evidence::{Evidence, EvidenceBuilder, EvidenceError};
+use proof_evidence::{bounded, Evidence, EvidenceBuilder, EvidenceError};
 use proof_stream::delimited::{decode_varint, DelimitedReader, DEFAULT_MAX_RECORD};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -17,7 +17,8 @@ use crate::hashio::HashReader;
 use crate::policy::Policy;
 use crate::statement::Statement;
 use crate::tar::{
-    scan_tapped, Member, Scanned, Tap, TarError, CORROBORATION, EVENTS, EXECLOG, GRPCLOG, STATEMENT,
+    scan_tapped, Member, Scanned, Tap, TarError, CORROBORATION, EVENTS, EXECLOG, EXECUTOR, GRPCLOG,
+    ORIGIN, STATEMENT,
 };
 
 /// Names of the integrity checks, in report order (policy checks follow).
@@ -162,7 +163,7 @@ pub fn verify<R: Read + Seek>(
         (Some(ev), None) => checks.extend(policy.evaluate(ev)),
         (_, first) => {
             let earlier = first.map_or("rederived", |c| c.name.as_str()).to_string();
-            for c in policy.checks() {
+            for c in policy.checks_for(None) {
                 checks.push(Check::new(
                     c.name(),
                     false,
@@ -368,11 +369,16 @@ fn rederive_events<R: Read + Seek>(
         (&mut *input).take(events.size),
     ));
     let decoded: Result<(), String> = (|| {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashed)
+        // Bounded relative to the member's size: a signed bomb is refused too.
+        let decoder = proof_evidence::bounded::BoundedZstd::new(&mut hashed)
             .map_err(|e| format!("{EVENTS} is not a zstd stream: {e}"))?;
+        let budget = decoder.budget();
         let decoder = BufReader::with_capacity(128 * 1024, decoder);
         for (index, event) in DelimitedReader::new(decoder).enumerate() {
             let event = event.map_err(|e| format!("{EVENTS}: {}", EvidenceError::BepFraming(e)))?;
+            budget
+                .check_records(index as u64 + 1)
+                .map_err(|e| format!("{EVENTS}: {e}"))?;
             builder
                 .push_event(&event)
                 .map_err(|e| format!("{EVENTS}: event #{index}: {e}"))?;
@@ -409,16 +415,17 @@ fn rederive_rest<R: Read + Seek>(
             return Ok(Err(format!("{EXECLOG}: {e}")));
         }
     }
-    for name in [GRPCLOG, CORROBORATION] {
+    for name in [GRPCLOG, CORROBORATION, EXECUTOR, ORIGIN] {
         let Some(m) = scanned.member(name) else {
             continue;
         };
         input.seek(SeekFrom::Start(m.offset))?;
         let mut hashed = HashReader::new(BufReader::new((&mut *input).take(m.size)));
-        let pushed = if name == GRPCLOG {
-            builder.push_remote_grpc_log(&mut hashed)
-        } else {
-            builder.push_corroboration(&mut hashed)
+        let pushed = match name {
+            GRPCLOG => builder.push_remote_grpc_log(&mut hashed),
+            CORROBORATION => builder.push_corroboration(&mut hashed),
+            EXECUTOR => builder.push_executor_ledger(&mut hashed),
+            _ => builder.push_origin(&mut hashed),
         };
         let (sha, _) = hashed.drain()?;
         if sha != m.sha256 {
@@ -458,7 +465,10 @@ impl Tap for EventsTap<'_> {
 
     fn data(&mut self, chunk: &[u8]) {
         let ok = match &mut self.decoding {
-            Some(d) => d.write_all(chunk).is_ok() && !d.get_ref().failed,
+            Some(d) => {
+                d.get_mut().compressed += chunk.len() as u64;
+                d.write_all(chunk).is_ok() && !d.get_ref().failed
+            }
             None => return,
         };
         if !ok {
@@ -477,12 +487,19 @@ impl Tap for EventsTap<'_> {
 }
 
 /// Splits decompressed bytes into delimited events and pushes each into the
-/// builder; `failed` at the first framing or event error.
+/// builder; `failed` at the first framing or event error, or once the output
+/// passes the decompression bounds of [`proof_evidence::bounded`] (the plain
+/// read then reports the bomb).
 #[derive(Default)]
 struct EventSink {
     pending: Vec<u8>,
     builder: EvidenceBuilder,
     failed: bool,
+    /// Compressed bytes handed to the decoder so far.
+    compressed: u64,
+    /// Decompressed bytes and events so far.
+    out: u64,
+    records: u64,
 }
 
 impl EventSink {
@@ -503,7 +520,10 @@ impl EventSink {
             if end > buf.len() {
                 return pos;
             }
-            if self.builder.push_event(&buf[pos + n..end]).is_err() {
+            self.records += 1;
+            let max_records = bounded::RECORDS_FLOOR
+                .saturating_add(self.compressed.saturating_mul(bounded::RECORDS_PER_BYTE));
+            if self.records > max_records || self.builder.push_event(&buf[pos + n..end]).is_err() {
                 self.failed = true;
                 return pos;
             }
@@ -515,8 +535,13 @@ impl EventSink {
 
 impl Write for EventSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.out = self.out.saturating_add(data.len() as u64);
+        let max_out =
+            bounded::FLOOR_BYTES.saturating_add(self.compressed.saturating_mul(bounded::MAX_RATIO));
+        self.failed |= self.out > max_out;
         if self.failed {
-            return Ok(data.len());
+            // Stops the decoder at once: no more work on this member.
+            return Err(io::Error::other("the one-pass derivation gave up"));
         }
         if self.pending.is_empty() {
             let used = self.push_complete(data);
@@ -588,6 +613,24 @@ mod tests {
             let other = [SigningKey::from_bytes(&[1; 32]).verifying_key()];
             assert!(tapped(&bytes, &other).1.is_none(), "{scenario}");
         }
+    }
+
+    #[test]
+    fn one_pass_stops_at_the_decompression_bound() {
+        // 32 MiB of zeros (empty records) from a few KB: over the bound.
+        let zeros = vec![0u8; (bounded::FLOOR_BYTES as usize) * 2];
+        let bomb = zstd::bulk::compress(&zeros, 19).unwrap();
+        let mut tap = EventsTap {
+            trusted: &[],
+            decoding: zstd::stream::write::Decoder::new(EventSink::default()).ok(),
+            done: None,
+        };
+        for chunk in bomb.chunks(64 * 1024) {
+            tap.data(chunk);
+        }
+        assert!(tap.decoding.is_none(), "the tap gave up");
+        tap.end();
+        assert!(tap.done.is_none());
     }
 
     #[test]

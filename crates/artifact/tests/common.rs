@@ -41,7 +41,7 @@ pub fn names(report: &Report) -> Vec<&str> {
     report.checks.iter().map(|c| c.name.as_str()).collect()
 }
 
-pub const ORDER: [&str; 8] = [
+pub const ORDER: [&str; 9] = [
     "envelope",
     "signature",
     "digests",
@@ -50,4 +50,5 @@ pub const ORDER: [&str; 8] = [
     "remote_executions",
     "image_pinned",
     "build_succeeded",
+    "sources_agree",
 ];

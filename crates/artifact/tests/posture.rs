@@ -101,6 +101,7 @@ fn record(
         exec_log: Some(&log),
         remote_grpc_log: Some(&grpc),
         corroboration,
+        ..RecordInputs::default()
     };
     record_with(
         evs.into_iter().map(Ok::<_, std::io::Error>),

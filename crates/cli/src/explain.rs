@@ -15,7 +15,7 @@ use crate::EXIT_OK;
 pub struct ExplainArgs {
     /// The invocation id (see `proof list`).
     invocation_id: String,
-    /// Store directory (journals + SQLite index).
+    /// Store: a directory, or a postgres://USER[:PASSWORD]@HOST:PORT/DB URL.
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
     /// The execution log of the same command (--execution_log_binary_file or
@@ -99,10 +99,10 @@ pub fn explain(a: ExplainArgs) -> Result<u8> {
         bail!(
             "no invocation {} in {}; `proof list` shows what is stored",
             a.invocation_id,
-            a.store.display()
+            crate::invocations::store_display(&a.store)
         );
     }
-    let an = analyze(&store, &a.invocation_id, a.execlog.as_ref())
+    let an = analyze(store.as_ref(), &a.invocation_id, a.execlog.as_ref())
         .with_context(|| format!("cannot analyze invocation {}", a.invocation_id))?;
     let d = &an.diagnosis;
     if a.json {
@@ -146,17 +146,18 @@ mod tests {
         let store = crate::invocations::open_store(dir.path()).unwrap();
         let bep = std::fs::File::open(fixture("failing-build", "bep.bin")).unwrap();
         let (_, fin) =
-            proof_ingest::ingest_file(&store, std::io::BufReader::new(bep), 0, |_| {}).unwrap();
+            proof_ingest::ingest_file(store.as_ref(), std::io::BufReader::new(bep), 0, |_| {})
+                .unwrap();
         let id = fin.invocation_id;
 
         // The BEP alone: 4.2.3's process stats leave the failed remote spawn out.
-        let a = analyze(&store, &id, None).unwrap();
+        let a = analyze(store.as_ref(), &id, None).unwrap();
         assert_eq!(a.kpis.process_mix.as_ref().unwrap().remote_execution, 0);
         assert_eq!(a.kpis.signals.failed_spawns, None);
 
         // With the execution log the failed remote spawn is counted.
         let log = fixture("failing-build", "execution_log.bin");
-        let a = analyze(&store, &id, Some(&log)).unwrap();
+        let a = analyze(store.as_ref(), &id, Some(&log)).unwrap();
         assert_eq!(a.kpis.process_mix.as_ref().unwrap().remote_execution, 1);
         assert_eq!(a.kpis.signals.failed_remote_spawns, Some(1));
         assert_eq!(a.diagnosis.dominant_cause, proof_kpi::Cause::None);
@@ -168,9 +169,13 @@ mod tests {
         );
 
         // A log that is not an execution log is refused with a reason.
-        let err = analyze(&store, &id, Some(&fixture("failing-build", "bep.bin")))
-            .unwrap_err()
-            .to_string();
+        let err = analyze(
+            store.as_ref(),
+            &id,
+            Some(&fixture("failing-build", "bep.bin")),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("cannot read the execution log"), "{err}");
     }
 }

@@ -4,30 +4,93 @@ use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
 use proof_store::{FsStore, InvocationRecord, ListFilter, RecordKind, Store, StoreError};
 use serde_json::{json, Value};
 
 use crate::EXIT_OK;
 
-/// Opens the store for writing (`proof serve`, `proof ingest`): one writer per directory.
-pub fn open_store(dir: &Path) -> Result<FsStore> {
-    let store = FsStore::open(dir)
-        .with_context(|| format!("cannot open the store at {} for writing", dir.display()))?;
+/// The `postgres://` URL `--store` names, if it names one.
+fn pg_url(spec: &Path) -> Option<&str> {
+    spec.to_str().filter(|s| proof_store_pg::is_pg_url(s))
+}
+
+/// Whether `--store` names a PostgreSQL database rather than a directory.
+pub fn is_pg_store(spec: &Path) -> bool {
+    pg_url(spec).is_some()
+}
+
+/// The PostgreSQL store: the same for writers and readers (the database serializes them).
+fn open_pg(url: &str) -> Result<Arc<dyn Store>> {
+    let store = proof_store_pg::PgStore::connect(url).with_context(|| {
+        format!(
+            "cannot open the PostgreSQL store {}",
+            proof_store_pg::redact(url)
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the store `--store` names, for writing (`proof serve`, `proof ingest`; one writer
+/// per directory): a `postgres://USER[:PASSWORD]@HOST:PORT/DB` URL is
+/// the PostgreSQL store (docs/store.md), anything else the embedded store's directory.
+pub fn open_store(spec: &Path) -> Result<Arc<dyn Store>> {
+    if let Some(url) = pg_url(spec) {
+        return open_pg(url);
+    }
+    let store = FsStore::open(spec)
+        .with_context(|| format!("cannot open the store at {} for writing", spec.display()))?;
     let rep = store.recovery_report();
     if !rep.is_clean() {
         eprintln!("proof: store recovery: {rep:?}");
     }
-    Ok(store)
+    Ok(Arc::new(store))
+}
+
+/// `proof migrate`: brings a PostgreSQL store's schema up to date.
+pub fn migrate(spec: &Path) -> Result<u8> {
+    let Some(url) = pg_url(spec) else {
+        bail!(
+            "{} is not a postgres:// URL; the embedded store needs no migration",
+            spec.display()
+        );
+    };
+    let (done, version) = proof_store_pg::PgStore::migrate_url(url).with_context(|| {
+        format!(
+            "cannot migrate the PostgreSQL store {}",
+            proof_store_pg::redact(url)
+        )
+    })?;
+    if done.is_empty() {
+        outln!("schema version {version}: up to date");
+    } else {
+        outln!("schema version {version}: applied migration(s) {done:?}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--store` as shown to people (a URL without its password).
+pub fn store_display(spec: &Path) -> String {
+    match pg_url(spec) {
+        Some(url) => proof_store_pg::redact(url),
+        None => spec.display().to_string(),
+    }
 }
 
 /// Opens the store for reading (`list`, `show`, `export`, `explain`): works beside a
-/// running `proof serve` and sees what it has acked; never writes or repairs.
-pub fn open_reader(dir: &Path) -> Result<FsStore> {
-    FsStore::open_read_only(dir).map_err(|e| match e {
+/// running `proof serve` and sees what it has acked; never writes or repairs. A
+/// `postgres://` URL reads the shared database.
+pub fn open_reader(spec: &Path) -> Result<Arc<dyn Store>> {
+    if let Some(url) = pg_url(spec) {
+        return open_pg(url);
+    }
+    let store = FsStore::open_read_only(spec).map_err(|e| match e {
         // Already names the directory and what to do.
         StoreError::NoStore { .. } => anyhow::Error::new(e),
-        e => anyhow::Error::new(e).context(format!("cannot read the store at {}", dir.display())),
-    })
+        e => anyhow::Error::new(e).context(format!("cannot read the store at {}", spec.display())),
+    })?;
+    Ok(Arc::new(store))
 }
 
 pub fn now_ms() -> i64 {
@@ -104,7 +167,7 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
     })?;
     let mut last_report = std::time::Instant::now();
     let (format, fin) = proof_ingest::ingest_file(
-        &store,
+        store.as_ref(),
         BufReader::with_capacity(1 << 20, f),
         now_ms(),
         |p| {
@@ -123,7 +186,7 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
         .get(&fin.invocation_id)?
         .context("the invocation vanished after ingest")?;
     if json {
-        let mut v = record_json(&store, &rec)?;
+        let mut v = record_json(store.as_ref(), &rec)?;
         v["format"] = json!(format);
         v["warnings"] = json!(fin.warnings);
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -144,7 +207,7 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
 }
 
 pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Result<u8> {
-    if !dir.exists() {
+    if pg_url(dir).is_none() && !dir.exists() {
         // Nothing was ever stored there: say so the way an empty store does.
         if json {
             outln!("[]");
@@ -162,16 +225,16 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
     if json {
         let v: Vec<Value> = recs
             .iter()
-            .map(|r| record_json(&store, r))
+            .map(|r| record_json(store.as_ref(), r))
             .collect::<Result<_>>()?;
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
     if recs.is_empty() {
-        outln!("no invocations in {}", dir.display());
+        outln!("no invocations in {}", store_display(dir));
     }
     for r in &recs {
-        let v = record_json(&store, r)?;
+        let v = record_json(store.as_ref(), r)?;
         outln!(
             "{}  {:<6} {:<5} {:>7} events  {:<10}  {}",
             r.meta.invocation_id,
@@ -198,10 +261,10 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
     let Some(rec) = found else {
         bail!(
             "no invocation {id} in {}; `proof list` shows what is stored",
-            dir.display()
+            store_display(dir)
         );
     };
-    let v = record_json(&store, &rec)?;
+    let v = record_json(store.as_ref(), &rec)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -223,7 +286,7 @@ pub fn show(dir: &Path, id: &str, json: bool, tenant: Option<&str>) -> Result<u8
 pub fn export(dir: &Path, id: &str, out: &Path) -> Result<u8> {
     let store = open_reader(dir)?;
     if store.state(id)?.is_none() {
-        bail!("no invocation {id} in {}", dir.display());
+        bail!("no invocation {id} in {}", store_display(dir));
     }
     let mut buf = Vec::new();
     let mut w: Box<dyn Write> = if out == Path::new("-") {

@@ -43,7 +43,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct StoreArg {
-    /// Store directory (journals + SQLite index); created if missing.
+    /// Store: a directory (journals + SQLite index, created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (shared by replicas; docs/store.md).
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
 }
@@ -93,6 +94,11 @@ enum Command {
         /// Output file ("-" for stdout).
         #[arg(long, short)]
         out: PathBuf,
+    },
+    /// Apply the PostgreSQL store's pending schema migrations (`proof serve` also does at start).
+    Migrate {
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Push a recorded BEP file to a BES backend the way Bazel does (with optional faults).
     Replay(serve::ReplayArgs),
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
             store,
             out,
         } => invocations::export(&store.store, &invocation_id, &out),
+        Command::Migrate { store } => invocations::migrate(&store.store),
         Command::Replay(a) => serve::replay(a),
         Command::Keygen { out } => proofs::keygen(&out),
         Command::Record(a) => proofs::record(a),

@@ -34,6 +34,10 @@ pub struct PromoteArgs {
     /// Default: the artifact's file name.
     #[arg(long)]
     location: Option<String>,
+    /// The tenants file of the server that signed the artifact: the tenant
+    /// that submitted the build must own the class's repo (docs/tenants.md).
+    #[arg(long, value_name = "FILE")]
+    tenants: Option<PathBuf>,
 }
 
 pub fn promote(a: PromoteArgs) -> Result<u8> {
@@ -57,6 +61,10 @@ pub fn promote(a: PromoteArgs) -> Result<u8> {
         class: a.class.clone(),
         mode: a.mode,
         location,
+        owners: match &a.tenants {
+            Some(p) => Some(crate::tenants::load(p)?),
+            None => None,
+        },
     };
     match promote_file(&a.manifest, &facts, &req) {
         Ok(p) => {
@@ -102,6 +110,7 @@ pub fn verify_manifest(
     keys: &[PathBuf],
     max_age: Option<u64>,
     format: CheckFormat,
+    tenants: Option<&Path>,
 ) -> Result<u8> {
     let Some(proofs) = proofs else {
         bail!(
@@ -122,6 +131,10 @@ pub fn verify_manifest(
         &CheckOptions {
             max_age_days: max_age,
             now: time::OffsetDateTime::now_utc(),
+            owners: match tenants {
+                Some(p) => Some(crate::tenants::load(p)?),
+                None => None,
+            },
         },
     );
     let name = manifest.display().to_string();

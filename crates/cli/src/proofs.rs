@@ -131,6 +131,10 @@ pub struct RecordArgs {
     /// evenly spaced).
     #[arg(long, value_name = "N", default_value_t = proof_evidence::DEFAULT_SAMPLE_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..), requires = "corroborate")]
     sample: u64,
+    /// The tenant this trusted offline job records the build for (stored as
+    /// the proof's origin; without it the proof is unauthenticated).
+    #[arg(long, value_name = "ID")]
+    tenant: Option<String>,
 }
 
 /// The executor's raw answers for `a.corroborate`, as corroboration.bin bytes.
@@ -187,10 +191,16 @@ pub fn record(a: RecordArgs) -> Result<u8> {
         Some(endpoint) => Some(corroboration_bytes(&a, endpoint)?),
         None => None,
     };
+    let origin = proof_evidence::Origin {
+        recorded_by: "proof record".into(),
+        tenant: a.tenant.clone(),
+    };
     let inputs = proof_artifact::RecordInputs {
         exec_log: a.execlog.as_deref(),
         remote_grpc_log: a.remote_grpc_log.as_deref(),
         corroboration: corroboration.as_deref(),
+        executor_ledger: None,
+        origin: Some(&origin),
     };
     let out = proof_artifact::record_with(&mut events, &inputs, &key, &a.out)
         .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;
@@ -257,6 +267,14 @@ pub struct VerifyArgs {
     /// Also require the executor's ActionCache to corroborate the sampled actions.
     #[arg(long, conflicts_with = "manifest")]
     require_corroboration: bool,
+    /// Also require the executor's own ledger (`proof serve --executor`) to
+    /// attest the build (always required for artifacts that carry one).
+    #[arg(long, conflicts_with = "manifest")]
+    require_executor_attestation: bool,
+    /// With --manifest: the tenants file of the server that signed the
+    /// proofs (each proof's tenant must own its class's repo).
+    #[arg(long, value_name = "FILE", requires = "manifest")]
+    tenants: Option<PathBuf>,
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
@@ -270,6 +288,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
             &a.keys,
             a.max_age,
             a.format,
+            a.tenants.as_deref(),
         );
     }
     if a.artifacts.is_empty() {
@@ -288,6 +307,9 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
     }
     if a.require_corroboration {
         policy = policy.check(proof_artifact::PolicyCheck::Corroborated);
+    }
+    if a.require_executor_attestation {
+        policy = policy.check(proof_artifact::PolicyCheck::ExecutorAttested);
     }
     let mut worst = EXIT_OK;
     let mut json_out = Vec::new();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use proof_server::{
     proofs::ProofWriter, Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission,
@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// gRPC address of the Build Event Service (Bazel: --bes_backend=grpc://ADDR).
     #[arg(long, default_value = "127.0.0.1:8980")]
     listen: String,
-    /// Store directory (journals + SQLite index); created if missing.
+    /// Store: a directory (journals + SQLite index, created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (shared by replicas; docs/store.md).
     #[arg(long, env = "PROOF_STORE", default_value = "proof-store")]
     store: PathBuf,
     /// Sign the proof artifact of every complete invocation with this key
@@ -36,7 +37,15 @@ pub struct ServeArgs {
     /// seconds and has no open RPC (Bazel died or gave up); 0 = never.
     #[arg(long = "abandon-after", default_value_t = 3600)]
     abandon_after_secs: u64,
-    /// Largest gRPC message (one event) accepted, in bytes.
+    /// Most tool-event RPCs one peer (IP address) may hold open at once.
+    #[arg(long, default_value_t = proof_server::RpcLimits::default().rpcs_per_peer)]
+    max_rpcs_per_peer: usize,
+    /// Close an RPC that sends no message for this many seconds (Bazel
+    /// resumes on a new RPC); its first message must come within 30 s.
+    #[arg(long = "idle-timeout", default_value_t = proof_server::RpcLimits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
+    /// Largest gRPC message (one event) accepted, in bytes; at most the
+    /// default, which is the largest event the store holds plus its envelope.
     #[arg(long, default_value_t = proof_server::DEFAULT_MAX_MESSAGE)]
     max_message_bytes: usize,
     /// Also serve the web pages, JSON API and /metrics on this address (e.g. 127.0.0.1:8981).
@@ -52,10 +61,47 @@ pub struct ServeArgs {
     /// then needs a tenant's bearer token and is held to that tenant's limits.
     #[arg(long)]
     tenants: Option<PathBuf>,
+    /// The remote executor the builds use (grpc://HOST:PORT, BuildGrid): when
+    /// an invocation finishes, ask it what it ran for that invocation and put
+    /// its answers in the proof. Such proofs must pass
+    /// `executor_attested`.
+    #[arg(long, value_name = "URL")]
+    executor: Option<String>,
+    /// With --executor: the REAPI instance name(s) to ask under (repeatable;
+    /// default: the stream's --remote_instance_name).
+    #[arg(long = "executor-instance", value_name = "NAME", requires = "executor")]
+    executor_instances: Vec<String>,
+    /// With --executor: retry an unreachable executor (exponential backoff
+    /// from 0.5 s) for at most this many seconds, then sign a proof that says
+    /// it was unreachable (which fails verification).
+    #[arg(
+        long = "executor-retry-secs",
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "executor"
+    )]
+    executor_retry_secs: u64,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&a.store)?);
+    if a.max_message_bytes > proof_server::DEFAULT_MAX_MESSAGE {
+        bail!(
+            "--max-message-bytes {} is above {}: the store holds events of at most {} bytes, \
+             so bigger messages could never be stored; use a value up to {}",
+            a.max_message_bytes,
+            proof_server::DEFAULT_MAX_MESSAGE,
+            proof_store::MAX_EVENT_BYTES,
+            proof_server::DEFAULT_MAX_MESSAGE
+        );
+    }
+    let store: Arc<dyn Store> = open_store(&a.store)?;
+    if crate::invocations::is_pg_store(&a.store) && (a.key.is_none() || a.proofs.is_none()) {
+        bail!(
+            "a PostgreSQL store keeps no key files and no proofs: pass --key KEY (the same \
+             private key on every replica) and --proofs DIR (a directory every replica and \
+             the CLI can read)"
+        );
+    }
     let signing = match &a.key {
         Some(path) => signing::from_file(path)?,
         None => signing::store_key(&a.store)?,
@@ -88,9 +134,24 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             .as_ref()
             .map_or_else(|| "PUBLIC_KEY".to_string(), |p| p.display().to_string())
     );
+    let executor = match &a.executor {
+        Some(url) => {
+            outln!("proof serve: every proof holds what the executor {url} ran for its invocation");
+            Some(proof_server::proofs::LedgerConfig {
+                ledger: Arc::new(proof_executor::BuildGrid::new(url).context("bad --executor")?),
+                instance_names: a.executor_instances.clone(),
+                retry: proof_executor::Retry {
+                    total: Duration::from_secs(a.executor_retry_secs),
+                    first_delay: Duration::from_millis(500),
+                },
+            })
+        }
+        None => None,
+    };
     let on_finalized: Option<Arc<dyn OnFinalized>> = Some(Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
+        executor,
     }));
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
@@ -107,7 +168,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         outln!(
             "proof serve: BES listening on grpc://{addr} (store {})",
-            a.store.display()
+            crate::invocations::store_display(&a.store)
         );
         if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
             outln!(
@@ -151,6 +212,11 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             max_message: a.max_message_bytes,
             abandon_after: (a.abandon_after_secs > 0)
                 .then(|| Duration::from_secs(a.abandon_after_secs)),
+            limits: proof_server::RpcLimits {
+                rpcs_per_peer: a.max_rpcs_per_peer.max(1),
+                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+                ..Default::default()
+            },
         };
         proof_server::serve_grpc(listener, cfg, shutdown_signal())
             .await

@@ -98,7 +98,8 @@ fn verify_exit_codes_and_json() {
             "executor_forced",
             "remote_executions",
             "image_pinned",
-            "build_succeeded"
+            "build_succeeded",
+            "sources_agree"
         ]
     );
     let e = &v["evidence"];

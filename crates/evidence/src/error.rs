@@ -43,4 +43,10 @@ pub enum EvidenceError {
     CorroborationFraming(#[source] FramingError),
     #[error("corroboration record #{index} is invalid: {what}; record the proof again with --corroborate")]
     BadCorroboration { index: u64, what: String },
+    #[error("the executor ledger cannot be framed: {0}; the artifact's executor.bin is damaged, record the proof again")]
+    LedgerFraming(#[source] FramingError),
+    #[error("executor ledger record #{index} is invalid: {what}; record the proof again with `proof serve --executor`")]
+    BadLedger { index: u64, what: String },
+    #[error("the origin member is invalid: {0}; record the proof again")]
+    BadOrigin(String),
 }

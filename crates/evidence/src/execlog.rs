@@ -12,13 +12,14 @@
 //! Only one record is held at a time. Records larger than
 //! [`MAX_EXEC_LOG_RECORD`] are refused instead of allocated.
 
-use std::io::{BufReader, Chain, Cursor, Read};
+use std::io::{Chain, Cursor, Read};
 
 use proof_proto::execlog::{exec_log_entry, ExecLogEntry, SpawnExec};
 use proof_stream::delimited::DelimitedReader;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::BoundedZstd;
 use crate::EvidenceError;
 
 /// Largest single execution-log record accepted.
@@ -168,6 +169,8 @@ struct Decoded<R, M> {
     message: &'static str,
     /// Read errors come from the zstd decoder.
     compressed: bool,
+    /// The bounded decompression's budget: records are bounded too.
+    budget: Option<crate::bounded::Budget>,
     _m: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -178,8 +181,14 @@ impl<R: Read, M> Decoded<R, M> {
             index: 0,
             message,
             compressed,
+            budget: None,
             _m: std::marker::PhantomData,
         }
+    }
+
+    fn with_budget(mut self, budget: crate::bounded::Budget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
@@ -200,6 +209,11 @@ impl<R: Read, M: Message + Default> Iterator for Decoded<R, M> {
         };
         let index = self.index;
         self.index = self.index.saturating_add(1);
+        if let Some(b) = &self.budget {
+            if let Err(e) = b.check_records(self.index) {
+                return Some(Err(EvidenceError::Zstd(e)));
+            }
+        }
         Some(
             M::decode(record.as_slice()).map_err(|source| EvidenceError::BadExecLogRecord {
                 index,
@@ -254,6 +268,14 @@ impl<R: Read> EntrySpawnReader<R> {
         }
     }
 
+    fn bounded(decompressed: R, budget: crate::bounded::Budget) -> Self {
+        Self {
+            inner: Decoded::new(decompressed, "tools.protos.ExecLogEntry", true)
+                .with_budget(budget),
+            invocation: None,
+        }
+    }
+
     /// The `Invocation` entry, once it was read (it is the first entry).
     pub fn invocation(&self) -> Option<&CompactInvocation> {
         self.invocation.as_ref()
@@ -283,15 +305,15 @@ impl<R: Read> Iterator for EntrySpawnReader<R> {
     }
 }
 
-/// Reads a compact execution log: zstd-decompresses on the fly and yields
-/// the spawns.
-pub type CompactSpawnReader<R> =
-    EntrySpawnReader<zstd::stream::read::Decoder<'static, BufReader<R>>>;
+/// Reads a compact execution log: zstd-decompresses on the fly, bounded
+/// relative to the input ([`crate::bounded`]), and yields the spawns.
+pub type CompactSpawnReader<R> = EntrySpawnReader<BoundedZstd<R>>;
 
 /// Opens a compact (zstd) execution log.
 pub fn compact_reader<R: Read>(inner: R) -> Result<CompactSpawnReader<R>, EvidenceError> {
-    let decoder = zstd::stream::read::Decoder::new(inner).map_err(EvidenceError::Zstd)?;
-    Ok(EntrySpawnReader::new(decoder))
+    let decoder = BoundedZstd::new(inner).map_err(EvidenceError::Zstd)?;
+    let budget = decoder.budget();
+    Ok(EntrySpawnReader::bounded(decoder, budget))
 }
 
 type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
@@ -323,7 +345,7 @@ pub enum ExecLogRecord {
 
 enum RecordsInner<R: Read> {
     Binary(Decoded<Sniffed<R>, SpawnExec>),
-    Compact(Decoded<zstd::stream::read::Decoder<'static, BufReader<Sniffed<R>>>, ExecLogEntry>),
+    Compact(Decoded<BoundedZstd<Sniffed<R>>, ExecLogEntry>),
 }
 
 /// Every record of either execution-log format, detected from the first
@@ -340,9 +362,11 @@ impl<R: Read> ExecLogRecords<R> {
                 RecordsInner::Binary(Decoded::new(replay, "tools.protos.SpawnExec", false))
             }
             ExecLogFormat::Compact => {
-                let decoder =
-                    zstd::stream::read::Decoder::new(replay).map_err(EvidenceError::Zstd)?;
-                RecordsInner::Compact(Decoded::new(decoder, "tools.protos.ExecLogEntry", true))
+                let decoder = BoundedZstd::new(replay).map_err(EvidenceError::Zstd)?;
+                let budget = decoder.budget();
+                RecordsInner::Compact(
+                    Decoded::new(decoder, "tools.protos.ExecLogEntry", true).with_budget(budget),
+                )
             }
         };
         Ok(Self { inner })

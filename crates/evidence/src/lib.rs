@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attestation;
+pub mod bounded;
 mod error;
 pub mod execlog;
 pub mod options;
@@ -31,6 +33,7 @@ use proof_stream::delimited::DelimitedReader;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+pub use attestation::{AttestedAction, AttestedImage, Contradiction, ExecutorAttestation};
 pub use error::EvidenceError;
 pub use execlog::{ActionDigest, ExecLogFormat};
 pub use options::OptionSource;
@@ -110,6 +113,41 @@ pub struct Evidence {
     /// when the proof was recorded with `--corroborate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corroboration: Option<Corroboration>,
+    // The fields below are omitted while empty too (no PREDICATE_VERSION
+    // bump): artifacts without an executor ledger or origin re-derive as
+    // before.
+    /// What the executor recorded for this invocation (`proof serve
+    /// --executor`): the attestation, as opposed to the client's claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<ExecutorAttestation>,
+    /// Sources of the evidence that disagree (BEP, execution log, executor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contradictions: Vec<Contradiction>,
+    /// Who submitted the stream, as the signer established it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Who submitted the build's stream, as recorded by the signer (the
+/// artifact's `origin.json` member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// What signed: `proof serve` or `proof record`.
+    pub recorded_by: String,
+    /// The tenant whose bearer token opened the stream (`proof serve
+    /// --tenants`), or the tenant a trusted offline job named; `None`:
+    /// unauthenticated.
+    pub tenant: Option<String>,
+}
+
+impl Origin {
+    /// The bytes of an `origin.json` member.
+    pub fn to_member(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("Origin serializes");
+        v.push(b'\n');
+        v
+    }
 }
 
 /// BuildFinished.exit_code.
@@ -229,6 +267,9 @@ pub enum ImageSource {
     ExecLog,
     /// The effective `--remote_default_exec_properties`.
     DefaultExecProperties,
+    /// The Action/Command the executor ran, read from its CAS (wins over
+    /// what the client asked for).
+    Executor,
 }
 
 /// One worker container image.
@@ -365,6 +406,8 @@ pub struct EvidenceBuilder {
     fetches: BTreeMap<String, bool>,
     grpc: Option<posture::GrpcAccum>,
     corroboration: Option<posture::CorroborationAccum>,
+    ledger: Option<attestation::LedgerAccum>,
+    origin: Option<Origin>,
 }
 
 pub(crate) fn rfc3339_nanos(nanos: i128) -> Option<String> {
@@ -768,7 +811,23 @@ impl EvidenceBuilder {
             disk_cache,
         };
 
-        let worker_images = self.worker_images(&executor);
+        let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
+        let contradictions =
+            attestation::contradictions(&processes, &executor, attestation.as_ref());
+        let worker_images = match attestation.as_ref().filter(|a| !a.images.is_empty()) {
+            Some(a) => a
+                .images
+                .iter()
+                .map(|i| WorkerImage {
+                    image: i.image.clone(),
+                    pinned: i.pinned,
+                    source: ImageSource::Executor,
+                    remote_spawns: Some(i.executed_actions),
+                    cache_hit_spawns: None,
+                })
+                .collect(),
+            None => self.worker_images(&executor),
+        };
         let remote_images: Vec<&WorkerImage> = worker_images
             .iter()
             .filter(|i| {
@@ -845,6 +904,9 @@ impl EvidenceBuilder {
             cache_writes,
             remote_grpc_log,
             corroboration,
+            attestation,
+            contradictions,
+            origin: self.origin.take(),
         })
     }
 
@@ -965,6 +1027,30 @@ impl EvidenceBuilder {
     /// ActionCache answer per sampled digest). Call at most once.
     pub fn push_corroboration(&mut self, records: impl Read) -> Result<(), EvidenceError> {
         self.corroboration = Some(posture::CorroborationAccum::read(records)?);
+        Ok(())
+    }
+
+    /// Reads an artifact's `executor.bin` (a header, then the executor's raw
+    /// answers about the invocation). Call at most once.
+    pub fn push_executor_ledger(&mut self, records: impl Read) -> Result<(), EvidenceError> {
+        self.ledger = Some(attestation::LedgerAccum::read(records)?);
+        Ok(())
+    }
+
+    /// Reads an artifact's `origin.json`. Call at most once.
+    pub fn push_origin(&mut self, mut member: impl Read) -> Result<(), EvidenceError> {
+        let mut bytes = Vec::new();
+        member
+            .read_to_end(&mut bytes)
+            .map_err(|e| EvidenceError::BadOrigin(e.to_string()))?;
+        let origin: Origin =
+            serde_json::from_slice(&bytes).map_err(|e| EvidenceError::BadOrigin(e.to_string()))?;
+        if origin.to_member() != bytes {
+            return Err(EvidenceError::BadOrigin(
+                "not in canonical form (compact JSON and a newline)".into(),
+            ));
+        }
+        self.origin = Some(origin);
         Ok(())
     }
 

@@ -390,7 +390,7 @@ impl CorroborationAccum {
     }
 }
 
-fn ts(t: Option<&prost_types::Timestamp>) -> Option<String> {
+pub(crate) fn ts(t: Option<&prost_types::Timestamp>) -> Option<String> {
     let t = t?;
     crate::rfc3339_nanos(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos))
 }

@@ -408,6 +408,56 @@ fn every_fixture_directory_has_a_test() {
     assert_eq!(dirs, listed);
 }
 
+/// SOURCES is the provenance of every file here: each fixture has its entry
+/// (`<dir>/<file>` at the start of a line), the sha256 recorded there is the
+/// sha256 of the bytes in the repository (a fixture swapped or edited after
+/// its provenance was written fails), and no entry names a file that is not
+/// in the corpus.
+#[test]
+fn sources_records_every_fixture_and_its_sha256() {
+    use sha2::{Digest, Sha256};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/real");
+    let sources = std::fs::read_to_string(root.join("SOURCES")).unwrap();
+    let lines: Vec<&str> = sources.lines().collect();
+    // Entries: an unindented line whose first word is `bazel-…/<file>`.
+    let entries: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let first = l.split_whitespace().next()?;
+            (!l.starts_with(char::is_whitespace)
+                && first.starts_with("bazel-")
+                && first.contains('/'))
+            .then_some((i, first))
+        })
+        .collect();
+    let mut named: Vec<String> = entries.iter().map(|(_, e)| e.to_string()).collect();
+    named.sort();
+    let mut corpus: Vec<String> = CORPUS
+        .iter()
+        .map(|f| format!("{}/{}", f.dir, f.file))
+        .collect();
+    corpus.sort();
+    assert_eq!(named, corpus, "SOURCES entries vs the corpus");
+    for (k, (start, entry)) in entries.iter().enumerate() {
+        let end = entries.get(k + 1).map_or(lines.len(), |(i, _)| *i);
+        let recorded: Vec<&str> = lines[start + 1..end]
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("sha256")).then(|| w.next()).flatten()
+            })
+            .collect();
+        assert_eq!(recorded.len(), 1, "{entry}: one sha256 line expected");
+        let bytes = std::fs::read(root.join(entry)).unwrap();
+        let actual: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(recorded[0], actual, "{entry}: SOURCES sha256 vs the file");
+    }
+}
+
 /// The miss reasons of the issue (#9): Bazel writes MissReason by name, and
 /// they arrive as the enum values they are.
 #[test]

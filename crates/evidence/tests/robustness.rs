@@ -82,3 +82,104 @@ fn damaged_exec_logs_never_panic() {
         }
     }
 }
+
+/// A compact log of zeros: a few hundred compressed bytes that decompress to
+/// millions of empty records. Refused, in bounded work, instead of accepted
+/// as millions of empty spawns.
+#[test]
+fn a_compact_log_decompression_bomb_is_refused() {
+    let zeros = vec![0u8; 16 << 20];
+    let bomb = zstd::encode_all(zeros.as_slice(), 19).unwrap();
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    let mut b = EvidenceBuilder::new();
+    let err = b
+        .push_exec_log(bomb.as_slice())
+        .expect_err("a decompression bomb is not an execution log");
+    let msg = err.to_string();
+    assert!(msg.contains("compressed"), "{msg}");
+    // Every reader of the compact format is bounded the same way.
+    let n = compact_reader(bomb.as_slice())
+        .unwrap()
+        .take_while(|r| r.is_ok())
+        .count();
+    assert_eq!(n, 0, "empty entries are not spawns");
+    let records = proof_evidence::execlog::ExecLogRecords::open(bomb.as_slice()).unwrap();
+    let mut ok = 0u64;
+    let mut failed = false;
+    for r in records {
+        match r {
+            Ok(_) => ok += 1,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        failed,
+        "ExecLogRecords accepted {ok} records from {} bytes",
+        bomb.len()
+    );
+    assert!(ok < 1 << 20, "{ok} records before the refusal");
+}
+
+/// The bound is relative to the input: a real compact log passes.
+#[test]
+fn a_real_sized_compact_log_is_within_the_bounds() {
+    // Records with unique content (like real entries: ids, paths, digests).
+    let mut raw = Vec::new();
+    for i in 0..200_000u32 {
+        let body = format!(
+            "path/to/output/{i}/file-{:08x}.o",
+            i.wrapping_mul(2654435761)
+        );
+        let entry = proof_proto::execlog::ExecLogEntry {
+            id: i + 1,
+            r#type: Some(proof_proto::execlog::exec_log_entry::Type::File(
+                proof_proto::execlog::exec_log_entry::File {
+                    path: body,
+                    ..Default::default()
+                },
+            )),
+        };
+        prost::Message::encode_length_delimited(&entry, &mut raw).unwrap();
+    }
+    let log = zstd::encode_all(raw.as_slice(), 19).unwrap();
+    let records = proof_evidence::execlog::ExecLogRecords::open(log.as_slice()).unwrap();
+    let mut n = 0;
+    for r in records {
+        r.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 200_000, "ratio {}", raw.len() / log.len());
+}
+
+/// The same bodies as the `remote_grpc_log` and `corroboration` fuzz targets:
+/// damaged remote gRPC logs and corroboration records are read or refused,
+/// never a panic.
+#[test]
+fn damaged_remote_grpc_logs_and_corroboration_records_never_panic() {
+    let grpc_body = |data: &[u8]| {
+        let mut b = EvidenceBuilder::new();
+        let ok = b.push_remote_grpc_log(data).is_ok();
+        let _ = b.finish();
+        ok
+    };
+    let corroboration_body = |data: &[u8]| {
+        let mut b = EvidenceBuilder::new();
+        let _ = b.push_corroboration(data);
+        let _ = b.finish();
+    };
+    let log = fixture("remote_grpc.log");
+    assert!(grpc_body(&log), "the intact log reads");
+    for cut in (0..log.len()).step_by(11) {
+        grpc_body(&log[..cut]);
+        corroboration_body(&log[..cut]);
+    }
+    for (pos, bit) in positions(log.len(), 300) {
+        let mut d = log.clone();
+        d[pos] ^= bit;
+        grpc_body(&d);
+        corroboration_body(&d);
+    }
+}

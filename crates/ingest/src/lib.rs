@@ -119,6 +119,15 @@ pub fn summarize(store: &dyn Store, invocation_id: &str) -> Result<(Summary, boo
 /// Derives the summary from the journal, decides completeness and records
 /// both in the index. No more records are accepted afterwards.
 pub fn finalize(store: &dyn Store, invocation_id: &str) -> Result<Finalized, StoreError> {
+    let f = conclude(store, invocation_id)?;
+    record_outcome(store, &f)?;
+    Ok(f)
+}
+
+/// The outcome [`finalize`] would record, derived from the journal, without recording it
+/// (a server signs the proof first, so a crash in between leaves the invocation to be
+/// finalized again rather than finalized without its proof).
+pub fn conclude(store: &dyn Store, invocation_id: &str) -> Result<Finalized, StoreError> {
     let source = store
         .get(invocation_id)?
         .ok_or_else(|| StoreError::NotFound(invocation_id.to_string()))?
@@ -139,8 +148,6 @@ fn finalize_summarized(
     stream_finished: bool,
 ) -> Result<Finalized, StoreError> {
     let reason = incomplete_reason(&summary, source, stream_finished);
-    let value = serde_json::to_value(&summary).expect("a Summary serializes");
-    store.mark_complete(invocation_id, reason.is_none(), reason.as_deref(), &value)?;
     Ok(Finalized {
         invocation_id: invocation_id.to_string(),
         complete: reason.is_none(),
@@ -148,6 +155,12 @@ fn finalize_summarized(
         summary,
         warnings: Vec::new(),
     })
+}
+
+/// Records an outcome from [`conclude`] in the index: the invocation is finalized.
+pub fn record_outcome(store: &dyn Store, f: &Finalized) -> Result<(), StoreError> {
+    let value = serde_json::to_value(&f.summary).expect("a Summary serializes");
+    store.mark_complete(&f.invocation_id, f.complete, f.reason.as_deref(), &value)
 }
 
 /// Progress of a file import, reported every batch.

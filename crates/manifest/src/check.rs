@@ -15,6 +15,9 @@ pub struct CheckOptions {
     pub max_age_days: Option<u64>,
     /// "Now", for the age check.
     pub now: OffsetDateTime,
+    /// The tenants file of the server that signed the proofs: who owns
+    /// which repo (`proof verify --manifest --tenants`).
+    pub owners: Option<proof_tenancy::Tenants>,
 }
 
 /// The outcome of the check.
@@ -80,7 +83,7 @@ pub(crate) fn check_class(
     let mut reasons = Vec::new();
     let mut good: Vec<&ProofRecord> = Vec::new();
     for r in &c.proofs {
-        match check_record(r, c, proofs) {
+        match check_record(r, c, proofs, m, opts) {
             Ok(()) => good.push(r),
             Err(why) => reasons.push(format!(
                 "proof {} ({}): {why}",
@@ -148,7 +151,13 @@ pub(crate) fn check_class(
     }
 }
 
-fn check_record(r: &ProofRecord, c: &Class, proofs: &ProofDir) -> Result<(), String> {
+fn check_record(
+    r: &ProofRecord,
+    c: &Class,
+    proofs: &ProofDir,
+    m: &Manifest,
+    opts: &CheckOptions,
+) -> Result<(), String> {
     let Some(found) = proofs.by_sha256(&r.artifact_sha256) else {
         let base = r.location.rsplit('/').next().unwrap_or(&r.location);
         let by_name = proofs
@@ -187,7 +196,13 @@ fn check_record(r: &ProofRecord, c: &Class, proofs: &ProofDir) -> Result<(), Str
             diffs.join("; ")
         ));
     }
-    let problems = facts.coverage_problems(c);
+    let mut problems = facts.coverage_problems(c);
+    problems.extend(facts.trust_problems(
+        c,
+        c.mode,
+        m.allow_unauthenticated_proofs,
+        opts.owners.as_ref(),
+    ));
     if !problems.is_empty() {
         return Err(format!(
             "{} does not cover the class: {}",

@@ -94,6 +94,59 @@ impl ArtifactFacts {
         })
     }
 
+    /// Why this artifact may not back `class` at `mode` (empty when it
+    /// may): executor-backed and default need the executor's attestation
+    /// (the artifact carries an executor ledger, so `executor_attested` was
+    /// part of its verification); the tenant that submitted the build must
+    /// own the class's repo in `owners` (the tenants file), and a proof with
+    /// no authenticated tenant counts only when the manifest says
+    /// `allow_unauthenticated_proofs`.
+    pub fn trust_problems(
+        &self,
+        class: &Class,
+        mode: crate::model::Mode,
+        allow_unauthenticated: bool,
+        owners: Option<&proof_tenancy::Tenants>,
+    ) -> Vec<String> {
+        let Some(ev) = &self.evidence else {
+            return vec!["the artifact has no verified evidence".into()];
+        };
+        let mut out = Vec::new();
+        if mode >= crate::model::Mode::ExecutorBacked {
+            let attested = self
+                .checks
+                .iter()
+                .any(|c| c.name == "executor_attested" && c.ok);
+            if ev.attestation.is_none() || !attested {
+                out.push(format!(
+                    "a {} promotion needs the executor's attestation (executor_attested): this proof carries no executor ledger; record it with `proof serve --executor grpc://HOST:PORT`",
+                    mode.as_str()
+                ));
+            }
+        }
+        match ev.origin.as_ref().and_then(|o| o.tenant.as_deref()) {
+            Some(tenant) => match owners {
+                Some(t) => {
+                    if let Err(e) = t.check_owner(tenant, &class.repo) {
+                        out.push(e);
+                    }
+                }
+                None => out.push(format!(
+                    "the proof was submitted by tenant {tenant:?}; pass --tenants FILE (the server's tenants file) to check that it owns repo {}",
+                    class.repo
+                )),
+            },
+            None if allow_unauthenticated => {}
+            None => out.push(format!(
+                "the proof records no authenticated tenant ({}): anyone could have sent this build; record it with `proof serve --tenants`, or set \"allow_unauthenticated_proofs\": true in the manifest",
+                ev.origin
+                    .as_ref()
+                    .map_or("no origin".to_string(), |o| format!("signed by {}", o.recorded_by))
+            )),
+        }
+        out
+    }
+
     /// Why this artifact does not cover `class` (empty when it does):
     /// same repo, the right command for the work kind, and every class
     /// pattern requested by the build and matched by successful targets

@@ -98,6 +98,14 @@ pub fn promote_file_with_hook(
     req: &PromoteRequest,
     before_replace: impl FnOnce(),
 ) -> Result<Promotion, PromoteError> {
+    // A symlinked manifest is written through: the file it points at is
+    // replaced (beside itself), the link stays a link.
+    let resolved = std::fs::canonicalize(path).map_err(|source| PromoteError::Io {
+        what: "resolve the manifest path",
+        path: path.display().to_string(),
+        source,
+    })?;
+    let path = resolved.as_path();
     let bytes = std::fs::read(path).map_err(|source| PromoteError::Io {
         what: "read the manifest",
         path: path.display().to_string(),

@@ -36,6 +36,12 @@ pub struct Manifest {
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     pub schema_version: u32,
+    /// Accept proofs that record no authenticated tenant (signed by a
+    /// `proof serve` without `--tenants`, or by `proof record` without
+    /// `--tenant`) for promotions. Off unless set: such a proof says nothing
+    /// about who sent the build, so any client could claim any repo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unauthenticated_proofs: bool,
     /// Platform gates for default RBE, by id (every id of [`PLATFORM_GATES`]).
     pub gates: BTreeMap<String, Gate>,
     /// Spoke repos, by `owner/name`.

@@ -17,6 +17,9 @@ pub struct PromoteRequest {
     pub mode: Option<Mode>,
     /// Where the artifact is kept (recorded as `location`).
     pub location: String,
+    /// The tenants file of the server that signed the proof: who owns which
+    /// repo (`proof promote --tenants`).
+    pub owners: Option<proof_tenancy::Tenants>,
 }
 
 /// The result of a promotion.
@@ -121,7 +124,14 @@ pub fn promote(
                 .join(", "),
         });
     };
-    let problems = facts.coverage_problems(class);
+    let mode = req.mode.unwrap_or(class.mode.max(Mode::ExecutorBacked));
+    let mut problems = facts.coverage_problems(class);
+    problems.extend(facts.trust_problems(
+        class,
+        mode,
+        manifest.allow_unauthenticated_proofs,
+        req.owners.as_ref(),
+    ));
     if !problems.is_empty() {
         return Err(PromoteError::NotCovered {
             artifact: facts.name.clone(),
@@ -129,7 +139,6 @@ pub fn promote(
             problems,
         });
     }
-    let mode = req.mode.unwrap_or(class.mode.max(Mode::ExecutorBacked));
     if mode == Mode::CacheFirst {
         return Err(PromoteError::CacheFirst);
     }

@@ -7,8 +7,19 @@ use crate::check::CheckReport;
 use crate::model::Mode;
 use crate::report::{PlatformReport, QUESTIONS};
 
+/// An untrusted string (from a manifest under review or a proof's claims) as
+/// Markdown text: no links, images, HTML, emphasis or table breaks.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    proof_artifact::summary::md_text(s)
+}
+
+fn t(s: impl std::fmt::Display) -> String {
+    cell(&s.to_string())
+}
+
+/// An untrusted string as a Markdown code span.
+fn code(s: impl std::fmt::Display) -> String {
+    proof_artifact::summary::md_code(&s.to_string())
 }
 
 fn short(sha: &str) -> &str {
@@ -68,7 +79,7 @@ pub fn check_md(r: &CheckReport, manifest: &str) -> String {
     if !r.manifest_problems.is_empty() {
         let _ = writeln!(s, "`{manifest}` is not a valid manifest:\n");
         for p in &r.manifest_problems {
-            let _ = writeln!(s, "- {}", p.replace('\n', " "));
+            let _ = writeln!(s, "- {}", t(p));
         }
         return s;
     }
@@ -88,9 +99,9 @@ pub fn check_md(r: &CheckReport, manifest: &str) -> String {
             for why in &c.reasons {
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} | {} | {} |",
-                    c.class,
-                    c.repo,
+                    "| {} | {} | {} | {} |",
+                    code(&c.class),
+                    t(&c.repo),
                     c.mode.as_str(),
                     cell(why)
                 );
@@ -116,11 +127,11 @@ pub fn check_md(r: &CheckReport, manifest: &str) -> String {
         for c in proven {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {} |",
-                c.class,
-                c.repo,
+                "| {} | {} | {} | {} |",
+                code(&c.class),
+                t(&c.repo),
                 c.mode.as_str(),
-                c.proofs_verified
+                t(c.proofs_verified)
             );
         }
         let _ = writeln!(s, "\n</details>");
@@ -134,17 +145,7 @@ pub fn report_md(r: &PlatformReport) -> String {
     let c = &r.counts;
     let _ = writeln!(s, "# RBE target eligibility report\n");
     let _ = writeln!(
-        s,
-        "{} target classes in {} repos: {} default, {} executor-backed, {} cache-first. {} of {} default-RBE gates open. Proof artifacts: {}.\n",
-        c.classes,
-        c.repos,
-        c.default,
-        c.executor_backed,
-        c.cache_first,
-        c.gates_open,
-        c.gates_total,
-        if r.proofs_checked { "verified against the proofs directory" } else { "not verified (no --proofs)" }
-    );
+        s, "{} target classes in {} repos: {} default, {} executor-backed, {} cache-first. {} of {} default-RBE gates open. Proof artifacts: {}.\n", t(c.classes), t(c.repos), t(c.default), t(c.executor_backed), t(c.cache_first), t(c.gates_open), t(c.gates_total), if r.proofs_checked { "verified against the proofs directory" } else { "not verified (no --proofs)" });
 
     // 1
     let _ = writeln!(s, "## 1. {}\n", QUESTIONS[0]);
@@ -161,13 +162,13 @@ pub fn report_md(r: &PlatformReport) -> String {
         for l in &p.classes {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {} | `{}` | {} | {} |",
-                l.class,
-                l.repo,
-                l.work_kind,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                code(&l.class),
+                t(&l.repo),
+                t(&l.work_kind),
                 l.mode.as_str(),
-                cell(&l.patterns.join(" ")),
-                l.latest_proof.as_deref().unwrap_or("-"),
+                code(cell(&l.patterns.join(" "))),
+                t(l.latest_proof.as_deref().unwrap_or("-")),
                 verified(l.verified)
             );
         }
@@ -179,13 +180,13 @@ pub fn report_md(r: &PlatformReport) -> String {
         for a in &p.remote_artifacts {
             let _ = writeln!(
                 s,
-                "| {} | `{}` | {} | {} | {} ({}) | {} | {} | {} |",
-                a.location,
-                short(&a.artifact_sha256),
-                a.command,
-                a.remote_executions,
-                a.executor,
-                a.instance_name.as_deref().unwrap_or("default"),
+                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+                t(&a.location),
+                code(short(&a.artifact_sha256).to_string()),
+                t(&a.command),
+                t(a.remote_executions),
+                t(&a.executor),
+                t(a.instance_name.as_deref().unwrap_or("default")),
                 cell(&a.worker_images.join(", ")),
                 a.classes
                     .iter()
@@ -205,8 +206,8 @@ pub fn report_md(r: &PlatformReport) -> String {
     for l in problems {
         let _ = writeln!(
             s,
-            "- `{}` does not verify: {}",
-            l.class,
+            "- {} does not verify: {}",
+            code(&l.class),
             cell(&l.problems.join("; "))
         );
     }
@@ -232,17 +233,17 @@ pub fn report_md(r: &PlatformReport) -> String {
             let _ = writeln!(
                 s,
                 "| **{}** ({}) | {} | {} | {} | {} | {} | {} |",
-                g.gate,
+                t(&g.gate),
                 cell(&g.title),
                 g.status.as_str(),
-                g.owner,
+                t(&g.owner),
                 cell(g.blocker.as_deref().unwrap_or("-")),
                 cell(&if g.open_items.is_empty() {
                     "-".to_string()
                 } else {
                     g.open_items.join("; ")
                 }),
-                g.due.as_deref().unwrap_or("-"),
+                t(g.due.as_deref().unwrap_or("-")),
                 cell(&if g.evidence.is_empty() {
                     "-".to_string()
                 } else {
@@ -263,15 +264,19 @@ pub fn report_md(r: &PlatformReport) -> String {
             let _ = writeln!(
                 s,
                 "**{}** ({}), owned by **{}**, {} — {}.\n",
-                n.gate.gate,
-                n.gate.title,
-                n.gate.owner,
+                t(&n.gate.gate),
+                t(&n.gate.title),
+                t(&n.gate.owner),
                 n.gate.status.as_str(),
-                n.why
+                t(&n.why)
             );
-            let _ = writeln!(s, "Blocker: {}\n", n.gate.blocker.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                s,
+                "Blocker: {}\n",
+                t(n.gate.blocker.as_deref().unwrap_or("-"))
+            );
             for i in &n.gate.open_items {
-                let _ = writeln!(s, "- {i}");
+                let _ = writeln!(s, "- {}", t(i));
             }
             if !n.gate.open_items.is_empty() {
                 s.push('\n');
@@ -309,8 +314,8 @@ pub fn report_md(r: &PlatformReport) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} |",
-                p.repo,
-                p.status,
+                t(&p.repo),
+                t(&p.status),
                 cell(&p.blockers.join("; "))
             );
         }
@@ -326,14 +331,14 @@ pub fn report_md(r: &PlatformReport) -> String {
         for l in &r.q5_executor_backed {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | `{}` | {} | {} | {} |",
-                l.class,
-                l.repo,
-                l.work_kind,
-                cell(&l.patterns.join(" ")),
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                code(&l.class),
+                t(&l.repo),
+                t(&l.work_kind),
+                code(cell(&l.patterns.join(" "))),
                 l.mode.as_str(),
-                l.proofs,
-                l.latest_date.as_deref().unwrap_or("-")
+                t(l.proofs),
+                t(l.latest_date.as_deref().unwrap_or("-"))
             );
         }
         s.push('\n');
@@ -379,9 +384,9 @@ pub fn report_md(r: &PlatformReport) -> String {
         for c in missing {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {} |",
-                c.class,
-                c.repo,
+                "| {} | {} | {} | {} |",
+                code(&c.class),
+                t(&c.repo),
                 c.mode.as_str(),
                 cell(&c.missing.join("; "))
             );

@@ -189,6 +189,7 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
     let opts = CheckOptions {
         max_age_days: None,
         now: time::OffsetDateTime::UNIX_EPOCH,
+        owners: None,
     };
     let class_lines: Vec<ClassLine> = m
         .classes

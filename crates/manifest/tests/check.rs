@@ -10,7 +10,11 @@ use proof_manifest::{
 use time::OffsetDateTime;
 
 fn opts(max_age_days: Option<u64>, now: OffsetDateTime) -> CheckOptions {
-    CheckOptions { max_age_days, now }
+    CheckOptions {
+        max_age_days,
+        now,
+        owners: None,
+    }
 }
 
 fn proofs() -> proof_manifest::ProofDir {
@@ -288,4 +292,44 @@ fn fails_on_closed_class_gates_without_a_proof() {
         f[0].1,
         ["class gates [forced-executor] are closed but no proof artifact backs them"]
     );
+}
+
+#[test]
+fn the_markdown_check_renders_hostile_strings_as_text() {
+    use proof_manifest::check::{CheckReport, ClassCheck};
+    let hostile = "x](https://evil.example) ![i](https://evil.example/p.png) <b>|\n# h";
+    let r = CheckReport {
+        ok: false,
+        manifest_problems: Vec::new(),
+        classes: vec![ClassCheck {
+            class: format!("c`{hostile}"),
+            repo: hostile.into(),
+            mode: proof_manifest::model::Mode::ExecutorBacked,
+            ok: false,
+            reasons: vec![format!("proof claims {hostile}")],
+            proofs_verified: 0,
+        }],
+    };
+    let md = proof_manifest::render::check_md(&r, "m.json");
+    assert!(md.contains("evil.example"), "{md}");
+    for line in md.lines() {
+        // Outside code spans, with escapes removed, no syntax is left.
+        let mut bare = String::new();
+        let (mut in_code, mut esc) = (false, false);
+        for c in line.chars() {
+            if esc {
+                esc = false;
+            } else if c == '\\' && !in_code {
+                esc = true;
+            } else if c == '`' {
+                in_code = !in_code;
+            } else if !in_code {
+                bare.push(c);
+            }
+        }
+        assert!(!in_code, "unbalanced code span: {line}");
+        assert!(!bare.contains("]("), "a link: {line}");
+        assert!(!bare.contains('<'), "HTML: {line}");
+        assert!(!line.starts_with("# h"), "a heading from the input: {md}");
+    }
 }

@@ -13,6 +13,7 @@ fn req(class: &str, mode: Option<Mode>) -> PromoteRequest {
         class: class.into(),
         mode,
         location: "proofs/new.proof.tar".into(),
+        owners: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn re_promoting_with_the_same_artifact_changes_nothing() {
             class: "checkout-web/unit".into(),
             mode: None,
             location: rec.location.clone(),
+            owners: None,
         },
     )
     .unwrap();
@@ -309,4 +311,32 @@ fn refuses_facts_that_would_make_the_manifest_invalid() {
     let e = promote(&manifest_text(), &f, &req("checkout-web/e2e", None)).unwrap_err();
     assert!(matches!(e, PromoteError::WouldBeInvalid(_)), "{e}");
     assert!(e.to_string().contains("/proofs/0/date"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn promoting_through_a_symlinked_manifest_writes_the_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_dir = dir.path().join("config");
+    std::fs::create_dir(&real_dir).unwrap();
+    let real = real_dir.join("rbe-eligibility.json");
+    std::fs::write(&real, manifest_text()).unwrap();
+    let link = dir.path().join("manifest.json");
+    std::os::unix::fs::symlink("config/rbe-eligibility.json", &link).unwrap();
+    let f = facts(&artifact("acme/checkout-web", "test"));
+    let p = promote_file(&link, &f, &req("checkout-web/e2e", None)).unwrap();
+    assert!(p.changed);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink was replaced by a regular file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        p.text,
+        "the target holds the promotion"
+    );
+    assert_eq!(std::fs::read_to_string(&link).unwrap(), p.text);
 }

@@ -33,9 +33,7 @@ pub mod execlog {
 
 /// `build.bazel.remote.execution.v2`: the REAPI subset used to ask an
 /// executor's ActionCache about an action.
-pub mod reapi {
-    tonic::include_proto!("build.bazel.remote.execution.v2");
-}
+pub use build::bazel::remote::execution::v2 as reapi;
 
 /// `google.rpc`: status details attached to denials.
 pub mod rpc {
@@ -67,17 +65,36 @@ pub mod rbe_proof {
     pub mod corroboration {
         tonic::include_proto!("rbe_proof.corroboration");
     }
+    /// `rbe_proof.ledger`: the records of an artifact's `executor.bin` (the
+    /// executor's raw answers about one invocation).
+    pub mod ledger {
+        tonic::include_proto!("rbe_proof.ledger");
+    }
 }
 pub use rbe_proof::corroboration;
+pub use rbe_proof::ledger;
 
-/// The package path the generated code of `remote_logging` and
-/// `rbe_proof.corroboration` uses for REAPI types; it is [`reapi`].
-#[doc(hidden)]
+/// `google.longrunning`: the Operations service subset used to read an
+/// executor's ledger (ListOperations), and the path the generated code of
+/// other packages uses for `google.rpc` and `google.longrunning` types.
+pub mod google {
+    pub mod longrunning {
+        tonic::include_proto!("google.longrunning");
+    }
+    pub use crate::rpc;
+}
+pub use google::longrunning;
+
+/// `build.bazel.remote.execution.v2` at its package path (the generated
+/// code of other packages refers to it, and it to `google.rpc`, by relative
+/// paths); use it as [`reapi`].
 pub mod build {
     pub mod bazel {
         pub mod remote {
             pub mod execution {
-                pub use crate::reapi as v2;
+                pub mod v2 {
+                    tonic::include_proto!("build.bazel.remote.execution.v2");
+                }
             }
         }
     }

@@ -372,6 +372,7 @@ impl InProc {
             admission: Arc::new(OpenAdmission),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
             abandon_after: None,
+            limits: Default::default(),
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -416,6 +417,7 @@ fn child_serve(dir: &Path) {
             admission: Arc::new(OpenAdmission),
             max_message: proof_server::DEFAULT_MAX_MESSAGE,
             abandon_after: None,
+            limits: Default::default(),
         };
         proof_server::serve_grpc(listener, cfg, async {
             let _ = rx.await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
-use proof_ingest::{batch_flags, finalize, Finalized};
+use proof_ingest::{batch_flags, Finalized};
 use proof_proto::bes::{
     build_event::Event, publish_build_event_server::PublishBuildEvent, stream_id::BuildComponent,
     BuildEvent, OrderedBuildEvent, PublishBuildToolEventStreamRequest,
@@ -30,11 +30,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
+use crate::recover::finalize_once;
 
 /// Most messages taken into one group commit.
 pub const MAX_BATCH: usize = 512;
 /// Acks buffered towards a slow client before the handler stops reading.
 const ACK_BUFFER: usize = 1024;
+/// Most events an RPC holds, unstored and unacked, while its gate is not
+/// ready (a tenant's stream waiting for its canonical command line; Bazel
+/// sends that among its first ten events).
+pub const HOLD_MAX_EVENTS: usize = 256;
+/// Most payload bytes an RPC holds while its gate is not ready.
+pub const HOLD_MAX_BYTES: usize = 16 << 20;
 
 /// Called (on a blocking thread) after an invocation was finalized, e.g. to
 /// write its proof artifact.
@@ -63,6 +70,17 @@ pub struct Opening<'a> {
 
 /// Decides whether a stream may be stored (tenant enforcement plugs in here).
 pub trait Admission: Send + Sync + 'static {
+    /// Called when an RPC opens, from its metadata alone, before any message
+    /// of it is read or decoded. Returns the authenticated principal (a tenant
+    /// id; `None` when the server has no tenants), or the refusal.
+    fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<String>, Refusal> {
+        let _ = metadata;
+        Ok(None)
+    }
+
     /// Called once per RPC, before anything of it is stored, with the request
     /// metadata and the first request. Returns the per-RPC gate, or the refusal.
     /// The gate is dropped when the RPC ends.
@@ -86,12 +104,31 @@ pub trait Admission: Send + Sync + 'static {
 pub trait Admitted: Send {
     /// The tenant the invocation belongs to.
     fn tenant(&self) -> Option<&str>;
-    /// Called for every new BEP event before its batch is stored, with the
-    /// probed kind (e.g. "structured_command_line") and the serialized event.
+    /// Called for every new BEP event before it is stored, with the
+    /// serialized event. The gate must judge the event by its payload, never
+    /// by its id: a client chooses ids freely, and the evidence reads payloads.
     /// A refusal discards the whole invocation.
-    fn check_event(&mut self, kind: &str, event: &[u8]) -> Result<(), Refusal> {
-        let _ = (kind, event);
+    fn check_event(&mut self, event: &[u8]) -> Result<(), Refusal> {
+        let _ = event;
         Ok(())
+    }
+    /// Whether the stream may be stored yet. While `false` (the gate still
+    /// waits for an event it needs, e.g. the canonical command line) the
+    /// server holds the RPC's events, unstored and unacked.
+    fn ready(&self) -> bool {
+        true
+    }
+    /// The refusal when the gate is still not [`ready`](Self::ready) and the
+    /// server will hold no more: `held` events are waiting, `at_end` the
+    /// stream ended (or finished) first.
+    fn not_ready(&self, held: usize, at_end: bool) -> Refusal {
+        Refusal {
+            status: Status::permission_denied(format!(
+                "the stream was not admitted after {held} events{}",
+                if at_end { " (it ended)" } else { "" }
+            )),
+            reason: "NOT_READY",
+        }
     }
     /// Called before a batch is stored with the invocation's payload bytes
     /// after it. A refusal discards the whole invocation.
@@ -119,10 +156,11 @@ impl Admission for OpenAdmission {
 }
 
 /// Invocations whose stream was denied after events were stored, and
-/// deleted: a retry gets the same answer instead of a sequence error.
+/// deleted: a retry gets the same answer instead of a sequence error. The
+/// answer names the principal's limits, so only that principal gets it.
 #[derive(Default)]
 struct DeniedMemory {
-    by_id: HashMap<String, Refusal>,
+    by_id: HashMap<String, (Option<String>, Refusal)>,
     order: std::collections::VecDeque<String>,
 }
 
@@ -130,13 +168,104 @@ struct DeniedMemory {
 const DENIED_MEMORY: usize = 4096;
 
 impl DeniedMemory {
-    fn remember(&mut self, id: &str, r: Refusal) {
-        if self.by_id.insert(id.to_string(), r).is_none() {
+    fn remember(&mut self, id: &str, principal: Option<String>, r: Refusal) {
+        if self.by_id.insert(id.to_string(), (principal, r)).is_none() {
             self.order.push_back(id.to_string());
             if self.order.len() > DENIED_MEMORY {
                 if let Some(old) = self.order.pop_front() {
                     self.by_id.remove(&old);
                 }
+            }
+        }
+    }
+}
+
+/// Bounds on what one peer and one RPC may cost the server.
+///
+/// Memory in flight: an RPC holds at most one group commit
+/// (`batch_bytes`, plus the one message that crossed it, at most the gRPC
+/// message limit) and, before its gate is ready, [`HOLD_MAX_BYTES`]; HTTP/2
+/// flow control bounds what is buffered below that. A peer opens at most
+/// `rpcs_per_peer` tool-event RPCs at once, a tenant at most its
+/// `concurrent_streams` quota (docs/tenants.md).
+#[derive(Debug, Clone)]
+pub struct RpcLimits {
+    /// Open PublishBuildToolEventStream RPCs per peer IP address.
+    pub rpcs_per_peer: usize,
+    /// An RPC that sends no first message for this long is closed.
+    pub first_message_timeout: Duration,
+    /// An RPC that sends nothing for this long between messages is closed
+    /// (DEADLINE_EXCEEDED; Bazel resumes on a new RPC).
+    pub idle_timeout: Duration,
+    /// Message bytes taken into one group commit.
+    pub batch_bytes: usize,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            rpcs_per_peer: 64,
+            first_message_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15 * 60),
+            batch_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Open RPCs per peer address.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One open RPC of a peer; gives the place back when dropped.
+struct PeerPermit {
+    inner: Arc<Inner>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut m = self.inner.peers.0.lock().expect("peers lock");
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The principal [`Admission::authenticate`] found when the RPC opened,
+/// carried from the interceptor to the handler in the request extensions.
+#[derive(Debug, Clone)]
+pub struct Principal(pub Option<String>);
+
+/// The tonic interceptor of the BES service: authenticates every RPC from
+/// its metadata before any message is decoded (a refused RPC costs no more
+/// than its headers).
+#[derive(Clone)]
+pub struct Authenticate {
+    admission: Arc<dyn Admission>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticate {
+    pub fn new(admission: Arc<dyn Admission>, metrics: Arc<Metrics>) -> Self {
+        Authenticate { admission, metrics }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.admission.authenticate(request.metadata()) {
+            Ok(p) => {
+                request.extensions_mut().insert(Principal(p));
+                Ok(request)
+            }
+            Err(r) => {
+                self.metrics.denied(r.reason);
+                Err(r.status)
             }
         }
     }
@@ -151,13 +280,19 @@ struct Inner {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Per-invocation position, shared by the RPCs of one invocation.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Position>>>>>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Keyed hash of stored events (re-sent events are compared by it).
+    hasher: std::collections::hash_map::RandomState,
     on_finalized: Option<Arc<dyn OnFinalized>>,
     admission: Arc<dyn Admission>,
     denied: Mutex<DeniedMemory>,
     /// When each invocation last stored something (for the abandon sweep).
     activity: Mutex<HashMap<String, Instant>>,
+    /// `last_seq` of each open invocation at the previous abandon sweep.
+    progress: Mutex<HashMap<String, u64>>,
     started: Instant,
+    limits: RpcLimits,
+    peers: Peers,
 }
 
 impl BesService {
@@ -171,15 +306,27 @@ impl BesService {
             store,
             metrics,
             slots: Mutex::default(),
+            hasher: Default::default(),
             on_finalized,
             admission,
             denied: Mutex::default(),
             activity: Mutex::default(),
+            progress: Mutex::default(),
             started: Instant::now(),
+            limits: RpcLimits::default(),
+            peers: Peers::default(),
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Uses `limits` instead of [`RpcLimits::default`]; call before serving.
+    pub fn with_limits(mut self, limits: RpcLimits) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_limits is called before the service is shared")
+            .limits = limits;
+        self
     }
 
     /// Finalizes, as incomplete, every invocation that stored nothing for
@@ -246,6 +393,14 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
                     proof_proto::BEP_EVENT_TYPE_URL
                 )));
             }
+            if any.value.len() > proof_store::MAX_EVENT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "event {seq} is {} bytes, larger than the {} bytes this server stores per event; \
+                     the event cannot be stored (Bazel's upload of this invocation will fail)",
+                    any.value.len(),
+                    proof_store::MAX_EVENT_BYTES
+                )));
+            }
             let p = probe(&any.value).map_err(|e| invalid(format!("event {seq}: {e}")))?;
             // The event's bytes move into the journal record: no copy.
             (RecordKind::BepEvent, Bytes::from(any.value), Some(p))
@@ -287,6 +442,8 @@ fn store_status(e: StoreError) -> Status {
         StoreError::AlreadyFinalized(_) | StoreError::TenantMismatch { .. } => {
             Status::failed_precondition(e.to_string())
         }
+        // Retrying cannot help: the same event is as large next time.
+        StoreError::RecordTooLarge { .. } => Status::resource_exhausted(e.to_string()),
         other => Status::unavailable(format!("storage failed, retry later: {other}")),
     }
 }
@@ -298,20 +455,53 @@ fn ack(p: &Parsed) -> PublishBuildToolEventStreamResponse {
     }
 }
 
+/// Most digests of stored events kept per invocation while an RPC of it is
+/// open (older re-sent events are compared by reading the journal back).
+const DIGEST_WINDOW: usize = 16 << 10;
+
+/// What the RPCs of one invocation share while any of them is open.
+#[derive(Default)]
+struct Slot {
+    /// The stored position; `None`: load it from the store.
+    pos: Option<Position>,
+    /// seq → keyed hash of (kind, payload) of recently stored events.
+    digests: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Slot {
+    fn reset(&mut self) {
+        self.pos = None;
+        self.digests.clear();
+    }
+}
+
+fn digest(h: &std::collections::hash_map::RandomState, kind: RecordKind, payload: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    h.hash_one((kind.as_u8(), payload))
+}
+
 /// What one RPC knows across its batches.
 struct Rpc {
     seq: RpcSequencer,
     invocation_id: Option<String>,
     project_id: String,
     metadata: tonic::metadata::MetadataMap,
+    /// Who authenticated when the RPC opened.
+    principal: Option<String>,
     /// Set once admission let the RPC in; dropped when the RPC ends.
     admitted: Option<Box<dyn Admitted>>,
     /// Payload bytes of the invocation stored so far (for the byte quota).
     bytes: u64,
+    /// No batch of this RPC has been decided yet: its position is read from the store,
+    /// not from this process's cache (another replica may have moved it since).
+    fresh: bool,
+    /// Events held (checked, unstored, unacked) while the gate is not ready.
+    held: Vec<Parsed>,
+    held_bytes: usize,
 }
 
 impl Inner {
-    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Position>>> {
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut slots = self.slots.lock().expect("slots lock");
         slots.entry(id.to_string()).or_default().clone()
     }
@@ -390,7 +580,8 @@ impl Inner {
             .expect("denied lock")
             .by_id
             .get(&id)
-            .cloned();
+            .filter(|(who, _)| *who == rpc.principal)
+            .map(|(_, r)| r.clone());
         if let Some(r) = remembered {
             self.metrics.denied(r.reason);
             return (Vec::new(), Some(r.status));
@@ -400,10 +591,48 @@ impl Inner {
                 return (Vec::new(), Some(status));
             }
         }
+        // A gate that is not ready yet (a tenant's stream before its canonical
+        // command line): every new event is checked now and held, unstored and
+        // unacked, until the gate is ready; refused if it never gets ready.
+        let mut prechecked = 0;
+        if !rpc.held.is_empty() || rpc.admitted.as_ref().is_some_and(|g| !g.ready()) {
+            let gate = rpc.admitted.as_mut().expect("admitted above");
+            for p in &parsed {
+                if p.probe.is_some() {
+                    if let Err(r) = gate.check_event(&p.payload) {
+                        rpc.held.clear();
+                        let status = self.discard(&id, rpc.principal.clone(), r).await;
+                        guard.reset();
+                        return (Vec::new(), Some(status));
+                    }
+                }
+            }
+            rpc.held_bytes += parsed.iter().map(|p| p.payload.len()).sum::<usize>();
+            rpc.held.append(&mut parsed);
+            if !gate.ready() {
+                let finished = rpc
+                    .held
+                    .iter()
+                    .any(|p| p.kind == RecordKind::StreamFinished);
+                if finished || rpc.held.len() > HOLD_MAX_EVENTS || rpc.held_bytes > HOLD_MAX_BYTES {
+                    let r = gate.not_ready(rpc.held.len(), finished);
+                    rpc.held.clear();
+                    let status = self.discard(&id, rpc.principal.clone(), r).await;
+                    guard.reset();
+                    return (Vec::new(), Some(status));
+                }
+                return (Vec::new(), refusal);
+            }
+            parsed = std::mem::take(&mut rpc.held);
+            rpc.held_bytes = 0;
+            prechecked = parsed.len();
+        }
         // The finish is stored but finalizing never ran (the server died in
         // between): the re-sent events of the retry trigger it.
         let mut unfinalized = false;
-        let mut pos = match *guard {
+        let cached = if rpc.fresh { None } else { guard.pos };
+        rpc.fresh = false;
+        let mut pos = match cached {
             Some(p) => p,
             None => {
                 let sid = id.clone();
@@ -421,6 +650,33 @@ impl Inner {
             }
         };
         let start_pos = pos;
+        // Re-sent events are compared with what was stored: digests of the
+        // recent window, else read back from the journal once.
+        let missing = parsed
+            .iter()
+            .filter(|p| (1..=pos.accepted).contains(&p.seq))
+            .filter(|p| !guard.digests.contains_key(&p.seq))
+            .map(|p| p.seq)
+            .min();
+        if let Some(from) = missing {
+            let (sid, h, upto) = (id.clone(), self.hasher.clone(), pos.accepted);
+            let loaded = self
+                .blocking(move |s| {
+                    let mut m = std::collections::BTreeMap::new();
+                    for r in s.read(&sid)? {
+                        let r = r?;
+                        if (from..=upto).contains(&r.seq) {
+                            m.insert(r.seq, digest(&h, r.kind, &r.payload));
+                        }
+                    }
+                    Ok(m)
+                })
+                .await;
+            match loaded {
+                Ok(m) => guard.digests.extend(m),
+                Err(e) => return (Vec::new(), Some(store_status(e))),
+            }
+        }
         // Decide every message; `acks` holds (message index, is_new).
         let mut acks = Vec::with_capacity(parsed.len());
         let mut new_from: Option<usize> = None;
@@ -429,6 +685,16 @@ impl Inner {
         for (i, p) in parsed.iter().enumerate() {
             match rpc.seq.decide(pos, p.seq) {
                 Decision::Duplicate => {
+                    let stored = guard.digests.get(&p.seq).copied();
+                    if stored != Some(digest(&self.hasher, p.kind, &p.payload)) {
+                        Metrics::add(&self.metrics.stream_errors_sequence, 1);
+                        refusal = Some(Status::failed_precondition(format!(
+                            "invocation {id}: event {} was already stored with different bytes; \
+                             a re-sent event must be byte-identical to the one acked",
+                            p.seq
+                        )));
+                        break;
+                    }
                     Metrics::add(&self.metrics.events_duplicate, 1);
                     acks.push(i);
                 }
@@ -452,8 +718,10 @@ impl Inner {
                             Some(_) => {}
                         }
                     }
-                    if let (Some(gate), Some(pr)) = (rpc.admitted.as_mut(), p.probe.as_ref()) {
-                        if let Err(r) = gate.check_event(pr.kind, &p.payload) {
+                    if let (Some(gate), Some(_), true) =
+                        (rpc.admitted.as_mut(), p.probe.as_ref(), i >= prechecked)
+                    {
+                        if let Err(r) = gate.check_event(&p.payload) {
                             denial = Some(r);
                             break;
                         }
@@ -492,8 +760,8 @@ impl Inner {
         if let Some(r) = denial {
             // Deleted while this RPC holds the invocation's slot: no other
             // RPC of it can append in between.
-            let status = self.discard(&id, r).await;
-            *guard = None;
+            let status = self.discard(&id, rpc.principal.clone(), r).await;
+            guard.reset();
             drop(guard);
             return (Vec::new(), Some(status));
         }
@@ -523,6 +791,10 @@ impl Inner {
                 instance: Some(rpc.project_id.clone()).filter(|p| !p.is_empty()),
                 created_at_ms: now_ms(),
             });
+            let new_digests: Vec<(u64, u64)> = records
+                .iter()
+                .map(|r| (r.seq, digest(&self.hasher, r.kind, &r.payload)))
+                .collect();
             let sid = id.clone();
             let t0 = Instant::now();
             let res = self
@@ -543,7 +815,7 @@ impl Inner {
             }
             if let Err(e) = res {
                 Metrics::add(&self.metrics.stream_errors_store, 1);
-                *guard = None; // reload from the store next time
+                guard.reset(); // reload from the store next time
                 let first_new = new_from.unwrap_or(acks.len());
                 let acks = acks
                     .iter()
@@ -553,12 +825,16 @@ impl Inner {
                 return (acks, Some(store_status(e)));
             }
             Metrics::add(&self.metrics.events_ingested, n_bep);
+            guard.digests.extend(new_digests);
+            while guard.digests.len() > DIGEST_WINDOW {
+                guard.digests.pop_first();
+            }
             self.activity
                 .lock()
                 .expect("activity lock")
                 .insert(id.clone(), Instant::now());
         }
-        *guard = Some(pos);
+        guard.pos = Some(pos);
         drop(guard);
         if finished_now || unfinalized {
             self.spawn_finalize(id);
@@ -592,10 +868,49 @@ impl Inner {
         }
     }
 
+    /// A place for one more RPC of the peer at `addr`, or RESOURCE_EXHAUSTED.
+    fn peer_permit(
+        self: &Arc<Self>,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Result<PeerPermit, Status> {
+        let ip = addr.map(|a| a.ip());
+        if let Some(ip) = ip {
+            let mut m = self.peers.0.lock().expect("peers lock");
+            let n = m.entry(ip).or_default();
+            if *n >= self.limits.rpcs_per_peer {
+                Metrics::add(&self.metrics.stream_errors_peer_limit, 1);
+                return Err(Status::resource_exhausted(format!(
+                    "{} tool-event RPCs from {ip} are open, the most this server allows per peer; close finished streams or raise `proof serve --max-rpcs-per-peer`",
+                    self.limits.rpcs_per_peer
+                )));
+            }
+            *n += 1;
+        }
+        Ok(PeerPermit {
+            inner: self.clone(),
+            ip,
+        })
+    }
+
+    /// The refusal of an RPC that ended while its gate still held events.
+    async fn held_at_end(&self, rpc: &mut Rpc) -> Option<Status> {
+        if rpc.held.is_empty() {
+            return None;
+        }
+        let (Some(id), Some(gate)) = (rpc.invocation_id.clone(), rpc.admitted.as_ref()) else {
+            return None;
+        };
+        let r = gate.not_ready(rpc.held.len(), true);
+        rpc.held.clear();
+        let slot = self.slot(&id);
+        let _guard = slot.lock().await;
+        Some(self.discard(&id, rpc.principal.clone(), r).await)
+    }
+
     /// Deletes an invocation whose stream was denied after some of its events
     /// were stored, remembers the denial for retries, and returns the status
     /// to answer with. The caller holds the invocation's slot.
-    async fn discard(&self, id: &str, r: Refusal) -> Status {
+    async fn discard(&self, id: &str, principal: Option<String>, r: Refusal) -> Status {
         self.metrics.denied(r.reason);
         let sid = id.to_string();
         let res = self
@@ -615,7 +930,7 @@ impl Inner {
         self.denied
             .lock()
             .expect("denied lock")
-            .remember(id, r.clone());
+            .remember(id, principal, r.clone());
         r.status
     }
 
@@ -635,6 +950,34 @@ impl Inner {
             cursor = Some(proof_store::ListCursor::after(last));
             for rec in page.iter().filter(|r| !r.state.finalized) {
                 let id = &rec.meta.invocation_id;
+                let hook = self.on_finalized.as_deref();
+                if rec.state.saw_stream_finished {
+                    // Finished, never finalized: whoever acked the finish died before
+                    // finalizing (another replica, or this process before a restart).
+                    if let Some(f) = finalize_once(self.store.as_ref(), id, hook)? {
+                        self.activity.lock().expect("activity lock").remove(id);
+                        Metrics::add(&self.metrics.invocations_finalized, 1);
+                        if f.complete {
+                            Metrics::add(&self.metrics.invocations_complete, 1);
+                        }
+                        tracing::info!(invocation = %id, complete = f.complete, "finalized a finished stream");
+                        done += 1;
+                    }
+                    continue;
+                }
+                // Progress made through another replica (a shared store) counts as activity.
+                let moved = {
+                    let mut progress = self.progress.lock().expect("progress lock");
+                    let prev = progress.insert(id.clone(), rec.state.last_seq);
+                    prev.is_some_and(|p| p != rec.state.last_seq)
+                };
+                if moved {
+                    self.activity
+                        .lock()
+                        .expect("activity lock")
+                        .insert(id.clone(), now);
+                    continue;
+                }
                 let seen = self
                     .activity
                     .lock()
@@ -646,13 +989,13 @@ impl Inner {
                 if idle < after || open {
                     continue;
                 }
-                let f = finalize(self.store.as_ref(), id)?;
+                let Some(f) = finalize_once(self.store.as_ref(), id, hook)? else {
+                    continue;
+                };
                 self.activity.lock().expect("activity lock").remove(id);
+                self.progress.lock().expect("progress lock").remove(id);
                 Metrics::add(&self.metrics.invocations_finalized, 1);
                 tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, "abandoned stream finalized");
-                if let Some(hook) = &self.on_finalized {
-                    hook.on_finalized(self.store.as_ref(), &f);
-                }
                 done += 1;
             }
         }
@@ -662,18 +1005,21 @@ impl Inner {
     fn spawn_finalize(self: &Arc<Self>, id: String) {
         self.activity.lock().expect("activity lock").remove(&id);
         let inner = self.clone();
-        tokio::task::spawn_blocking(move || match finalize(inner.store.as_ref(), &id) {
-            Ok(f) => {
-                Metrics::add(&inner.metrics.invocations_finalized, 1);
-                if f.complete {
-                    Metrics::add(&inner.metrics.invocations_complete, 1);
+        tokio::task::spawn_blocking(move || {
+            let hook = inner.on_finalized.as_deref();
+            match finalize_once(inner.store.as_ref(), &id, hook) {
+                Ok(Some(f)) => {
+                    Metrics::add(&inner.metrics.invocations_finalized, 1);
+                    if f.complete {
+                        Metrics::add(&inner.metrics.invocations_complete, 1);
+                    }
+                    tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, events = f.summary.event_count, "invocation finalized");
                 }
-                tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, events = f.summary.event_count, "invocation finalized");
-                if let Some(hook) = &inner.on_finalized {
-                    hook.on_finalized(inner.store.as_ref(), &f);
+                Ok(None) => {
+                    tracing::debug!(invocation = %id, "already finalized, or being finalized elsewhere")
                 }
+                Err(e) => tracing::error!(invocation = %id, error = %e, "finalizing failed"),
             }
-            Err(e) => tracing::error!(invocation = %id, error = %e, "finalizing failed"),
         });
     }
 
@@ -681,19 +1027,42 @@ impl Inner {
         self: Arc<Self>,
         mut inbound: Streaming<PublishBuildToolEventStreamRequest>,
         metadata: tonic::metadata::MetadataMap,
+        principal: Option<String>,
         tx: mpsc::Sender<Result<PublishBuildToolEventStreamResponse, Status>>,
+        _permit: PeerPermit,
     ) {
         let mut rpc = Rpc {
             seq: RpcSequencer::new(),
             invocation_id: None,
             project_id: String::new(),
             metadata,
+            principal,
             admitted: None,
             bytes: 0,
+            fresh: true,
+            held: Vec::new(),
+            held_bytes: 0,
         };
+        let mut wait = self.limits.first_message_timeout;
         loop {
-            let first = match inbound.next().await {
-                None => break,
+            let Ok(next) = tokio::time::timeout(wait, inbound.next()).await else {
+                Metrics::add(&self.metrics.stream_errors_idle, 1);
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded(format!(
+                        "no message on this RPC for {}s; closed (a client resumes on a new RPC)",
+                        wait.as_secs()
+                    ))))
+                    .await;
+                break;
+            };
+            wait = self.limits.idle_timeout;
+            let first = match next {
+                None => {
+                    if let Some(status) = self.held_at_end(&mut rpc).await {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                    break;
+                }
                 Some(Ok(m)) => m,
                 Some(Err(status)) => {
                     Metrics::add(&self.metrics.streams_broken, 1);
@@ -703,12 +1072,16 @@ impl Inner {
                     break;
                 }
             };
+            let mut bytes = prost::Message::encoded_len(&first);
             let mut msgs = vec![first];
             let mut end = false;
             let mut broken = None;
-            while msgs.len() < MAX_BATCH {
+            while msgs.len() < MAX_BATCH && bytes < self.limits.batch_bytes {
                 match inbound.next().now_or_never() {
-                    Some(Some(Ok(m))) => msgs.push(m),
+                    Some(Some(Ok(m))) => {
+                        bytes += prost::Message::encoded_len(&m);
+                        msgs.push(m);
+                    }
                     Some(Some(Err(status))) => {
                         Metrics::add(&self.metrics.streams_broken, 1);
                         broken = Some(status);
@@ -744,6 +1117,9 @@ impl Inner {
                 break;
             }
             if end {
+                if let Some(status) = self.held_at_end(&mut rpc).await {
+                    let _ = tx.send(Err(status)).await;
+                }
                 break;
             }
         }
@@ -773,8 +1149,20 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn ts_ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+/// A client's timestamp in milliseconds, with checked arithmetic: a time
+/// that does not fit is refused, never wrapped (or a panic).
+fn ts_ms(t: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Status> {
+    let Some(t) = t else { return Ok(None) };
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos) / 1_000_000))
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(format!(
+                "lifecycle event_time {}s {}ns is out of range; send a real time",
+                t.seconds, t.nanos
+            ))
+        })
 }
 
 fn status_name(s: Option<&proof_proto::bes::BuildStatus>) -> String {
@@ -807,7 +1195,7 @@ impl PublishBuildEvent for BesService {
         let ev = obe
             .event
             .ok_or_else(|| invalid("lifecycle build_event has no event"))?;
-        let at = ts_ms(ev.event_time.as_ref());
+        let at = ts_ms(ev.event_time.as_ref())?;
         let event = match ev.event {
             Some(Event::BuildEnqueued(_)) => LifecycleEvent::BuildEnqueued { at_ms: at },
             Some(Event::InvocationAttemptStarted(a)) => LifecycleEvent::InvocationAttemptStarted {
@@ -866,10 +1254,28 @@ impl PublishBuildEvent for BesService {
         request: Request<Streaming<PublishBuildToolEventStreamRequest>>,
     ) -> Result<Response<AckStream>, Status> {
         Metrics::add(&self.inner.metrics.streams_opened, 1);
+        let principal = match request.extensions().get::<Principal>() {
+            Some(p) => p.0.clone(),
+            // Served without the interceptor: authenticate here, still
+            // before any message is read.
+            None => self
+                .inner
+                .admission
+                .authenticate(request.metadata())
+                .map_err(|r| {
+                    self.inner.metrics.denied(r.reason);
+                    r.status
+                })?,
+        };
+        let permit = self.inner.peer_permit(request.remote_addr())?;
         let metadata = request.metadata().clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
-        tokio::spawn(self.inner.clone().run(inbound, metadata, tx));
+        tokio::spawn(
+            self.inner
+                .clone()
+                .run(inbound, metadata, principal, tx, permit),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

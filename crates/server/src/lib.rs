@@ -19,12 +19,22 @@ use proof_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use bes::{Admission, Admitted, BesService, OnFinalized, OpenAdmission, Opening, Refusal};
+pub use bes::{
+    Admission, Admitted, Authenticate, BesService, OnFinalized, OpenAdmission, Opening, Refusal,
+    RpcLimits,
+};
 pub use metrics::Metrics;
 pub use tenants::TenantAdmission;
 
-/// Default largest gRPC message accepted: single BEP events of ~100 MB exist.
-pub const DEFAULT_MAX_MESSAGE: usize = 128 * 1024 * 1024;
+/// Room for a request's envelope (stream id, sequence number, Any type URL,
+/// project id) around one event.
+pub const ENVELOPE_BYTES: usize = 64 << 10;
+
+/// Default (and largest) gRPC message accepted: one event of the store's
+/// [`proof_store::MAX_EVENT_BYTES`] plus its envelope. One limit: a message
+/// the server decodes is one the store can hold; a bigger event is
+/// RESOURCE_EXHAUSTED at either layer, never "retry later".
+pub const DEFAULT_MAX_MESSAGE: usize = proof_store::MAX_EVENT_BYTES + ENVELOPE_BYTES;
 
 /// How to run the gRPC server.
 pub struct GrpcConfig {
@@ -36,6 +46,8 @@ pub struct GrpcConfig {
     /// Finalize (as incomplete) streams idle this long with no open RPC;
     /// `None` keeps them open forever.
     pub abandon_after: Option<std::time::Duration>,
+    /// Per-peer and per-RPC bounds.
+    pub limits: RpcLimits,
 }
 
 /// Serves the BES on an already bound listener until `shutdown` resolves.
@@ -56,13 +68,17 @@ pub async fn serve_grpc(
             }
         });
     }
-    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission);
+    let auth = Authenticate::new(cfg.admission.clone(), cfg.metrics.clone());
+    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission)
+        .with_limits(cfg.limits);
     if let Some(after) = cfg.abandon_after {
         svc.sweep_abandoned(after);
     }
     let svc = PublishBuildEventServer::new(svc)
         .max_decoding_message_size(cfg.max_message)
         .max_encoding_message_size(cfg.max_message);
+    // Authentication runs on the request head, before any message is decoded.
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, auth);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(svc)

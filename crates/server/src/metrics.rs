@@ -19,6 +19,10 @@ pub struct Metrics {
     pub stream_errors_invalid: AtomicU64,
     pub stream_errors_sequence: AtomicU64,
     pub stream_errors_store: AtomicU64,
+    /// RPCs closed because they sent nothing for the idle bound.
+    pub stream_errors_idle: AtomicU64,
+    /// RPCs refused because their peer had too many open.
+    pub stream_errors_peer_limit: AtomicU64,
     /// RPCs the client cancelled or broke.
     pub streams_broken: AtomicU64,
     pub lifecycle_events: AtomicU64,

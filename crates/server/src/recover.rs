@@ -3,10 +3,37 @@
 //! ComponentStreamFinished and before finalizing). Bazel got every ack and
 //! will not retry, so nothing else would ever finalize them.
 
-use proof_ingest::finalize;
+use proof_ingest::{conclude, record_outcome, Finalized};
 use proof_store::{ListCursor, ListFilter, Store, StoreError};
 
 use crate::bes::OnFinalized;
+
+/// Finalizes `invocation_id` once, whichever replica (or thread) gets here first: under
+/// the store's exclusive lock, and only if it is not finalized yet, derives the outcome,
+/// runs `hook` (signs the proof) and then records the outcome. Returns `None` when another
+/// holder is at it or it was already finalized. A crash after signing and before
+/// recording leaves it unfinalized, so it is signed again (same artifact path) next time.
+pub fn finalize_once(
+    store: &dyn Store,
+    invocation_id: &str,
+    hook: Option<&dyn OnFinalized>,
+) -> Result<Option<Finalized>, StoreError> {
+    let mut out = None;
+    store.exclusive(invocation_id, &mut || {
+        match store.state(invocation_id)? {
+            Some(st) if !st.finalized => {}
+            _ => return Ok(()),
+        }
+        let f = conclude(store, invocation_id)?;
+        if let Some(hook) = hook {
+            hook.on_finalized(store, &f);
+        }
+        record_outcome(store, &f)?;
+        out = Some(f);
+        Ok(())
+    })?;
+    Ok(out)
+}
 
 /// Finalizes every stored invocation that saw its ComponentStreamFinished
 /// but is not finalized; returns how many. Streams that did not finish are
@@ -28,12 +55,10 @@ pub fn finalize_pending(
         cursor = Some(ListCursor::after(last));
         for rec in &page {
             if rec.state.saw_stream_finished && !rec.state.finalized {
-                let f = finalize(store, &rec.meta.invocation_id)?;
-                tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized at start-up");
-                if let Some(hook) = hook {
-                    hook.on_finalized(store, &f);
+                if let Some(f) = finalize_once(store, &rec.meta.invocation_id, hook)? {
+                    tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized a finished stream");
+                    done += 1;
                 }
-                done += 1;
             }
         }
     }
@@ -121,5 +146,76 @@ mod tests {
             0,
             "nothing twice"
         );
+    }
+
+    /// Replicas (here threads) racing to finalize one finished stream: it is finalized,
+    /// and its proof signed, exactly once.
+    #[test]
+    fn racing_finalizers_finalize_and_sign_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let bin = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
+        ))
+        .unwrap();
+        let events = proof_stream::delimited::split_delimited(&bin, usize::MAX).unwrap();
+        let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
+        store
+            .open_invocation(&InvocationMeta {
+                invocation_id: id.into(),
+                build_id: None,
+                source: InvocationSource::Bes,
+                tenant: None,
+                instance: None,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let mut recs: Vec<JournalRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| JournalRecord {
+                seq: i as u64 + 1,
+                kind: RecordKind::BepEvent,
+                payload: Bytes::copy_from_slice(e),
+            })
+            .collect();
+        let fin = BuildEvent {
+            event_time: None,
+            event: Some(Event::ComponentStreamFinished(Default::default())),
+        };
+        recs.push(JournalRecord {
+            seq: recs.len() as u64 + 1,
+            kind: RecordKind::StreamFinished,
+            payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
+        });
+        let flags = AppendFlags {
+            saw_build_finished: true,
+            saw_last_message: true,
+            saw_stream_finished: true,
+        };
+        store.append(id, &recs, flags).unwrap();
+        let hook = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, hook) = (store.clone(), hook.clone());
+                std::thread::spawn(move || {
+                    finalize_once(store.as_ref(), id, Some(hook.as_ref()))
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        let won = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&w| w)
+            .count();
+        assert_eq!(won, 1);
+        assert_eq!(hook.0.load(Ordering::SeqCst), 1);
+        assert!(store.state(id).unwrap().unwrap().finalized);
+        assert!(finalize_once(store.as_ref(), id, Some(hook.as_ref()))
+            .unwrap()
+            .is_none());
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use proof_tenancy::{command_options, Code, Denial, QuotaBook, StreamTicket, Tenant, Tenants};
+use proof_tenancy::{
+    command_options, Code, Denial, OptionsSource, QuotaBook, StreamTicket, Tenant, Tenants,
+};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -98,6 +100,11 @@ fn wall_ms() -> i64 {
 }
 
 impl Admission for TenantAdmission {
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Option<String>, Refusal> {
+        let t = self.tenants.authenticate(authorization(metadata))?;
+        Ok(Some(t.id.clone()))
+    }
+
     fn admit(&self, o: &Opening<'_>) -> Result<Box<dyn Admitted>, Refusal> {
         let t = self.tenants.authenticate(authorization(o.metadata))?;
         t.check_bes_instance(o.project_id)?;
@@ -113,6 +120,9 @@ impl Admission for TenantAdmission {
             tenant: t.clone(),
             ticket: Some(ticket),
             book: self.book.clone(),
+            // An existing invocation was only stored after its canonical
+            // command line passed (a retry does not re-send acked events).
+            command_line_seen: o.existing.is_some(),
         }))
     }
 
@@ -132,12 +142,14 @@ impl Admission for TenantAdmission {
     }
 }
 
-/// One admitted RPC: checks its option events and bytes; gives its stream
-/// slot back when dropped.
+/// One admitted RPC: checks the options of every event by payload and the
+/// bytes; holds the stream until its canonical command line was checked;
+/// gives its stream slot back when dropped.
 struct TenantStream {
     tenant: Tenant,
     ticket: Option<StreamTicket>,
     book: Arc<Mutex<QuotaBook>>,
+    command_line_seen: bool,
 }
 
 impl Admitted for TenantStream {
@@ -145,14 +157,25 @@ impl Admitted for TenantStream {
         Some(&self.tenant.id)
     }
 
-    fn check_event(&mut self, kind: &str, event: &[u8]) -> Result<(), Refusal> {
-        if kind != "structured_command_line" && kind != "options_parsed" {
+    fn check_event(&mut self, event: &[u8]) -> Result<(), Refusal> {
+        // Whatever the event's id: a canonical command line or OptionsParsed
+        // sent under any id is what the evidence would read.
+        let Some(o) = command_options(event) else {
             return Ok(());
+        };
+        self.tenant.check_options(&o)?;
+        if o.source == OptionsSource::CanonicalCommandLine {
+            self.command_line_seen = true;
         }
-        match command_options(event) {
-            Some(o) => Ok(self.tenant.check_options(&o)?),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.command_line_seen
+    }
+
+    fn not_ready(&self, held: usize, at_end: bool) -> Refusal {
+        self.tenant.command_line_missing(held, at_end).into()
     }
 
     fn check_bytes(&mut self, bytes_after: u64) -> Result<(), Refusal> {

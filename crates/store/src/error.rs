@@ -93,6 +93,19 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// The database of a networked store (PostgreSQL) failed or cannot be reached.
+    /// Nothing of the failed call was committed; callers retry later.
+    #[error("database error while {context}: {source}; check that the database is up and reachable, then retry")]
+    Database {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The database's schema is newer than this program knows.
+    #[error("{0}")]
+    Schema(String),
+
     /// A JSON column of the index does not decode.
     #[error("index database holds invalid JSON in {context}: {source}")]
     Json {

@@ -95,6 +95,9 @@ pub struct FsStore {
     journals: PathBuf,
     db: Mutex<Connection>,
     slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    /// Invocations whose one-time work runs now ([`Store::exclusive`]); one process owns
+    /// the directory, so an in-process set is exclusive across processes too.
+    exclusive: Mutex<std::collections::HashSet<String>>,
     report: RecoveryReport,
     /// The writer's lock on `DIR/writer.lock` (released when dropped); `None` for a reader.
     writer_lock: Option<File>,
@@ -151,6 +154,7 @@ impl FsStore {
             journals,
             db: Mutex::new(conn),
             slots: Mutex::new(HashMap::new()),
+            exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
             writer_lock: Some(lock),
         };
@@ -185,6 +189,7 @@ impl FsStore {
             journals: dir.join("journals"),
             db: Mutex::new(conn),
             slots: Mutex::new(HashMap::new()),
+            exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
             writer_lock: None,
         })
@@ -797,6 +802,25 @@ impl Store for FsStore {
             }
             index::remove(&db, id)
         })
+    }
+
+    fn exclusive(
+        &self,
+        invocation_id: &str,
+        f: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        validate_invocation_id(invocation_id)?;
+        if !lock(&self.exclusive).insert(invocation_id.to_string()) {
+            return Ok(false);
+        }
+        struct Held<'a>(&'a FsStore, &'a str);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.exclusive).remove(self.1);
+            }
+        }
+        let _held = Held(self, invocation_id);
+        f().map(|()| true)
     }
 
     fn release(&self, invocation_id: &str) {

@@ -20,6 +20,12 @@ pub use types::{
     RecordKind, MAX_INVOCATION_ID_LEN,
 };
 
+/// The largest event (record payload) any store must accept: the one
+/// event-size limit of rbe-proof. The gRPC server's message limit is derived
+/// from it, and every [`Store`] refuses bigger records with
+/// [`StoreError::RecordTooLarge`].
+pub const MAX_EVENT_BYTES: usize = journal::MAX_RECORD_PAYLOAD;
+
 /// Iterator over the records of one journal, in sequence order.
 pub type RecordIter = Box<dyn Iterator<Item = Result<JournalRecord, StoreError>> + Send>;
 
@@ -73,6 +79,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the invocation and its journal (denied or aborted streams). Idempotent.
     fn delete(&self, invocation_id: &str) -> Result<(), StoreError>;
+
+    /// Runs `f` holding the invocation's exclusive lock for one-time work (finalizing and
+    /// signing). At most one caller runs `f` for an id at a time, across every thread and
+    /// every process that shares this store; a caller that finds the lock held gets
+    /// `Ok(false)` without running `f` (the holder does the work). `f` should re-check the
+    /// state: the work may have been done before the lock was taken.
+    fn exclusive(
+        &self,
+        invocation_id: &str,
+        f: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError>;
 
     /// Hint that no append to this invocation is expected soon (the stream disconnected):
     /// the store may drop cached handles. Appends still work afterwards.

@@ -1,175 +1,49 @@
-//! Behaviour of FsStore through the Store trait.
+//! Behaviour of FsStore: the shared `Store` contract (tests/contract), then what only the
+//! embedded store does (recovery reports, journal files, one owner per directory).
 
 mod common;
+mod contract;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{meta, payload, rec, recs, Rng};
+use common::{meta, recs, Rng};
+use contract::{check_records, Backend};
 use proof_store::{
-    AppendFlags, FsStore, InvocationSource, JournalRecord, LifecycleEvent, ListCursor, ListFilter,
-    RecordKind, Store, StoreError,
+    AppendFlags, FsStore, InvocationSource, JournalRecord, ListFilter, RecordKind, Store,
+    StoreError,
 };
 use serde_json::json;
 
+/// A fresh store directory.
+struct FsBackend(tempfile::TempDir);
+
+impl FsBackend {
+    fn new() -> Self {
+        FsBackend(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Backend for FsBackend {
+    fn open(&self) -> Arc<dyn Store> {
+        let store = FsStore::open(self.0.path()).unwrap();
+        assert!(
+            store.recovery_report().is_clean(),
+            "a cleanly closed store needs no repair: {:?}",
+            store.recovery_report()
+        );
+        Arc::new(store)
+    }
+}
+
+crate::store_contract!(super::FsBackend::new());
+
 fn read_all(store: &FsStore, id: &str) -> Vec<JournalRecord> {
-    store
-        .read(id)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
-}
-
-fn check_records(got: &[JournalRecord], last_seq: u64) {
-    assert_eq!(got.len() as u64, last_seq);
-    for (i, r) in got.iter().enumerate() {
-        assert_eq!(*r, rec(i as u64 + 1));
-    }
+    contract::read_all(store, id)
 }
 
 #[test]
-fn append_read_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    let st = store.open_invocation(&meta("inv-1")).unwrap();
-    assert_eq!(st.last_seq, 0);
-    let mut seq = 1;
-    for n in [1u64, 5, 64, 3, 200] {
-        let st = store
-            .append("inv-1", &recs(seq, n), AppendFlags::default())
-            .unwrap();
-        seq += n;
-        assert_eq!(st.last_seq, seq - 1);
-    }
-    let st = store
-        .append(
-            "inv-1",
-            &[JournalRecord {
-                seq,
-                kind: RecordKind::StreamFinished,
-                payload: Bytes::new(),
-            }],
-            AppendFlags {
-                saw_build_finished: true,
-                saw_last_message: true,
-                saw_stream_finished: true,
-            },
-        )
-        .unwrap();
-    assert!(st.saw_build_finished && st.saw_last_message && st.saw_stream_finished);
-    let got = read_all(&store, "inv-1");
-    check_records(&got[..seq as usize - 1], seq - 1);
-    assert_eq!(got.last().unwrap().kind, RecordKind::StreamFinished);
-    let others = (1..seq).filter(|s| s % 10 == 0).count() as u64;
-    assert_eq!(st.event_count, seq - 1 - others);
-    assert_eq!(st.record_count, seq);
-    let bytes: u64 = (1..seq).map(|s| payload(s).len() as u64).sum();
-    assert_eq!(st.bytes, bytes);
-
-    // Everything survives a clean restart without any repair.
-    drop(store);
-    let store = FsStore::open(dir.path()).unwrap();
-    assert!(
-        store.recovery_report().is_clean(),
-        "{:?}",
-        store.recovery_report()
-    );
-    assert_eq!(store.state("inv-1").unwrap().unwrap(), st);
-    assert_eq!(read_all(&store, "inv-1"), got);
-}
-
-#[test]
-fn contiguity_is_enforced() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    store.open_invocation(&meta("c")).unwrap();
-    store
-        .append("c", &recs(1, 3), AppendFlags::default())
-        .unwrap();
-    // Gap.
-    let e = store
-        .append("c", &recs(5, 2), AppendFlags::default())
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            StoreError::SeqGap {
-                expected: 4,
-                got: 5,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    assert!(e.to_string().contains("resend from seq 4"), "{e}");
-    // Resend of stored records.
-    let e = store
-        .append("c", &recs(3, 2), AppendFlags::default())
-        .unwrap_err();
-    assert!(matches!(
-        e,
-        StoreError::SeqGap {
-            expected: 4,
-            got: 3,
-            ..
-        }
-    ));
-    // Not consecutive inside the batch.
-    let mut batch = recs(4, 3);
-    batch[2].seq = 9;
-    let e = store
-        .append("c", &batch, AppendFlags::default())
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            StoreError::NonConsecutive {
-                index: 2,
-                expected: 6,
-                got: 9,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    // Nothing of the rejected batches was stored.
-    assert_eq!(store.state("c").unwrap().unwrap().last_seq, 3);
-    check_records(&read_all(&store, "c"), 3);
-    // Unknown invocation.
-    let e = store
-        .append("nope", &recs(1, 1), AppendFlags::default())
-        .unwrap_err();
-    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
-}
-
-#[test]
-fn open_is_idempotent_and_checks_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    let mut m = meta("idem");
-    m.tenant = Some("acme".into());
-    let a = store.open_invocation(&m).unwrap();
-    let b = store.open_invocation(&m).unwrap();
-    assert_eq!(a, b);
-    store
-        .append("idem", &recs(1, 4), AppendFlags::default())
-        .unwrap();
-    assert_eq!(store.open_invocation(&m).unwrap().last_seq, 4);
-    drop(store);
-    let store = FsStore::open(dir.path()).unwrap();
-    assert_eq!(store.open_invocation(&m).unwrap().last_seq, 4);
-    store
-        .append("idem", &recs(5, 1), AppendFlags::default())
-        .unwrap();
-    m.tenant = Some("evil".into());
-    // Also while the journal is live (cached) in this process.
-    let e = store.open_invocation(&m).unwrap_err();
-    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
-    assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 1);
-}
-
-#[test]
-fn invalid_invocation_ids_are_rejected() {
+fn invalid_ids_create_no_files_outside_the_journals() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
     let long = "a".repeat(129);
@@ -220,7 +94,7 @@ fn invalid_invocation_ids_are_rejected() {
 }
 
 #[test]
-fn empty_append_with_flags_is_stored() {
+fn flags_of_an_empty_append_survive_an_index_wipe() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
     store.open_invocation(&meta("e")).unwrap();
@@ -290,7 +164,7 @@ fn index_is_rebuilt_from_journals() {
 }
 
 #[test]
-fn mark_complete_finalizes() {
+fn finalized_journals_are_not_rescanned_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
     store.open_invocation(&meta("m")).unwrap();
@@ -325,7 +199,7 @@ fn mark_complete_finalizes() {
 }
 
 #[test]
-fn delete_removes_everything() {
+fn delete_removes_the_journal_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
     store.open_invocation(&meta("d")).unwrap();
@@ -351,199 +225,7 @@ fn delete_removes_everything() {
 }
 
 #[test]
-fn lifecycle_events_in_any_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    // Before the stream exists.
-    store
-        .record_lifecycle(
-            "build-L",
-            None,
-            LifecycleEvent::BuildEnqueued { at_ms: Some(5) },
-        )
-        .unwrap();
-    store
-        .record_lifecycle(
-            "build-L",
-            Some("L"),
-            LifecycleEvent::InvocationAttemptStarted {
-                attempt_number: 1,
-                at_ms: Some(6),
-            },
-        )
-        .unwrap();
-    // Duplicate: ignored, first wins.
-    store
-        .record_lifecycle(
-            "build-L",
-            Some("L"),
-            LifecycleEvent::InvocationAttemptStarted {
-                attempt_number: 2,
-                at_ms: Some(7),
-            },
-        )
-        .unwrap();
-    store.open_invocation(&meta("L")).unwrap();
-    store.mark_complete("L", true, None, &json!({})).unwrap();
-    // After completion.
-    for _ in 0..2 {
-        store
-            .record_lifecycle(
-                "build-L",
-                Some("L"),
-                LifecycleEvent::InvocationAttemptFinished {
-                    status: "COMMAND_SUCCEEDED".into(),
-                    at_ms: None,
-                },
-            )
-            .unwrap();
-        store
-            .record_lifecycle(
-                "build-L",
-                None,
-                LifecycleEvent::BuildFinished {
-                    status: "COMMAND_SUCCEEDED".into(),
-                    at_ms: Some(9),
-                },
-            )
-            .unwrap();
-    }
-    let lc = store.get("L").unwrap().unwrap().lifecycle;
-    assert_eq!(lc.build_enqueued_at_ms, Some(5));
-    assert_eq!(lc.attempt_started_at_ms, Some(6));
-    assert_eq!(lc.attempt_number, Some(1));
-    assert_eq!(
-        lc.attempt_finished_status.as_deref(),
-        Some("COMMAND_SUCCEEDED")
-    );
-    assert!(lc.attempt_finished_at_ms.unwrap() > 1_600_000_000_000);
-    assert_eq!(lc.build_finished_at_ms, Some(9));
-    // Another invocation of another build sees none of it.
-    store.open_invocation(&meta("other")).unwrap();
-    assert_eq!(
-        store.get("other").unwrap().unwrap().lifecycle,
-        Default::default()
-    );
-    assert!(store
-        .record_lifecycle("", None, LifecycleEvent::BuildEnqueued { at_ms: None })
-        .is_err());
-}
-
-#[test]
-fn list_filters_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    for i in 0..30i64 {
-        let id = format!("inv-{i:02}");
-        let mut m = meta(&id);
-        m.tenant = Some(if i % 3 == 0 { "a" } else { "b" }.into());
-        // Pairs share a timestamp so the id tie-break is exercised.
-        m.created_at_ms = 1000 + i / 2;
-        store.open_invocation(&m).unwrap();
-        if i % 2 == 0 {
-            store
-                .mark_complete(&id, true, None, &json!({"i": i}))
-                .unwrap();
-        } else if i % 5 == 0 {
-            store
-                .mark_complete(&id, false, Some("aborted"), &json!({}))
-                .unwrap();
-        }
-    }
-    let ids = |v: Vec<proof_store::InvocationRecord>| {
-        v.into_iter()
-            .map(|r| r.meta.invocation_id)
-            .collect::<Vec<_>>()
-    };
-    let all = ids(store.list(&ListFilter::default()).unwrap());
-    let mut expect: Vec<_> = (0..30).rev().map(|i| format!("inv-{i:02}")).collect();
-    assert_eq!(all, expect);
-
-    let a = ids(store
-        .list(&ListFilter {
-            tenant: Some("a".into()),
-            ..Default::default()
-        })
-        .unwrap());
-    assert_eq!(a.len(), 10);
-    assert!(a.iter().all(|id| id[4..].parse::<i64>().unwrap() % 3 == 0));
-
-    let done = ids(store
-        .list(&ListFilter {
-            complete: Some(true),
-            ..Default::default()
-        })
-        .unwrap());
-    assert_eq!(done.len(), 15);
-    let not_done = ids(store
-        .list(&ListFilter {
-            complete: Some(false),
-            ..Default::default()
-        })
-        .unwrap());
-    assert_eq!(not_done.len(), 15);
-    assert!(not_done.contains(&"inv-05".to_string()));
-
-    let both = ids(store
-        .list(&ListFilter {
-            tenant: Some("b".into()),
-            complete: Some(true),
-            ..Default::default()
-        })
-        .unwrap());
-    assert_eq!(
-        both,
-        [
-            "inv-28", "inv-26", "inv-22", "inv-20", "inv-16", "inv-14", "inv-10", "inv-08",
-            "inv-04", "inv-02"
-        ]
-    );
-
-    // Offset paging.
-    let page2 = ids(store
-        .list(&ListFilter {
-            limit: 7,
-            offset: 7,
-            ..Default::default()
-        })
-        .unwrap());
-    assert_eq!(page2, expect[7..14]);
-
-    // Cursor paging visits everything exactly once.
-    let mut cursor = None;
-    let mut seen = Vec::new();
-    loop {
-        let page = store
-            .list(&ListFilter {
-                limit: 4,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        cursor = Some(ListCursor::after(page.last().unwrap()));
-        seen.extend(ids(page));
-    }
-    assert_eq!(seen, expect);
-    expect.truncate(0);
-    assert_eq!(
-        store
-            .list(&ListFilter {
-                tenant: Some("nobody".into()),
-                ..Default::default()
-            })
-            .unwrap()
-            .len(),
-        expect.len()
-    );
-    let summary = store.get("inv-04").unwrap().unwrap().summary;
-    assert_eq!(summary, Some(json!({"i": 4})));
-}
-
-#[test]
-fn many_invocations_concurrently() {
+fn live_journals_are_cached_until_released() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FsStore::open(dir.path()).unwrap());
     let threads: Vec<_> = (0..8)
@@ -653,33 +335,6 @@ fn large_batches_are_split_into_frames_with_one_commit() {
         .append("big", &[huge], AppendFlags::default())
         .unwrap_err();
     assert!(matches!(e, StoreError::RecordTooLarge { .. }), "{e}");
-}
-
-#[test]
-fn read_while_appending_sees_a_consistent_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FsStore::open(dir.path()).unwrap());
-    store.open_invocation(&meta("rw")).unwrap();
-    let writer = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            for i in 0..300u64 {
-                store
-                    .append("rw", &recs(i * 10 + 1, 10), AppendFlags::default())
-                    .unwrap();
-            }
-        })
-    };
-    let mut last = 0;
-    while !writer.is_finished() {
-        let got = read_all(&store, "rw");
-        assert_eq!(got.len() % 10, 0);
-        assert!(got.len() >= last);
-        last = got.len();
-        check_records(&got, got.len() as u64);
-    }
-    writer.join().unwrap();
-    check_records(&read_all(&store, "rw"), 3000);
 }
 
 #[test]

@@ -106,6 +106,9 @@ pub struct Tenant {
     /// Exec property `Pool` values.
     pub pools: Allowed,
     pub quota: Quota,
+    /// Spoke repositories (`owner/name`, as the build's `REPO` metadata
+    /// names them) whose target classes this tenant's proofs may promote.
+    pub repos: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +129,8 @@ struct TenantToml {
     pools: Vec<String>,
     #[serde(default)]
     quota: Quota,
+    #[serde(default)]
+    repos: Vec<String>,
 }
 
 /// Every tenant of a server, with the token index.
@@ -206,6 +211,7 @@ impl Tenants {
                 remote_instance_names: remote,
                 pools,
                 quota: t.quota,
+                repos: t.repos,
             });
         }
         Ok(Tenants { tenants, by_hash })
@@ -217,6 +223,24 @@ impl Tenants {
 
     pub fn get(&self, id: &str) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// Whether the tenant `id` owns the spoke repository `repo` (listed in
+    /// its `repos`), and if not, why not.
+    pub fn check_owner(&self, id: &str, repo: &str) -> Result<(), String> {
+        let Some(t) = self.get(id) else {
+            return Err(format!(
+                "the proof was submitted by tenant {id:?}, which is not in the tenants file"
+            ));
+        };
+        if t.repos.iter().any(|r| r == repo) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the proof was submitted by tenant {id:?}, which does not own repo {repo} (its repos: [{}]); only the tenant listing {repo} in the tenants file may promote its classes",
+                t.repos.join(", ")
+            ))
+        }
     }
 
     /// The tenant an `authorization` header value (`Bearer TOKEN`) names.
@@ -352,6 +376,24 @@ impl Tenant {
             .with("limit", limit.to_string()))
     }
 
+    /// The denial of a stream that did not carry its canonical command line
+    /// within its first `events` events (`at_end`: the stream ended first).
+    pub fn command_line_missing(&self, events: usize, at_end: bool) -> Denial {
+        let when = if at_end {
+            "before the stream ended".to_string()
+        } else {
+            format!("within its first {events} events")
+        };
+        self.deny(
+            Reason::CommandLineMissing,
+            format!(
+                "tenant {}'s stream did not carry its canonical command line (structured_command_line labelled \"canonical\") {when}; nothing was stored. Bazel sends it at the start of every build: stream with an unmodified Bazel",
+                self.id
+            ),
+        )
+        .with("events", events.to_string())
+    }
+
     /// Checks that an existing invocation belongs to this tenant.
     pub fn check_owner(&self, invocation_id: &str, owner: Option<&str>) -> Result<(), Denial> {
         if owner == Some(self.id.as_str()) {
@@ -385,6 +427,7 @@ tokens_sha256 = ["{a}"]
 bes_instance_names = ["spoke-a", ""]
 remote_instance_names = [""]
 pools = ["", "linux"]
+repos = ["acme/web", "acme/api"]
 
 [[tenant]]
 id = "pr"
@@ -419,6 +462,25 @@ bytes_per_invocation = 1000
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_tenant_owns_only_the_repos_it_lists() {
+        let t = Tenants::parse(&file()).unwrap();
+        assert_eq!(t.get("spoke-a").unwrap().repos, ["acme/web", "acme/api"]);
+        assert!(t.check_owner("spoke-a", "acme/api").is_ok());
+        let e = t.check_owner("spoke-a", "acme/other").unwrap_err();
+        assert!(
+            e.contains("tenant \"spoke-a\", which does not own repo acme/other"),
+            "{e}"
+        );
+        // No repos listed: owns nothing.
+        assert!(t.get("pr").unwrap().repos.is_empty());
+        assert!(t.check_owner("pr", "acme/web").is_err());
+        assert!(t
+            .check_owner("gone", "acme/web")
+            .unwrap_err()
+            .contains("not in the tenants file"));
     }
 
     #[test]

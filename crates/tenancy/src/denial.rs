@@ -38,11 +38,14 @@ pub enum Reason {
     InvocationsPerHourExceeded,
     /// The invocation's events exceed the tenant's byte quota.
     InvocationBytesExceeded,
+    /// The stream did not carry its canonical command line before the
+    /// server had to store or refuse it.
+    CommandLineMissing,
 }
 
 impl Reason {
     /// Every reason, e.g. for metrics.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::CredentialMissing,
         Reason::CredentialUnknown,
         Reason::BesInstanceNotAllowed,
@@ -53,6 +56,7 @@ impl Reason {
         Reason::ConcurrentStreamsExceeded,
         Reason::InvocationsPerHourExceeded,
         Reason::InvocationBytesExceeded,
+        Reason::CommandLineMissing,
     ];
 
     /// The `ErrorInfo.reason` string (UPPER_SNAKE_CASE).
@@ -68,6 +72,7 @@ impl Reason {
             Reason::ConcurrentStreamsExceeded => "CONCURRENT_STREAMS_EXCEEDED",
             Reason::InvocationsPerHourExceeded => "INVOCATIONS_PER_HOUR_EXCEEDED",
             Reason::InvocationBytesExceeded => "INVOCATION_BYTES_EXCEEDED",
+            Reason::CommandLineMissing => "COMMAND_LINE_MISSING",
         }
     }
 
@@ -79,7 +84,8 @@ impl Reason {
             | Reason::RemoteInstanceNotAllowed
             | Reason::PoolNotAllowed
             | Reason::LaneReadOnly
-            | Reason::InvocationOfOtherTenant => Code::PermissionDenied,
+            | Reason::InvocationOfOtherTenant
+            | Reason::CommandLineMissing => Code::PermissionDenied,
             Reason::ConcurrentStreamsExceeded
             | Reason::InvocationsPerHourExceeded
             | Reason::InvocationBytesExceeded => Code::ResourceExhausted,

@@ -49,19 +49,19 @@ pub struct CommandOptions {
     pub remote_upload_local_results: bool,
 }
 
-/// The options of one serialized BEP event, if it is the canonical structured
-/// command line or OptionsParsed; `None` for every other event (and for bytes
-/// that do not decode: the server's own parsing rejects those).
+/// The options of one serialized BEP event, if its *payload* is the canonical
+/// structured command line or OptionsParsed, whatever its id says (the
+/// evidence reads payloads too); `None` for every other event, for a
+/// "canonical" command line without a "command options" section (the
+/// evidence ignores it as well), and for bytes that do not decode (the
+/// server's own parsing rejects those).
 pub fn command_options(event: &[u8]) -> Option<CommandOptions> {
     let ev: OptionsEvent = prost::Message::decode(event).ok()?;
     let (source, opts) = if let Some(cl) = ev.structured_command_line {
         if cl.command_line_label != "canonical" {
             return None;
         }
-        (
-            OptionsSource::CanonicalCommandLine,
-            canonical_options(&cl).unwrap_or_default(),
-        )
+        (OptionsSource::CanonicalCommandLine, canonical_options(&cl)?)
     } else if let Some(op) = ev.options_parsed {
         let opts = op.cmd_line.iter().filter_map(|a| parse_flag(a)).collect();
         (OptionsSource::OptionsParsed, opts)
@@ -188,6 +188,21 @@ mod tests {
         let o = command_options(&empty).unwrap();
         assert_eq!((o.remote_instance_name.as_str(), o.pool.as_str()), ("", ""));
         assert!(o.remote_upload_local_results, "Bazel uploads by default");
+    }
+
+    #[test]
+    fn a_canonical_command_line_without_command_options_is_none() {
+        // The evidence ignores it too: it must not count as the checked command line.
+        let mut ev: OptionsEvent = prost::Message::decode(
+            canonical("canonical", &[("remote_instance_name", "x")]).as_slice(),
+        )
+        .unwrap();
+        ev.structured_command_line
+            .as_mut()
+            .unwrap()
+            .sections
+            .truncate(1);
+        assert_eq!(command_options(&prost::Message::encode_to_vec(&ev)), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   Bazel's `--bes_results_url` points at). No JavaScript.
 //!
 //! It shares the gRPC server's `Arc<dyn Store>` and `Arc<Metrics>`. Store
-//! work runs on the blocking pool. Analyses of finalized invocations are
-//! cached (they cannot change); live ones are re-derived per request.
+//! work runs on the blocking pool. Analyses are cached by journal version
+//! (a journal only grows); a live invocation that grew is re-derived at most
+//! every 10 s, so a fleet view or `/metrics` costs at most one analysis per
+//! live invocation per 10 s, not one per request.
 //! Endpoints are documented in `docs/kpis.md`.
 //!
 //! With a tenants file ([`router_for`]), every route but `/healthz` needs
@@ -38,6 +40,10 @@ use thiserror::Error;
 
 /// Largest number of cached analyses.
 const CACHE_CAP: usize = 512;
+/// A live (unfinished) invocation that received events since its analysis
+/// is re-analyzed at most this often; in between its cached analysis is
+/// served (fleet views and `/metrics` lag a live build by at most this).
+const LIVE_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the HTTP server is configured.
 #[derive(Clone)]
@@ -75,13 +81,18 @@ pub struct WebMetrics {
 /// What an analysis was derived from: (journal last_seq, exec-log size).
 type Version = (u64, Option<u64>);
 
+/// A cached analysis: its version, when it was derived, the analysis.
+type Cached = (Version, Instant, Arc<Analysis>);
+
 pub(crate) struct Inner {
     pub cfg: WebConfig,
     /// When set, requests must name a tenant with a bearer token.
     tenants: Option<Arc<proof_tenancy::Tenants>>,
     pub web: WebMetrics,
-    /// invocation id → (version, analysis); version = (last_seq, exec-log size)
-    cache: Mutex<HashMap<String, (Version, Arc<Analysis>)>>,
+    /// invocation id → (version, when derived, analysis); version =
+    /// (last_seq, exec-log size). A journal only grows, so an analysis of
+    /// the same version is the same analysis, finalized or not.
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 pub(crate) type State = Arc<Inner>;
@@ -145,6 +156,8 @@ impl Inner {
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<InvocationRecord, WebError> {
+        // A malformed id is the client's mistake (400), not the store's (500).
+        proof_store::validate_invocation_id(id).map_err(|e| WebError::BadRequest(e.to_string()))?;
         let rec = self
             .timed(|| self.cfg.store.get(id))?
             .ok_or_else(|| WebError::NotFound(id.to_string()))?;
@@ -182,8 +195,9 @@ impl Inner {
                 .and_then(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len()),
         );
-        if let Some((v, a)) = self.cache.lock().map_err(poisoned)?.get(id) {
-            if *v == version && rec.state.finalized {
+        if let Some((v, at, a)) = self.cache.lock().map_err(poisoned)?.get(id) {
+            let fresh_enough = !rec.state.finalized && at.elapsed() < LIVE_REFRESH;
+            if *v == version || fresh_enough {
                 self.web.analysis_cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(a.clone());
             }
@@ -209,13 +223,11 @@ impl Inner {
         }
         let a = Arc::new(analyzer.finish().map_err(|e| unanalyzable(e.to_string()))?);
         self.web.analyses.fetch_add(1, Ordering::Relaxed);
-        if rec.state.finalized {
-            let mut c = self.cache.lock().map_err(poisoned)?;
-            if c.len() >= CACHE_CAP {
-                c.clear();
-            }
-            c.insert(id.clone(), (version, a.clone()));
+        let mut c = self.cache.lock().map_err(poisoned)?;
+        if c.len() >= CACHE_CAP && !c.contains_key(id) {
+            c.clear();
         }
+        c.insert(id.clone(), (version, Instant::now(), a.clone()));
         Ok(a)
     }
 }

@@ -74,6 +74,8 @@ pub(crate) fn render_server(out: &mut String, m: &Metrics) {
         ("invalid", &m.stream_errors_invalid),
         ("sequence", &m.stream_errors_sequence),
         ("store", &m.stream_errors_store),
+        ("idle", &m.stream_errors_idle),
+        ("peer_limit", &m.stream_errors_peer_limit),
     ] {
         o.sample(
             "proof_stream_errors_total",

@@ -228,3 +228,92 @@ async fn execution_logs_from_the_execlog_dir_enrich_the_kpis() {
         "4.2.3 logs carry no action digests"
     );
 }
+
+/// Stores the first `n` events of a fixture as an unfinished (live) invocation.
+fn store_unfinished(store: &dyn proof_store::Store, scenario: &str, id: &str, n: usize) {
+    let f = std::fs::File::open(fixture(scenario)).unwrap();
+    let mut events: Vec<Vec<u8>> =
+        proof_stream::delimited::DelimitedReader::new(std::io::BufReader::new(f))
+            .collect::<Result<_, _>>()
+            .unwrap();
+    events.truncate(n);
+    store
+        .open_invocation(&proof_store::InvocationMeta {
+            invocation_id: id.to_string(),
+            build_id: None,
+            source: proof_store::InvocationSource::Bes,
+            tenant: None,
+            instance: None,
+            created_at_ms: 1_795_735_800_000,
+        })
+        .unwrap();
+    let records: Vec<proof_store::JournalRecord> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| proof_store::JournalRecord {
+            seq: i as u64 + 1,
+            kind: proof_store::RecordKind::BepEvent,
+            payload: bytes::Bytes::from(e),
+        })
+        .collect();
+    store
+        .append(id, &records, proof_store::AppendFlags::default())
+        .unwrap();
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_invocations_are_not_reanalysed_on_every_fleet_and_metrics_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn proof_store::Store> =
+        std::sync::Arc::new(proof_store::FsStore::open(dir.path()).unwrap());
+    for i in 0..4 {
+        store_unfinished(&*store, "remote-build", &format!("live-{i}"), 40);
+    }
+    let s = serve_store(store.clone(), dir, None).await;
+    for _ in 0..3 {
+        let (st, v) = get_json(s.addr, "/api/v1/fleet").await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["invocations"], 4, "{v}");
+        let (st, _, _) = get(s.addr, "/metrics").await;
+        assert_eq!(st, 200);
+    }
+    let (_, _, text) = get(s.addr, "/metrics").await;
+    assert_eq!(
+        metric(&text, "proof_analyses_total"),
+        4.0,
+        "each unchanged live invocation is analyzed once, not once per request"
+    );
+    assert!(metric(&text, "proof_analysis_cache_hits_total") >= 24.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_invocation_ids_are_400_and_unknown_ones_404() {
+    let s = start().await;
+    let long = "a".repeat(200);
+    for path in [
+        "/api/v1/invocations/bad%20id".to_string(),
+        "/api/v1/invocations/.hidden/kpis".to_string(),
+        format!("/api/v1/invocations/{long}/evidence"),
+        "/api/v1/invocations/a%2Fb/proof".to_string(),
+    ] {
+        let (st, v) = get_json(s.addr, &path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("invocation id"),
+            "{v}"
+        );
+    }
+    let (st, _, _) = get(s.addr, "/invocations/bad%20id").await;
+    assert_eq!(st, 400);
+    let (st, v) = get_json(s.addr, "/api/v1/invocations/no-such-invocation").await;
+    assert_eq!(st, 404, "{v}");
+}

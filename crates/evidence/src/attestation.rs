@@ -1,0 +1,446 @@
+//! The executor section of the evidence: what the remote executor itself
+//! recorded about an invocation (its operations, the workers that ran them,
+//! the Action/Command it ran and so the worker image), derived from the raw
+//! answers an adapter (`proof-executor`) stored in the artifact's
+//! `executor.bin` member, and the cross-checks that hold the client's claims
+//! (BEP, execution log) against each other and against the executor.
+//!
+//! Pure: bytes in, [`ExecutorAttestation`] out. Every CAS blob is checked
+//! against its digest (SHA-256, REAPI's default digest function) before it
+//! is read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use proof_proto::ledger::{ledger_record, LedgerRecord};
+use proof_proto::reapi::{
+    execution_stage, Action, Command, Digest, ExecuteOperationMetadata, ExecuteResponse,
+};
+use proof_stream::delimited::DelimitedReader;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::{is_pinned_image, ActionDigest, EvidenceError, CONTAINER_IMAGE};
+
+/// Largest ledger record read (one ListOperations page or one blob).
+const MAX_LEDGER_RECORD: usize = 256 * 1024 * 1024;
+
+/// One action as the executor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedAction {
+    /// The operation name, without the instance prefix.
+    pub operation: String,
+    pub action_digest: ActionDigest,
+    /// ExecutionStage name (COMPLETED, QUEUED, ...).
+    pub stage: String,
+    /// Completed with an ActionResult and an OK status.
+    pub completed: bool,
+    /// ExecuteResponse.cached_result: served from the action cache, not run.
+    pub cached: bool,
+    pub exit_code: Option<i32>,
+    /// ExecutedActionMetadata.worker.
+    pub worker: Option<String>,
+    pub queued_at: Option<String>,
+    pub worker_start_at: Option<String>,
+    pub worker_completed_at: Option<String>,
+    /// The `container-image` platform property of the Action (or, as Bazel
+    /// 4.x sends it, of its Command), read from the executor's CAS.
+    pub image: Option<String>,
+}
+
+/// One worker image the executor ran actions on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestedImage {
+    pub image: String,
+    pub pinned: bool,
+    /// Executed (not cached) actions with this image.
+    pub executed_actions: u64,
+}
+
+/// What the executor recorded for the invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorAttestation {
+    /// The endpoint asked (set by the server's operator, not by the client).
+    pub executor: String,
+    /// The adapter that asked (e.g. "buildgrid").
+    pub adapter: String,
+    /// The invocation whose operations were asked for.
+    pub invocation_id: String,
+    pub instance_names: Vec<String>,
+    /// The executor answered.
+    pub reachable: bool,
+    /// Why it could not be asked (after retries), when unreachable.
+    pub unreachable: Option<String>,
+    /// Non-OK answers of the executor (status code and message).
+    pub errors: Vec<String>,
+    /// Distinct operations for the invocation.
+    pub operations: u64,
+    /// Completed operations the executor ran (not served from its cache).
+    pub executed: u64,
+    /// Completed operations served from the executor's action cache.
+    pub cached: u64,
+    /// Operations not completed (queued, executing, cancelled, failed).
+    pub unfinished: u64,
+    /// Distinct workers of the executed operations, sorted.
+    pub workers: Vec<String>,
+    /// Worker images of the executed operations, sorted by image.
+    pub images: Vec<AttestedImage>,
+    /// Executed operations whose Action/Command names no container-image.
+    pub executed_without_image: u64,
+    /// Action or Command blobs missing from the answers, unreadable, or not
+    /// matching their digest.
+    pub blob_problems: Vec<String>,
+    /// Earliest queued time and latest completion of the executed operations.
+    pub first_queued_at: Option<String>,
+    pub last_completed_at: Option<String>,
+    /// One entry per distinct operation, in answer order.
+    pub actions: Vec<AttestedAction>,
+}
+
+/// Two sources that disagree about one fact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contradiction {
+    /// The fact, e.g. `remote_executions` or `worker_image`.
+    pub fact: String,
+    /// The source making the claim and what it claims.
+    pub claim_source: String,
+    pub claimed: String,
+    /// The source that contradicts it and what it shows.
+    pub other_source: String,
+    pub shown: String,
+    /// One sentence naming both sources and both values.
+    pub detail: String,
+}
+
+/// The raw ledger records, decoded.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerAccum {
+    header: Option<proof_proto::ledger::Header>,
+    pages: Vec<proof_proto::ledger::OperationsPage>,
+    blobs: Vec<proof_proto::ledger::Blob>,
+    unreachable: Option<proof_proto::ledger::Unreachable>,
+}
+
+fn nanos(t: Option<&prost_types::Timestamp>) -> Option<i128> {
+    let t = t?;
+    Some(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos))
+}
+
+fn stage_name(v: i32) -> String {
+    execution_stage::Value::try_from(v)
+        .map_or_else(|_| format!("UNKNOWN_{v}"), |s| s.as_str_name().to_string())
+}
+
+fn image_of(platform: Option<&proof_proto::reapi::Platform>) -> Option<String> {
+    platform?
+        .properties
+        .iter()
+        .rev()
+        .find(|p| p.name == CONTAINER_IMAGE)
+        .map(|p| p.value.clone())
+}
+
+impl LedgerAccum {
+    pub(crate) fn read(input: impl Read) -> Result<Self, EvidenceError> {
+        let mut acc = LedgerAccum::default();
+        for (index, record) in DelimitedReader::with_limit(input, MAX_LEDGER_RECORD).enumerate() {
+            let record = record.map_err(EvidenceError::LedgerFraming)?;
+            let bad = |what: String| EvidenceError::BadLedger {
+                index: index as u64,
+                what,
+            };
+            let rec = LedgerRecord::decode(record.as_slice())
+                .map_err(|e| bad(format!("not a LedgerRecord: {e}")))?;
+            use ledger_record::Record as R;
+            match (rec.record, acc.header.is_some()) {
+                (Some(R::Header(h)), false) => acc.header = Some(h),
+                (Some(R::Header(_)), true) => return Err(bad("a second header".into())),
+                (_, false) => return Err(bad("the first record must be the header".into())),
+                (Some(R::Page(p)), true) => acc.pages.push(p),
+                (Some(R::Blob(b)), true) => acc.blobs.push(b),
+                (Some(R::Unreachable(u)), true) => acc.unreachable = Some(u),
+                (None, true) => return Err(bad("an empty record".into())),
+            }
+        }
+        if acc.header.is_none() {
+            return Err(EvidenceError::BadLedger {
+                index: 0,
+                what: "the file has no header record".into(),
+            });
+        }
+        Ok(acc)
+    }
+
+    /// The digest-verified blob `d`, or why there is none.
+    fn blob(&self, d: &Digest) -> Result<&[u8], String> {
+        let name = format!("{}/{}", d.hash, d.size_bytes);
+        let Some(b) = self
+            .blobs
+            .iter()
+            .find(|b| b.digest.as_ref().is_some_and(|x| x == d))
+        else {
+            return Err(format!("blob {name} was not read from the CAS"));
+        };
+        if b.status_code != 0 {
+            return Err(format!(
+                "the CAS answered status {} for blob {name}: {}",
+                b.status_code, b.status_message
+            ));
+        }
+        let got = hex::encode(sha2::Sha256::digest(&b.data));
+        if got != d.hash || b.data.len() as i64 != d.size_bytes {
+            return Err(format!(
+                "blob {name} has sha256 {got} and {} bytes: it does not match its digest",
+                b.data.len()
+            ));
+        }
+        Ok(&b.data)
+    }
+
+    /// The image of the executed action `d` (Action.platform, else the
+    /// Command's platform), or a problem.
+    fn image(&self, d: &Digest) -> Result<Option<String>, String> {
+        let action = Action::decode(self.blob(d)?)
+            .map_err(|e| format!("blob {}/{} is not an Action: {e}", d.hash, d.size_bytes))?;
+        if let Some(image) = image_of(action.platform.as_ref()) {
+            return Ok(Some(image));
+        }
+        let Some(cd) = action.command_digest.as_ref() else {
+            return Err(format!(
+                "Action {}/{} names no command",
+                d.hash, d.size_bytes
+            ));
+        };
+        let command = Command::decode(self.blob(cd)?)
+            .map_err(|e| format!("blob {}/{} is not a Command: {e}", cd.hash, cd.size_bytes))?;
+        Ok(image_of(command.platform.as_ref()))
+    }
+
+    pub(crate) fn finish(self) -> ExecutorAttestation {
+        let h = self.header.clone().unwrap_or_default();
+        let mut att = ExecutorAttestation {
+            executor: h.executor,
+            adapter: h.adapter,
+            invocation_id: h.invocation_id,
+            instance_names: h.instance_names,
+            reachable: self.unreachable.is_none(),
+            unreachable: self.unreachable.as_ref().map(|u| {
+                format!(
+                    "{} ({} attempt(s) over {} ms)",
+                    u.reason, u.attempts, u.waited_ms
+                )
+            }),
+            errors: Vec::new(),
+            operations: 0,
+            executed: 0,
+            cached: 0,
+            unfinished: 0,
+            workers: Vec::new(),
+            images: Vec::new(),
+            executed_without_image: 0,
+            blob_problems: Vec::new(),
+            first_queued_at: None,
+            last_completed_at: None,
+            actions: Vec::new(),
+        };
+        let mut seen = BTreeSet::new();
+        let mut workers = BTreeSet::new();
+        let mut images: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut first, mut last): (Option<i128>, Option<i128>) = (None, None);
+        for page in &self.pages {
+            if page.status_code != 0 {
+                att.errors.push(format!(
+                    "ListOperations on instance {:?} answered status {}: {}",
+                    page.instance_name, page.status_code, page.status_message
+                ));
+                continue;
+            }
+            let prefix = format!("{}/", page.instance_name);
+            for op in page.response.iter().flat_map(|r| &r.operations) {
+                let name = op
+                    .name
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&op.name)
+                    .to_string();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let meta = op
+                    .metadata
+                    .as_ref()
+                    .filter(|a| a.type_url.ends_with("ExecuteOperationMetadata"))
+                    .and_then(|a| ExecuteOperationMetadata::decode(a.value.as_slice()).ok())
+                    .unwrap_or_default();
+                let resp = match &op.result {
+                    Some(proof_proto::longrunning::operation::Result::Response(a))
+                        if a.type_url.ends_with("ExecuteResponse") =>
+                    {
+                        ExecuteResponse::decode(a.value.as_slice()).ok()
+                    }
+                    _ => None,
+                };
+                let op_error = matches!(
+                    &op.result,
+                    Some(proof_proto::longrunning::operation::Result::Error(s)) if s.code != 0
+                );
+                let status_ok = resp
+                    .as_ref()
+                    .is_some_and(|r| r.status.as_ref().is_none_or(|s| s.code == 0));
+                let result = resp.as_ref().and_then(|r| r.result.as_ref());
+                let completed = op.done && !op_error && status_ok && result.is_some();
+                let cached = completed && resp.as_ref().is_some_and(|r| r.cached_result);
+                let digest = meta.action_digest.clone().unwrap_or_default();
+                let md = result.and_then(|r| r.execution_metadata.as_ref());
+                let mut a = AttestedAction {
+                    operation: name,
+                    action_digest: ActionDigest {
+                        hash: digest.hash.clone(),
+                        size_bytes: digest.size_bytes,
+                    },
+                    stage: stage_name(meta.stage),
+                    completed,
+                    cached,
+                    exit_code: result.map(|r| r.exit_code),
+                    worker: md.map(|m| m.worker.clone()).filter(|w| !w.is_empty()),
+                    queued_at: md.and_then(|m| crate::posture::ts(m.queued_timestamp.as_ref())),
+                    worker_start_at: md
+                        .and_then(|m| crate::posture::ts(m.worker_start_timestamp.as_ref())),
+                    worker_completed_at: md
+                        .and_then(|m| crate::posture::ts(m.worker_completed_timestamp.as_ref())),
+                    image: None,
+                };
+                att.operations += 1;
+                if !completed {
+                    att.unfinished += 1;
+                } else if cached {
+                    att.cached += 1;
+                } else {
+                    att.executed += 1;
+                    if let Some(w) = &a.worker {
+                        workers.insert(w.clone());
+                    }
+                    if let Some(m) = md {
+                        if let Some(q) = nanos(m.queued_timestamp.as_ref()) {
+                            first = Some(first.map_or(q, |f| f.min(q)));
+                        }
+                        if let Some(c) = nanos(m.worker_completed_timestamp.as_ref()) {
+                            last = Some(last.map_or(c, |l| l.max(c)));
+                        }
+                    }
+                    match self.image(&digest) {
+                        Ok(Some(image)) => {
+                            *images.entry(image.clone()).or_insert(0) += 1;
+                            a.image = Some(image);
+                        }
+                        Ok(None) => att.executed_without_image += 1,
+                        Err(p) => att.blob_problems.push(p),
+                    }
+                }
+                att.actions.push(a);
+            }
+        }
+        att.workers = workers.into_iter().collect();
+        att.images = images
+            .into_iter()
+            .map(|(image, n)| AttestedImage {
+                pinned: is_pinned_image(&image),
+                image,
+                executed_actions: n,
+            })
+            .collect();
+        att.first_queued_at = first.and_then(crate::rfc3339_nanos);
+        att.last_completed_at = last.and_then(crate::rfc3339_nanos);
+        att
+    }
+}
+
+fn source_name(s: crate::ProcessSource) -> &'static str {
+    match s {
+        crate::ProcessSource::RunnerCount => "the BEP's runner_count",
+        crate::ProcessSource::ProcessStatsLog => "the BEP's process stats log",
+        crate::ProcessSource::ProgressInfoLine => "the BEP's process summary line",
+        crate::ProcessSource::ExecLog => "the execution log",
+    }
+}
+
+/// The cross-checks between the evidence's sources: the BEP's process
+/// figures, the execution log, and the executor's ledger.
+pub(crate) fn contradictions(
+    processes: &crate::Processes,
+    executor: &crate::Executor,
+    attestation: Option<&ExecutorAttestation>,
+) -> Vec<Contradiction> {
+    let mut out = Vec::new();
+    let remote =
+        |f: &crate::ProcessFigure| f.runners.get(crate::runners::REMOTE).copied().unwrap_or(0);
+    let bep = processes
+        .sources
+        .iter()
+        .find(|f| f.source != crate::ProcessSource::ExecLog);
+    let log = processes
+        .sources
+        .iter()
+        .find(|f| f.source == crate::ProcessSource::ExecLog);
+    if let (Some(b), Some(l)) = (bep, log) {
+        let (claimed, shown) = (remote(b), remote(l));
+        if claimed > shown {
+            out.push(Contradiction {
+                fact: "remote_executions".into(),
+                claim_source: source_name(b.source).into(),
+                claimed: claimed.to_string(),
+                other_source: source_name(l.source).into(),
+                shown: shown.to_string(),
+                detail: format!(
+                    "{} claims {claimed} remote executions but {} in the same artifact shows {shown}",
+                    source_name(b.source),
+                    source_name(l.source)
+                ),
+            });
+        }
+    }
+    let Some(att) = attestation.filter(|a| a.reachable && a.errors.is_empty()) else {
+        return out;
+    };
+    let ran = att.executed;
+    for f in [bep, log].into_iter().flatten() {
+        let claimed = remote(f);
+        if claimed > ran {
+            out.push(Contradiction {
+                fact: "remote_executions".into(),
+                claim_source: source_name(f.source).into(),
+                claimed: claimed.to_string(),
+                other_source: format!("the executor {}", att.executor),
+                shown: ran.to_string(),
+                detail: format!(
+                    "{} claims {claimed} remote executions but the executor {} ran {ran} for invocation {}",
+                    source_name(f.source),
+                    att.executor,
+                    att.invocation_id
+                ),
+            });
+        }
+    }
+    if let Some(asked) = executor
+        .exec_properties
+        .get(CONTAINER_IMAGE)
+        .filter(|i| !i.is_empty())
+    {
+        let ran_images: Vec<&str> = att.images.iter().map(|i| i.image.as_str()).collect();
+        if !ran_images.is_empty() && ran_images.iter().any(|i| i != asked) {
+            out.push(Contradiction {
+                fact: "worker_image".into(),
+                claim_source: "the command line's container-image".into(),
+                claimed: asked.clone(),
+                other_source: format!("the executor {}", att.executor),
+                shown: ran_images.join(", "),
+                detail: format!(
+                    "the command line asks for container-image {asked} but the executor {} ran actions on {}",
+                    att.executor,
+                    ran_images.join(", ")
+                ),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,723 @@
+//! The `Store` contract: behaviour every store must show through the trait alone.
+//!
+//! Run against `FsStore` by `crates/store/tests/store.rs` and against `PgStore` by
+//! `crates/store-pg/tests/contract.rs` (which includes this file by path). A test crate
+//! that includes it must also have `mod common;` (the shared record helpers) at its root
+//! and call [`store_contract!`] with an expression that makes a fresh [`Backend`].
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use bytes::Bytes;
+use proof_store::{
+    AppendFlags, JournalRecord, LifecycleEvent, ListCursor, ListFilter, RecordKind, Store,
+    StoreError,
+};
+use serde_json::json;
+
+use crate::common::{meta, payload, rec, recs, Rng};
+
+/// Fresh, empty storage for one test.
+pub trait Backend {
+    /// Opens a handle on this backend's storage. Each call opens anew: the caller drops
+    /// the previous handle first (the embedded store allows one owner at a time).
+    fn open(&self) -> Arc<dyn Store>;
+}
+
+/// One `#[test]` per contract function, for the backend `$make` makes.
+#[macro_export]
+macro_rules! store_contract {
+    ($make:expr) => {
+        $crate::store_contract!(@tests $make;
+            append_read_round_trip,
+            contiguity_is_enforced,
+            open_is_idempotent_and_checks_tenant,
+            invalid_invocation_ids_are_rejected,
+            empty_append_with_flags_is_stored,
+            mark_complete_finalizes,
+            delete_removes_everything,
+            lifecycle_events_in_any_order,
+            list_filters_and_pages,
+            many_invocations_concurrently,
+            large_batches_round_trip,
+            read_while_appending_sees_a_consistent_prefix,
+            exclusive_admits_one_holder_at_a_time,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        mod contract_tests {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let backend = $make;
+                    $crate::contract::$name(&backend);
+                }
+            )*
+        }
+    };
+}
+
+pub fn read_all(store: &dyn Store, id: &str) -> Vec<JournalRecord> {
+    store
+        .read(id)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+pub fn check_records(got: &[JournalRecord], last_seq: u64) {
+    assert_eq!(got.len() as u64, last_seq);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(*r, rec(i as u64 + 1));
+    }
+}
+
+pub fn append_read_round_trip(b: &dyn Backend) {
+    let store = b.open();
+    let st = store.open_invocation(&meta("inv-1")).unwrap();
+    assert_eq!(st.last_seq, 0);
+    let mut seq = 1;
+    for n in [1u64, 5, 64, 3, 200] {
+        let st = store
+            .append("inv-1", &recs(seq, n), AppendFlags::default())
+            .unwrap();
+        seq += n;
+        assert_eq!(st.last_seq, seq - 1);
+    }
+    let st = store
+        .append(
+            "inv-1",
+            &[JournalRecord {
+                seq,
+                kind: RecordKind::StreamFinished,
+                payload: Bytes::new(),
+            }],
+            AppendFlags {
+                saw_build_finished: true,
+                saw_last_message: true,
+                saw_stream_finished: true,
+            },
+        )
+        .unwrap();
+    assert!(st.saw_build_finished && st.saw_last_message && st.saw_stream_finished);
+    let got = read_all(store.as_ref(), "inv-1");
+    check_records(&got[..seq as usize - 1], seq - 1);
+    assert_eq!(got.last().unwrap().kind, RecordKind::StreamFinished);
+    let others = (1..seq).filter(|s| s % 10 == 0).count() as u64;
+    assert_eq!(st.event_count, seq - 1 - others);
+    assert_eq!(st.record_count, seq);
+    let bytes: u64 = (1..seq).map(|s| payload(s).len() as u64).sum();
+    assert_eq!(st.bytes, bytes);
+    assert!(st.journal_bytes > 0);
+    assert_eq!(store.state("inv-1").unwrap().unwrap(), st);
+
+    // Everything survives closing and reopening the store.
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.state("inv-1").unwrap().unwrap(), st);
+    assert_eq!(read_all(store.as_ref(), "inv-1"), got);
+}
+
+pub fn contiguity_is_enforced(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("c")).unwrap();
+    store
+        .append("c", &recs(1, 3), AppendFlags::default())
+        .unwrap();
+    // Gap.
+    let e = store
+        .append("c", &recs(5, 2), AppendFlags::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::SeqGap {
+                expected: 4,
+                got: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("resend from seq 4"), "{e}");
+    // Resend of stored records.
+    let e = store
+        .append("c", &recs(3, 2), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        StoreError::SeqGap {
+            expected: 4,
+            got: 3,
+            ..
+        }
+    ));
+    // Not consecutive inside the batch.
+    let mut batch = recs(4, 3);
+    batch[2].seq = 9;
+    let e = store
+        .append("c", &batch, AppendFlags::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::NonConsecutive {
+                index: 2,
+                expected: 6,
+                got: 9,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Nothing of the rejected batches was stored.
+    assert_eq!(store.state("c").unwrap().unwrap().last_seq, 3);
+    check_records(&read_all(store.as_ref(), "c"), 3);
+    // Unknown invocation.
+    let e = store
+        .append("nope", &recs(1, 1), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+}
+
+pub fn open_is_idempotent_and_checks_tenant(b: &dyn Backend) {
+    let store = b.open();
+    let mut m = meta("idem");
+    m.tenant = Some("acme".into());
+    let a = store.open_invocation(&m).unwrap();
+    let again = store.open_invocation(&m).unwrap();
+    assert_eq!(a, again);
+    store
+        .append("idem", &recs(1, 4), AppendFlags::default())
+        .unwrap();
+    assert_eq!(store.open_invocation(&m).unwrap().last_seq, 4);
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.open_invocation(&m).unwrap().last_seq, 4);
+    store
+        .append("idem", &recs(5, 1), AppendFlags::default())
+        .unwrap();
+    m.tenant = Some("evil".into());
+    // Also right after an append (a store may cache the open invocation).
+    let e = store.open_invocation(&m).unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 1);
+}
+
+pub fn invalid_invocation_ids_are_rejected(b: &dyn Backend) {
+    let store = b.open();
+    let long = "a".repeat(129);
+    for id in [
+        "",
+        ".",
+        "..",
+        "../etc/passwd",
+        "a/b",
+        "a\\b",
+        ".hidden",
+        "a b",
+        "é",
+        "a\0b",
+        long.as_str(),
+    ] {
+        let e = store.open_invocation(&meta(id)).unwrap_err();
+        assert!(
+            matches!(e, StoreError::InvalidInvocationId { .. }),
+            "{id:?}: {e}"
+        );
+        assert!(e.to_string().contains("[A-Za-z0-9._-]"), "{e}");
+        assert!(matches!(
+            store.append(id, &recs(1, 1), AppendFlags::default()),
+            Err(StoreError::InvalidInvocationId { .. })
+        ));
+        assert!(store.state(id).is_err());
+        assert!(store.read(id).is_err());
+        assert!(store.delete(id).is_err());
+    }
+    // Boundary cases that are fine.
+    let ok = "a".repeat(128);
+    for id in [
+        ok.as_str(),
+        "3f2a1c9e-0b7d-4e55-9d1c-aa55bb66cc77",
+        "A.b_c-9",
+    ] {
+        store.open_invocation(&meta(id)).unwrap();
+    }
+    assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 3);
+}
+
+pub fn empty_append_with_flags_is_stored(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("e")).unwrap();
+    store
+        .append("e", &recs(1, 2), AppendFlags::default())
+        .unwrap();
+    let before = store.state("e").unwrap().unwrap();
+    assert_eq!(
+        store.append("e", &[], AppendFlags::default()).unwrap(),
+        before
+    );
+    let st = store
+        .append(
+            "e",
+            &[],
+            AppendFlags {
+                saw_stream_finished: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(st.saw_stream_finished);
+    store
+        .append("e", &recs(3, 1), AppendFlags::default())
+        .unwrap();
+    drop(store);
+    let store = b.open();
+    let st = store.state("e").unwrap().unwrap();
+    assert!(st.saw_stream_finished && !st.saw_build_finished);
+    assert_eq!(st.last_seq, 3);
+    check_records(&read_all(store.as_ref(), "e"), 3);
+}
+
+pub fn mark_complete_finalizes(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("m")).unwrap();
+    store
+        .append("m", &recs(1, 5), AppendFlags::default())
+        .unwrap();
+    let summary = json!({"command": "build", "exit_code": 0, "stream_sha256": "ab"});
+    store.mark_complete("m", true, None, &summary).unwrap();
+    let e = store
+        .append("m", &recs(6, 1), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyFinalized(_)), "{e}");
+    let r = store.get("m").unwrap().unwrap();
+    assert!(r.state.finalized && r.state.complete);
+    assert_eq!(r.summary.as_ref(), Some(&summary));
+    // The summary keeps its key order.
+    assert_eq!(r.summary.as_ref().unwrap().to_string(), summary.to_string());
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.get("m").unwrap().unwrap(), r);
+    // Re-finalizing as incomplete overwrites the outcome.
+    store
+        .mark_complete("m", false, Some("no BuildFinished"), &json!({}))
+        .unwrap();
+    let st = store.state("m").unwrap().unwrap();
+    assert!(!st.complete);
+    assert_eq!(st.incomplete_reason.as_deref(), Some("no BuildFinished"));
+    assert!(matches!(
+        store.mark_complete("zz", true, None, &json!({})),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub fn delete_removes_everything(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("d")).unwrap();
+    store
+        .append("d", &recs(1, 5), AppendFlags::default())
+        .unwrap();
+    store.delete("d").unwrap();
+    store.delete("d").unwrap();
+    assert!(store.get("d").unwrap().is_none());
+    assert!(store.state("d").unwrap().is_none());
+    assert!(matches!(store.read("d"), Err(StoreError::NotFound(_))));
+    assert!(store.list(&ListFilter::default()).unwrap().is_empty());
+    drop(store);
+    let store = b.open();
+    assert!(store.get("d").unwrap().is_none());
+    // The id can be used again, from seq 1.
+    assert_eq!(store.open_invocation(&meta("d")).unwrap().last_seq, 0);
+    store
+        .append("d", &recs(1, 1), AppendFlags::default())
+        .unwrap();
+    check_records(&read_all(store.as_ref(), "d"), 1);
+}
+
+pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
+    let store = b.open();
+    // Before the stream exists.
+    store
+        .record_lifecycle(
+            "build-L",
+            None,
+            LifecycleEvent::BuildEnqueued { at_ms: Some(5) },
+        )
+        .unwrap();
+    store
+        .record_lifecycle(
+            "build-L",
+            Some("L"),
+            LifecycleEvent::InvocationAttemptStarted {
+                attempt_number: 1,
+                at_ms: Some(6),
+            },
+        )
+        .unwrap();
+    // Duplicate: ignored, first wins.
+    store
+        .record_lifecycle(
+            "build-L",
+            Some("L"),
+            LifecycleEvent::InvocationAttemptStarted {
+                attempt_number: 2,
+                at_ms: Some(7),
+            },
+        )
+        .unwrap();
+    store.open_invocation(&meta("L")).unwrap();
+    store.mark_complete("L", true, None, &json!({})).unwrap();
+    // After completion.
+    for _ in 0..2 {
+        store
+            .record_lifecycle(
+                "build-L",
+                Some("L"),
+                LifecycleEvent::InvocationAttemptFinished {
+                    status: "COMMAND_SUCCEEDED".into(),
+                    at_ms: None,
+                },
+            )
+            .unwrap();
+        store
+            .record_lifecycle(
+                "build-L",
+                None,
+                LifecycleEvent::BuildFinished {
+                    status: "COMMAND_SUCCEEDED".into(),
+                    at_ms: Some(9),
+                },
+            )
+            .unwrap();
+    }
+    let lc = store.get("L").unwrap().unwrap().lifecycle;
+    assert_eq!(lc.build_enqueued_at_ms, Some(5));
+    assert_eq!(lc.attempt_started_at_ms, Some(6));
+    assert_eq!(lc.attempt_number, Some(1));
+    assert_eq!(
+        lc.attempt_finished_status.as_deref(),
+        Some("COMMAND_SUCCEEDED")
+    );
+    assert!(lc.attempt_finished_at_ms.unwrap() > 1_600_000_000_000);
+    assert_eq!(lc.build_finished_at_ms, Some(9));
+    // Another invocation of another build sees none of it.
+    store.open_invocation(&meta("other")).unwrap();
+    assert_eq!(
+        store.get("other").unwrap().unwrap().lifecycle,
+        Default::default()
+    );
+    assert!(store
+        .record_lifecycle("", None, LifecycleEvent::BuildEnqueued { at_ms: None })
+        .is_err());
+}
+
+pub fn list_filters_and_pages(b: &dyn Backend) {
+    let store = b.open();
+    for i in 0..30i64 {
+        let id = format!("inv-{i:02}");
+        let mut m = meta(&id);
+        m.tenant = Some(if i % 3 == 0 { "a" } else { "b" }.into());
+        // Pairs share a timestamp so the id tie-break is exercised.
+        m.created_at_ms = 1000 + i / 2;
+        store.open_invocation(&m).unwrap();
+        if i % 2 == 0 {
+            store
+                .mark_complete(&id, true, None, &json!({"i": i}))
+                .unwrap();
+        } else if i % 5 == 0 {
+            store
+                .mark_complete(&id, false, Some("aborted"), &json!({}))
+                .unwrap();
+        }
+    }
+    let ids = |v: Vec<proof_store::InvocationRecord>| {
+        v.into_iter()
+            .map(|r| r.meta.invocation_id)
+            .collect::<Vec<_>>()
+    };
+    let all = ids(store.list(&ListFilter::default()).unwrap());
+    let expect: Vec<_> = (0..30).rev().map(|i| format!("inv-{i:02}")).collect();
+    assert_eq!(all, expect);
+
+    let a = ids(store
+        .list(&ListFilter {
+            tenant: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(a.len(), 10);
+    assert!(a.iter().all(|id| id[4..].parse::<i64>().unwrap() % 3 == 0));
+
+    let done = ids(store
+        .list(&ListFilter {
+            complete: Some(true),
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(done.len(), 15);
+    let not_done = ids(store
+        .list(&ListFilter {
+            complete: Some(false),
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(not_done.len(), 15);
+    assert!(not_done.contains(&"inv-05".to_string()));
+
+    let both = ids(store
+        .list(&ListFilter {
+            tenant: Some("b".into()),
+            complete: Some(true),
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(
+        both,
+        [
+            "inv-28", "inv-26", "inv-22", "inv-20", "inv-16", "inv-14", "inv-10", "inv-08",
+            "inv-04", "inv-02"
+        ]
+    );
+    let by_build = ids(store
+        .list(&ListFilter {
+            build_id: Some("build-inv-07".into()),
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(by_build, ["inv-07"]);
+
+    // Offset paging.
+    let page2 = ids(store
+        .list(&ListFilter {
+            limit: 7,
+            offset: 7,
+            ..Default::default()
+        })
+        .unwrap());
+    assert_eq!(page2, expect[7..14]);
+
+    // Cursor paging visits everything exactly once.
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .list(&ListFilter {
+                limit: 4,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = Some(ListCursor::after(page.last().unwrap()));
+        seen.extend(ids(page));
+    }
+    assert_eq!(seen, expect);
+    assert!(store
+        .list(&ListFilter {
+            tenant: Some("nobody".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+    let summary = store.get("inv-04").unwrap().unwrap().summary;
+    assert_eq!(summary, Some(json!({"i": 4})));
+}
+
+pub fn many_invocations_concurrently(b: &dyn Backend) {
+    let store = b.open();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(t as u64 * 7919 + 1);
+                let ids: Vec<String> = (0..4).map(|k| format!("t{t}-k{k}")).collect();
+                let mut next = [1u64; 4];
+                for id in &ids {
+                    store.open_invocation(&meta(id)).unwrap();
+                }
+                for _ in 0..60 {
+                    let k = rng.below(4) as usize;
+                    let n = rng.below(20) + 1;
+                    let st = store
+                        .append(&ids[k], &recs(next[k], n), AppendFlags::default())
+                        .unwrap();
+                    next[k] += n;
+                    assert_eq!(st.last_seq, next[k] - 1);
+                }
+                (ids, next)
+            })
+        })
+        .collect();
+    // Several threads append to one shared invocation too: appends are serialized,
+    // and a batch that no longer follows the stored prefix is refused as a gap.
+    store.open_invocation(&meta("shared")).unwrap();
+    let shared: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut done = 0;
+                while done < 50 {
+                    let last = store.state("shared").unwrap().unwrap().last_seq;
+                    match store.append("shared", &recs(last + 1, 3), AppendFlags::default()) {
+                        Ok(_) => done += 1,
+                        Err(StoreError::SeqGap { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for s in shared {
+        s.join().unwrap();
+    }
+    for (ids, next) in &results {
+        for (id, n) in ids.iter().zip(next) {
+            check_records(&read_all(store.as_ref(), id), n - 1);
+        }
+    }
+    check_records(&read_all(store.as_ref(), "shared"), 600);
+    for (ids, _) in &results {
+        for id in ids {
+            store.release(id);
+        }
+    }
+    store.release("shared");
+    // Appending after release continues at the right place.
+    store
+        .append("shared", &recs(601, 2), AppendFlags::default())
+        .unwrap();
+    check_records(&read_all(store.as_ref(), "shared"), 602);
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 33);
+    check_records(&read_all(store.as_ref(), "shared"), 602);
+}
+
+pub fn large_batches_round_trip(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("big")).unwrap();
+    // ~10 MB of incompressible payload in one call.
+    let mut rng = Rng(42);
+    let batch: Vec<JournalRecord> = (1..=2500u64)
+        .map(|seq| JournalRecord {
+            seq,
+            kind: RecordKind::BepEvent,
+            payload: Bytes::from((0..4096).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()),
+        })
+        .collect();
+    let flags = AppendFlags {
+        saw_last_message: true,
+        ..Default::default()
+    };
+    let st = store.append("big", &batch, flags).unwrap();
+    assert_eq!(st.last_seq, 2500);
+    assert!(st.saw_last_message);
+    assert!(st.journal_bytes >= 2500 * 4096, "{}", st.journal_bytes);
+    assert_eq!(read_all(store.as_ref(), "big"), batch);
+    // A single record over the limit is refused with a clear error, storing nothing.
+    let huge = JournalRecord {
+        seq: 2501,
+        kind: RecordKind::Other,
+        payload: Bytes::from(vec![0u8; proof_store::journal::MAX_RECORD_PAYLOAD + 1]),
+    };
+    let e = store
+        .append("big", &[huge], AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::RecordTooLarge { .. }), "{e}");
+    assert_eq!(store.state("big").unwrap().unwrap(), st);
+}
+
+pub fn read_while_appending_sees_a_consistent_prefix(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("rw")).unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                store
+                    .append("rw", &recs(i * 10 + 1, 10), AppendFlags::default())
+                    .unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    while !writer.is_finished() {
+        let got = read_all(store.as_ref(), "rw");
+        assert_eq!(got.len() % 10, 0);
+        assert!(got.len() >= last);
+        last = got.len();
+        check_records(&got, got.len() as u64);
+    }
+    writer.join().unwrap();
+    check_records(&read_all(store.as_ref(), "rw"), 3000);
+}
+
+pub fn exclusive_admits_one_holder_at_a_time(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta("x")).unwrap();
+    // Many threads race for the lock of one invocation, over and over: at no time do
+    // two of them run the work, and every round someone does.
+    let threads = 6;
+    let rounds = 20;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlap = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (store, inside, overlap, ran, barrier) = (
+                store.clone(),
+                inside.clone(),
+                overlap.clone(),
+                ran.clone(),
+                barrier.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut mine = 0;
+                for _ in 0..rounds {
+                    barrier.wait();
+                    let got = store
+                        .exclusive("x", &mut || {
+                            if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                                overlap.store(true, Ordering::SeqCst);
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                    mine += got as usize;
+                    barrier.wait();
+                }
+                mine
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(!overlap.load(Ordering::SeqCst), "two holders ran at once");
+    assert_eq!(total, ran.load(Ordering::SeqCst));
+    assert!(total >= rounds, "{total} runs in {rounds} rounds");
+    // Free again afterwards; an error inside is passed on and releases the lock.
+    let e = store
+        .exclusive("x", &mut || Err(StoreError::NotFound("boom".into())))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    assert!(store.exclusive("x", &mut || Ok(())).unwrap());
+    // Another invocation's lock is independent.
+    let nested = store
+        .exclusive("x", &mut || {
+            assert!(store.exclusive("y", &mut || Ok(())).unwrap());
+            assert!(!store.exclusive("x", &mut || Ok(())).unwrap());
+            Ok(())
+        })
+        .unwrap();
+    assert!(nested);
+}

@@ -1,0 +1,465 @@
+//! PostgreSQL-backed `proof serve` replicas behind HAProxy, for the replica tests and
+//! the replica benchmark: a fresh database per test on the cluster of `PROOF_PG_URL`
+//! (tests/pg/start-pg.sh), replica processes, the balancer, synthetic BEP streams.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proof_proto::bep;
+use prost::Message;
+
+use crate::{repo_root, Server};
+
+/// The admin URL of the test cluster; panics (never skips) when it is not set.
+pub fn pg_url() -> String {
+    std::env::var("PROOF_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "PROOF_PG_URL is not set: the replica tests need PostgreSQL. Run the suite with \
+             `bash tests/run-all.sh` (it starts a throwaway cluster), or start one with \
+             `bash tests/pg/start-pg.sh` and `set -a; . /tmp/rbe-proof-pg/pg.env; set +a`."
+        )
+    })
+}
+
+/// An empty database, dropped (with its connections) when this goes away.
+pub struct Db {
+    pub admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl Db {
+    /// A fresh database on the cluster of `PROOF_PG_URL`.
+    pub fn fresh() -> Db {
+        Db::fresh_on(&pg_url())
+    }
+
+    /// A fresh database on the cluster of `admin`.
+    pub fn fresh_on(admin: &str) -> Db {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "e2e_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            nanos
+        );
+        let url = proof_store_pg::create_database(admin, &name)
+            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+        Db {
+            admin: admin.to_string(),
+            name,
+            url,
+        }
+    }
+
+    /// A store handle of this database (as the CLI opens it).
+    pub fn store(&self) -> proof_store_pg::PgStore {
+        proof_store_pg::PgStore::connect(&self.url).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // On a plain thread: the sync client must not block a runtime's thread.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || proof_store_pg::drop_database(&admin, &name)).join();
+    }
+}
+
+/// A private PostgreSQL cluster (tests/pg/start-pg.sh in a temporary directory), for
+/// tests that stop and restart the database. Stopped and removed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+fn pg_script(name: &str, args: &[&str]) {
+    let st = Command::new("bash")
+        .arg(repo_root().join("tests/pg").join(name))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run a tests/pg script");
+    assert!(st.success(), "tests/pg/{name} {args:?} failed");
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("proof-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        pg_script("start-pg.sh", &[dir.path().to_str().unwrap()]);
+        let env = std::fs::read_to_string(dir.path().join("pg.env")).unwrap();
+        let url = env
+            .lines()
+            .find_map(|l| l.strip_prefix("PROOF_PG_URL="))
+            .expect("pg.env has PROOF_PG_URL")
+            .to_string();
+        Cluster { dir, url }
+    }
+
+    /// Stops the server (fast shutdown: open transactions are aborted), keeping the data.
+    pub fn stop(&self) {
+        pg_script("stop-pg.sh", &[self.dir.path().to_str().unwrap(), "--keep"]);
+    }
+
+    /// Starts it again (same data, same port).
+    pub fn restart(&self) {
+        pg_script("start-pg.sh", &[self.dir.path().to_str().unwrap()]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("tests/pg/stop-pg.sh"))
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `proof serve` replicas on one store; each keeps its port across restarts.
+pub struct Replicas {
+    pub store: String,
+    pub extra: Vec<String>,
+    pub addrs: Vec<String>,
+    pub servers: Vec<Option<Server>>,
+    /// A signing key and proofs directory for a PostgreSQL store started without
+    /// `--key`: such a store keeps no key files of its own.
+    _keys: Option<tempfile::TempDir>,
+}
+
+impl Replicas {
+    /// Starts `n` replicas of `proof serve --store STORE EXTRA...`.
+    /// On a PostgreSQL store without `--key`, a fresh key pair and proofs directory
+    /// (shared by all `n`) are added.
+    pub fn start(n: usize, store: &str, extra: &[&str]) -> Replicas {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut keys = None;
+        if store.starts_with("postgres") && !extra.iter().any(|a| a == "--key") {
+            let dir = tempfile::tempdir().expect("tempdir for the replicas' key");
+            let prefix = dir.path().join("proof");
+            let st = Command::new(crate::proof_bin())
+                .arg("keygen")
+                .arg("--out")
+                .arg(&prefix)
+                .stdout(Stdio::null())
+                .status()
+                .expect("proof keygen");
+            assert!(st.success(), "proof keygen failed");
+            extra.extend([
+                "--key".to_string(),
+                prefix.with_extension("key").display().to_string(),
+                "--proofs".to_string(),
+                dir.path().join("proofs").display().to_string(),
+            ]);
+            keys = Some(dir);
+        }
+        let mut r = Replicas {
+            store: store.to_string(),
+            extra,
+            addrs: Vec::new(),
+            servers: Vec::new(),
+            _keys: keys,
+        };
+        for _ in 0..n {
+            let s = r.spawn("127.0.0.1:0");
+            r.addrs.push(s.addr.clone());
+            r.servers.push(Some(s));
+        }
+        r
+    }
+
+    fn spawn(&self, listen: &str) -> Server {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Server::start(listen, Path::new(&self.store), &extra)
+    }
+
+    /// SIGKILL replica `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut s) = self.servers[i].take() {
+            s.kill9();
+        }
+    }
+
+    /// Starts replica `i` again on its old address (it must be dead).
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.servers[i].is_none(), "replica {i} is running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The old socket may linger for a moment after SIGKILL.
+            match std::net::TcpListener::bind(&self.addrs[i]) {
+                Ok(l) => {
+                    drop(l);
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{} stays busy: {e}", self.addrs[i]),
+            }
+        }
+        let s = self.spawn(&self.addrs[i].clone());
+        self.servers[i] = Some(s);
+    }
+
+    /// Peak resident memory (VmHWM) of replica `i`, in KiB.
+    pub fn peak_rss_kib(&self, i: usize) -> Option<u64> {
+        let pid = self.servers[i].as_ref()?.child.id();
+        peak_rss_kib(pid)
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn haproxy_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("haproxy is not installed: run tests/rig/install-deps.sh (apt package haproxy)")
+}
+
+/// HAProxy as the gRPC (h2c) load balancer in front of replicas: round robin per RPC,
+/// health checks every 200 ms, a failed connect is re-dispatched to another replica.
+pub struct Haproxy {
+    pub child: Child,
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    pub fn start(backends: &[String]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let sock = dir.path().join("admin.sock");
+        let mut cfg = format!(
+            "global\n    maxconn 4096\n    stats socket {} mode 600 level admin\n\
+             defaults\n    mode http\n    timeout connect 1s\n    timeout client 600s\n\
+             \x20   timeout server 600s\n    timeout client-fin 5s\n    retries 3\n\
+             \x20   option redispatch 1\n\
+             frontend bes\n    bind 127.0.0.1:{port} proto h2\n    default_backend proof\n\
+             backend proof\n    balance roundrobin\n",
+            sock.display()
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg += &format!("    server r{i} {b} proto h2 check inter 200ms fall 1 rise 2\n");
+        }
+        let cfg_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new(haproxy_bin())
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn haproxy");
+        let addr = format!("127.0.0.1:{port}");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "haproxy did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let h = Haproxy { child, addr, dir };
+        h.wait_all_up(backends.len());
+        h
+    }
+
+    pub fn target(&self) -> String {
+        format!("grpc://{}", self.addr)
+    }
+
+    fn admin(&self, cmd: &str) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(self.dir.path().join("admin.sock"))
+            .expect("haproxy admin socket");
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// (server name, status, current streams) of each replica.
+    pub fn servers(&self) -> Vec<(String, String, u64)> {
+        let csv = self.admin("show stat");
+        let mut rows = csv.lines();
+        let header: Vec<&str> = rows
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let (px, sv, scur, status) = (col("pxname"), col("svname"), col("scur"), col("status"));
+        rows.map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() > status && f[px] == "proof" && f[sv].starts_with('r'))
+            .map(|f| {
+                (
+                    f[sv].to_string(),
+                    f[status].to_string(),
+                    f[scur].parse().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the health checks see `n` replicas up.
+    pub fn wait_all_up(&self, n: usize) {
+        let t = Instant::now();
+        loop {
+            let up = self
+                .servers()
+                .iter()
+                .filter(|(_, st, _)| st.starts_with("UP"))
+                .count();
+            if up == n {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "haproxy sees {up} of {n} replicas up: {:?}",
+                self.servers()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn progress_id(n: i32) -> bep::BuildEventId {
+    bep::BuildEventId {
+        id: Some(bep::build_event_id::Id::Progress(
+            bep::build_event_id::ProgressId { opaque_count: n },
+        )),
+    }
+}
+
+/// A synthetic, complete BEP stream of `n` (≥ 4) events: BuildStarted (uuid = the
+/// invocation id), progress events with console output, BuildFinished, and a
+/// BuildToolLogs event with `last_message`.
+pub fn synthetic_stream(invocation_id: &str, n: usize) -> Vec<Bytes> {
+    assert!(n >= 4);
+    let enc = |ev: bep::BuildEvent| Bytes::from(ev.encode_to_vec());
+    let mut v = Vec::with_capacity(n);
+    v.push(enc(bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::Started(
+                bep::build_event_id::BuildStartedId {},
+            )),
+        }),
+        children: vec![progress_id(0)],
+        payload: Some(bep::build_event::Payload::Started(bep::BuildStarted {
+            uuid: invocation_id.to_string(),
+            start_time_millis: 1_764_201_600_000,
+            build_tool_version: "4.2.3".into(),
+            command: "build".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }));
+    let progress = n - 3;
+    for i in 0..progress {
+        let i = i as i32;
+        v.push(enc(bep::BuildEvent {
+            id: Some(progress_id(i)),
+            children: vec![progress_id(i + 1)],
+            payload: Some(bep::build_event::Payload::Progress(bep::Progress {
+                stdout: format!(
+                    "[{} / {progress}] Compiling src/pkg{}/file_{i}.cc; {}s remote\n",
+                    i + 1,
+                    i % 97,
+                    i % 13
+                ),
+                stderr: String::new(),
+            })),
+            ..Default::default()
+        }));
+    }
+    v.push(enc(bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::BuildFinished(
+                bep::build_event_id::BuildFinishedId {},
+            )),
+        }),
+        payload: Some(bep::build_event::Payload::Finished(bep::BuildFinished {
+            overall_success: true,
+            exit_code: Some(bep::build_finished::ExitCode {
+                name: "SUCCESS".into(),
+                code: 0,
+            }),
+            finish_time_millis: 1_764_201_900_000,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }));
+    v.push(enc(bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::BuildToolLogs(
+                bep::build_event_id::BuildToolLogsId {},
+            )),
+        }),
+        last_message: true,
+        payload: Some(bep::build_event::Payload::BuildToolLogs(
+            bep::BuildToolLogs::default(),
+        )),
+        ..Default::default()
+    }));
+    v
+}
+
+/// Replay options as the fault tests use them: Bazel's retry rules with a short
+/// back-off and more retries (a kill may cost several).
+pub fn replay_opts(target: &str, invocation_id: &str) -> proof_server::replay::ReplayOptions {
+    proof_server::replay::ReplayOptions {
+        target: target.to_string(),
+        invocation_id: invocation_id.to_string(),
+        build_id: format!("build-{invocation_id}"),
+        project_id: "replica-tests".into(),
+        headers: Vec::new(),
+        max_retries: 12,
+        backoff: Duration::from_millis(100),
+        faults: Default::default(),
+        finish: true,
+    }
+}
