@@ -134,27 +134,31 @@ pub fn conclude(store: &dyn Store, invocation_id: &str) -> Result<Finalized, Sto
         .meta
         .source;
     let (summary, stream_finished) = summarize(store, invocation_id)?;
-    finalize_summarized(store, invocation_id, source, summary, stream_finished)
+    Ok(conclude_summarized(
+        invocation_id,
+        source,
+        summary,
+        stream_finished,
+    ))
 }
 
-/// [`finalize`] with a summary the caller built over exactly the events it
+/// [`conclude`] with a summary the caller built over exactly the events it
 /// appended (the file import builds it on the way in instead of reading the
 /// journal back).
-fn finalize_summarized(
-    store: &dyn Store,
+fn conclude_summarized(
     invocation_id: &str,
     source: InvocationSource,
     summary: Summary,
     stream_finished: bool,
-) -> Result<Finalized, StoreError> {
+) -> Finalized {
     let reason = incomplete_reason(&summary, source, stream_finished);
-    Ok(Finalized {
+    Finalized {
         invocation_id: invocation_id.to_string(),
         complete: reason.is_none(),
         reason,
         summary,
         warnings: Vec::new(),
-    })
+    }
 }
 
 /// Records an outcome from [`conclude`] in the index: the invocation is finalized.
@@ -258,13 +262,13 @@ fn ingest_file_batched(
         let _ = store.delete(&invocation_id);
         return Err(e);
     }
-    let mut fin = finalize_summarized(
-        store,
+    let mut fin = conclude_summarized(
         &invocation_id,
         InvocationSource::File,
         summary.finish(),
         false,
-    )?;
+    );
+    record_outcome(store, &fin)?;
     fin.warnings = events.take_warnings();
     Ok((format, fin))
 }
