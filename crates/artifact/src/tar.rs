@@ -246,10 +246,39 @@ fn parse_size(h: &[u8; BLOCK]) -> Option<u64> {
     })
 }
 
+/// Sees the data of chosen members while [`scan_tapped`] reads them, so a
+/// caller can process a member in the same pass that hashes it.
+pub trait Tap {
+    /// Member `name` begins; `statement` is the content of [`STATEMENT`]
+    /// read so far (all of it, since it is the first member). Return true to
+    /// receive the member's data through [`Tap::data`] and then [`Tap::end`].
+    fn begin(&mut self, name: &'static str, statement: &[u8]) -> bool;
+    /// The next bytes of the member, in order (exactly the bytes hashed).
+    fn data(&mut self, chunk: &[u8]);
+    /// The member's last byte was passed to [`Tap::data`].
+    fn end(&mut self);
+}
+
+struct NoTap;
+
+impl Tap for NoTap {
+    fn begin(&mut self, _: &'static str, _: &[u8]) -> bool {
+        false
+    }
+    fn data(&mut self, _: &[u8]) {}
+    fn end(&mut self) {}
+}
+
 /// Reads the archive once, sequentially, checking the canonical layout and
 /// hashing every member (and the whole archive). The statement and summary
 /// are returned in memory; other members only as offsets and digests.
 pub fn scan<R: Read>(input: R) -> Result<Scanned, TarError> {
+    scan_tapped(input, &mut NoTap)
+}
+
+/// [`scan`], also passing the data of the members `tap` asks for to `tap`.
+/// When the scan fails, whatever `tap` saw is to be discarded.
+pub fn scan_tapped<R: Read>(input: R, tap: &mut dyn Tap) -> Result<Scanned, TarError> {
     let mut r = Counting {
         inner: input,
         pos: 0,
@@ -313,16 +342,23 @@ pub fn scan<R: Read>(input: R) -> Result<Scanned, TarError> {
         let offset = r.pos;
         let mut hasher = Sha256::new();
         let mut left = size;
+        let tapped = tap.begin(name, &statement);
         while left > 0 {
             let n = buf.len().min(left as usize);
             r.exact(&mut buf[..n], name)?;
             hasher.update(&buf[..n]);
+            if tapped {
+                tap.data(&buf[..n]);
+            }
             if name == STATEMENT {
                 statement.extend_from_slice(&buf[..n]);
             } else if name == SUMMARY {
                 summary.extend_from_slice(&buf[..n]);
             }
             left -= n as u64;
+        }
+        if tapped {
+            tap.end();
         }
         let pad = padding(size);
         r.exact(&mut buf[..pad], "padding")?;

@@ -2,12 +2,12 @@
 //! then policy, each reported as a named [`Check`].
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
-use proof_evidence::{Evidence, EvidenceBuilder, EvidenceError};
-use proof_stream::delimited::DelimitedReader;
+use proof_evidence::{bounded, Evidence, EvidenceBuilder, EvidenceError};
+use proof_stream::delimited::{decode_varint, DelimitedReader, DEFAULT_MAX_RECORD};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -17,8 +17,8 @@ use crate::hashio::HashReader;
 use crate::policy::Policy;
 use crate::statement::Statement;
 use crate::tar::{
-    scan, Member, Scanned, TarError, CORROBORATION, EVENTS, EXECLOG, EXECUTOR, GRPCLOG, ORIGIN,
-    STATEMENT,
+    scan_tapped, Member, Scanned, Tap, TarError, CORROBORATION, EVENTS, EXECLOG, EXECUTOR, GRPCLOG,
+    ORIGIN, STATEMENT,
 };
 
 /// Names of the integrity checks, in report order (policy checks follow).
@@ -101,10 +101,14 @@ pub fn verify_path(
     verify(file, trusted, policy)
 }
 
-/// Verifies an artifact read from `input` (read twice: once sequentially for
-/// layout and digests, then the events and exec-log members again, streamed,
-/// to re-derive the evidence; nothing but the statement and summary is held
-/// in memory).
+/// Verifies an artifact read from `input`, streamed: nothing but the
+/// statement and summary is held in memory. One sequential pass checks the
+/// layout and digests and, once the statement's signature is known to be
+/// good, decompresses the events member and re-derives the evidence from the
+/// very bytes it hashes; the exec-log and other evidence members are read
+/// again afterwards. (Should the one-pass derivation stop at anything
+/// unusual, the events member is read again the plain way, which gives the
+/// exact diagnostics.)
 pub fn verify<R: Read + Seek>(
     mut input: R,
     trusted: &[VerifyingKey],
@@ -112,7 +116,12 @@ pub fn verify<R: Read + Seek>(
 ) -> Result<Report, VerifyError> {
     let mut checks: Vec<Check> = Vec::new();
     input.seek(SeekFrom::Start(0))?;
-    let scanned = match scan(BufReader::with_capacity(256 * 1024, &mut input)) {
+    let mut tap = EventsTap {
+        trusted,
+        decoding: None,
+        done: None,
+    };
+    let scanned = match scan_tapped(BufReader::with_capacity(256 * 1024, &mut input), &mut tap) {
         Ok(s) => Ok(s),
         Err(TarError::Io(e)) => return Err(VerifyError::Io(e)),
         Err(TarError::Layout(msg)) => Err(msg),
@@ -128,7 +137,15 @@ pub fn verify<R: Read + Seek>(
     };
 
     let mut evidence = None;
-    let outcome = integrity(&mut input, scanned, trusted, &mut checks, &mut evidence);
+    let derived_events = tap.done.take();
+    let outcome = integrity(
+        &mut input,
+        scanned,
+        trusted,
+        derived_events,
+        &mut checks,
+        &mut evidence,
+    );
     if let Err(e) = outcome {
         return Err(VerifyError::Io(e));
     }
@@ -169,6 +186,7 @@ fn integrity<R: Read + Seek>(
     input: &mut R,
     scanned: Result<Scanned, String>,
     trusted: &[VerifyingKey],
+    derived_events: Option<EvidenceBuilder>,
     checks: &mut Vec<Check>,
     evidence: &mut Option<Evidence>,
 ) -> io::Result<()> {
@@ -235,7 +253,7 @@ fn integrity<R: Read + Seek>(
     ));
 
     // rederived
-    match rederive(input, &scanned) {
+    match rederive(input, &scanned, derived_events) {
         Ok(Ok(ev)) => {
             let derived = serde_json::to_value(&ev).map_err(io::Error::other)?;
             if derived == statement.predicate {
@@ -311,13 +329,36 @@ fn differences(derived: &serde_json::Value, signed: &serde_json::Value) -> Strin
     )
 }
 
-/// Streams the events (and exec-log) members through a fresh
-/// [`EvidenceBuilder`], re-hashing them on the way. Ok(Err) is a failed
-/// check, Err an I/O error of the input.
+/// Streams the events (unless `derived_events` already holds them, pushed
+/// during the scan) and exec-log members through a fresh [`EvidenceBuilder`],
+/// re-hashing them on the way. Ok(Err) is a failed check, Err an I/O error of
+/// the input.
 fn rederive<R: Read + Seek>(
     input: &mut R,
     scanned: &Scanned,
+    derived_events: Option<EvidenceBuilder>,
 ) -> io::Result<Result<Evidence, String>> {
+    let mut builder = match derived_events {
+        Some(b) => b,
+        None => match rederive_events(input, scanned)? {
+            Ok(b) => b,
+            Err(msg) => return Ok(Err(msg)),
+        },
+    };
+    rederive_rest(input, scanned, &mut builder).map(|r| {
+        r.and_then(|()| {
+            builder
+                .finish()
+                .map_err(|e| format!("re-deriving the evidence failed: {e}"))
+        })
+    })
+}
+
+/// The events member read again from `input` into a fresh builder.
+fn rederive_events<R: Read + Seek>(
+    input: &mut R,
+    scanned: &Scanned,
+) -> io::Result<Result<EvidenceBuilder, String>> {
     let mut builder = EvidenceBuilder::new();
     let events = scanned
         .member(EVENTS)
@@ -332,6 +373,7 @@ fn rederive<R: Read + Seek>(
         let decoder = proof_evidence::bounded::BoundedZstd::new(&mut hashed)
             .map_err(|e| format!("{EVENTS} is not a zstd stream: {e}"))?;
         let budget = decoder.budget();
+        let decoder = BufReader::with_capacity(128 * 1024, decoder);
         for (index, event) in DelimitedReader::new(decoder).enumerate() {
             let event = event.map_err(|e| format!("{EVENTS}: {}", EvidenceError::BepFraming(e)))?;
             budget
@@ -350,6 +392,15 @@ fn rederive<R: Read + Seek>(
     if let Err(msg) = decoded {
         return Ok(Err(msg));
     }
+    Ok(Ok(builder))
+}
+
+/// The exec-log, gRPC-log and corroboration members, read again from `input`.
+fn rederive_rest<R: Read + Seek>(
+    input: &mut R,
+    scanned: &Scanned,
+    builder: &mut EvidenceBuilder,
+) -> io::Result<Result<(), String>> {
     if let Some(log) = scanned.member(EXECLOG) {
         input.seek(SeekFrom::Start(log.offset))?;
         let mut hashed = HashReader::new(BufReader::new((&mut *input).take(log.size)));
@@ -384,7 +435,226 @@ fn rederive<R: Read + Seek>(
             return Ok(Err(format!("{name}: {e}")));
         }
     }
-    Ok(builder
-        .finish()
-        .map_err(|e| format!("re-deriving the evidence failed: {e}")))
+    Ok(Ok(()))
+}
+
+/// Re-derives the evidence of the events member while [`scan_tapped`]
+/// hashes it: only once the statement's signature checks out (so unsigned
+/// input costs no more than its digests), and only as far as everything is
+/// ordinary: at the first oddity it gives up and [`rederive_events`] reads
+/// the member again for the exact diagnostics.
+struct EventsTap<'a> {
+    trusted: &'a [VerifyingKey],
+    decoding: Option<zstd::stream::write::Decoder<'static, EventSink>>,
+    /// The builder after every event, when all went well.
+    done: Option<EvidenceBuilder>,
+}
+
+impl Tap for EventsTap<'_> {
+    fn begin(&mut self, name: &'static str, statement: &[u8]) -> bool {
+        if name != EVENTS {
+            return false;
+        }
+        let signed = Envelope::parse(statement).is_ok_and(|e| e.verify(self.trusted).is_ok());
+        if !signed {
+            return false;
+        }
+        self.decoding = zstd::stream::write::Decoder::new(EventSink::default()).ok();
+        self.decoding.is_some()
+    }
+
+    fn data(&mut self, chunk: &[u8]) {
+        let ok = match &mut self.decoding {
+            Some(d) => {
+                d.get_mut().compressed += chunk.len() as u64;
+                d.write_all(chunk).is_ok() && !d.get_ref().failed
+            }
+            None => return,
+        };
+        if !ok {
+            self.decoding = None;
+        }
+    }
+
+    fn end(&mut self) {
+        // `finish` fails on a cut-short zstd frame, like the reading decoder.
+        if let Some(sink) = self.decoding.take().and_then(|d| d.finish().ok()) {
+            if !sink.failed && sink.pending.is_empty() {
+                self.done = Some(sink.builder);
+            }
+        }
+    }
+}
+
+/// Splits decompressed bytes into delimited events and pushes each into the
+/// builder; `failed` at the first framing or event error, or once the output
+/// passes the decompression bounds of [`proof_evidence::bounded`] (the plain
+/// read then reports the bomb).
+#[derive(Default)]
+struct EventSink {
+    pending: Vec<u8>,
+    builder: EvidenceBuilder,
+    failed: bool,
+    /// Compressed bytes handed to the decoder so far.
+    compressed: u64,
+    /// Decompressed bytes and events so far.
+    out: u64,
+    records: u64,
+}
+
+impl EventSink {
+    /// Pushes the complete events at the front of `buf`; returns the bytes used.
+    fn push_complete(&mut self, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let Some((len, n)) = decode_varint(&buf[pos..]) else {
+                // A varint longer than 10 bytes is bad; a shorter tail waits.
+                self.failed |= buf.len() - pos >= 10;
+                return pos;
+            };
+            if len > DEFAULT_MAX_RECORD as u64 {
+                self.failed = true;
+                return pos;
+            }
+            let end = pos + n + len as usize;
+            if end > buf.len() {
+                return pos;
+            }
+            self.records += 1;
+            let max_records = bounded::RECORDS_FLOOR
+                .saturating_add(self.compressed.saturating_mul(bounded::RECORDS_PER_BYTE));
+            if self.records > max_records || self.builder.push_event(&buf[pos + n..end]).is_err() {
+                self.failed = true;
+                return pos;
+            }
+            pos = end;
+        }
+        pos
+    }
+}
+
+impl Write for EventSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.out = self.out.saturating_add(data.len() as u64);
+        let max_out =
+            bounded::FLOOR_BYTES.saturating_add(self.compressed.saturating_mul(bounded::MAX_RATIO));
+        self.failed |= self.out > max_out;
+        if self.failed {
+            // Stops the decoder at once: no more work on this member.
+            return Err(io::Error::other("the one-pass derivation gave up"));
+        }
+        if self.pending.is_empty() {
+            let used = self.push_complete(data);
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            self.pending.extend_from_slice(data);
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.push_complete(&pending);
+            self.pending = pending;
+            self.pending.drain(..used);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{record_delimited, SigningKey};
+    use std::io::Cursor;
+
+    fn fixture(scenario: &str, file: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/bazel-4.2.3")
+            .join(scenario)
+            .join(file)
+    }
+
+    /// The scan with the events tap: what the tap derived, if anything.
+    fn tapped(bytes: &[u8], trusted: &[VerifyingKey]) -> (Scanned, Option<EvidenceBuilder>) {
+        let mut tap = EventsTap {
+            trusted,
+            decoding: None,
+            done: None,
+        };
+        let scanned = scan_tapped(bytes, &mut tap).unwrap();
+        (scanned, tap.done)
+    }
+
+    #[test]
+    fn one_pass_derivation_equals_reading_the_events_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        for scenario in ["remote-build", "remote-test", "failing-build", "local-only"] {
+            let bep = File::open(fixture(scenario, "bep.bin")).unwrap();
+            let log = fixture(scenario, "execution_log.bin");
+            let out = record_delimited(bep, Some(log.as_path()), &key, dir.path()).unwrap();
+            let bytes = std::fs::read(&out.path).unwrap();
+            let trusted = [key.verifying_key()];
+            let (scanned, done) = tapped(&bytes, &trusted);
+            let one_pass = rederive(&mut Cursor::new(&bytes), &scanned, done)
+                .unwrap()
+                .unwrap();
+            let (_, done) = tapped(&bytes, &trusted);
+            assert!(done.is_some(), "{scenario}: the tap derived nothing");
+            let two_pass = rederive(&mut Cursor::new(&bytes), &scanned, None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                serde_json::to_value(&one_pass).unwrap(),
+                serde_json::to_value(&two_pass).unwrap(),
+                "{scenario}"
+            );
+            // No work on the events before the signature checks out.
+            let other = [SigningKey::from_bytes(&[1; 32]).verifying_key()];
+            assert!(tapped(&bytes, &other).1.is_none(), "{scenario}");
+        }
+    }
+
+    #[test]
+    fn one_pass_stops_at_the_decompression_bound() {
+        // 32 MiB of zeros (empty records) from a few KB: over the bound.
+        let zeros = vec![0u8; (bounded::FLOOR_BYTES as usize) * 2];
+        let bomb = zstd::bulk::compress(&zeros, 19).unwrap();
+        let mut tap = EventsTap {
+            trusted: &[],
+            decoding: zstd::stream::write::Decoder::new(EventSink::default()).ok(),
+            done: None,
+        };
+        for chunk in bomb.chunks(64 * 1024) {
+            tap.data(chunk);
+        }
+        assert!(tap.decoding.is_none(), "the tap gave up");
+        tap.end();
+        assert!(tap.done.is_none());
+    }
+
+    #[test]
+    fn one_pass_gives_up_on_a_cut_short_events_stream_and_the_diagnostic_stays() {
+        // Events whose zstd frame is complete but whose last record is cut:
+        // the tap derives nothing, verify reports the framing error.
+        let bin = std::fs::read(fixture("remote-build", "bep.bin")).unwrap();
+        let cut = zstd::bulk::compress(&bin[..bin.len() - 3], 3).unwrap();
+        let mut sink = EventSink::default();
+        let mut d = zstd::stream::write::Decoder::new(&mut sink).unwrap();
+        d.write_all(&cut).unwrap();
+        d.flush().unwrap();
+        drop(d);
+        assert!(!sink.failed && !sink.pending.is_empty());
+        // And a complete stream leaves nothing pending.
+        let whole = zstd::bulk::compress(&bin, 3).unwrap();
+        let mut sink = EventSink::default();
+        let mut d = zstd::stream::write::Decoder::new(&mut sink).unwrap();
+        for chunk in whole.chunks(1000) {
+            d.write_all(chunk).unwrap();
+        }
+        d.flush().unwrap();
+        drop(d);
+        assert!(!sink.failed && sink.pending.is_empty());
+        assert_eq!(sink.builder.finish().unwrap().event_count, 81);
+    }
 }

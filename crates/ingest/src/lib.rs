@@ -21,8 +21,14 @@ use proof_stream::probe::{probe, Probe};
 use proof_stream::summary::{Summary, SummaryBuilder};
 use thiserror::Error;
 
-/// Records per group commit when importing a file.
-const FILE_BATCH: usize = 1024;
+/// A file import commits (one `append`, one fsync) once this many bytes of
+/// events have accumulated, and once at the end. Nothing of a file import is
+/// acknowledged to anyone before it finishes (a failed import is deleted
+/// again), so fewer, larger commits weaken nothing; the bound only caps the
+/// memory a batch holds.
+pub const FILE_BATCH_BYTES: usize = 32 << 20;
+/// ... or once this many events have accumulated, whichever comes first.
+pub const FILE_BATCH_EVENTS: usize = 256 * 1024;
 
 /// Why an ingest failed.
 #[derive(Debug, Error)]
@@ -128,14 +134,31 @@ pub fn conclude(store: &dyn Store, invocation_id: &str) -> Result<Finalized, Sto
         .meta
         .source;
     let (summary, stream_finished) = summarize(store, invocation_id)?;
+    Ok(conclude_summarized(
+        invocation_id,
+        source,
+        summary,
+        stream_finished,
+    ))
+}
+
+/// [`conclude`] with a summary the caller built over exactly the events it
+/// appended (the file import builds it on the way in instead of reading the
+/// journal back).
+fn conclude_summarized(
+    invocation_id: &str,
+    source: InvocationSource,
+    summary: Summary,
+    stream_finished: bool,
+) -> Finalized {
     let reason = incomplete_reason(&summary, source, stream_finished);
-    Ok(Finalized {
+    Finalized {
         invocation_id: invocation_id.to_string(),
         complete: reason.is_none(),
         reason,
         summary,
         warnings: Vec::new(),
-    })
+    }
 }
 
 /// Records an outcome from [`conclude`] in the index: the invocation is finalized.
@@ -161,7 +184,19 @@ pub fn ingest_file(
     store: &dyn Store,
     reader: impl BufRead,
     now_ms: i64,
+    progress: impl FnMut(Progress),
+) -> Result<(BepFormat, Finalized), IngestError> {
+    let limits = (FILE_BATCH_BYTES, FILE_BATCH_EVENTS);
+    ingest_file_batched(store, reader, now_ms, progress, limits)
+}
+
+/// [`ingest_file`] with the batch limits (bytes, events) as parameters.
+fn ingest_file_batched(
+    store: &dyn Store,
+    reader: impl BufRead,
+    now_ms: i64,
     mut progress: impl FnMut(Progress),
+    (max_bytes, max_events): (usize, usize),
 ) -> Result<(BepFormat, Finalized), IngestError> {
     let mut events = BepFileReader::open(reader)?;
     let format = events.format();
@@ -182,31 +217,39 @@ pub fn ingest_file(
         return Err(IngestError::AlreadyStored(invocation_id));
     }
     store.open_invocation(&meta)?;
+    // The summary is built over the very bytes appended, in order: the same
+    // summary `finalize` would derive by reading the journal back.
+    let mut summary = SummaryBuilder::new();
     let result = (|| {
         let mut seq = 0u64;
         let mut bytes = 0u64;
-        let mut batch = Vec::with_capacity(FILE_BATCH);
-        let mut probes = Vec::with_capacity(FILE_BATCH);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut flags = AppendFlags::default();
         let mut pending = Some(Ok(first));
         loop {
             let next = pending.take().or_else(|| events.next());
             let done = next.is_none();
             if let Some(ev) = next {
                 let ev = ev?;
-                probes
-                    .push(probe(&ev).map_err(|source| IngestError::NotBep { index: seq, source })?);
+                let p = probe(&ev).map_err(|source| IngestError::NotBep { index: seq, source })?;
+                flags.saw_build_finished |= p.build_finished;
+                flags.saw_last_message |= p.last_message;
+                summary.push(&ev);
                 seq += 1;
                 bytes += ev.len() as u64;
+                batch_bytes += ev.len();
                 batch.push(JournalRecord {
                     seq,
                     kind: RecordKind::BepEvent,
                     payload: Bytes::from(ev),
                 });
             }
-            if batch.len() >= FILE_BATCH || (done && !batch.is_empty()) {
-                store.append(&invocation_id, &batch, batch_flags(&probes, false))?;
+            if batch_bytes >= max_bytes || batch.len() >= max_events || (done && !batch.is_empty())
+            {
+                store.append(&invocation_id, &batch, std::mem::take(&mut flags))?;
                 batch.clear();
-                probes.clear();
+                batch_bytes = 0;
                 progress(Progress { events: seq, bytes });
             }
             if done {
@@ -219,7 +262,13 @@ pub fn ingest_file(
         let _ = store.delete(&invocation_id);
         return Err(e);
     }
-    let mut fin = finalize(store, &invocation_id)?;
+    let mut fin = conclude_summarized(
+        &invocation_id,
+        InvocationSource::File,
+        summary.finish(),
+        false,
+    );
+    record_outcome(store, &fin)?;
     fin.warnings = events.take_warnings();
     Ok((format, fin))
 }
@@ -276,6 +325,44 @@ mod tests {
             stored, bin,
             "the journal holds the file's events byte for byte"
         );
+    }
+
+    #[test]
+    fn small_batches_and_one_batch_store_the_same_journal_and_summary() {
+        for name in ["bep.bin", "bep.json"] {
+            let path = format!("{FIX}/remote-test/{name}");
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (sa, sb) = (
+                FsStore::open(a.path()).unwrap(),
+                FsStore::open(b.path()).unwrap(),
+            );
+            let open = || std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+            let mut batches = Vec::new();
+            let (_, small) =
+                ingest_file_batched(&sa, open(), 1, |p| batches.push(p.events), (4096, 7)).unwrap();
+            let (_, one) = ingest_file(&sb, open(), 1, |_| {}).unwrap();
+            assert!(batches.len() > 5, "{name}: {batches:?}");
+            // The summary built on the way in is the one the journal gives.
+            let (from_journal, finished) = summarize(&sa, &small.invocation_id).unwrap();
+            assert!(!finished);
+            assert_eq!(small.summary, from_journal, "{name}");
+            assert_eq!(small.summary, one.summary, "{name}");
+            assert!(small.complete && one.complete, "{name}");
+            let payloads = |s: &FsStore| -> Vec<(u64, Bytes)> {
+                s.read(&one.invocation_id)
+                    .unwrap()
+                    .map(|r| r.map(|r| (r.seq, r.payload)).unwrap())
+                    .collect()
+            };
+            assert_eq!(payloads(&sa), payloads(&sb), "{name}");
+            let (ra, rb) = (
+                sa.get(&one.invocation_id).unwrap().unwrap(),
+                sb.get(&one.invocation_id).unwrap().unwrap(),
+            );
+            assert_eq!(ra.state.event_count, rb.state.event_count);
+            assert!(ra.state.saw_build_finished && ra.state.saw_last_message);
+            assert!(rb.state.saw_build_finished && rb.state.saw_last_message);
+        }
     }
 
     #[test]

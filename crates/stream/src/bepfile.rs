@@ -82,7 +82,7 @@ pub fn detect(prefix: &[u8]) -> Option<BepFormat> {
     }
 }
 
-fn bep_descriptor() -> &'static MessageDescriptor {
+pub(crate) fn bep_descriptor() -> &'static MessageDescriptor {
     static DESC: OnceLock<MessageDescriptor> = OnceLock::new();
     DESC.get_or_init(|| {
         let pool = DescriptorPool::decode(proof_proto::FILE_DESCRIPTOR_SET)
@@ -95,7 +95,20 @@ fn bep_descriptor() -> &'static MessageDescriptor {
 /// Converts one proto3-JSON BEP event to its binary form, with a warning for
 /// every declared field that did not fit and was left out. Fails only when
 /// the line is not a JSON object with an `"id"` object.
+///
+/// What Bazel ordinarily writes goes through the fast path (`jsonfast`, no
+/// JSON tree, no dynamic message, never a warning); everything else, and
+/// every error, through the general one ([`json_event_to_binary_general`]).
 pub fn json_event_to_binary(json: &[u8]) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
+    match crate::jsonfast::convert(json) {
+        Ok(bin) => Ok((bin, Vec::new())),
+        Err(crate::jsonfast::GiveUp) => json_event_to_binary_general(json),
+    }
+}
+
+/// The general conversion of one proto3-JSON BEP event: a JSON tree, then a
+/// dynamic message (tolerant: see [`crate::tolerant`]), then its encoding.
+pub fn json_event_to_binary_general(json: &[u8]) -> Result<(Vec<u8>, Vec<FieldWarning>), String> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     let obj = value.as_object().ok_or("not a JSON object")?;
@@ -118,7 +131,12 @@ pub struct BepFileReader<R> {
 
 enum Inner<R> {
     Binary(DelimitedReader<R>),
-    Json { reader: R, line: u64, done: bool },
+    Json {
+        reader: R,
+        line: u64,
+        done: bool,
+        buf: Vec<u8>,
+    },
 }
 
 impl<R: BufRead> BepFileReader<R> {
@@ -135,6 +153,7 @@ impl<R: BufRead> BepFileReader<R> {
                 reader,
                 line: 0,
                 done: false,
+                buf: Vec::new(),
             },
         };
         Self {
@@ -172,18 +191,19 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::Binary(r) => r.next().map(|r| r.map_err(BepFileError::from)),
-            Inner::Json { reader, line, done } => loop {
+            Inner::Json {
+                reader,
+                line,
+                done,
+                buf,
+            } => loop {
                 if *done {
                     return None;
                 }
                 *line += 1;
-                let mut buf = Vec::new();
+                buf.clear();
                 let max = DEFAULT_MAX_RECORD;
-                match reader
-                    .by_ref()
-                    .take(max as u64 + 1)
-                    .read_until(b'\n', &mut buf)
-                {
+                match reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf) {
                     Err(e) => {
                         *done = true;
                         return Some(Err(e.into()));
@@ -206,7 +226,7 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                     continue;
                 }
                 let line_no = *line;
-                return Some(match json_event_to_binary(&buf) {
+                return Some(match json_event_to_binary(buf) {
                     Ok((event, warnings)) => {
                         self.warning_count += warnings.len() as u64;
                         let room = MAX_KEPT_WARNINGS.saturating_sub(self.warnings.len());

@@ -9,6 +9,7 @@
 
 pub mod bepfile;
 pub mod delimited;
+mod jsonfast;
 pub mod probe;
 pub mod sequencer;
 pub mod summary;

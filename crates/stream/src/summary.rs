@@ -1,7 +1,8 @@
 //! The identity of an invocation, derived from its raw BEP events in one
 //! streaming pass: what `proof show` prints and the index keeps.
 
-use proof_proto::bep::{build_event::Payload, build_event_id::Id, BuildEvent};
+use proof_proto::bep::build_event_id::PatternExpandedId;
+use proof_proto::bep::{BuildFinished, BuildStarted};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +36,27 @@ pub struct Summary {
     /// with its varint length prefix): equals `sha256sum bep.bin` when the
     /// stream is the same.
     pub stream_sha256: String,
+}
+
+/// The fields of `build_event_stream.BuildEvent` a summary reads; the rest
+/// of an event (command lines, file sets, metrics...) is skipped undecoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryEvent {
+    #[prost(message, optional, tag = "1")]
+    id: Option<SummaryId>,
+    #[prost(bool, tag = "20")]
+    last_message: bool,
+    #[prost(message, optional, tag = "5")]
+    started: Option<BuildStarted>,
+    #[prost(message, optional, tag = "14")]
+    finished: Option<BuildFinished>,
+}
+
+/// The one `BuildEventId` variant a summary reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryId {
+    #[prost(message, optional, tag = "4")]
+    pattern: Option<PatternExpandedId>,
 }
 
 /// Builds a [`Summary`] one event at a time.
@@ -82,52 +104,52 @@ impl SummaryBuilder {
     }
 
     /// Adds one serialized event. Undecodable bytes still count and are
-    /// hashed (the journal keeps them); they just add no facts.
+    /// hashed (the journal keeps them); they just add no facts. Only the
+    /// fields a summary reads are decoded (id, last_message, BuildStarted,
+    /// BuildFinished), so an event counts for those as long as they, and the
+    /// framing of the rest, decode.
     pub fn push(&mut self, event: &[u8]) {
         let mut prefix = Vec::with_capacity(10);
         encode_varint(event.len() as u64, &mut prefix);
         self.hasher.update(&prefix);
         self.hasher.update(event);
         self.s.event_count += 1;
-        let Ok(ev) = <BuildEvent as prost::Message>::decode(event) else {
+        let Ok(ev) = <SummaryEvent as prost::Message>::decode(event) else {
             return;
         };
         if ev.last_message {
             self.s.last_message = true;
         }
-        if let Some(Id::Pattern(p)) = ev.id.as_ref().and_then(|i| i.id.as_ref()) {
+        if let Some(p) = ev.id.as_ref().and_then(|i| i.pattern.as_ref()) {
             if self.s.patterns.is_empty() {
                 self.s.patterns.clone_from(&p.pattern);
             }
         }
-        match ev.payload {
-            Some(Payload::Started(st)) => {
-                self.s.invocation_id = Some(st.uuid);
-                self.s.bazel_version = Some(st.build_tool_version).filter(|v| !v.is_empty());
-                self.s.command = Some(st.command).filter(|v| !v.is_empty());
-                self.s.started_at = st
-                    .start_time
-                    .and_then(|t| rfc3339(t.seconds, t.nanos))
-                    .or_else(|| from_millis(st.start_time_millis));
-            }
-            Some(Payload::Finished(f)) => {
-                self.s.build_finished = true;
-                let code = f.exit_code.unwrap_or_default();
-                let name = if code.name.is_empty() && code.code == 0 {
-                    "SUCCESS".into()
-                } else {
-                    code.name
-                };
-                self.s.exit_code = Some(ExitCode {
-                    name,
-                    code: code.code,
-                });
-                self.s.finished_at = f
-                    .finish_time
-                    .and_then(|t| rfc3339(t.seconds, t.nanos))
-                    .or_else(|| from_millis(f.finish_time_millis));
-            }
-            _ => {}
+        if let Some(st) = ev.started {
+            self.s.invocation_id = Some(st.uuid);
+            self.s.bazel_version = Some(st.build_tool_version).filter(|v| !v.is_empty());
+            self.s.command = Some(st.command).filter(|v| !v.is_empty());
+            self.s.started_at = st
+                .start_time
+                .and_then(|t| rfc3339(t.seconds, t.nanos))
+                .or_else(|| from_millis(st.start_time_millis));
+        }
+        if let Some(f) = ev.finished {
+            self.s.build_finished = true;
+            let code = f.exit_code.unwrap_or_default();
+            let name = if code.name.is_empty() && code.code == 0 {
+                "SUCCESS".into()
+            } else {
+                code.name
+            };
+            self.s.exit_code = Some(ExitCode {
+                name,
+                code: code.code,
+            });
+            self.s.finished_at = f
+                .finish_time
+                .and_then(|t| rfc3339(t.seconds, t.nanos))
+                .or_else(|| from_millis(f.finish_time_millis));
         }
     }
 
