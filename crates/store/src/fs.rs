@@ -192,11 +192,25 @@ impl<V: Vfs> FsStore<V> {
     /// power cuts; see [`crate::vfs`]).
     pub fn open_with(dir: &Path, vfs: V) -> Result<Self, StoreError> {
         let journals = dir.join("journals");
+        let created = !dir.is_dir();
         vfs.create_dir_all(&journals)
             .map_err(StoreError::io(format!(
                 "creating store directory {}",
                 journals.display()
             )))?;
+        // Make `journals/` (and a store directory created just now) survive a power cut:
+        // the journal creation fsyncs only `journals/` and the shard, not the entries above.
+        let mut synced = vec![dir.to_path_buf()];
+        if created {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            synced.push(parent.unwrap_or(Path::new(".")).to_path_buf());
+        }
+        for d in synced {
+            vfs.sync_dir(&d).map_err(StoreError::io(format!(
+                "fsync of directory {}",
+                d.display()
+            )))?;
+        }
         let lock = lock_writer(dir)?;
         let conn = index::open(&dir.join("index.sqlite"))?;
         let mut store = FsStore {
