@@ -474,6 +474,7 @@ struct Inv {
 struct Stats {
     cuts: u64,
     cuts_inside_an_operation: u64,
+    cuts_during_recovery: u64,
     index_dropped: u64,
     acked_events: u64,
     torn_tails_cut: u64,
@@ -591,6 +592,19 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
     let mut generation = 0u64;
     let mut index_kept = true;
     for cut in 0..=cuts {
+        // Now and then the power goes out again during recovery itself.
+        if cut > 0 && rng.below(4) == 0 {
+            fs.set_budget(Some(rng.below(6)));
+            match FsStore::open_with(&dir, fs.clone()) {
+                Ok(store) => drop(store),
+                Err(e) if fs.is_off() => {
+                    stats.cuts_during_recovery += 1;
+                    let _ = e;
+                }
+                Err(e) => return Err(format!("cut {cut}: recovery failed with the power on: {e}")),
+            }
+            fs.cut_and_boot(&mut rng);
+        }
         fs.set_budget(None);
         let store = FsStore::open_with(&dir, fs.clone())
             .map_err(|e| format!("cut {cut}: open after the power cut failed: {e}"))?;
@@ -706,6 +720,7 @@ fn power_cuts_keep_every_acked_event() {
         "seed {seed}: {stats:?}"
     );
     assert!(stats.torn_tails_cut > 0, "seed {seed}: {stats:?}");
+    assert!(stats.cuts_during_recovery > 0, "seed {seed}: {stats:?}");
     assert!(stats.index_dropped > 0, "seed {seed}: {stats:?}");
 }
 
