@@ -189,6 +189,9 @@ impl Disk {
                     }
                 }
             }
+            // Sorted, so a seed replays the same cut.
+            let mut durable: Vec<_> = durable.into_iter().collect();
+            durable.sort();
             for (name, ino) in durable {
                 let path = dir.join(&name);
                 let inode = &self.inodes[&ino];
@@ -468,6 +471,8 @@ struct Inv {
     acked: u64,
     /// `mark_complete` returned `Ok`.
     finalized: bool,
+    /// Finalized once (a lost index forgets it; the stream is not finalized again).
+    done: bool,
 }
 
 #[derive(Debug, Default)]
@@ -622,8 +627,10 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
         if cut == cuts {
             break;
         }
-        invs.retain(|i| !i.finalized);
-        while invs.len() < 3 {
+        // Finalized invocations stay in `invs`: every later cut re-checks them too.
+        let mut active: Vec<usize> = (0..invs.len()).filter(|&i| !invs[i].done).collect();
+        while active.len() < 3 {
+            active.push(invs.len());
             generation += 1;
             invs.push(Inv {
                 id: format!("pc-{generation}"),
@@ -631,6 +638,7 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
                 created: false,
                 acked: 0,
                 finalized: false,
+                done: false,
             });
             stats.invocations += 1;
         }
@@ -638,7 +646,7 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
         // round's work if that comes first.
         fs.set_budget(Some(rng.below(24)));
         'round: for _ in 0..rng.below(16) + 1 {
-            let k = rng.below(invs.len() as u64) as usize;
+            let k = active[rng.below(active.len() as u64) as usize];
             let inv = &mut invs[k];
             let events = &streams[inv.stream].1;
             let r: Result<(), StoreError> = if !inv.created {
@@ -664,7 +672,10 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
             } else {
                 store
                     .mark_complete(&inv.id, true, None, &serde_json::json!({}))
-                    .map(|()| inv.finalized = true)
+                    .map(|()| {
+                        inv.finalized = true;
+                        inv.done = true;
+                    })
             };
             if let Err(e) = r {
                 if fs.is_off() {
