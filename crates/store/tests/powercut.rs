@@ -473,6 +473,10 @@ struct Inv {
     finalized: bool,
     /// Finalized once (a lost index forgets it; the stream is not finalized again).
     done: bool,
+    /// `delete` was called (it may have been cut short).
+    deleting: bool,
+    /// `delete` returned `Ok`: the invocation must never come back.
+    deleted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -485,6 +489,7 @@ struct Stats {
     torn_tails_cut: u64,
     rebuilt_rows: u64,
     invocations: u64,
+    deletes: u64,
     file_syncs: u64,
     dir_syncs: u64,
 }
@@ -516,7 +521,18 @@ fn verify(
         let state = store
             .state(&inv.id)
             .map_err(|e| format!("{}: state failed: {e}", inv.id))?;
+        if inv.deleted {
+            if state.is_some() {
+                return Err(format!("{}: deleted invocation came back", inv.id));
+            }
+            continue;
+        }
         let Some(state) = state else {
+            if inv.deleting {
+                // The deletion was cut short but its removal of the journal was durable.
+                inv.deleted = true;
+                continue;
+            }
             if inv.created {
                 return Err(format!(
                     "{}: invocation lost (open_invocation had returned Ok, {} events acked)",
@@ -639,17 +655,37 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
                 acked: 0,
                 finalized: false,
                 done: false,
+                deleting: false,
+                deleted: false,
             });
             stats.invocations += 1;
         }
         // The power goes out after a random number of file operations, or after the
         // round's work if that comes first.
         fs.set_budget(Some(rng.below(24)));
+        let deletable: Vec<usize> = (0..invs.len())
+            .filter(|&i| invs[i].done && !invs[i].deleting)
+            .collect();
         'round: for _ in 0..rng.below(16) + 1 {
-            let k = active[rng.below(active.len() as u64) as usize];
+            // Now and then a finalized invocation is deleted (denied/aborted streams are).
+            let delete = !deletable.is_empty() && rng.below(6) == 0;
+            let k = if delete {
+                deletable[rng.below(deletable.len() as u64) as usize]
+            } else {
+                active[rng.below(active.len() as u64) as usize]
+            };
             let inv = &mut invs[k];
             let events = &streams[inv.stream].1;
-            let r: Result<(), StoreError> = if !inv.created {
+            let r: Result<(), StoreError> = if delete {
+                if inv.deleting {
+                    continue;
+                }
+                inv.deleting = true;
+                store.delete(&inv.id).map(|()| {
+                    inv.deleted = true;
+                    stats.deletes += 1;
+                })
+            } else if !inv.created {
                 store
                     .open_invocation(&meta(&inv.id))
                     .map(|_| inv.created = true)
@@ -732,6 +768,7 @@ fn power_cuts_keep_every_acked_event() {
     );
     assert!(stats.torn_tails_cut > 0, "seed {seed}: {stats:?}");
     assert!(stats.cuts_during_recovery > 0, "seed {seed}: {stats:?}");
+    assert!(stats.deletes > 0, "seed {seed}: {stats:?}");
     assert!(stats.index_dropped > 0, "seed {seed}: {stats:?}");
 }
 
