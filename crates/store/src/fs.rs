@@ -16,6 +16,7 @@ use crate::types::{
     validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
     InvocationState, JournalRecord, LifecycleEvent, ListFilter,
 };
+use crate::vfs::{RealFs, Vfs, VfsFile};
 use crate::{RecordIter, Store};
 
 /// A torn or corrupt journal tail found and cut by recovery.
@@ -70,31 +71,46 @@ impl RecoveryReport {
 }
 
 /// An invocation with an open journal, cached while it is being appended to.
-struct Live {
-    file: File,
+struct Live<F> {
+    file: F,
     state: InvocationState,
     /// The index row lags behind `state` (an index write failed); retried on the next call.
     index_dirty: bool,
     poisoned: Option<String>,
 }
 
-#[derive(Default)]
-struct Slot {
+struct Slot<F> {
     /// Removed from the map: whoever locked it must look it up again.
     evicted: bool,
-    live: Option<Live>,
+    live: Option<Live<F>>,
 }
+
+impl<F> Default for Slot<F> {
+    fn default() -> Self {
+        Slot {
+            evicted: false,
+            live: None,
+        }
+    }
+}
+
+/// Live invocations by id, each behind its own lock.
+type Slots<F> = HashMap<String, Arc<Mutex<Slot<F>>>>;
 
 /// The embedded store. See the crate docs and `docs/store.md`.
 ///
 /// [`FsStore::open`] opens it for writing: one writer per directory, held by a lock file.
 /// [`FsStore::open_read_only`] opens a reader beside that writer: the read half of [`Store`]
 /// works, every write fails with [`StoreError::ReadOnly`].
-pub struct FsStore {
+///
+/// Journal files and directories are written through a [`Vfs`]: [`RealFs`] (`std::fs`) unless
+/// a test opens the store with [`FsStore::open_with`].
+pub struct FsStore<V: Vfs = RealFs> {
+    vfs: V,
     dir: PathBuf,
     journals: PathBuf,
     db: Mutex<Connection>,
-    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    slots: Mutex<Slots<V::File>>,
     /// Invocations whose one-time work runs now ([`Store::exclusive`]); one process owns
     /// the directory, so an in-process set is exclusive across processes too.
     exclusive: Mutex<std::collections::HashSet<String>>,
@@ -103,7 +119,7 @@ pub struct FsStore {
     writer_lock: Option<File>,
 }
 
-impl std::fmt::Debug for FsStore {
+impl<V: Vfs> std::fmt::Debug for FsStore<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FsStore")
             .field("dir", &self.dir)
@@ -124,15 +140,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(format!(
-            "fsync of directory {}",
-            dir.display()
-        )))
-}
-
 impl FsStore {
     /// Opens (creating if needed) a store in `dir` and recovers it: finishes interrupted
     /// deletions, cuts torn journal tails, and rebuilds index state from the journals.
@@ -142,24 +149,7 @@ impl FsStore {
     /// (in any process) fails with [`StoreError::Locked`] while the first is alive. Readers
     /// ([`FsStore::open_read_only`]) are not affected.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let journals = dir.join("journals");
-        fs::create_dir_all(&journals).map_err(StoreError::io(format!(
-            "creating store directory {}",
-            journals.display()
-        )))?;
-        let lock = lock_writer(dir)?;
-        let conn = index::open(&dir.join("index.sqlite"))?;
-        let mut store = FsStore {
-            dir: dir.to_path_buf(),
-            journals,
-            db: Mutex::new(conn),
-            slots: Mutex::new(HashMap::new()),
-            exclusive: Mutex::new(std::collections::HashSet::new()),
-            report: RecoveryReport::default(),
-            writer_lock: Some(lock),
-        };
-        store.report = store.recover()?;
-        Ok(store)
+        FsStore::open_with(dir, RealFs)
     }
 
     /// Opens an existing store for reading, beside the process that may be writing it
@@ -192,12 +182,61 @@ impl FsStore {
             exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
             writer_lock: None,
+            vfs: RealFs,
         })
+    }
+}
+
+impl<V: Vfs> FsStore<V> {
+    /// [`FsStore::open`] with journal files written through `vfs` (tests use it to simulate
+    /// power cuts; see [`crate::vfs`]).
+    pub fn open_with(dir: &Path, vfs: V) -> Result<Self, StoreError> {
+        let journals = dir.join("journals");
+        let created = !dir.is_dir();
+        vfs.create_dir_all(&journals)
+            .map_err(StoreError::io(format!(
+                "creating store directory {}",
+                journals.display()
+            )))?;
+        // Make `journals/` (and a store directory created just now) survive a power cut:
+        // the journal creation fsyncs only `journals/` and the shard, not the entries above.
+        let mut synced = vec![dir.to_path_buf()];
+        if created {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            synced.push(parent.unwrap_or(Path::new(".")).to_path_buf());
+        }
+        for d in synced {
+            vfs.sync_dir(&d).map_err(StoreError::io(format!(
+                "fsync of directory {}",
+                d.display()
+            )))?;
+        }
+        let lock = lock_writer(dir)?;
+        let conn = index::open(&dir.join("index.sqlite"))?;
+        let mut store = FsStore {
+            dir: dir.to_path_buf(),
+            journals,
+            db: Mutex::new(conn),
+            slots: Mutex::new(HashMap::new()),
+            exclusive: Mutex::new(std::collections::HashSet::new()),
+            report: RecoveryReport::default(),
+            writer_lock: Some(lock),
+            vfs,
+        };
+        store.report = store.recover()?;
+        Ok(store)
     }
 
     /// True if opened with [`FsStore::open_read_only`].
     pub fn is_read_only(&self) -> bool {
         self.writer_lock.is_none()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        self.vfs.sync_dir(dir).map_err(StoreError::io(format!(
+            "fsync of directory {}",
+            dir.display()
+        )))
     }
 
     fn writable(&self) -> Result<(), StoreError> {
@@ -241,8 +280,8 @@ impl FsStore {
             if deleted || validate_invocation_id(&id).is_err() {
                 let path = self.journal_path(&id);
                 if validate_invocation_id(&id).is_ok() {
-                    match fs::remove_file(&path) {
-                        Ok(()) => sync_dir(&self.shard_dir(&id))?,
+                    match self.vfs.remove_file(&path) {
+                        Ok(()) => self.sync_dir(&self.shard_dir(&id))?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => {
                             rep.errors.push((path, format!("finishing deletion: {e}")));
@@ -276,7 +315,7 @@ impl FsStore {
                 let path = ent.path();
                 let name = ent.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".journal.tmp") {
-                    fs::remove_file(&path).map_err(StoreError::io(format!(
+                    self.vfs.remove_file(&path).map_err(StoreError::io(format!(
                         "removing temporary file {}",
                         path.display()
                     )))?;
@@ -342,16 +381,14 @@ impl FsStore {
         rep: &mut RecoveryReport,
     ) -> Result<InvocationState, StoreError> {
         let path = self.journal_path(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let mut file = self
+            .vfs
+            .open_read_write(&path)
             .map_err(StoreError::io(format!("opening {}", path.display())))?;
         let file_len = file
-            .metadata()
-            .map_err(StoreError::io(format!("stat of {}", path.display())))?
-            .len();
-        let scan = journal::scan_reader(BufReader::with_capacity(1 << 20, &file), file_len)
+            .file_len()
+            .map_err(StoreError::io(format!("stat of {}", path.display())))?;
+        let scan = journal::scan_reader(BufReader::with_capacity(1 << 20, &mut file), file_len)
             .map_err(StoreError::io(format!("reading {}", path.display())))?;
         let Some(meta) = scan.meta.clone() else {
             let e = scan.error.unwrap_or_else(|| journal::DecodeError {
@@ -372,7 +409,7 @@ impl FsStore {
             });
         }
         if let Some(err) = &scan.error {
-            let quarantined_to = self.quarantine(id, &file, scan.good_len, file_len);
+            let quarantined_to = self.quarantine(id, &mut file, scan.good_len, file_len);
             file.set_len(scan.good_len)
                 .and_then(|_| file.sync_all())
                 .map_err(StoreError::io(format!(
@@ -411,7 +448,8 @@ impl FsStore {
     }
 
     /// Copies the bytes about to be cut into `DIR/quarantine/` (best effort).
-    fn quarantine(&self, id: &str, mut file: &File, from: u64, to: u64) -> Option<PathBuf> {
+    /// Quarantine copies are diagnostics, not data: they go to `std::fs` directly.
+    fn quarantine(&self, id: &str, file: &mut V::File, from: u64, to: u64) -> Option<PathBuf> {
         use std::io::{Seek, SeekFrom};
         let qdir = self.quarantine_dir();
         let dest = qdir.join(format!("{id}.{from}.{}.tail", now_ms()));
@@ -430,7 +468,7 @@ impl FsStore {
     fn with_slot<T>(
         &self,
         id: &str,
-        f: impl FnOnce(&mut Slot) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Slot<V::File>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         loop {
             let arc = lock(&self.slots).entry(id.to_string()).or_default().clone();
@@ -451,7 +489,7 @@ impl FsStore {
     }
 
     /// Opens the journal of an existing, unfinalized invocation for appending.
-    fn load_live(&self, id: &str) -> Result<Live, StoreError> {
+    fn load_live(&self, id: &str) -> Result<Live<V::File>, StoreError> {
         let row = index::get(&lock(&self.db), id)?;
         let Some(row) = row.filter(|r| !r.deleted) else {
             return Err(StoreError::NotFound(id.to_string()));
@@ -460,17 +498,13 @@ impl FsStore {
             return Err(StoreError::AlreadyFinalized(id.to_string()));
         }
         let path = self.journal_path(id);
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(StoreError::io(format!(
-                "opening journal {} for appending",
-                path.display()
-            )))?;
+        let file = self.vfs.open_append(&path).map_err(StoreError::io(format!(
+            "opening journal {} for appending",
+            path.display()
+        )))?;
         let len = file
-            .metadata()
-            .map_err(StoreError::io(format!("stat of {}", path.display())))?
-            .len();
+            .file_len()
+            .map_err(StoreError::io(format!("stat of {}", path.display())))?;
         let state = if len != row.state.journal_bytes {
             // Only possible if a write failed after open; re-run recovery for this journal.
             let mut rep = RecoveryReport::default();
@@ -491,29 +525,33 @@ impl FsStore {
     fn create_journal(&self, meta: &InvocationMeta) -> Result<u64, StoreError> {
         let id = &meta.invocation_id;
         let shard = self.shard_dir(id);
-        fs::create_dir_all(&shard).map_err(StoreError::io(format!(
-            "creating journal directory {}",
-            shard.display()
-        )))?;
+        self.vfs
+            .create_dir_all(&shard)
+            .map_err(StoreError::io(format!(
+                "creating journal directory {}",
+                shard.display()
+            )))?;
         let path = self.journal_path(id);
         let tmp = shard.join(format!("{id}.journal.tmp"));
         let header = journal::encode_header(meta);
         let ctx = format!("creating journal {}", tmp.display());
-        let mut f = File::create(&tmp).map_err(StoreError::io(ctx.clone()))?;
+        let mut f = self.vfs.create(&tmp).map_err(StoreError::io(ctx.clone()))?;
         f.write_all(&header)
             .and_then(|_| f.sync_all())
             .map_err(StoreError::io(ctx))?;
-        fs::rename(&tmp, &path).map_err(StoreError::io(format!(
-            "renaming {} to {}",
-            tmp.display(),
-            path.display()
-        )))?;
-        sync_dir(&shard)?;
-        sync_dir(&self.journals)?;
+        self.vfs
+            .rename(&tmp, &path)
+            .map_err(StoreError::io(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                path.display()
+            )))?;
+        self.sync_dir(&shard)?;
+        self.sync_dir(&self.journals)?;
         Ok(header.len() as u64)
     }
 
-    fn flush_dirty(&self, id: &str, live: &mut Live) {
+    fn flush_dirty(&self, id: &str, live: &mut Live<V::File>) {
         if live.index_dirty {
             match index::update_state(&lock(&self.db), id, &live.state) {
                 Ok(()) => live.index_dirty = false,
@@ -525,7 +563,7 @@ impl FsStore {
     }
 }
 
-impl Store for FsStore {
+impl<V: Vfs> Store for FsStore<V> {
     fn open_invocation(&self, meta: &InvocationMeta) -> Result<InvocationState, StoreError> {
         self.writable()?;
         let id = meta.invocation_id.as_str();
@@ -790,8 +828,8 @@ impl Store for FsStore {
             // Tombstone first so a crash in between is finished by recovery, not undone.
             index::with_full_sync(&db, |c| index::set_deleted(c, id))?;
             let path = self.journal_path(id);
-            match fs::remove_file(&path) {
-                Ok(()) => sync_dir(&self.shard_dir(id))?,
+            match self.vfs.remove_file(&path) {
+                Ok(()) => self.sync_dir(&self.shard_dir(id))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(StoreError::Io {
@@ -813,8 +851,8 @@ impl Store for FsStore {
         if !lock(&self.exclusive).insert(invocation_id.to_string()) {
             return Ok(false);
         }
-        struct Held<'a>(&'a FsStore, &'a str);
-        impl Drop for Held<'_> {
+        struct Held<'a, V: Vfs>(&'a FsStore<V>, &'a str);
+        impl<V: Vfs> Drop for Held<'_, V> {
             fn drop(&mut self) {
                 lock(&self.0.exclusive).remove(self.1);
             }
@@ -839,7 +877,7 @@ impl Store for FsStore {
     }
 }
 
-impl FsStore {
+impl<V: Vfs> FsStore<V> {
     /// Number of invocations with a cached open journal (for metrics and tests).
     pub fn open_journals(&self) -> usize {
         lock(&self.slots).len()

@@ -11,6 +11,7 @@ mod fs;
 mod index;
 pub mod journal;
 mod types;
+pub mod vfs;
 
 pub use error::StoreError;
 pub use fs::{FsStore, RecoveryReport, TornTail};
@@ -19,6 +20,7 @@ pub use types::{
     InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor, ListFilter,
     RecordKind, MAX_INVOCATION_ID_LEN,
 };
+pub use vfs::{RealFs, Vfs, VfsFile};
 
 /// The largest event (record payload) any store must accept: the one
 /// event-size limit of rbe-proof. The gRPC server's message limit is derived
