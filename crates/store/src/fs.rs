@@ -738,6 +738,7 @@ impl Store for FsStore {
         &self,
         build_id: &str,
         invocation_id: Option<&str>,
+        tenant: Option<&str>,
         event: LifecycleEvent,
     ) -> Result<(), StoreError> {
         self.writable()?;
@@ -747,7 +748,15 @@ impl Store for FsStore {
         }
         let db = lock(&self.db);
         index::with_full_sync(&db, |c| {
-            index::insert_lifecycle(c, build_id, invocation_id, &event, now_ms())
+            index::insert_lifecycle(
+                c,
+                build_id,
+                invocation_id,
+                tenant,
+                &event,
+                now_ms(),
+                crate::MAX_PENDING_LIFECYCLE_ROWS,
+            )
         })
     }
 
