@@ -1244,14 +1244,10 @@ impl PublishBuildEvent for BesService {
         // The rows belong to the tenant that wrote them (see `Store::record_lifecycle`).
         let tenant = match principal {
             Some(p) => p,
-            None => self
-                .inner
-                .admission
-                .authenticate(&metadata)
-                .map_err(|r| {
-                    self.inner.metrics.denied(r.reason);
-                    r.status
-                })?,
+            None => self.inner.admission.authenticate(&metadata).map_err(|r| {
+                self.inner.metrics.denied(r.reason);
+                r.status
+            })?,
         };
         self.inner
             .blocking(move |s| {

@@ -94,8 +94,8 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
-    description: "invocations, journal frames, lifecycle events",
-    sql: r#"
+        description: "invocations, journal frames, lifecycle events",
+        sql: r#"
 CREATE TABLE invocations (
     invocation_id       text COLLATE "C" PRIMARY KEY,
     build_id            text,
@@ -995,7 +995,7 @@ impl Store for PgStore {
             "DELETE FROM lifecycle WHERE invocation_id = $1 AND invocation_id <> ''",
             &[&id],
         )
-            .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
+        .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
         tx.commit()
             .map_err(db(format!("committing the deletion of {id:?}")))
     }

@@ -269,7 +269,10 @@ fn lifecycle_rows_of_version_1_are_migrated() {
         .get(0);
     assert_eq!(n, 1, "one row per invocation and kind");
     let pending: Vec<(String, String)> = c
-        .query("SELECT invocation_id, tenant FROM lifecycle WHERE pending", &[])
+        .query(
+            "SELECT invocation_id, tenant FROM lifecycle WHERE pending",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))

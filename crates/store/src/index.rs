@@ -113,14 +113,17 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
         .unchecked_transaction()
         .map_err(StoreError::index("starting the index schema update"))?;
     if version == 1 {
-        tx.execute_batch(MIGRATE_1_TO_2)
-            .map_err(StoreError::index("migrating the index schema from version 1"))?;
+        tx.execute_batch(MIGRATE_1_TO_2).map_err(StoreError::index(
+            "migrating the index schema from version 1",
+        ))?;
     }
     tx.execute_batch(SCHEMA)
         .map_err(StoreError::index("creating the index schema"))?;
     if version == 1 {
         tx.execute_batch(MIGRATE_1_TO_2_COPY)
-            .map_err(StoreError::index("migrating the lifecycle rows of version 1"))?;
+            .map_err(StoreError::index(
+                "migrating the lifecycle rows of version 1",
+            ))?;
     }
     tx.commit()
         .map_err(StoreError::index("committing the index schema"))?;
@@ -334,9 +337,16 @@ pub(crate) fn insert_lifecycle(
         LifecycleEvent::InvocationAttemptFinished { status, at_ms }
         | LifecycleEvent::BuildFinished { status, at_ms } => (None, Some(status.as_str()), *at_ms),
     };
-    let ctx = || format!("recording lifecycle event {} of build {build_id:?}", ev.kind());
+    let ctx = || {
+        format!(
+            "recording lifecycle event {} of build {build_id:?}",
+            ev.kind()
+        )
+    };
     let writer = tenant.unwrap_or("");
-    let tx = conn.unchecked_transaction().map_err(StoreError::index(ctx()))?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(StoreError::index(ctx()))?;
     let pending = match invocation_id {
         Some(id) => {
             let owner: Option<Option<String>> = tx
@@ -442,14 +452,17 @@ pub(crate) fn lifecycle_info(
         )
         .map_err(StoreError::index("reading lifecycle"))?;
     let rows = st
-        .query_map(params![invocation_id, build_id, tenant.unwrap_or("")], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
+        .query_map(
+            params![invocation_id, build_id, tenant.unwrap_or("")],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
         .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(StoreError::index("reading lifecycle"))?;
     let mut info = LifecycleInfo::default();

@@ -403,7 +403,12 @@ fn a_version_1_index_is_migrated_by_the_writer() {
     // Migrated once: readers open it now.
     let reader = FsStore::open_read_only(dir.path()).unwrap();
     assert_eq!(
-        reader.get("m").unwrap().unwrap().lifecycle.attempt_started_at_ms,
+        reader
+            .get("m")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
         Some(7)
     );
 }

@@ -418,7 +418,12 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         Default::default()
     );
     assert!(store
-        .record_lifecycle("", None, None, LifecycleEvent::BuildEnqueued { at_ms: None })
+        .record_lifecycle(
+            "",
+            None,
+            None,
+            LifecycleEvent::BuildEnqueued { at_ms: None }
+        )
         .is_err());
 }
 
@@ -459,7 +464,12 @@ pub fn lifecycle_is_owner_checked_and_tenant_scoped(b: &dyn Backend) {
         .record_lifecycle("build-own", Some("own"), Some("a"), started(2))
         .unwrap();
     assert_eq!(
-        store.get("own").unwrap().unwrap().lifecycle.attempt_started_at_ms,
+        store
+            .get("own")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
         Some(2)
     );
 
@@ -514,7 +524,12 @@ pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
     }
     store.open_invocation(&meta_of("one", "a")).unwrap();
     assert_eq!(
-        store.get("one").unwrap().unwrap().lifecycle.attempt_started_at_ms,
+        store
+            .get("one")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
         Some(100)
     );
 
@@ -528,7 +543,12 @@ pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
         .record_lifecycle("build-late", Some("late"), Some("a"), started(2))
         .unwrap();
     store
-        .record_lifecycle("build-late", None, Some("a"), LifecycleEvent::BuildEnqueued { at_ms: Some(3) })
+        .record_lifecycle(
+            "build-late",
+            None,
+            Some("a"),
+            LifecycleEvent::BuildEnqueued { at_ms: Some(3) },
+        )
         .unwrap();
     store
         .record_lifecycle("build-theirs", Some("theirs"), Some("b"), started(4))
@@ -537,7 +557,12 @@ pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
     // Tenant a floods with rows for invocations that never appear.
     for i in 0..cap + 10 {
         store
-            .record_lifecycle("build-flood", Some(&format!("flood-{i}")), Some("a"), started(5))
+            .record_lifecycle(
+                "build-flood",
+                Some(&format!("flood-{i}")),
+                Some("a"),
+                started(5),
+            )
             .unwrap();
     }
     let newest = format!("flood-{}", cap + 9);
@@ -553,11 +578,21 @@ pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
     assert_eq!(late.attempt_started_at_ms, Some(2), "{late:?}");
     assert_eq!(late.build_enqueued_at_ms, Some(3), "{late:?}");
     assert_eq!(
-        store.get("theirs").unwrap().unwrap().lifecycle.attempt_started_at_ms,
+        store
+            .get("theirs")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
         Some(4)
     );
     assert_eq!(
-        store.get(&newest).unwrap().unwrap().lifecycle.attempt_started_at_ms,
+        store
+            .get(&newest)
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
         Some(5)
     );
 }
