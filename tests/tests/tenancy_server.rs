@@ -905,6 +905,76 @@ async fn lifecycle_requests_need_a_token_too() {
         .unwrap();
 }
 
+fn lifecycle_req(
+    build_id: &str,
+    invocation_id: &str,
+    project_id: &str,
+    token: &str,
+    at_secs: i64,
+) -> tonic::Request<PublishLifecycleEventRequest> {
+    let mut r = tonic::Request::new(PublishLifecycleEventRequest {
+        service_level: 0,
+        build_event: Some(OrderedBuildEvent {
+            stream_id: Some(StreamId {
+                build_id: build_id.into(),
+                component: BuildComponent::Controller as i32,
+                invocation_id: invocation_id.into(),
+            }),
+            sequence_number: 1,
+            event: Some(BuildEvent {
+                event_time: Some(prost_types::Timestamp {
+                    seconds: at_secs,
+                    nanos: 0,
+                }),
+                event: Some(Event::InvocationAttemptStarted(Default::default())),
+            }),
+        }),
+        stream_timeout: None,
+        notification_keywords: vec![],
+        project_id: project_id.into(),
+        check_preceding_lifecycle_events_present: false,
+    });
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn lifecycle_rows_belong_to_their_tenant_and_another_tenants_invocation_is_refused() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
+    let events = fixture_events();
+    let id = invocation_id(&events);
+    let build = format!("build-{id}");
+    // Before the stream: tenant b writes first for a's future invocation, then a.
+    client
+        .publish_lifecycle_event(lifecycle_req(&build, &id, "b", "token-b", 100))
+        .await
+        .unwrap();
+    client
+        .publish_lifecycle_event(lifecycle_req(&build, &id, "a", "token-a", 200))
+        .await
+        .unwrap();
+    replay(events, &opts(&s.target(), &id, Some("token-a"), "a"))
+        .await
+        .unwrap();
+    let rec = s.store.get(&id).unwrap().unwrap();
+    assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
+    assert_eq!(
+        rec.lifecycle.attempt_started_at_ms,
+        Some(200_000),
+        "a's invocation shows a's lifecycle row, not b's earlier one"
+    );
+    // Now that the invocation is a's, b is refused and nothing of it is stored.
+    let st = client
+        .publish_lifecycle_event(lifecycle_req(&build, &id, "b", "token-b", 300))
+        .await
+        .unwrap_err();
+    let md = denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
+    assert_eq!(md.get("invocation_id"), Some(&id));
+    assert_eq!(s.store.get(&id).unwrap().unwrap().lifecycle, rec.lifecycle);
+}
+
 #[tokio::test]
 async fn an_unauthenticated_rpc_is_refused_from_its_head_before_any_message_is_read() {
     let s = InProc::start(&tenants_toml("")).await;

@@ -1181,6 +1181,7 @@ impl PublishBuildEvent for BesService {
         request: Request<PublishLifecycleEventRequest>,
     ) -> Result<Response<()>, Status> {
         let metadata = request.metadata().clone();
+        let principal = request.extensions().get::<Principal>().map(|p| p.0.clone());
         let req = request.into_inner();
         let project_id = req.project_id.clone();
         let obe = req
@@ -1240,10 +1241,32 @@ impl PublishBuildEvent for BesService {
             self.inner.metrics.denied(r.reason);
             return Err(r.status);
         }
+        // The rows belong to the tenant that wrote them (see `Store::record_lifecycle`).
+        let tenant = match principal {
+            Some(p) => p,
+            None => self.inner.admission.authenticate(&metadata).map_err(|r| {
+                self.inner.metrics.denied(r.reason);
+                r.status
+            })?,
+        };
         self.inner
-            .blocking(move |s| s.record_lifecycle(&sid.build_id, invocation.as_deref(), event))
+            .blocking(move |s| {
+                s.record_lifecycle(
+                    &sid.build_id,
+                    invocation.as_deref(),
+                    tenant.as_deref(),
+                    event,
+                )
+            })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| match e {
+                // The invocation was opened by another tenant since the check above.
+                StoreError::TenantMismatch { .. } => {
+                    self.inner.metrics.denied("INVOCATION_OF_OTHER_TENANT");
+                    Status::permission_denied(e.to_string())
+                }
+                e => store_status(e),
+            })?;
         Ok(Response::new(()))
     }
 

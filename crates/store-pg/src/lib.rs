@@ -28,7 +28,7 @@ use proof_store::journal::{self, JournalReader, ReadError, MAX_RECORD_PAYLOAD, T
 use proof_store::{
     validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
     InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter, RecordIter,
-    RecordKind, Store, StoreError,
+    RecordKind, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
 };
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
@@ -91,10 +91,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit a released one: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "invocations, journal frames, lifecycle events",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "invocations, journal frames, lifecycle events",
+        sql: r#"
 CREATE TABLE invocations (
     invocation_id       text COLLATE "C" PRIMARY KEY,
     build_id            text,
@@ -137,7 +138,35 @@ CREATE TABLE lifecycle (
     PRIMARY KEY (build_id, invocation_id, kind)
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "lifecycle rows owned by the tenant that wrote them, bounded",
+        sql: r#"
+ALTER TABLE lifecycle ADD COLUMN tenant text NOT NULL DEFAULT '';
+ALTER TABLE lifecycle ADD COLUMN pending boolean NOT NULL DEFAULT false;
+ALTER TABLE lifecycle ADD COLUMN id bigserial;
+UPDATE lifecycle l SET tenant = COALESCE(i.tenant, '') FROM invocations i
+    WHERE l.invocation_id <> '' AND i.invocation_id = l.invocation_id;
+UPDATE lifecycle l SET tenant = COALESCE(i.tenant, '') FROM invocations i
+    WHERE l.invocation_id = '' AND i.build_id = l.build_id;
+UPDATE lifecycle l SET pending = true WHERE NOT EXISTS (
+    SELECT 1 FROM invocations i
+    WHERE (l.invocation_id <> '' AND i.invocation_id = l.invocation_id)
+       OR (l.invocation_id = '' AND i.build_id = l.build_id));
+ALTER TABLE lifecycle DROP CONSTRAINT lifecycle_pkey;
+DELETE FROM lifecycle a USING lifecycle b
+    WHERE a.id > b.id AND a.tenant = b.tenant AND a.kind = b.kind
+    AND ((a.invocation_id <> '' AND a.invocation_id = b.invocation_id)
+      OR (a.invocation_id = '' AND b.invocation_id = '' AND a.build_id = b.build_id));
+CREATE UNIQUE INDEX lifecycle_inv ON lifecycle (invocation_id, tenant, kind)
+    WHERE invocation_id <> '';
+CREATE UNIQUE INDEX lifecycle_build ON lifecycle (build_id, tenant, kind)
+    WHERE invocation_id = '';
+CREATE INDEX lifecycle_pending ON lifecycle (tenant, id) WHERE pending;
+"#,
+    },
+];
 
 /// Advisory lock key (transaction level) that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x7262_6570_726f_6f66; // "rbeproof"
@@ -403,13 +432,15 @@ impl PgStore {
         c: &mut impl GenericClient,
         build_id: Option<&str>,
         id: &str,
+        tenant: Option<&str>,
     ) -> Result<LifecycleInfo, StoreError> {
         let rows = c
             .query(
                 "SELECT kind, attempt, status, at_ms FROM lifecycle \
-                 WHERE invocation_id = $1 OR (build_id = $2 AND invocation_id = '') \
+                 WHERE tenant = $3 AND ((invocation_id = $1 AND invocation_id <> '') \
+                 OR (build_id = $2 AND invocation_id = '')) \
                  ORDER BY invocation_id DESC",
-                &[&id, &build_id],
+                &[&id, &build_id, &tenant.unwrap_or("")],
             )
             .map_err(db(format!("reading the lifecycle of {id:?}")))?;
         let mut info = LifecycleInfo::default();
@@ -452,7 +483,12 @@ impl PgStore {
             })?),
             None => None,
         };
-        let lifecycle = Self::lifecycle(c, meta.build_id.as_deref(), &meta.invocation_id)?;
+        let lifecycle = Self::lifecycle(
+            c,
+            meta.build_id.as_deref(),
+            &meta.invocation_id,
+            meta.tenant.as_deref(),
+        )?;
         Ok(InvocationRecord {
             meta,
             state,
@@ -460,6 +496,38 @@ impl PgStore {
             lifecycle,
         })
     }
+}
+
+/// Keeps at most `cap` pending lifecycle rows of `tenant` (see
+/// [`Store::record_lifecycle`]): rows whose invocation (or build) has appeared since
+/// are no longer pending; of the rest the oldest are dropped.
+fn bound_pending(
+    c: &mut impl GenericClient,
+    tenant: &str,
+    cap: usize,
+) -> Result<(), postgres::Error> {
+    const COUNT: &str = "SELECT count(*) FROM lifecycle WHERE pending AND tenant = $1";
+    let cap = cap as i64;
+    if c.query_one(COUNT, &[&tenant])?.get::<_, i64>(0) <= cap {
+        return Ok(());
+    }
+    c.execute(
+        "UPDATE lifecycle l SET pending = false WHERE pending AND tenant = $1 AND ( \
+           (invocation_id <> '' AND EXISTS (SELECT 1 FROM invocations i \
+              WHERE i.invocation_id = l.invocation_id AND COALESCE(i.tenant, '') = $1)) \
+        OR (invocation_id = '' AND EXISTS (SELECT 1 FROM invocations i \
+              WHERE i.build_id = l.build_id AND COALESCE(i.tenant, '') = $1)))",
+        &[&tenant],
+    )?;
+    let over = c.query_one(COUNT, &[&tenant])?.get::<_, i64>(0) - cap;
+    if over > 0 {
+        c.execute(
+            "DELETE FROM lifecycle WHERE id IN (SELECT id FROM lifecycle \
+             WHERE pending AND tenant = $1 ORDER BY id LIMIT $2)",
+            &[&tenant, &over],
+        )?;
+    }
+    Ok(())
 }
 
 /// r2d2 reports failed connection attempts here (they also fail the call that waited).
@@ -776,6 +844,7 @@ impl Store for PgStore {
         &self,
         build_id: &str,
         invocation_id: Option<&str>,
+        tenant: Option<&str>,
         event: LifecycleEvent,
     ) -> Result<(), StoreError> {
         validate_build_id(build_id)?;
@@ -795,23 +864,61 @@ impl Store for PgStore {
                 ("build_finished", None, Some(status.as_str()), *at_ms)
             }
         };
+        let ctx = || format!("recording lifecycle event {kind} of build {build_id:?}");
+        let writer = tenant.unwrap_or("");
         let mut c = self.conn()?;
-        c.execute(
-            "INSERT INTO lifecycle (build_id, invocation_id, kind, attempt, status, at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            &[
-                &build_id,
-                &invocation_id.unwrap_or(""),
-                &kind,
-                &attempt,
-                &status,
-                &at.unwrap_or_else(now_ms),
-            ],
-        )
-        .map_err(db(format!(
-            "recording lifecycle event {kind} of build {build_id:?}"
-        )))?;
-        Ok(())
+        let mut tx = c.transaction().map_err(db(ctx()))?;
+        let pending = match invocation_id {
+            Some(id) => {
+                let owner = tx
+                    .query_opt(
+                        "SELECT tenant FROM invocations WHERE invocation_id = $1",
+                        &[&id],
+                    )
+                    .map_err(db(ctx()))?
+                    .map(|r| r.get::<_, Option<String>>(0));
+                match owner {
+                    Some(owner) if owner.as_deref() != tenant => {
+                        return Err(StoreError::TenantMismatch {
+                            id: id.to_string(),
+                            existing: owner,
+                            requested: tenant.map(str::to_string),
+                        })
+                    }
+                    Some(_) => false,
+                    None => true,
+                }
+            }
+            None => !tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM invocations WHERE build_id = $1 \
+                     AND COALESCE(tenant, '') = $2)",
+                    &[&build_id, &writer],
+                )
+                .map_err(db(ctx()))?
+                .get::<_, bool>(0),
+        };
+        let added = tx
+            .execute(
+                "INSERT INTO lifecycle \
+                 (build_id, invocation_id, kind, attempt, status, at_ms, tenant, pending) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[
+                    &build_id,
+                    &invocation_id.unwrap_or(""),
+                    &kind,
+                    &attempt,
+                    &status,
+                    &at.unwrap_or_else(now_ms),
+                    &writer,
+                    &pending,
+                ],
+            )
+            .map_err(db(ctx()))?;
+        if pending && added > 0 {
+            bound_pending(&mut tx, writer, MAX_PENDING_LIFECYCLE_ROWS).map_err(db(ctx()))?;
+        }
+        tx.commit().map_err(db(ctx()))
     }
 
     fn get(&self, invocation_id: &str) -> Result<Option<InvocationRecord>, StoreError> {
@@ -884,8 +991,11 @@ impl Store for PgStore {
             .map_err(db(format!("starting the deletion of {id:?}")))?;
         tx.execute("DELETE FROM invocations WHERE invocation_id = $1", &[&id])
             .map_err(db(format!("deleting {id:?}")))?;
-        tx.execute("DELETE FROM lifecycle WHERE invocation_id = $1", &[&id])
-            .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
+        tx.execute(
+            "DELETE FROM lifecycle WHERE invocation_id = $1 AND invocation_id <> ''",
+            &[&id],
+        )
+        .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
         tx.commit()
             .map_err(db(format!("committing the deletion of {id:?}")))
     }

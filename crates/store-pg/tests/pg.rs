@@ -227,3 +227,55 @@ fn the_store_survives_a_database_restart() {
     drop(store);
     run("stop-pg.sh", &[&d]);
 }
+
+/// A database at schema version 1 (lifecycle rows without tenant, keyed by build,
+/// invocation and kind) is migrated to version 2: rows take the tenant of their
+/// invocation (or of an invocation of their build), duplicates per invocation and kind
+/// keep the first, rows matching no invocation become pending rows without tenant.
+#[test]
+fn lifecycle_rows_of_version_1_are_migrated() {
+    let b = PgBackend::new();
+    let mut c = postgres::Client::connect(&b.url, postgres::NoTls).unwrap();
+    c.batch_execute(
+        "CREATE TABLE proof_schema_migrations (version integer PRIMARY KEY, \
+         description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .unwrap();
+    c.batch_execute(MIGRATIONS[0].sql).unwrap();
+    c.batch_execute(
+        "INSERT INTO proof_schema_migrations (version, description) VALUES (1, 'v1');
+         INSERT INTO invocations (invocation_id, build_id, source, tenant, created_at_ms)
+             VALUES ('m', 'build-m', 'bes', 'a', 1);
+         INSERT INTO lifecycle VALUES ('build-m', 'm', 'attempt_started', 1, NULL, 7);
+         INSERT INTO lifecycle VALUES ('other-build', 'm', 'attempt_started', 2, NULL, 8);
+         INSERT INTO lifecycle VALUES ('build-m', '', 'build_enqueued', NULL, NULL, 6);
+         INSERT INTO lifecycle VALUES ('build-z', 'z', 'attempt_started', 1, NULL, 9);",
+    )
+    .unwrap();
+    let store = b.store();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        MIGRATIONS.last().unwrap().version
+    );
+    let lc = store.get("m").unwrap().unwrap().lifecycle;
+    assert_eq!(lc.attempt_started_at_ms, Some(7), "{lc:?}");
+    assert_eq!(lc.build_enqueued_at_ms, Some(6), "{lc:?}");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM lifecycle WHERE invocation_id = 'm'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "one row per invocation and kind");
+    let pending: Vec<(String, String)> = c
+        .query(
+            "SELECT invocation_id, tenant FROM lifecycle WHERE pending",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(pending, vec![("z".to_string(), String::new())]);
+}

@@ -776,6 +776,7 @@ impl<V: Vfs> Store for FsStore<V> {
         &self,
         build_id: &str,
         invocation_id: Option<&str>,
+        tenant: Option<&str>,
         event: LifecycleEvent,
     ) -> Result<(), StoreError> {
         self.writable()?;
@@ -785,7 +786,15 @@ impl<V: Vfs> Store for FsStore<V> {
         }
         let db = lock(&self.db);
         index::with_full_sync(&db, |c| {
-            index::insert_lifecycle(c, build_id, invocation_id, &event, now_ms())
+            index::insert_lifecycle(
+                c,
+                build_id,
+                invocation_id,
+                tenant,
+                &event,
+                now_ms(),
+                crate::MAX_PENDING_LIFECYCLE_ROWS,
+            )
         })
     }
 

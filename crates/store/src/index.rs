@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS invocations (
 CREATE INDEX IF NOT EXISTS inv_created ON invocations(created_at_ms DESC, invocation_id DESC);
 CREATE INDEX IF NOT EXISTS inv_tenant ON invocations(tenant, created_at_ms DESC, invocation_id DESC);
 CREATE INDEX IF NOT EXISTS inv_build ON invocations(build_id);
+-- Lifecycle events. `tenant` is the writer ('' without tenants); an invocation reads only
+-- its own tenant's rows. `pending`: no invocation of that tenant matched the row when it
+-- was written (capped per tenant, oldest = lowest rowid dropped first).
 CREATE TABLE IF NOT EXISTS lifecycle (
     build_id      TEXT NOT NULL,
     invocation_id TEXT NOT NULL,  -- '' for build-level events
@@ -42,9 +45,40 @@ CREATE TABLE IF NOT EXISTS lifecycle (
     attempt       INTEGER,
     status        TEXT,
     at_ms         INTEGER NOT NULL,
-    PRIMARY KEY (build_id, invocation_id, kind)
+    tenant        TEXT NOT NULL DEFAULT '',
+    pending       INTEGER NOT NULL DEFAULT 0
 );
-PRAGMA user_version = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS lifecycle_inv ON lifecycle(invocation_id, tenant, kind)
+    WHERE invocation_id <> '';
+CREATE UNIQUE INDEX IF NOT EXISTS lifecycle_build ON lifecycle(build_id, tenant, kind)
+    WHERE invocation_id = '';
+CREATE INDEX IF NOT EXISTS lifecycle_pending ON lifecycle(tenant) WHERE pending = 1;
+PRAGMA user_version = 2;
+";
+
+/// The schema version this build writes and reads.
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1 (lifecycle keyed by build, invocation and kind, without tenant): rows
+/// take the tenant of the invocation (or an invocation of the build) they belong to;
+/// rows that match none become pending rows without tenant.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE lifecycle RENAME TO lifecycle_v1;
+DROP INDEX IF EXISTS lifecycle_inv;
+DROP INDEX IF EXISTS lifecycle_build;
+DROP INDEX IF EXISTS lifecycle_pending;
+";
+
+const MIGRATE_1_TO_2_COPY: &str = "
+INSERT OR IGNORE INTO lifecycle
+    (build_id, invocation_id, kind, attempt, status, at_ms, tenant, pending)
+SELECT l.build_id, l.invocation_id, l.kind, l.attempt, l.status, l.at_ms,
+       COALESCE(i.tenant, ''), i.invocation_id IS NULL
+FROM lifecycle_v1 l LEFT JOIN invocations i
+  ON (l.invocation_id <> '' AND i.invocation_id = l.invocation_id)
+  OR (l.invocation_id = '' AND i.build_id = l.build_id)
+ORDER BY l.rowid;
+DROP TABLE lifecycle_v1;
 ";
 
 const COLS: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms, last_seq, \
@@ -63,8 +97,36 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     // The journals are the source of truth; a lost index commit is repaired at open.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(StoreError::index(ctx()))?;
-    conn.execute_batch(SCHEMA)
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(StoreError::index(ctx()))?;
+    if version > SCHEMA_VERSION {
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        return Err(StoreError::NoStore {
+            dir,
+            reason: format!(
+                "its index has schema version {version}, newer than this build ({SCHEMA_VERSION}); use the newer proof"
+            ),
+        });
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(StoreError::index("starting the index schema update"))?;
+    if version == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2).map_err(StoreError::index(
+            "migrating the index schema from version 1",
+        ))?;
+    }
+    tx.execute_batch(SCHEMA)
         .map_err(StoreError::index("creating the index schema"))?;
+    if version == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2_COPY)
+            .map_err(StoreError::index(
+                "migrating the lifecycle rows of version 1",
+            ))?;
+    }
+    tx.commit()
+        .map_err(StoreError::index("committing the index schema"))?;
     Ok(conn)
 }
 
@@ -83,11 +145,13 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(StoreError::index(ctx()))?;
-    if version != 1 {
+    if version != SCHEMA_VERSION {
         let dir = path.parent().unwrap_or(path).to_path_buf();
         return Err(StoreError::NoStore {
             dir,
-            reason: format!("its index has schema version {version}, this build reads 1"),
+            reason: format!(
+                "its index has schema version {version}, this build reads {SCHEMA_VERSION} (open it once for writing, e.g. `proof serve`, to migrate it)"
+            ),
         });
     }
     Ok(conn)
@@ -253,12 +317,16 @@ pub(crate) fn brief_all(conn: &Connection) -> Result<Vec<(String, bool, u64, boo
     Ok(rows)
 }
 
+/// Records one lifecycle event of `tenant` (see `Store::record_lifecycle`): refused if
+/// the invocation exists for another tenant; pending rows are capped per tenant at `cap`.
 pub(crate) fn insert_lifecycle(
     conn: &Connection,
     build_id: &str,
     invocation_id: Option<&str>,
+    tenant: Option<&str>,
     ev: &LifecycleEvent,
     now_ms: i64,
+    cap: usize,
 ) -> Result<(), StoreError> {
     let (attempt, status, at) = match ev {
         LifecycleEvent::BuildEnqueued { at_ms } => (None, None, *at_ms),
@@ -269,22 +337,102 @@ pub(crate) fn insert_lifecycle(
         LifecycleEvent::InvocationAttemptFinished { status, at_ms }
         | LifecycleEvent::BuildFinished { status, at_ms } => (None, Some(status.as_str()), *at_ms),
     };
+    let ctx = || {
+        format!(
+            "recording lifecycle event {} of build {build_id:?}",
+            ev.kind()
+        )
+    };
+    let writer = tenant.unwrap_or("");
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(StoreError::index(ctx()))?;
+    let pending = match invocation_id {
+        Some(id) => {
+            let owner: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT tenant FROM invocations WHERE invocation_id = ?1 AND deleted = 0",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(StoreError::index(ctx()))?;
+            match owner {
+                Some(owner) if owner.as_deref() != tenant => {
+                    return Err(StoreError::TenantMismatch {
+                        id: id.to_string(),
+                        existing: owner,
+                        requested: tenant.map(str::to_string),
+                    })
+                }
+                Some(_) => false,
+                None => true,
+            }
+        }
+        None => !tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM invocations WHERE build_id = ?1 \
+                 AND COALESCE(tenant, '') = ?2 AND deleted = 0)",
+                params![build_id, writer],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(StoreError::index(ctx()))?,
+    };
+    let added = tx
+        .execute(
+            "INSERT OR IGNORE INTO lifecycle \
+             (build_id, invocation_id, kind, attempt, status, at_ms, tenant, pending) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                build_id,
+                invocation_id.unwrap_or(""),
+                ev.kind(),
+                attempt,
+                status,
+                at.unwrap_or(now_ms),
+                writer,
+                pending
+            ],
+        )
+        .map_err(StoreError::index(ctx()))?;
+    if pending && added > 0 {
+        bound_pending(&tx, writer, cap).map_err(StoreError::index(ctx()))?;
+    }
+    tx.commit().map_err(StoreError::index(ctx()))
+}
+
+/// Keeps at most `cap` pending lifecycle rows of `tenant`: rows whose invocation (or
+/// build) has appeared since are no longer pending; of the rest the oldest are dropped.
+fn bound_pending(conn: &Connection, tenant: &str, cap: usize) -> rusqlite::Result<()> {
+    let count = |c: &Connection| -> rusqlite::Result<i64> {
+        c.query_row(
+            "SELECT count(*) FROM lifecycle WHERE pending = 1 AND tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )
+    };
+    let cap = cap as i64;
+    if count(conn)? <= cap {
+        return Ok(());
+    }
     conn.execute(
-        "INSERT OR IGNORE INTO lifecycle (build_id, invocation_id, kind, attempt, status, at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            build_id,
-            invocation_id.unwrap_or(""),
-            ev.kind(),
-            attempt,
-            status,
-            at.unwrap_or(now_ms)
-        ],
-    )
-    .map_err(StoreError::index(format!(
-        "recording lifecycle event {} of build {build_id:?}",
-        ev.kind()
-    )))?;
+        "UPDATE lifecycle SET pending = 0 WHERE pending = 1 AND tenant = ?1 AND ( \
+           (invocation_id <> '' AND EXISTS (SELECT 1 FROM invocations i \
+              WHERE i.invocation_id = lifecycle.invocation_id \
+              AND COALESCE(i.tenant, '') = ?1 AND i.deleted = 0)) \
+        OR (invocation_id = '' AND EXISTS (SELECT 1 FROM invocations i \
+              WHERE i.build_id = lifecycle.build_id \
+              AND COALESCE(i.tenant, '') = ?1 AND i.deleted = 0)))",
+        [tenant],
+    )?;
+    let over = count(conn)? - cap;
+    if over > 0 {
+        conn.execute(
+            "DELETE FROM lifecycle WHERE rowid IN (SELECT rowid FROM lifecycle \
+             WHERE pending = 1 AND tenant = ?1 ORDER BY rowid LIMIT ?2)",
+            params![tenant, over],
+        )?;
+    }
     Ok(())
 }
 
@@ -294,23 +442,27 @@ pub(crate) fn lifecycle_info(
     conn: &Connection,
     build_id: Option<&str>,
     invocation_id: &str,
+    tenant: Option<&str>,
 ) -> Result<LifecycleInfo, StoreError> {
     let mut st = conn
         .prepare_cached(
             "SELECT kind, attempt, status, at_ms FROM lifecycle \
-             WHERE invocation_id = ?1 OR (build_id = ?2 AND invocation_id = '') \
+             WHERE tenant = ?3 AND (invocation_id = ?1 OR (build_id = ?2 AND invocation_id = '')) \
              ORDER BY invocation_id DESC",
         )
         .map_err(StoreError::index("reading lifecycle"))?;
     let rows = st
-        .query_map(params![invocation_id, build_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
+        .query_map(
+            params![invocation_id, build_id, tenant.unwrap_or("")],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
         .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(StoreError::index("reading lifecycle"))?;
     let mut info = LifecycleInfo::default();
@@ -346,7 +498,12 @@ pub(crate) fn to_record(conn: &Connection, row: Row_) -> Result<InvocationRecord
         })?),
         None => None,
     };
-    let lifecycle = lifecycle_info(conn, row.meta.build_id.as_deref(), &row.meta.invocation_id)?;
+    let lifecycle = lifecycle_info(
+        conn,
+        row.meta.build_id.as_deref(),
+        &row.meta.invocation_id,
+        row.meta.tenant.as_deref(),
+    )?;
     Ok(InvocationRecord {
         meta: row.meta,
         state: row.state,

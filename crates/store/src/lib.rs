@@ -28,6 +28,12 @@ pub use vfs::{RealFs, Vfs, VfsFile};
 /// [`StoreError::RecordTooLarge`].
 pub const MAX_EVENT_BYTES: usize = journal::MAX_RECORD_PAYLOAD;
 
+/// Most lifecycle rows one tenant may keep for invocations (and builds) that do not
+/// exist (yet): Bazel sends BuildEnqueued and InvocationAttemptStarted before its tool
+/// stream opens, so a few rows per build in flight are pending. Past the cap the oldest
+/// pending rows of that tenant are dropped.
+pub const MAX_PENDING_LIFECYCLE_ROWS: usize = 1024;
+
 /// Iterator over the records of one journal, in sequence order.
 pub type RecordIter = Box<dyn Iterator<Item = Result<JournalRecord, StoreError>> + Send>;
 
@@ -64,12 +70,23 @@ pub trait Store: Send + Sync + 'static {
         summary: &serde_json::Value,
     ) -> Result<(), StoreError>;
 
-    /// Records a lifecycle event. Duplicates are ignored (the first one wins); events may
-    /// arrive before the invocation exists or after it is finalized.
+    /// Records a lifecycle event written by `tenant` (`None` on a server without
+    /// tenants). Events may arrive before the invocation exists or after it is finalized.
+    ///
+    /// - Fails with [`StoreError::TenantMismatch`], storing nothing, if the invocation
+    ///   exists for another tenant.
+    /// - Rows belong to the tenant that wrote them: an invocation shows only rows its own
+    ///   tenant wrote, so rows another tenant wrote before it existed are never claimed.
+    /// - At most one row per (tenant, invocation id, kind), or (tenant, build id, kind)
+    ///   for a build-level event (`invocation_id == None`); duplicates are ignored, the
+    ///   first one wins.
+    /// - Rows no invocation of their tenant matches (yet) are capped at
+    ///   [`MAX_PENDING_LIFECYCLE_ROWS`] per tenant; the oldest are dropped first.
     fn record_lifecycle(
         &self,
         build_id: &str,
         invocation_id: Option<&str>,
+        tenant: Option<&str>,
         event: LifecycleEvent,
     ) -> Result<(), StoreError>;
 

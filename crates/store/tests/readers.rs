@@ -157,6 +157,7 @@ fn a_reader_writes_nothing_and_does_not_hold_the_writer_lock() {
         reader.record_lifecycle(
             "build-a",
             Some("a"),
+            None,
             LifecycleEvent::BuildEnqueued { at_ms: None },
         ),
         "lifecycle",

@@ -347,3 +347,68 @@ fn a_store_directory_has_one_owner() {
     drop(store);
     FsStore::open(dir.path()).unwrap();
 }
+
+/// An index of schema version 1 (lifecycle rows without tenant) is migrated in place by
+/// the writer: rows take the tenant of their invocation (or of an invocation of their
+/// build); rows matching none become pending rows without tenant. A reader refuses the
+/// old version with a message saying how to migrate it.
+#[test]
+fn a_version_1_index_is_migrated_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = FsStore::open(dir.path()).unwrap();
+        let m = proof_store::InvocationMeta {
+            tenant: Some("a".into()),
+            ..meta("m")
+        };
+        store.open_invocation(&m).unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+        c.execute_batch(
+            "DROP TABLE lifecycle;
+             CREATE TABLE lifecycle (
+                 build_id TEXT NOT NULL, invocation_id TEXT NOT NULL, kind TEXT NOT NULL,
+                 attempt INTEGER, status TEXT, at_ms INTEGER NOT NULL,
+                 PRIMARY KEY (build_id, invocation_id, kind));
+             INSERT INTO lifecycle VALUES ('build-m', 'm', 'attempt_started', 1, NULL, 7);
+             INSERT INTO lifecycle VALUES ('other-build', 'm', 'attempt_started', 2, NULL, 8);
+             INSERT INTO lifecycle VALUES ('build-m', '', 'build_enqueued', NULL, NULL, 6);
+             INSERT INTO lifecycle VALUES ('build-z', 'z', 'attempt_started', 1, NULL, 9);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let e = FsStore::open_read_only(dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("schema version 1") && e.to_string().contains("for writing"),
+        "{e}"
+    );
+    let store = FsStore::open(dir.path()).unwrap();
+    let lc = store.get("m").unwrap().unwrap().lifecycle;
+    assert_eq!(lc.attempt_started_at_ms, Some(7), "{lc:?}");
+    assert_eq!(lc.build_enqueued_at_ms, Some(6), "{lc:?}");
+    // The orphan row has no tenant: tenant a's invocation "z" does not claim it.
+    store
+        .open_invocation(&proof_store::InvocationMeta {
+            tenant: Some("a".into()),
+            ..meta("z")
+        })
+        .unwrap();
+    assert_eq!(
+        store.get("z").unwrap().unwrap().lifecycle,
+        Default::default()
+    );
+    drop(store);
+    // Migrated once: readers open it now.
+    let reader = FsStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(
+        reader
+            .get("m")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
+        Some(7)
+    );
+}

@@ -38,6 +38,8 @@ macro_rules! store_contract {
             mark_complete_finalizes,
             delete_removes_everything,
             lifecycle_events_in_any_order,
+            lifecycle_is_owner_checked_and_tenant_scoped,
+            lifecycle_rows_are_bounded,
             list_filters_and_pages,
             many_invocations_concurrently,
             large_batches_round_trip,
@@ -345,6 +347,7 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         .record_lifecycle(
             "build-L",
             None,
+            None,
             LifecycleEvent::BuildEnqueued { at_ms: Some(5) },
         )
         .unwrap();
@@ -352,6 +355,7 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         .record_lifecycle(
             "build-L",
             Some("L"),
+            None,
             LifecycleEvent::InvocationAttemptStarted {
                 attempt_number: 1,
                 at_ms: Some(6),
@@ -363,6 +367,7 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         .record_lifecycle(
             "build-L",
             Some("L"),
+            None,
             LifecycleEvent::InvocationAttemptStarted {
                 attempt_number: 2,
                 at_ms: Some(7),
@@ -377,6 +382,7 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
             .record_lifecycle(
                 "build-L",
                 Some("L"),
+                None,
                 LifecycleEvent::InvocationAttemptFinished {
                     status: "COMMAND_SUCCEEDED".into(),
                     at_ms: None,
@@ -386,6 +392,7 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         store
             .record_lifecycle(
                 "build-L",
+                None,
                 None,
                 LifecycleEvent::BuildFinished {
                     status: "COMMAND_SUCCEEDED".into(),
@@ -411,8 +418,183 @@ pub fn lifecycle_events_in_any_order(b: &dyn Backend) {
         Default::default()
     );
     assert!(store
-        .record_lifecycle("", None, LifecycleEvent::BuildEnqueued { at_ms: None })
+        .record_lifecycle(
+            "",
+            None,
+            None,
+            LifecycleEvent::BuildEnqueued { at_ms: None }
+        )
         .is_err());
+}
+
+fn started(at: i64) -> LifecycleEvent {
+    LifecycleEvent::InvocationAttemptStarted {
+        attempt_number: 1,
+        at_ms: Some(at),
+    }
+}
+
+fn meta_of(id: &str, tenant: &str) -> proof_store::InvocationMeta {
+    proof_store::InvocationMeta {
+        tenant: Some(tenant.to_string()),
+        ..meta(id)
+    }
+}
+
+/// A lifecycle event for another tenant's invocation is refused and stores nothing;
+/// rows written before the invocation exists belong to the tenant that wrote them,
+/// so another tenant cannot pre-record (or block) the lifecycle of a future invocation.
+pub fn lifecycle_is_owner_checked_and_tenant_scoped(b: &dyn Backend) {
+    let store = b.open();
+    store.open_invocation(&meta_of("own", "a")).unwrap();
+    let e = store
+        .record_lifecycle("build-own", Some("own"), Some("b"), started(1))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    let e = store
+        .record_lifecycle("build-own", Some("own"), None, started(1))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    assert_eq!(
+        store.get("own").unwrap().unwrap().lifecycle,
+        Default::default(),
+        "a refused event is not stored"
+    );
+    store
+        .record_lifecycle("build-own", Some("own"), Some("a"), started(2))
+        .unwrap();
+    assert_eq!(
+        store
+            .get("own")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
+        Some(2)
+    );
+
+    // Before the invocation exists: tenant b writes first (invocation and build rows),
+    // then the real owner a writes its own rows; a's invocation shows only a's rows.
+    store
+        .record_lifecycle("build-early", Some("early"), Some("b"), started(10))
+        .unwrap();
+    store
+        .record_lifecycle(
+            "build-early",
+            None,
+            Some("b"),
+            LifecycleEvent::BuildEnqueued { at_ms: Some(11) },
+        )
+        .unwrap();
+    store
+        .record_lifecycle("build-early", Some("early"), Some("a"), started(20))
+        .unwrap();
+    store.open_invocation(&meta_of("early", "a")).unwrap();
+    let lc = store.get("early").unwrap().unwrap().lifecycle;
+    assert_eq!(lc.attempt_started_at_ms, Some(20), "{lc:?}");
+    assert_eq!(lc.build_enqueued_at_ms, None, "b's build row: {lc:?}");
+    // Now that it exists, b is refused outright.
+    let e = store
+        .record_lifecycle("build-early", Some("early"), Some("b"), started(30))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+
+    // Only b wrote rows for "claimed": a's invocation of that id sees none of them.
+    store
+        .record_lifecycle("build-claimed", Some("claimed"), Some("b"), started(40))
+        .unwrap();
+    store.open_invocation(&meta_of("claimed", "a")).unwrap();
+    assert_eq!(
+        store.get("claimed").unwrap().unwrap().lifecycle,
+        Default::default()
+    );
+}
+
+/// At most one row per invocation (or build) and kind, whatever build id a client
+/// names; rows of invocations that never appeared are capped per writing tenant at
+/// `MAX_PENDING_LIFECYCLE_ROWS`, the oldest dropped first; rows of invocations that
+/// exist (even if they appeared after their rows) and other tenants' rows stay.
+pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
+    let store = b.open();
+    // One row per invocation and kind: a different build id does not add one.
+    for (i, build) in ["build-one", "x1", "x2", "x3"].iter().enumerate() {
+        store
+            .record_lifecycle(build, Some("one"), Some("a"), started(100 + i as i64))
+            .unwrap();
+    }
+    store.open_invocation(&meta_of("one", "a")).unwrap();
+    assert_eq!(
+        store
+            .get("one")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
+        Some(100)
+    );
+
+    let cap = proof_store::MAX_PENDING_LIFECYCLE_ROWS;
+    // Pending rows: "oldest" never appears; "late" appears after its row; b's row
+    // is another tenant's.
+    store
+        .record_lifecycle("build-oldest", Some("oldest"), Some("a"), started(1))
+        .unwrap();
+    store
+        .record_lifecycle("build-late", Some("late"), Some("a"), started(2))
+        .unwrap();
+    store
+        .record_lifecycle(
+            "build-late",
+            None,
+            Some("a"),
+            LifecycleEvent::BuildEnqueued { at_ms: Some(3) },
+        )
+        .unwrap();
+    store
+        .record_lifecycle("build-theirs", Some("theirs"), Some("b"), started(4))
+        .unwrap();
+    store.open_invocation(&meta_of("late", "a")).unwrap();
+    // Tenant a floods with rows for invocations that never appear.
+    for i in 0..cap + 10 {
+        store
+            .record_lifecycle(
+                "build-flood",
+                Some(&format!("flood-{i}")),
+                Some("a"),
+                started(5),
+            )
+            .unwrap();
+    }
+    let newest = format!("flood-{}", cap + 9);
+    for (id, tenant) in [("oldest", "a"), ("theirs", "b"), (newest.as_str(), "a")] {
+        store.open_invocation(&meta_of(id, tenant)).unwrap();
+    }
+    assert_eq!(
+        store.get("oldest").unwrap().unwrap().lifecycle,
+        Default::default(),
+        "the oldest pending row was dropped"
+    );
+    let late = store.get("late").unwrap().unwrap().lifecycle;
+    assert_eq!(late.attempt_started_at_ms, Some(2), "{late:?}");
+    assert_eq!(late.build_enqueued_at_ms, Some(3), "{late:?}");
+    assert_eq!(
+        store
+            .get("theirs")
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
+        Some(4)
+    );
+    assert_eq!(
+        store
+            .get(&newest)
+            .unwrap()
+            .unwrap()
+            .lifecycle
+            .attempt_started_at_ms,
+        Some(5)
+    );
 }
 
 pub fn list_filters_and_pages(b: &dyn Backend) {
