@@ -54,6 +54,35 @@ pub fn proof_bin() -> PathBuf {
     .clone()
 }
 
+/// A fresh ed25519 key pair written as `DIR/proof.key` and `DIR/proof.pub` (PEM):
+/// (private, public).
+pub fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (private_pem, public_pem) = proof_artifact::generate().expect("generate a key pair");
+    let (k, p) = (dir.join("proof.key"), dir.join("proof.pub"));
+    std::fs::write(&k, private_pem).expect("write the private key");
+    std::fs::write(&p, public_pem).expect("write the public key");
+    (k, p)
+}
+
+/// Runs `proof ARGS` and prints what it said: (exit code, stdout + stderr).
+pub fn run_proof(args: &[&str]) -> (i32, String) {
+    let out = Command::new(proof_bin())
+        .args(args)
+        .output()
+        .expect("run proof");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "proof {} -> {:?}\n{text}",
+        args.join(" "),
+        out.status.code()
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// A `proof serve` child process; killed (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,

@@ -157,18 +157,10 @@ impl Replicas {
         let mut keys = None;
         if store.starts_with("postgres") && !extra.iter().any(|a| a == "--key") {
             let dir = tempfile::tempdir().expect("tempdir for the replicas' key");
-            let prefix = dir.path().join("proof");
-            let st = Command::new(crate::proof_bin())
-                .arg("keygen")
-                .arg("--out")
-                .arg(&prefix)
-                .stdout(Stdio::null())
-                .status()
-                .expect("proof keygen");
-            assert!(st.success(), "proof keygen failed");
+            let (key, _) = crate::keypair(dir.path());
             extra.extend([
                 "--key".to_string(),
-                prefix.with_extension("key").display().to_string(),
+                key.display().to_string(),
                 "--proofs".to_string(),
                 dir.path().join("proofs").display().to_string(),
             ]);

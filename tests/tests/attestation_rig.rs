@@ -11,10 +11,9 @@
 //! `set -a; . /tmp/rbe-proof-rig/run/rig.env; set +a`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proof_e2e::{delimited_records, fixture, proof_bin, repo_root, rig, Rig, Server};
+use proof_e2e::{delimited_records, fixture, keypair, repo_root, rig, run_proof, Rig, Server};
 use proof_proto::bep::{build_event, file, BuildEvent};
 use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
 use prost::Message;
@@ -31,30 +30,7 @@ fn nonce() -> String {
             .as_nanos()
     )
 }
-
-/// `proof keygen --out DIR/k`: (private, public).
-fn keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let (code, text) = proof(&["keygen", "--out", dir.join("k").to_str().unwrap()]);
-    assert_eq!(code, 0, "{text}");
-    (dir.join("k.key"), dir.join("k.pub"))
-}
-
 /// Runs `proof ARGS`, returns (exit code, stdout + stderr).
-fn proof(args: &[&str]) -> (i32, String) {
-    let out = Command::new(proof_bin()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "proof {} -> {:?}\n{text}",
-        args.join(" "),
-        out.status.code()
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// `proof verify --json` with `flags`: (exit code, checks by name, evidence).
 fn verify(
     public: &Path,
@@ -69,7 +45,7 @@ fn verify(
         artifact.to_str().unwrap(),
     ];
     full.extend(flags);
-    let (code, text) = proof(&full);
+    let (code, text) = run_proof(&full);
     let start = text.find('{').unwrap();
     let v: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
     let mut by_name = serde_json::Map::new();
@@ -228,7 +204,7 @@ fn replay(file: &Path, target: &str, token: Option<&str>) {
         args.extend(["--header".into(), format!("authorization=Bearer {t}")]);
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, text) = proof(&refs);
+    let (code, text) = run_proof(&refs);
     assert_eq!(code, 0, "{text}");
 }
 
@@ -277,14 +253,14 @@ fn promote(
         public.to_str().unwrap(),
     ];
     args.extend(extra);
-    proof(&args)
+    run_proof(&args)
 }
 
 #[test]
 fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let rig = rig();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keys(tmp.path());
+    let (key, public) = keypair(tmp.path());
     let proofs = tmp.path().join("proofs");
     let server = Server::start(
         "127.0.0.1:0",
@@ -390,7 +366,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     // 4. Offline: the forged BEP with the run's real execution log (8
     // linux-sandbox, 0 remote) fails the cross-check.
     let out = tmp.path().join("offline");
-    let (code, text) = proof(&[
+    let (code, text) = run_proof(&[
         "record",
         forged.to_str().unwrap(),
         "--execlog",
@@ -423,7 +399,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
 fn an_unreachable_executor_fails_closed_and_a_tenant_promotes_only_its_repos() {
     let rig = rig();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keys(tmp.path());
+    let (key, public) = keypair(tmp.path());
     let tenants = tmp.path().join("tenants.toml");
     let tenant = |id: &str, token: &str, repo: &str| {
         format!(
@@ -534,7 +510,7 @@ fn an_unreachable_executor_fails_closed_and_a_tenant_promotes_only_its_repos() {
             "json",
         ];
         args.extend(extra);
-        let (_, out) = proof(&args);
+        let (_, out) = run_proof(&args);
         let v: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
         v["classes"]
             .as_array()

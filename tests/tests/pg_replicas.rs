@@ -14,12 +14,11 @@
 //! `FAULT_SEED` to repeat a campaign.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proof_e2e::pg::{free_port, replay_opts, synthetic_stream, Cluster, Db, Haproxy, Replicas};
-use proof_e2e::{delimited_records, proof_bin, rig, stored_events};
+use proof_e2e::{delimited_records, keypair, proof_bin, rig, stored_events};
 use proof_server::replay::{replay, ReplayReport};
 use proof_store::Store;
 
@@ -286,14 +285,6 @@ fn a_postgres_restart_mid_stream_loses_nothing_acked() {
     let metrics = http_get(&http, "/metrics");
     assert!(metrics.contains("proof_"), "{metrics}");
     drop(replicas);
-}
-
-fn keypair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (private_pem, public_pem) = proof_artifact::generate().unwrap();
-    let (k, p) = (dir.join("proof.key"), dir.join("proof.pub"));
-    std::fs::write(&k, private_pem).unwrap();
-    std::fs::write(&p, public_pem).unwrap();
-    (k, p)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proof_e2e::{proof_bin, rig, Rig};
+use proof_e2e::{keypair, rig, run_proof, Rig};
 
 fn nonce() -> String {
     format!(
@@ -21,45 +21,13 @@ fn nonce() -> String {
             .as_nanos()
     )
 }
-
-/// `proof keygen --out DIR/k`: (private, public).
-fn keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let prefix = dir.join("k");
-    let out = Command::new(proof_bin())
-        .args(["keygen", "--out"])
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir.join("k.key"), dir.join("k.pub"))
-}
-
 /// Runs `proof ARGS`, returns (exit code, stdout + stderr).
-fn proof(args: &[&str]) -> (i32, String) {
-    let out = Command::new(proof_bin()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "proof {} -> {:?}\n{text}",
-        args.join(" "),
-        out.status.code()
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// `proof record` into `out`; returns the artifact path.
 fn record(key: &Path, out: &Path, args: &[&str]) -> PathBuf {
     let mut full = vec!["record", "--json", "--key", key.to_str().unwrap()];
     full.extend(["--out", out.to_str().unwrap()]);
     full.extend(args);
-    let (code, text) = proof(&full);
+    let (code, text) = run_proof(&full);
     assert_eq!(code, 0, "proof record failed:\n{text}");
     let line = text.lines().find(|l| l.starts_with('{')).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -76,7 +44,7 @@ fn verify(public: &Path, artifact: &Path, flags: &[&str]) -> (i32, serde_json::V
         artifact.to_str().unwrap(),
     ];
     full.extend(flags);
-    let (code, text) = proof(&full);
+    let (code, text) = run_proof(&full);
     let start = text.find('{').unwrap();
     let v: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
     let mut by_name = serde_json::Map::new();
@@ -113,7 +81,7 @@ fn execute_digests(grpc_log: &Path) -> Vec<proof_evidence::ActionDigest> {
 fn corroboration_passes_for_a_real_remote_run_and_fails_for_a_forged_log() {
     let rig = rig();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keys(tmp.path());
+    let (key, public) = keypair(tmp.path());
     let ws = tmp.path().join("ws");
     rig.spoke(&ws);
     let (bep, grpc) = (tmp.path().join("b.bep"), tmp.path().join("b.grpc"));
@@ -208,7 +176,7 @@ fn corroboration_passes_for_a_real_remote_run_and_fails_for_a_forged_log() {
 fn a_read_only_lane_passes_and_an_uploading_lane_fails() {
     let rig = rig();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keys(tmp.path());
+    let (key, public) = keypair(tmp.path());
     let ws = tmp.path().join("ws");
     rig.spoke(&ws);
     let proofs = tmp.path().join("proofs");
@@ -319,7 +287,7 @@ fn an_input_fetched_from_the_network_fails_and_the_same_from_the_repository_cach
 ) {
     let rig = rig();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keys(tmp.path());
+    let (key, public) = keypair(tmp.path());
     let served = tmp.path().join("served");
     std::fs::create_dir_all(&served).unwrap();
     let content = format!("posture input {}\n", nonce());

@@ -4,16 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use proof_e2e::{delimited_records, rig, stored_events, Server};
+use proof_e2e::{delimited_records, keypair, rig, stored_events, Server};
 use proof_store::{FsStore, Store};
-
-fn keypair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (private_pem, public_pem) = proof_artifact::generate().unwrap();
-    let (k, p) = (dir.join("proof.key"), dir.join("proof.pub"));
-    std::fs::write(&k, private_pem).unwrap();
-    std::fs::write(&p, public_pem).unwrap();
-    (k, p)
-}
 
 fn invocation_id(bep: &Path) -> String {
     let first = delimited_records(bep)

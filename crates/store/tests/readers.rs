@@ -6,19 +6,11 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{meta, rec, recs};
+use common::{meta, read_all, rec, recs};
 use proof_store::{
     AppendFlags, FsStore, JournalRecord, LifecycleEvent, ListFilter, Store, StoreError,
 };
 use serde_json::json;
-
-fn read_all(store: &FsStore, id: &str) -> Vec<JournalRecord> {
-    store
-        .read(id)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
-}
 
 fn check_prefix(got: &[JournalRecord]) {
     for (i, r) in got.iter().enumerate() {

@@ -16,7 +16,8 @@ use proof_store::{
 };
 use serde_json::json;
 
-use crate::common::{meta, payload, rec, recs, Rng};
+pub use crate::common::{check_records, read_all};
+use crate::common::{meta, payload, recs, Rng};
 
 /// Fresh, empty storage for one test.
 pub trait Backend {
@@ -60,21 +61,6 @@ macro_rules! store_contract {
             )*
         }
     };
-}
-
-pub fn read_all(store: &dyn Store, id: &str) -> Vec<JournalRecord> {
-    store
-        .read(id)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
-}
-
-pub fn check_records(got: &[JournalRecord], last_seq: u64) {
-    assert_eq!(got.len() as u64, last_seq);
-    for (i, r) in got.iter().enumerate() {
-        assert_eq!(*r, rec(i as u64 + 1));
-    }
 }
 
 pub fn append_read_round_trip(b: &dyn Backend) {
