@@ -3,7 +3,7 @@
 # machine too:
 #   1. tests/rig/install-deps.sh     apt + BuildGrid venv (only what is missing)
 #   2. tests/rig/start-rig.sh        BuildGrid + bot on 127.0.0.1 ($RIG_PORT, 50051)
-#   3. cargo test --workspace --all-targets, then cargo test --workspace --doc
+#   3. cargo test --workspace --all-targets --no-fail-fast, then cargo test --workspace --doc
 #   4. run_extras                    bounded fuzz runs, benchmark smoke (TODO)
 #   5. tests/rig/stop-rig.sh         always (EXIT trap), if this script started the rig
 # Next to the rig: tests/pg/start-pg.sh (a throwaway PostgreSQL cluster in $PG_DIR,
@@ -22,7 +22,7 @@
 #   RUN_BAZEL_MAX_IDLE               idle Bazel servers exit after this (60 s here)
 #   PROOF_PG_URL PROOF_PG_DIR        the test PostgreSQL cluster, from $PG_DIR/pg.env
 # Extra arguments are appended to both cargo test commands, e.g.
-#   bash tests/run-all.sh --no-fail-fast   or   bash tests/run-all.sh -- --test-threads=1
+#   bash tests/run-all.sh -- --test-threads=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -109,8 +109,8 @@ run_extras() {
 cargo_rc=0
 t=$(date +%s)
 test_log="$(mktemp -t run-all-tests.XXXXXX)"
-say "cargo test --workspace --all-targets $*"
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$test_log" || cargo_rc=${PIPESTATUS[0]}
+say "cargo test --workspace --all-targets --no-fail-fast $*"
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$test_log" || cargo_rc=${PIPESTATUS[0]}
 if [ "$cargo_rc" = 0 ]; then
     say "cargo test --workspace --doc $*"
     cargo test --workspace --doc "$@" 2>&1 | tee -a "$test_log" || cargo_rc=${PIPESTATUS[0]}

@@ -242,7 +242,12 @@ fn a_postgres_restart_mid_stream_loses_nothing_acked() {
     };
     drop(store);
     cluster.stop();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Down for longer than the store waits for a connection (3 s), so the replica must
+    // answer UNAVAILABLE and the client must resume on a new RPC; a shorter outage can be
+    // ridden out inside one RPC, and the test would not show the retry.
+    std::thread::sleep(Duration::from_millis(
+        proof_store_pg::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64 + 1500,
+    ));
     cluster.restart();
     let report = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(180), upload).await })

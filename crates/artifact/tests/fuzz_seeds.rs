@@ -57,3 +57,40 @@ fn the_committed_verify_seeds_are_artifacts_signed_by_the_fuzz_key() {
         }
     }
 }
+
+/// What the `verify` fuzz target asserts of every input, on the seeds, on
+/// truncated seeds and on no bytes at all: every report lists the integrity
+/// checks, then the policy's checks for the evidence it re-derived, and passes
+/// only when all of them pass.
+#[test]
+fn every_report_lists_the_integrity_checks_then_the_policy_checks() {
+    use proof_artifact::{verify, Policy, INTEGRITY_CHECKS};
+    let policy = Policy::default();
+    let mut inputs = vec![Vec::new()];
+    for (scenario, _) in SCENARIOS {
+        let bytes = std::fs::read(seed_dir().join(format!("{scenario}.proof.tar"))).unwrap();
+        inputs.push(bytes[..bytes.len() / 2].to_vec());
+        inputs.push(bytes);
+    }
+    for data in &inputs {
+        let report = verify(
+            std::io::Cursor::new(data),
+            &[key(1).verifying_key()],
+            &policy,
+        )
+        .unwrap();
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+        let expected: Vec<&str> = INTEGRITY_CHECKS
+            .iter()
+            .copied()
+            .chain(
+                policy
+                    .checks_for(report.evidence.as_ref())
+                    .iter()
+                    .map(|c| c.name()),
+            )
+            .collect();
+        assert_eq!(names, expected, "input of {} bytes", data.len());
+        assert_eq!(report.ok, report.checks.iter().all(|c| c.ok));
+    }
+}
