@@ -83,54 +83,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_finished_but_unfinalized_stream_is_finalized_once_at_start_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
+    /// The remote-build fixture stored as invocation `inv` through the server's path, with
+    /// its ComponentStreamFinished when `finish` (a stream that ended but was never
+    /// finalized), else left open.
+    fn store_fixture_stream(store: &dyn Store, inv: &str, finish: bool) {
         let bin = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
         ))
         .unwrap();
         let events = proof_stream::delimited::split_delimited(&bin, usize::MAX).unwrap();
+        store
+            .open_invocation(&InvocationMeta {
+                invocation_id: inv.into(),
+                build_id: None,
+                source: InvocationSource::Bes,
+                tenant: None,
+                instance: None,
+                created_at_ms: 1,
+            })
+            .unwrap();
+        let mut recs: Vec<JournalRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| JournalRecord {
+                seq: i as u64 + 1,
+                kind: RecordKind::BepEvent,
+                payload: Bytes::copy_from_slice(e),
+            })
+            .collect();
+        if finish {
+            let fin = BuildEvent {
+                event_time: None,
+                event: Some(Event::ComponentStreamFinished(Default::default())),
+            };
+            recs.push(JournalRecord {
+                seq: recs.len() as u64 + 1,
+                kind: RecordKind::StreamFinished,
+                payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
+            });
+        }
+        let flags = AppendFlags {
+            saw_build_finished: true,
+            saw_last_message: true,
+            saw_stream_finished: finish,
+        };
+        store.append(inv, &recs, flags).unwrap();
+    }
+
+    #[test]
+    fn a_finished_but_unfinalized_stream_is_finalized_once_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
         let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
         for (inv, finish) in [(id, true), ("unfinished-1", false)] {
-            store
-                .open_invocation(&InvocationMeta {
-                    invocation_id: inv.into(),
-                    build_id: None,
-                    source: InvocationSource::Bes,
-                    tenant: None,
-                    instance: None,
-                    created_at_ms: 1,
-                })
-                .unwrap();
-            let mut recs: Vec<JournalRecord> = events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| JournalRecord {
-                    seq: i as u64 + 1,
-                    kind: RecordKind::BepEvent,
-                    payload: Bytes::copy_from_slice(e),
-                })
-                .collect();
-            if finish {
-                let fin = BuildEvent {
-                    event_time: None,
-                    event: Some(Event::ComponentStreamFinished(Default::default())),
-                };
-                recs.push(JournalRecord {
-                    seq: recs.len() as u64 + 1,
-                    kind: RecordKind::StreamFinished,
-                    payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
-                });
-            }
-            let flags = AppendFlags {
-                saw_build_finished: true,
-                saw_last_message: true,
-                saw_stream_finished: finish,
-            };
-            store.append(inv, &recs, flags).unwrap();
+            store_fixture_stream(&store, inv, finish);
         }
         let hook = Count(AtomicUsize::new(0));
         assert_eq!(finalize_pending(&store, Some(&hook)).unwrap(), 1);
@@ -154,47 +161,8 @@ mod tests {
     fn racing_finalizers_finalize_and_sign_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let bin = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
-        ))
-        .unwrap();
-        let events = proof_stream::delimited::split_delimited(&bin, usize::MAX).unwrap();
         let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
-        store
-            .open_invocation(&InvocationMeta {
-                invocation_id: id.into(),
-                build_id: None,
-                source: InvocationSource::Bes,
-                tenant: None,
-                instance: None,
-                created_at_ms: 1,
-            })
-            .unwrap();
-        let mut recs: Vec<JournalRecord> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| JournalRecord {
-                seq: i as u64 + 1,
-                kind: RecordKind::BepEvent,
-                payload: Bytes::copy_from_slice(e),
-            })
-            .collect();
-        let fin = BuildEvent {
-            event_time: None,
-            event: Some(Event::ComponentStreamFinished(Default::default())),
-        };
-        recs.push(JournalRecord {
-            seq: recs.len() as u64 + 1,
-            kind: RecordKind::StreamFinished,
-            payload: Bytes::from(prost::Message::encode_to_vec(&fin)),
-        });
-        let flags = AppendFlags {
-            saw_build_finished: true,
-            saw_last_message: true,
-            saw_stream_finished: true,
-        };
-        store.append(id, &recs, flags).unwrap();
+        store_fixture_stream(store.as_ref(), id, true);
         let hook = std::sync::Arc::new(Count(AtomicUsize::new(0)));
         let threads: Vec<_> = (0..8)
             .map(|_| {
