@@ -83,6 +83,31 @@ pub fn run_proof(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `proof verify --json --key PUBLIC ARTIFACT FLAGS...`: (exit code, checks by name,
+/// the whole JSON report).
+pub fn verify_json(
+    public: &Path,
+    artifact: &Path,
+    flags: &[&str],
+) -> (i32, serde_json::Value, serde_json::Value) {
+    let mut full = vec![
+        "verify",
+        "--json",
+        "--key",
+        public.to_str().expect("UTF-8 path"),
+        artifact.to_str().expect("UTF-8 path"),
+    ];
+    full.extend(flags);
+    let (code, text) = run_proof(&full);
+    let start = text.find('{').expect("a JSON report");
+    let v: serde_json::Value = serde_json::from_str(&text[start..]).expect("a JSON report");
+    let mut by_name = serde_json::Map::new();
+    for c in v["checks"].as_array().expect("checks") {
+        by_name.insert(c["name"].as_str().expect("name").to_string(), c.clone());
+    }
+    (code, serde_json::Value::Object(by_name), v)
+}
+
 /// A `proof serve` child process; killed (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,

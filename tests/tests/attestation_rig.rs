@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use proof_e2e::{delimited_records, fixture, keypair, repo_root, rig, run_proof, Rig, Server};
+use proof_e2e::{
+    delimited_records, fixture, keypair, repo_root, rig, run_proof, verify_json, Rig, Server,
+};
 use proof_proto::bep::{build_event, file, BuildEvent};
 use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
 use prost::Message;
@@ -30,33 +32,15 @@ fn nonce() -> String {
             .as_nanos()
     )
 }
-/// Runs `proof ARGS`, returns (exit code, stdout + stderr).
+
 /// `proof verify --json` with `flags`: (exit code, checks by name, evidence).
 fn verify(
     public: &Path,
     artifact: &Path,
     flags: &[&str],
 ) -> (i32, serde_json::Value, serde_json::Value) {
-    let mut full = vec![
-        "verify",
-        "--json",
-        "--key",
-        public.to_str().unwrap(),
-        artifact.to_str().unwrap(),
-    ];
-    full.extend(flags);
-    let (code, text) = run_proof(&full);
-    let start = text.find('{').unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
-    let mut by_name = serde_json::Map::new();
-    for c in v["checks"].as_array().unwrap() {
-        by_name.insert(c["name"].as_str().unwrap().to_string(), c.clone());
-    }
-    (
-        code,
-        serde_json::Value::Object(by_name),
-        v["evidence"].clone(),
-    )
+    let (code, checks, report) = verify_json(public, artifact, flags);
+    (code, checks, report["evidence"].clone())
 }
 
 fn check(checks: &serde_json::Value, name: &str) -> (bool, String) {

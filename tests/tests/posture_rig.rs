@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proof_e2e::{keypair, rig, run_proof, Rig};
+use proof_e2e::{keypair, rig, run_proof, verify_json, Rig};
 
 fn nonce() -> String {
     format!(
@@ -21,7 +21,7 @@ fn nonce() -> String {
             .as_nanos()
     )
 }
-/// Runs `proof ARGS`, returns (exit code, stdout + stderr).
+
 /// `proof record` into `out`; returns the artifact path.
 fn record(key: &Path, out: &Path, args: &[&str]) -> PathBuf {
     let mut full = vec!["record", "--json", "--key", key.to_str().unwrap()];
@@ -36,22 +36,8 @@ fn record(key: &Path, out: &Path, args: &[&str]) -> PathBuf {
 
 /// `proof verify --json` with `flags`; returns (exit code, checks by name).
 fn verify(public: &Path, artifact: &Path, flags: &[&str]) -> (i32, serde_json::Value) {
-    let mut full = vec![
-        "verify",
-        "--json",
-        "--key",
-        public.to_str().unwrap(),
-        artifact.to_str().unwrap(),
-    ];
-    full.extend(flags);
-    let (code, text) = run_proof(&full);
-    let start = text.find('{').unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
-    let mut by_name = serde_json::Map::new();
-    for c in v["checks"].as_array().unwrap() {
-        by_name.insert(c["name"].as_str().unwrap().to_string(), c.clone());
-    }
-    (code, serde_json::Value::Object(by_name))
+    let (code, checks, _) = verify_json(public, artifact, flags);
+    (code, checks)
 }
 
 fn ok(checks: &serde_json::Value, name: &str) -> (bool, String) {
