@@ -76,6 +76,9 @@ struct Live<F> {
     state: InvocationState,
     /// The index row lags behind `state` (an index write failed); retried on the next call.
     index_dirty: bool,
+    /// Batches were written by [`Store::append_unsynced`] but not yet fsynced (nor
+    /// recorded in the index): the next durable append, `sync` or finalization does both.
+    unsynced: bool,
     poisoned: Option<String>,
 }
 
@@ -115,6 +118,8 @@ pub struct FsStore<V: Vfs = RealFs> {
     /// the directory, so an in-process set is exclusive across processes too.
     exclusive: Mutex<std::collections::HashSet<String>>,
     report: RecoveryReport,
+    /// zstd contexts and buffers reused from one append to the next.
+    encoders: journal::EncoderPool,
     /// The writer's lock on `DIR/writer.lock` (released when dropped); `None` for a reader.
     writer_lock: Option<File>,
 }
@@ -181,6 +186,7 @@ impl FsStore {
             slots: Mutex::new(HashMap::new()),
             exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
+            encoders: journal::EncoderPool::default(),
             writer_lock: None,
             vfs: RealFs,
         })
@@ -220,6 +226,7 @@ impl<V: Vfs> FsStore<V> {
             slots: Mutex::new(HashMap::new()),
             exclusive: Mutex::new(std::collections::HashSet::new()),
             report: RecoveryReport::default(),
+            encoders: journal::EncoderPool::default(),
             writer_lock: Some(lock),
             vfs,
         };
@@ -518,6 +525,7 @@ impl<V: Vfs> FsStore<V> {
             file,
             state,
             index_dirty: false,
+            unsynced: false,
             poisoned: None,
         })
     }
@@ -549,6 +557,154 @@ impl<V: Vfs> FsStore<V> {
         self.sync_dir(&shard)?;
         self.sync_dir(&self.journals)?;
         Ok(header.len() as u64)
+    }
+
+    /// fsyncs what [`Store::append_unsynced`] wrote and records it in the index. A failed
+    /// fsync poisons the journal: the kernel may have dropped the pages it could not
+    /// write, so nothing after the last good fsync can be vouched for.
+    fn sync_live(&self, id: &str, live: &mut Live<V::File>) -> Result<(), StoreError> {
+        if !live.unsynced {
+            return Ok(());
+        }
+        if let Some(reason) = &live.poisoned {
+            return Err(StoreError::Poisoned {
+                id: id.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if let Err(e) = live.file.sync_data() {
+            live.poisoned = Some(format!("fsync of unsynced batches failed ({e})"));
+            return Err(StoreError::Io {
+                context: format!("syncing journal {}", self.journal_path(id).display()),
+                source: e,
+            });
+        }
+        live.unsynced = false;
+        live.index_dirty = true;
+        self.flush_dirty(id, live);
+        Ok(())
+    }
+
+    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`].
+    fn append_with(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+        durable: bool,
+    ) -> Result<InvocationState, StoreError> {
+        self.writable()?;
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        self.with_slot(id, |slot| {
+            if slot.live.is_none() {
+                slot.live = Some(self.load_live(id)?);
+            }
+            let live = slot.live.as_mut().expect("just loaded");
+            if let Some(reason) = &live.poisoned {
+                return Err(StoreError::Poisoned {
+                    id: id.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            let expected = live.state.last_seq + 1;
+            if let Some(first) = records.first() {
+                if first.seq != expected {
+                    return Err(StoreError::SeqGap {
+                        id: id.to_string(),
+                        expected,
+                        got: first.seq,
+                    });
+                }
+            }
+            for (i, r) in records.iter().enumerate() {
+                if r.seq != expected + i as u64 {
+                    return Err(StoreError::NonConsecutive {
+                        id: id.to_string(),
+                        index: i,
+                        expected: expected + i as u64,
+                        got: r.seq,
+                    });
+                }
+                if r.payload.len() > MAX_RECORD_PAYLOAD {
+                    return Err(StoreError::RecordTooLarge {
+                        id: id.to_string(),
+                        seq: r.seq,
+                        len: r.payload.len(),
+                        max: MAX_RECORD_PAYLOAD,
+                    });
+                }
+            }
+            if records.is_empty() && !flags.any() {
+                return Ok(live.state.clone());
+            }
+            let mut enc = self
+                .encoders
+                .get()
+                .map_err(StoreError::io("creating a zstd context"))?;
+            let buf = enc
+                .encode_batch(expected, records, flags)
+                .map_err(StoreError::io("compressing a journal frame"))?;
+
+            let path = self.journal_path(id);
+            let written = live.file.write_all(buf).and_then(|_| {
+                if durable {
+                    live.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = written {
+                if live.unsynced {
+                    // Earlier unsynced batches may be what the failed fsync lost.
+                    live.poisoned = Some(format!(
+                        "appending failed ({e}) with unsynced batches before it"
+                    ));
+                } else {
+                    // Put the file back to its last good length so the next append starts
+                    // clean.
+                    let good = live.state.journal_bytes;
+                    if let Err(e2) = live.file.set_len(good).and_then(|_| live.file.sync_data())
+                    {
+                        live.poisoned =
+                            Some(format!("write failed ({e}), then truncate failed ({e2})"));
+                    }
+                }
+                return Err(StoreError::Io {
+                    context: format!("appending to journal {}", path.display()),
+                    source: e,
+                });
+            }
+            let mut st = live.state.clone();
+            for r in records {
+                st.record_count += 1;
+                st.bytes += r.payload.len() as u64;
+                if r.kind == crate::RecordKind::BepEvent {
+                    st.event_count += 1;
+                }
+            }
+            if let Some(last) = records.last() {
+                st.last_seq = last.seq;
+            }
+            st.saw_build_finished |= flags.saw_build_finished;
+            st.saw_last_message |= flags.saw_last_message;
+            st.saw_stream_finished |= flags.saw_stream_finished;
+            st.journal_bytes += buf.len() as u64;
+            live.state = st;
+            if !durable {
+                // Recorded in the index once synced.
+                live.unsynced = true;
+                return Ok(live.state.clone());
+            }
+            live.unsynced = false;
+            // The data is durable: a failing index write must not fail the append (the caller
+            // would resend records that are already stored). Recovery repairs the index.
+            if let Err(e) = index::update_state(&lock(&self.db), id, &live.state) {
+                tracing::warn!(invocation_id = %id, error = %e, "index update after append failed; will retry");
+                live.index_dirty = true;
+            }
+            Ok(live.state.clone())
+        })
     }
 
     fn flush_dirty(&self, id: &str, live: &mut Live<V::File>) {
@@ -603,93 +759,24 @@ impl<V: Vfs> Store for FsStore<V> {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
-        self.writable()?;
-        let id = invocation_id;
-        validate_invocation_id(id)?;
-        self.with_slot(id, |slot| {
-            if slot.live.is_none() {
-                slot.live = Some(self.load_live(id)?);
-            }
-            let live = slot.live.as_mut().expect("just loaded");
-            if let Some(reason) = &live.poisoned {
-                return Err(StoreError::Poisoned {
-                    id: id.to_string(),
-                    reason: reason.clone(),
-                });
-            }
-            let expected = live.state.last_seq + 1;
-            if let Some(first) = records.first() {
-                if first.seq != expected {
-                    return Err(StoreError::SeqGap {
-                        id: id.to_string(),
-                        expected,
-                        got: first.seq,
-                    });
-                }
-            }
-            for (i, r) in records.iter().enumerate() {
-                if r.seq != expected + i as u64 {
-                    return Err(StoreError::NonConsecutive {
-                        id: id.to_string(),
-                        index: i,
-                        expected: expected + i as u64,
-                        got: r.seq,
-                    });
-                }
-                if r.payload.len() > MAX_RECORD_PAYLOAD {
-                    return Err(StoreError::RecordTooLarge {
-                        id: id.to_string(),
-                        seq: r.seq,
-                        len: r.payload.len(),
-                        max: MAX_RECORD_PAYLOAD,
-                    });
-                }
-            }
-            let buf = if records.is_empty() {
-                if !flags.any() {
-                    return Ok(live.state.clone());
-                }
-                journal::encode_flags_frame(expected, flags)
-            } else {
-                journal::encode_batch(records, flags)
-            }
-            .map_err(StoreError::io("compressing a journal frame"))?;
+        self.append_with(invocation_id, records, flags, true)
+    }
 
-            let path = self.journal_path(id);
-            if let Err(e) = live.file.write_all(&buf).and_then(|_| live.file.sync_data()) {
-                // Put the file back to its last good length so the next append starts clean.
-                let good = live.state.journal_bytes;
-                if let Err(e2) = live.file.set_len(good).and_then(|_| live.file.sync_data()) {
-                    live.poisoned = Some(format!("write failed ({e}), then truncate failed ({e2})"));
-                }
-                return Err(StoreError::Io {
-                    context: format!("appending to journal {}", path.display()),
-                    source: e,
-                });
-            }
-            let mut st = live.state.clone();
-            for r in records {
-                st.record_count += 1;
-                st.bytes += r.payload.len() as u64;
-                if r.kind == crate::RecordKind::BepEvent {
-                    st.event_count += 1;
-                }
-            }
-            if let Some(last) = records.last() {
-                st.last_seq = last.seq;
-            }
-            st.saw_build_finished |= flags.saw_build_finished;
-            st.saw_last_message |= flags.saw_last_message;
-            st.saw_stream_finished |= flags.saw_stream_finished;
-            st.journal_bytes += buf.len() as u64;
-            live.state = st;
-            // The data is durable: a failing index write must not fail the append (the caller
-            // would resend records that are already stored). Recovery repairs the index.
-            if let Err(e) = index::update_state(&lock(&self.db), id, &live.state) {
-                tracing::warn!(invocation_id = %id, error = %e, "index update after append failed; will retry");
-                live.index_dirty = true;
-            }
-            Ok(live.state.clone())
+    fn append_unsynced(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        self.append_with(invocation_id, records, flags, false)
+    }
+
+    fn sync(&self, invocation_id: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_invocation_id(invocation_id)?;
+        self.with_slot(invocation_id, |slot| match slot.live.as_mut() {
+            Some(live) => self.sync_live(invocation_id, live),
+            None => Ok(()),
         })
     }
 
@@ -741,6 +828,7 @@ impl<V: Vfs> Store for FsStore<V> {
         self.with_slot(id, |slot| {
             let mut state = match slot.live.as_mut() {
                 Some(live) => {
+                    self.sync_live(id, live)?;
                     self.flush_dirty(id, live);
                     live.state.clone()
                 }
@@ -876,8 +964,9 @@ impl<V: Vfs> Store for FsStore<V> {
         }
         let _ = self.with_slot(invocation_id, |slot| {
             if let Some(live) = slot.live.as_mut() {
+                let synced = self.sync_live(invocation_id, live).is_ok();
                 self.flush_dirty(invocation_id, live);
-                if !live.index_dirty && live.poisoned.is_none() {
+                if synced && !live.index_dirty && live.poisoned.is_none() {
                     slot.live = None;
                 }
             }

@@ -18,7 +18,7 @@
 
 use std::io::{self, Read};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::types::{AppendFlags, InvocationMeta, InvocationState, JournalRecord, RecordKind};
 
@@ -76,12 +76,12 @@ pub fn encode_header(meta: &InvocationMeta) -> Vec<u8> {
     out
 }
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
+        buf.push((v as u8) | 0x80);
         v >>= 7;
     }
-    buf.put_u8(v as u8);
+    buf.push(v as u8);
 }
 
 fn varint_len(mut v: u64) -> usize {
@@ -98,6 +98,204 @@ pub fn record_raw_len(r: &JournalRecord) -> usize {
     varint_len(r.seq) + 1 + varint_len(r.payload.len() as u64) + r.payload.len()
 }
 
+/// Encodes batches into frames, keeping its zstd context and buffers from one batch to
+/// the next: a fresh context and fresh multi-megabyte buffers per frame cost more (in
+/// page faults of newly mapped memory) than the compression itself.
+pub struct FrameEncoder {
+    cctx: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+    comp: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for FrameEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameEncoder").finish_non_exhaustive()
+    }
+}
+
+/// Buffers bigger than this are not kept for the next batch (a huge record or batch
+/// should not pin its memory for the life of the store).
+const KEEP_BUFFER: usize = 2 * TARGET_FRAME_RAW + (1 << 20);
+
+impl FrameEncoder {
+    pub fn new() -> io::Result<FrameEncoder> {
+        Ok(FrameEncoder {
+            cctx: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            raw: Vec::new(),
+            comp: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Encodes `records` (already checked to be consecutive and each ≤
+    /// [`MAX_RECORD_PAYLOAD`]) as one frame, appended to `out`.
+    pub fn encode_frame(
+        &mut self,
+        out: &mut Vec<u8>,
+        first_seq: u64,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> io::Result<()> {
+        let raw_len: usize = records.iter().map(record_raw_len).sum();
+        self.raw.clear();
+        self.raw.reserve(raw_len);
+        for r in records {
+            put_varint(&mut self.raw, r.seq);
+            self.raw.push(r.kind.as_u8());
+            put_varint(&mut self.raw, r.payload.len() as u64);
+            self.raw.extend_from_slice(&r.payload);
+        }
+        self.comp.clear();
+        self.comp
+            .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+        self.cctx.compress_to_buffer(&self.raw, &mut self.comp)?;
+        let start = out.len();
+        out.reserve(FRAME_HEADER_LEN + self.comp.len());
+        out.extend_from_slice(FRAME_MAGIC);
+        out.push(flags.to_bits());
+        out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&first_seq.to_le_bytes());
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.raw.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.comp.len() as u32).to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&out[start..]);
+        h.update(&self.comp);
+        out.extend_from_slice(&h.finalize().to_le_bytes());
+        out.extend_from_slice(&self.comp);
+        Ok(())
+    }
+
+    /// Encodes one `append` batch as one or more frames (split at about
+    /// [`TARGET_FRAME_RAW`]) and returns the bytes to write, which stay valid until the
+    /// next call. The flags go on the last frame only, so they survive only if the whole
+    /// batch does. An empty batch gives a zero-record frame carrying only the flags, at
+    /// `next_seq`.
+    pub fn encode_batch(
+        &mut self,
+        next_seq: u64,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> io::Result<&[u8]> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let res = self.encode_batch_into(&mut out, next_seq, records, flags);
+        self.out = out;
+        self.trim();
+        res?;
+        Ok(&self.out)
+    }
+
+    fn encode_batch_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        next_seq: u64,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> io::Result<()> {
+        if records.is_empty() {
+            return self.encode_frame(out, next_seq, &[], flags);
+        }
+        let mut start = 0;
+        let mut size = 0;
+        for (i, r) in records.iter().enumerate() {
+            let len = record_raw_len(r);
+            if i > start && size + len > TARGET_FRAME_RAW {
+                self.encode_frame(
+                    out,
+                    records[start].seq,
+                    &records[start..i],
+                    AppendFlags::default(),
+                )?;
+                start = i;
+                size = 0;
+            }
+            size += len;
+        }
+        self.encode_frame(out, records[start].seq, &records[start..], flags)
+    }
+
+    /// Drops the scratch buffers that grew past what an ordinary batch needs.
+    fn trim(&mut self) {
+        for b in [&mut self.raw, &mut self.comp] {
+            if b.capacity() > KEEP_BUFFER {
+                *b = Vec::new();
+            }
+        }
+    }
+
+    /// Drops the output buffer if it grew past what an ordinary batch needs (call after
+    /// the bytes of [`FrameEncoder::encode_batch`] have been written).
+    pub fn release_output(&mut self) {
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        }
+    }
+}
+
+/// A few [`FrameEncoder`]s kept between appends, so concurrent appenders each get one
+/// and a lone appender reuses the same one every time.
+#[derive(Debug, Default)]
+pub struct EncoderPool {
+    idle: std::sync::Mutex<Vec<FrameEncoder>>,
+}
+
+/// How many idle encoders a pool keeps.
+const POOL_IDLE: usize = 4;
+
+impl EncoderPool {
+    /// An encoder from the pool (a new one if none is idle); it goes back to the pool
+    /// when dropped.
+    pub fn get(&self) -> io::Result<PooledEncoder<'_>> {
+        let idle = self.lock().pop();
+        let enc = match idle {
+            Some(e) => e,
+            None => FrameEncoder::new()?,
+        };
+        Ok(PooledEncoder {
+            pool: self,
+            enc: Some(enc),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FrameEncoder>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An encoder borrowed from an [`EncoderPool`].
+#[derive(Debug)]
+pub struct PooledEncoder<'a> {
+    pool: &'a EncoderPool,
+    enc: Option<FrameEncoder>,
+}
+
+impl std::ops::Deref for PooledEncoder<'_> {
+    type Target = FrameEncoder;
+    fn deref(&self) -> &FrameEncoder {
+        self.enc.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PooledEncoder<'_> {
+    fn deref_mut(&mut self) -> &mut FrameEncoder {
+        self.enc.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledEncoder<'_> {
+    fn drop(&mut self) {
+        if let Some(mut enc) = self.enc.take() {
+            enc.release_output();
+            let mut idle = self.pool.lock();
+            if idle.len() < POOL_IDLE {
+                idle.push(enc);
+            }
+        }
+    }
+}
+
 /// Encodes `records` (already checked to be consecutive and each ≤ [`MAX_RECORD_PAYLOAD`])
 /// as one frame, appended to `out`.
 pub fn encode_frame(
@@ -106,56 +304,18 @@ pub fn encode_frame(
     records: &[JournalRecord],
     flags: AppendFlags,
 ) -> io::Result<()> {
-    let raw_len: usize = records.iter().map(record_raw_len).sum();
-    let mut raw = BytesMut::with_capacity(raw_len);
-    for r in records {
-        put_varint(&mut raw, r.seq);
-        raw.put_u8(r.kind.as_u8());
-        put_varint(&mut raw, r.payload.len() as u64);
-        raw.put_slice(&r.payload);
-    }
-    let comp = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
-    let start = out.len();
-    out.extend_from_slice(FRAME_MAGIC);
-    out.push(flags.to_bits());
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&first_seq.to_le_bytes());
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[start..]);
-    h.update(&comp);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(&comp);
-    Ok(())
+    FrameEncoder::new()?.encode_frame(out, first_seq, records, flags)
 }
 
 /// Encodes one `append` batch as one or more frames (split at about [`TARGET_FRAME_RAW`]).
 /// The flags go on the last frame only, so they survive only if the whole batch does.
 pub fn encode_batch(records: &[JournalRecord], flags: AppendFlags) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
     if records.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    let mut start = 0;
-    let mut size = 0;
-    for (i, r) in records.iter().enumerate() {
-        let len = record_raw_len(r);
-        if i > start && size + len > TARGET_FRAME_RAW {
-            encode_frame(
-                &mut out,
-                records[start].seq,
-                &records[start..i],
-                AppendFlags::default(),
-            )?;
-            start = i;
-            size = 0;
-        }
-        size += len;
-    }
-    encode_frame(&mut out, records[start].seq, &records[start..], flags)?;
-    Ok(out)
+    Ok(FrameEncoder::new()?
+        .encode_batch(records[0].seq, records, flags)?
+        .to_vec())
 }
 
 /// Encodes a zero-record frame that only carries flags (an empty `append` with flags).

@@ -54,6 +54,27 @@ pub trait Store: Send + Sync + 'static {
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError>;
 
+    /// Appends like [`Store::append`] but may return before the batch is on stable
+    /// storage, for a writer that acknowledges nothing until it has called
+    /// [`Store::sync`] (a file import). Other readers may not see the batch before then;
+    /// a crash may lose it (never half of a frame: recovery cuts at the last whole one).
+    /// Every store may simply append durably, which is the default.
+    fn append_unsynced(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        self.append(invocation_id, records, flags)
+    }
+
+    /// Makes every batch appended so far durable and visible to readers (a no-op when
+    /// nothing is pending). [`Store::mark_complete`] does it too.
+    fn sync(&self, invocation_id: &str) -> Result<(), StoreError> {
+        let _ = invocation_id;
+        Ok(())
+    }
+
     /// Current state, `None` if the invocation does not exist.
     fn state(&self, invocation_id: &str) -> Result<Option<InvocationState>, StoreError>;
 

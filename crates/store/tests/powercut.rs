@@ -15,7 +15,8 @@
 //! store must rebuild it from the journals alone (docs/store.md, "Power cuts").
 //!
 //! The workload is real: the Bazel 4.2.3 fixture streams, appended in random batches as the
-//! BES server does (`append` returned = acked). After every cut the store must open with a
+//! BES server does (`append` returned = acked) or as a file import does (`append_unsynced`,
+//! acked once a later `sync`, `append` or `mark_complete` returned). After every cut the store must open with a
 //! sane recovery report, keep every acked event byte for byte, and reopen clean.
 //!
 //! `POWERCUT_SEED=<n>` replays a campaign; a failure prints its seed.
@@ -467,8 +468,11 @@ struct Inv {
     stream: usize,
     /// `open_invocation` returned `Ok`.
     created: bool,
-    /// Highest seq whose `append` returned `Ok` (or that recovery kept).
+    /// Highest seq whose `append` (or `sync` after `append_unsynced`) returned `Ok`, or
+    /// that recovery kept.
     acked: u64,
+    /// Highest seq written, by `append` or `append_unsynced` (≥ `acked`).
+    written: u64,
     /// `mark_complete` returned `Ok`.
     finalized: bool,
     /// Finalized once (a lost index forgets it; the stream is not finalized again).
@@ -486,6 +490,7 @@ struct Stats {
     cuts_during_recovery: u64,
     index_dropped: u64,
     acked_events: u64,
+    unsynced_batches: u64,
     torn_tails_cut: u64,
     rebuilt_rows: u64,
     invocations: u64,
@@ -586,6 +591,7 @@ fn verify(
         }
         // What survived is durable: the client resends from there.
         inv.acked = n;
+        inv.written = n;
         inv.created = true;
         inv.finalized = state.finalized;
     }
@@ -653,6 +659,7 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
                 stream: rng.below(streams.len() as u64) as usize,
                 created: false,
                 acked: 0,
+                written: 0,
                 finalized: false,
                 done: false,
                 deleting: false,
@@ -689,26 +696,44 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
                 store
                     .open_invocation(&meta(&inv.id))
                     .map(|_| inv.created = true)
-            } else if inv.acked < events.len() as u64 {
-                let n = (rng.below(24) + 1).min(events.len() as u64 - inv.acked);
-                let batch: Vec<_> = (inv.acked + 1..=inv.acked + n)
+            } else if inv.written > inv.acked && rng.below(3) == 0 {
+                // A file import makes its unsynced batches durable in one go.
+                store.sync(&inv.id).map(|()| {
+                    stats.acked_events += inv.written - inv.acked;
+                    inv.acked = inv.written;
+                })
+            } else if inv.written < events.len() as u64 {
+                let n = (rng.below(24) + 1).min(events.len() as u64 - inv.written);
+                let batch: Vec<_> = (inv.written + 1..=inv.written + n)
                     .map(|s| record(events, s))
                     .collect();
-                let last = inv.acked + n == events.len() as u64;
+                let last = inv.written + n == events.len() as u64;
                 let flags = AppendFlags {
                     saw_build_finished: last,
                     saw_last_message: last,
                     saw_stream_finished: false,
                 };
-                store.append(&inv.id, &batch, flags).map(|st| {
-                    assert_eq!(st.last_seq, inv.acked + n);
-                    inv.acked += n;
-                    stats.acked_events += n;
+                // Now and then a batch as a file import writes it: acked only once synced.
+                let durable = rng.below(3) != 0;
+                let res = if durable {
+                    store.append(&inv.id, &batch, flags)
+                } else {
+                    stats.unsynced_batches += 1;
+                    store.append_unsynced(&inv.id, &batch, flags)
+                };
+                res.map(|st| {
+                    assert_eq!(st.last_seq, inv.written + n);
+                    inv.written += n;
+                    if durable {
+                        stats.acked_events += inv.written - inv.acked;
+                        inv.acked = inv.written;
+                    }
                 })
             } else {
                 store
                     .mark_complete(&inv.id, true, None, &serde_json::json!({}))
                     .map(|()| {
+                        inv.acked = inv.written;
                         inv.finalized = true;
                         inv.done = true;
                     })
@@ -762,6 +787,7 @@ fn power_cuts_keep_every_acked_event() {
     assert_eq!(stats.cuts, 120, "seed {seed}");
     // The campaign must have exercised what it claims to (seed {seed}).
     assert!(stats.acked_events > 1000, "seed {seed}: {stats:?}");
+    assert!(stats.unsynced_batches > 50, "seed {seed}: {stats:?}");
     assert!(
         stats.cuts_inside_an_operation > 20,
         "seed {seed}: {stats:?}"

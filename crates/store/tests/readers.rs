@@ -183,3 +183,28 @@ fn a_reader_of_a_missing_store_says_so_and_creates_nothing() {
     assert!(e.to_string().contains("index.sqlite does not exist"), "{e}");
     assert_eq!(std::fs::read_dir(&missing).unwrap().count(), 0);
 }
+
+/// A file import's unsynced batches stay invisible to readers (their index row lags) until
+/// the writer syncs them; then a reader sees all of them.
+#[test]
+fn a_reader_sees_unsynced_batches_only_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = FsStore::open(dir.path()).unwrap();
+    writer.open_invocation(&meta("imp")).unwrap();
+    writer
+        .append("imp", &recs(1, 10), AppendFlags::default())
+        .unwrap();
+    writer
+        .append_unsynced("imp", &recs(11, 90), AppendFlags::default())
+        .unwrap();
+    let reader = FsStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.state("imp").unwrap().unwrap().last_seq, 10);
+    let got = read_all(&reader, "imp");
+    assert_eq!(got.len(), 10);
+    check_prefix(&got);
+    writer.sync("imp").unwrap();
+    assert_eq!(reader.state("imp").unwrap().unwrap().last_seq, 100);
+    let got = read_all(&reader, "imp");
+    assert_eq!(got.len(), 100);
+    check_prefix(&got);
+}

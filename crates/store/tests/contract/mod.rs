@@ -46,6 +46,7 @@ macro_rules! store_contract {
             large_batches_round_trip,
             read_while_appending_sees_a_consistent_prefix,
             exclusive_admits_one_holder_at_a_time,
+            unsynced_appends_are_kept_once_synced,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -888,4 +889,52 @@ pub fn exclusive_admits_one_holder_at_a_time(b: &dyn Backend) {
         })
         .unwrap();
     assert!(nested);
+}
+
+/// `append_unsynced` (a file import's batches) behaves like `append` for the writer, and
+/// `sync` or `mark_complete` leaves everything durable: all of it is there after reopening.
+pub fn unsynced_appends_are_kept_once_synced(b: &dyn Backend) {
+    let store = b.open();
+    for id in ["u-sync", "u-final"] {
+        store.open_invocation(&meta(id)).unwrap();
+        let st = store
+            .append_unsynced(id, &recs(1, 40), AppendFlags::default())
+            .unwrap();
+        assert_eq!(st.last_seq, 40);
+        // A durable append after unsynced ones, then more unsynced ones with flags.
+        store
+            .append(id, &recs(41, 3), AppendFlags::default())
+            .unwrap();
+        let flags = AppendFlags {
+            saw_build_finished: true,
+            saw_last_message: true,
+            saw_stream_finished: false,
+        };
+        let st = store.append_unsynced(id, &recs(44, 57), flags).unwrap();
+        assert_eq!(st.last_seq, 100);
+        assert!(st.saw_build_finished && st.saw_last_message);
+        assert_eq!(store.state(id).unwrap().unwrap(), st);
+        // The writer reads its own unsynced batches.
+        check_records(&read_all(store.as_ref(), id), 100);
+        let e = store
+            .append_unsynced(id, &recs(102, 1), AppendFlags::default())
+            .unwrap_err();
+        assert!(matches!(e, StoreError::SeqGap { .. }), "{e}");
+    }
+    store.sync("u-sync").unwrap();
+    store.sync("u-sync").unwrap();
+    store
+        .mark_complete("u-final", true, None, &json!({"event_count": 100}))
+        .unwrap();
+    let before = store.state("u-sync").unwrap().unwrap();
+    drop(store);
+    let store = b.open();
+    assert_eq!(store.state("u-sync").unwrap().unwrap(), before);
+    check_records(&read_all(store.as_ref(), "u-sync"), 100);
+    check_records(&read_all(store.as_ref(), "u-final"), 100);
+    let st = store.state("u-final").unwrap().unwrap();
+    assert!(st.finalized && st.complete && st.saw_build_finished && st.last_seq == 100);
+    // Syncing an invocation with nothing pending, or one that does not exist, is harmless.
+    store.sync("u-sync").unwrap();
+    store.sync("nobody").unwrap();
 }
