@@ -25,7 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("descriptor_set.bin"),
-        prost::Message::encode_to_vec(&fds),
+        prost::Message::encode_to_vec(&reflection_set(
+            &fds,
+            "build_event_stream/build_event_stream.proto",
+        )),
     )?;
     tonic_prost_build::configure()
         .btree_map(".")
@@ -33,4 +36,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// The files reflection needs (`root` and what it imports, transitively), without source
+/// info (comments and spans): a smaller set decodes faster at every start of the CLI.
+fn reflection_set(
+    fds: &prost_types::FileDescriptorSet,
+    root: &str,
+) -> prost_types::FileDescriptorSet {
+    let mut want = vec![root.to_string()];
+    let mut keep = std::collections::BTreeSet::new();
+    while let Some(name) = want.pop() {
+        if keep.insert(name.clone()) {
+            if let Some(f) = fds.file.iter().find(|f| f.name() == name) {
+                want.extend(f.dependency.iter().cloned());
+            }
+        }
+    }
+    let file = fds
+        .file
+        .iter()
+        .filter(|f| keep.contains(f.name()))
+        .map(|f| prost_types::FileDescriptorProto {
+            source_code_info: None,
+            ..f.clone()
+        })
+        .collect();
+    prost_types::FileDescriptorSet { file }
 }

@@ -40,8 +40,9 @@ pub mod rpc {
     tonic::include_proto!("google.rpc");
 }
 
-/// The serialized `FileDescriptorSet` of every .proto file above, for
-/// reflection (proto3 JSON to binary conversion of BEP JSON files).
+/// The serialized `FileDescriptorSet` of build_event_stream.proto and the files
+/// it imports, without source info, for reflection (proto3 JSON to binary
+/// conversion of BEP JSON files).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
 
