@@ -237,8 +237,7 @@ fn plan() -> &'static Plan {
 /// Reusable buffers of one nesting level.
 #[derive(Default)]
 struct Level {
-    body: Vec<u8>,
-    /// (field number, start, end) of each field's bytes in `body`.
+    /// (field number, start, end) of each field's bytes in the destination.
     chunks: Vec<(u32, usize, usize)>,
     seen: Vec<u64>,
     oneofs: Vec<u64>,
@@ -344,12 +343,20 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             self.ctx.levels.resize_with(self.depth + 1, Level::default);
         }
         let mut lvl = std::mem::take(&mut self.ctx.levels[self.depth]);
-        lvl.body.clear();
         lvl.chunks.clear();
         lvl.seen.clear();
         lvl.seen.resize(mp.fields.len().div_ceil(64), 0);
         lvl.oneofs.clear();
         lvl.oneofs.resize(mp.oneofs.div_ceil(64), 0);
+        // The message is written where it goes: its tag, one byte for its length (widened
+        // afterwards if the body needs more), its body.
+        let dst = self.dst;
+        let len_at = self.tag.map(|tag| {
+            key(tag, WIRE_LEN, dst);
+            dst.push(0);
+            dst.len() - 1
+        });
+        let body_start = dst.len();
         let mut id_set = false;
         while let Some(i) = map.next_key_seed(KeySeed(mp))? {
             let Some(i) = i else {
@@ -360,12 +367,12 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             }
             set_bit(&mut lvl.seen, i);
             let f = &mp.fields[i];
-            let start = lvl.body.len();
+            let start = dst.len();
             let set = map.next_value_seed(FieldSeed {
                 ctx: &mut *self.ctx,
                 f,
                 depth: self.depth,
-                dst: &mut lvl.body,
+                dst: &mut *dst,
             })?;
             if set {
                 if let Some(o) = f.oneof {
@@ -378,27 +385,32 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     id_set = true;
                 }
             }
-            let end = lvl.body.len();
+            let end = dst.len();
             if end > start {
                 lvl.chunks.push((f.number, start, end));
             }
         }
-        let in_order = lvl.chunks.windows(2).all(|w| w[0].0 < w[1].0);
-        let payload: &[u8] = if in_order {
-            &lvl.body
-        } else {
-            lvl.chunks.sort_unstable_by_key(|c| c.0);
+        // Fields in number order, as protobuf encoders write them.
+        if !lvl.chunks.windows(2).all(|w| w[0].0 < w[1].0) {
+            lvl.chunks.sort_by_key(|c| c.0);
             lvl.sorted.clear();
             for &(_, s, e) in &lvl.chunks {
-                lvl.sorted.extend_from_slice(&lvl.body[s..e]);
+                lvl.sorted.extend_from_slice(&dst[s..e]);
             }
-            &lvl.sorted
-        };
-        if let Some(tag) = self.tag {
-            key(tag, WIRE_LEN, self.dst);
-            encode_varint(payload.len() as u64, self.dst);
+            dst.truncate(body_start);
+            dst.extend_from_slice(&lvl.sorted);
         }
-        self.dst.extend_from_slice(payload);
+        if let Some(at) = len_at {
+            let len = dst.len() - body_start;
+            let n = prost::encoding::encoded_len_varint(len as u64);
+            if n > 1 {
+                let end = dst.len();
+                dst.resize(end + n - 1, 0);
+                dst.copy_within(body_start..end, body_start + n - 1);
+            }
+            let mut slot = &mut dst[at..at + n];
+            prost::encoding::encode_varint(len as u64, &mut slot);
+        }
         self.ctx.levels[self.depth] = lvl;
         Ok(id_set)
     }
