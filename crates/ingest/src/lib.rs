@@ -21,14 +21,15 @@ use proof_stream::probe::{probe, Probe};
 use proof_stream::summary::{Summary, SummaryBuilder};
 use thiserror::Error;
 
-/// A file import commits (one `append`, one fsync) once this many bytes of
-/// events have accumulated, and once at the end. Nothing of a file import is
-/// acknowledged to anyone before it finishes (a failed import is deleted
-/// again), so fewer, larger commits weaken nothing; the bound only caps the
-/// memory a batch holds.
-pub const FILE_BATCH_BYTES: usize = 32 << 20;
+/// A file import hands the store a batch ([`Store::append_unsynced`]) once this many
+/// bytes of events have accumulated, and makes everything durable once, at the end
+/// ([`Store::sync`]): nothing of a file import is acknowledged to anyone before it
+/// finishes (a failed import is deleted again), so one sync weakens nothing. Batches
+/// are small so that the memory of one is reused for the next (fresh memory costs a page
+/// fault per page, which costs more than the compression of what it holds).
+pub const FILE_BATCH_BYTES: usize = 1 << 20;
 /// ... or once this many events have accumulated, whichever comes first.
-pub const FILE_BATCH_EVENTS: usize = 256 * 1024;
+pub const FILE_BATCH_EVENTS: usize = 16 * 1024;
 
 /// Why an ingest failed.
 #[derive(Debug, Error)]
@@ -45,7 +46,7 @@ pub enum IngestError {
     NoBuildStarted { first: &'static str },
     #[error("the stream has no events")]
     Empty,
-    #[error("invocation {0} is already in the store; delete it first or ingest another file")]
+    #[error("invocation {0} is already in the store (`proof show {0}` shows it); a store keeps one record per invocation: import the file into another --store")]
     AlreadyStored(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -213,8 +214,15 @@ fn ingest_file_batched(
         instance: None,
         created_at_ms: now_ms,
     };
-    if store.state(&invocation_id)?.is_some() {
-        return Err(IngestError::AlreadyStored(invocation_id));
+    if let Some(existing) = store.get(&invocation_id)? {
+        // An import that never finished (the process died before it could delete it
+        // again) was acknowledged to no one: it is replaced. Anything else stays.
+        let unfinished_import =
+            existing.meta.source == InvocationSource::File && !existing.state.finalized;
+        if !unfinished_import {
+            return Err(IngestError::AlreadyStored(invocation_id));
+        }
+        store.delete(&invocation_id)?;
     }
     store.open_invocation(&meta)?;
     // The summary is built over the very bytes appended, in order: the same
@@ -232,10 +240,11 @@ fn ingest_file_batched(
             let done = next.is_none();
             if let Some(ev) = next {
                 let ev = ev?;
-                let p = probe(&ev).map_err(|source| IngestError::NotBep { index: seq, source })?;
+                let p = summary
+                    .push_probed(&ev)
+                    .map_err(|source| IngestError::NotBep { index: seq, source })?;
                 flags.saw_build_finished |= p.build_finished;
                 flags.saw_last_message |= p.last_message;
-                summary.push(&ev);
                 seq += 1;
                 bytes += ev.len() as u64;
                 batch_bytes += ev.len();
@@ -247,12 +256,13 @@ fn ingest_file_batched(
             }
             if batch_bytes >= max_bytes || batch.len() >= max_events || (done && !batch.is_empty())
             {
-                store.append(&invocation_id, &batch, std::mem::take(&mut flags))?;
+                store.append_unsynced(&invocation_id, &batch, std::mem::take(&mut flags))?;
                 batch.clear();
                 batch_bytes = 0;
                 progress(Progress { events: seq, bytes });
             }
             if done {
+                store.sync(&invocation_id)?;
                 return Ok(());
             }
         }
@@ -398,6 +408,73 @@ mod tests {
             ingest_file(&store, &bin[..], 1, |_| {}),
             Err(IngestError::AlreadyStored(_))
         ));
+    }
+
+    /// An import cut short by a crash (the invocation open, part of its events written,
+    /// never finalized) is replaced by the next import of the file; a finished one or a
+    /// streamed one is not.
+    #[test]
+    fn an_import_cut_short_is_replaced_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = std::fs::read(format!("{FIX}/remote-build/bep.bin")).unwrap();
+        let events: Vec<Vec<u8>> = proof_stream::bepfile::BepFileReader::open(&bin[..])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let id = probe(&events[0]).unwrap().started_uuid.unwrap();
+        let partial = |store: &FsStore, source| {
+            store
+                .open_invocation(&InvocationMeta {
+                    invocation_id: id.clone(),
+                    build_id: None,
+                    source,
+                    tenant: None,
+                    instance: None,
+                    created_at_ms: 1,
+                })
+                .unwrap();
+            let recs: Vec<JournalRecord> = events[..10]
+                .iter()
+                .enumerate()
+                .map(|(i, e)| JournalRecord {
+                    seq: i as u64 + 1,
+                    kind: RecordKind::BepEvent,
+                    payload: Bytes::from(e.clone()),
+                })
+                .collect();
+            store
+                .append_unsynced(&id, &recs, AppendFlags::default())
+                .unwrap();
+        };
+        {
+            let store = FsStore::open(dir.path()).unwrap();
+            partial(&store, InvocationSource::File);
+            // The process dies here: no sync, no finalization, no delete.
+        }
+        let store = FsStore::open(dir.path()).unwrap();
+        let (_, fin) = ingest_file(&store, &bin[..], 1, |_| {}).unwrap();
+        assert!(fin.complete, "{:?}", fin.reason);
+        assert_eq!(fin.summary.event_count, events.len() as u64);
+        let stored: Vec<Vec<u8>> = store
+            .read(&id)
+            .unwrap()
+            .map(|r| r.unwrap().payload.to_vec())
+            .collect();
+        assert_eq!(stored, events);
+        // Finished: the next import of the same file is refused.
+        assert!(matches!(
+            ingest_file(&store, &bin[..], 1, |_| {}),
+            Err(IngestError::AlreadyStored(_))
+        ));
+        // A live stream cut short is the server's to finish or expire, not an import's.
+        let other = tempfile::tempdir().unwrap();
+        let store = FsStore::open(other.path()).unwrap();
+        partial(&store, InvocationSource::Bes);
+        assert!(matches!(
+            ingest_file(&store, &bin[..], 1, |_| {}),
+            Err(IngestError::AlreadyStored(_))
+        ));
+        assert_eq!(store.state(&id).unwrap().unwrap().last_seq, 10);
     }
 
     /// Issue #9: a real Bazel 8.3.1 JSON file (MissReason by name) ingests

@@ -201,32 +201,50 @@ impl<R: BufRead> Iterator for BepFileReader<R> {
                     return None;
                 }
                 *line += 1;
-                buf.clear();
                 let max = DEFAULT_MAX_RECORD;
-                match reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf) {
+                // A line that lies whole in the reader's buffer is converted where it is;
+                // only one that straddles the buffer's end is copied out first.
+                let avail = match reader.fill_buf() {
+                    Ok(a) => a,
                     Err(e) => {
                         *done = true;
                         return Some(Err(e.into()));
                     }
-                    Ok(0) => {
-                        *done = true;
-                        return None;
+                };
+                if avail.is_empty() {
+                    *done = true;
+                    return None;
+                }
+                let (text, in_place): (&[u8], usize) = match memchr::memchr(b'\n', avail) {
+                    Some(end) if end < max => (&avail[..=end], end + 1),
+                    _ => {
+                        buf.clear();
+                        let read = reader.by_ref().take(max as u64 + 1).read_until(b'\n', buf);
+                        if let Err(e) = read {
+                            *done = true;
+                            return Some(Err(e.into()));
+                        }
+                        if buf.len() > max {
+                            *done = true;
+                            return Some(Err(BepFileError::LineTooLong { line: *line, max }));
+                        }
+                        if buf.last() != Some(&b'\n') {
+                            *done = true;
+                            return Some(Err(BepFileError::TruncatedLine { line: *line }));
+                        }
+                        (&buf[..], 0)
                     }
-                    Ok(_) => {}
-                }
-                if buf.len() > max {
-                    *done = true;
-                    return Some(Err(BepFileError::LineTooLong { line: *line, max }));
-                }
-                if buf.last() != Some(&b'\n') {
-                    *done = true;
-                    return Some(Err(BepFileError::TruncatedLine { line: *line }));
-                }
-                if buf.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+                };
+                let blank = text.iter().all(u8::is_ascii_whitespace);
                 let line_no = *line;
-                return Some(match json_event_to_binary(buf) {
+                let converted = (!blank).then(|| json_event_to_binary(text));
+                if in_place > 0 {
+                    reader.consume(in_place);
+                }
+                let Some(converted) = converted else {
+                    continue;
+                };
+                return Some(match converted {
                     Ok((event, warnings)) => {
                         self.warning_count += warnings.len() as u64;
                         let room = MAX_KEPT_WARNINGS.saturating_sub(self.warnings.len());

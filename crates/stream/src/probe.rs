@@ -4,17 +4,18 @@
 
 use proof_proto::bep::{build_event_id::Id, BuildEventId, BuildStarted};
 
-/// The fields of `build_event_stream.BuildEvent` the ingest hot path needs.
+/// The fields of `build_event_stream.BuildEvent` the ingest hot path needs (the
+/// summary reads the same ones: `SummaryBuilder::push_probed`).
 #[derive(Clone, PartialEq, prost::Message)]
-struct ProbeMessage {
+pub(crate) struct ProbeMessage {
     #[prost(message, optional, tag = "1")]
-    id: Option<BuildEventId>,
+    pub(crate) id: Option<BuildEventId>,
     #[prost(bool, tag = "20")]
-    last_message: bool,
+    pub(crate) last_message: bool,
     #[prost(message, optional, tag = "5")]
-    started: Option<BuildStarted>,
+    pub(crate) started: Option<BuildStarted>,
     #[prost(bytes = "vec", optional, tag = "14")]
-    finished: Option<Vec<u8>>,
+    pub(crate) finished: Option<Vec<u8>>,
 }
 
 /// What the probe learned about one event.
@@ -38,16 +39,22 @@ pub struct ProbeError(#[from] prost::DecodeError);
 /// Looks at one serialized BEP event.
 pub fn probe(event: &[u8]) -> Result<Probe, ProbeError> {
     let m: ProbeMessage = prost::Message::decode(event)?;
-    let kind =
-        m.id.as_ref()
-            .and_then(|i| i.id.as_ref())
-            .map_or("unknown", id_name);
-    Ok(Probe {
-        started_uuid: m.started.map(|s| s.uuid),
-        build_finished: m.finished.is_some(),
-        last_message: m.last_message,
-        kind,
-    })
+    Ok(Probe::of(&m))
+}
+
+impl Probe {
+    pub(crate) fn of(m: &ProbeMessage) -> Probe {
+        Probe {
+            started_uuid: m.started.as_ref().map(|s| s.uuid.clone()),
+            build_finished: m.finished.is_some(),
+            last_message: m.last_message,
+            kind: m
+                .id
+                .as_ref()
+                .and_then(|i| i.id.as_ref())
+                .map_or("unknown", id_name),
+        }
+    }
 }
 
 /// The snake_case name of a BuildEventId variant.
