@@ -166,19 +166,20 @@ pub fn ingest(file: &Path, dir: &Path, json: bool) -> Result<u8> {
         }
     })?;
     let mut last_report = std::time::Instant::now();
+    let progress = |p: proof_ingest::Progress| {
+        if last_report.elapsed().as_secs() >= 2 {
+            last_report = std::time::Instant::now();
+            eprintln!(
+                "proof: ingest: {} events, {} of {} bytes",
+                p.events, p.bytes, size
+            );
+        }
+    };
     let (format, fin) = proof_ingest::ingest_file(
         store.as_ref(),
-        BufReader::with_capacity(1 << 20, f),
+        BufReader::with_capacity(64 << 10, f),
         now_ms(),
-        |p| {
-            if last_report.elapsed().as_secs() >= 2 {
-                last_report = std::time::Instant::now();
-                eprintln!(
-                    "proof: ingest: {} events, {} of {} bytes",
-                    p.events, p.bytes, size
-                );
-            }
-        },
+        progress,
     )
     .with_context(|| format!("cannot ingest {}", file.display()))?;
     print_warnings(file, &fin.warnings);

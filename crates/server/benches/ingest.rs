@@ -36,6 +36,10 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
+/// The allocator of the `proof` binary, so the memory figures are those of `proof serve`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Set in the child: serve a store in this directory.
 const CHILD_ENV: &str = "PROOF_INGEST_BENCH_CHILD_STORE";
 
