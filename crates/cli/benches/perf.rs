@@ -74,18 +74,22 @@ fn main() {
 
     // JSON ingest.
     let k = if full { 7 } else { 1 };
-    let ingest = measure(k, |i| {
-        let mut c = Command::new(proof);
-        c.args(["ingest", "--store"])
-            .arg(d.join(format!("store-json{i}")))
-            .arg(&json);
-        c
-    });
-    let parse = measure(k, |_| {
-        let mut c = Command::new(std::env::current_exe().unwrap());
-        c.env(CHILD, &json);
-        c
-    });
+    let (ingest, parse) = measure_pair(
+        k,
+        |i| {
+            let mut c = Command::new(proof);
+            c.args(["ingest", "--store"])
+                .arg(d.join(format!("store-json{i}")))
+                .arg(&json);
+            c
+        },
+        |_| {
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.env(CHILD, &json);
+            c
+        },
+        &[0],
+    );
     rows.push(Row::new(
         format!("proof ingest, JSON ({events} events, {:.1} MB)", mb(&json)),
         ingest,
@@ -98,22 +102,26 @@ fn main() {
     ));
 
     // Binary ingest.
-    let ingest = measure(k, |i| {
-        let mut c = Command::new(proof);
-        let store = if i == 0 {
-            "store-bin".to_string()
-        } else {
-            format!("store-bin{i}")
-        };
-        c.args(["ingest", "--store"]).arg(d.join(store)).arg(&bin);
-        c
-    });
-    let base = measure(k, |_| {
-        let mut c = Command::new("sh");
-        c.args(["-c", "zstd -q -3 -c < \"$1\" | sha256sum > /dev/null", "sh"])
-            .arg(&bin);
-        c
-    });
+    let (ingest, base) = measure_pair(
+        k,
+        |i| {
+            let mut c = Command::new(proof);
+            let store = if i == 0 {
+                "store-bin".to_string()
+            } else {
+                format!("store-bin{i}")
+            };
+            c.args(["ingest", "--store"]).arg(d.join(store)).arg(&bin);
+            c
+        },
+        |_| {
+            let mut c = Command::new("sh");
+            c.args(["-c", "zstd -q -3 -c < \"$1\" | sha256sum > /dev/null", "sh"])
+                .arg(&bin);
+            c
+        },
+        &[0],
+    );
     rows.push(Row::new(
         format!("proof ingest, binary ({events} events, {:.1} MB)", mb(&bin)),
         ingest,
@@ -149,21 +157,21 @@ fn main() {
         .unwrap();
     }
     let kv = if full { 3 } else { 1 };
-    let verify = measure_allowing(
+    let (verify, base) = measure_pair(
         kv,
         |_| {
             let mut c = Command::new(proof);
             c.arg("verify").arg(&artifact).arg("--key").arg(&pubkey);
             c
         },
+        |_| {
+            let mut c = Command::new("sh");
+            c.args(["-c", "zstd -q -d -c < \"$1\" | sha256sum > /dev/null", "sh"])
+                .arg(&events_member);
+            c
+        },
         &[0, 1],
     );
-    let base = measure(kv, |_| {
-        let mut c = Command::new("sh");
-        c.args(["-c", "zstd -q -d -c < \"$1\" | sha256sum > /dev/null", "sh"])
-            .arg(&events_member);
-        c
-    });
     rows.push(Row::new(
         format!(
             "proof verify ({verify_events} events, {:.1} MB)",
@@ -246,7 +254,7 @@ fn main() {
         );
     }
     println!(
-        "(wall: median of {k} runs (verify {kv}); CPU: median user + system of the process and its children, from getrusage)"
+        "(each the median of {k} runs (verify {kv}), alternating with its baseline; CPU: user + system of the process and its children, from getrusage)"
     );
     let _ = std::io::stdout().flush();
 }
@@ -305,21 +313,32 @@ fn run_allowing(cmd: &mut Command, ok: &[i32]) -> Run {
     Run { wall, cpu }
 }
 
-/// `k` runs of the command `mk(i)` makes: the median wall time and the median CPU
-/// time.
-fn measure(k: usize, mk: impl FnMut(usize) -> Command) -> Run {
-    measure_allowing(k, mk, &[0])
+/// `k` runs each of the commands `mk(i)` and `base(i)` make, alternating (a machine that
+/// slows down or speeds up along the way then weighs on both alike): the median of
+/// each. `ok` lists the exit codes `mk`'s command may end with (the baseline's: 0).
+fn measure_pair(
+    k: usize,
+    mut mk: impl FnMut(usize) -> Command,
+    mut base: impl FnMut(usize) -> Command,
+    ok: &[i32],
+) -> (Run, Run) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..k {
+        a.push(run_allowing(&mut mk(i), ok));
+        b.push(run(&mut base(i)));
+    }
+    (median_of(a), median_of(b))
 }
 
-fn measure_allowing(k: usize, mut mk: impl FnMut(usize) -> Command, ok: &[i32]) -> Run {
-    let runs: Vec<Run> = (0..k).map(|i| run_allowing(&mut mk(i), ok)).collect();
-    let mut walls: Vec<f64> = runs.iter().map(|r| r.wall).collect();
-    walls.sort_by(f64::total_cmp);
-    let mut cpus: Vec<f64> = runs.iter().map(|r| r.cpu).collect();
-    cpus.sort_by(f64::total_cmp);
+fn median_of(runs: Vec<Run>) -> Run {
+    let pick = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     Run {
-        wall: walls[k / 2],
-        cpu: cpus[k / 2],
+        wall: pick(|r| r.wall),
+        cpu: pick(|r| r.cpu),
     }
 }
 
