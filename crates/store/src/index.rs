@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::error::StoreError;
 use crate::types::{
     InvocationMeta, InvocationRecord, InvocationSource, InvocationState, LifecycleEvent,
-    LifecycleInfo, ListFilter,
+    LifecycleInfo, ListFilter, SqlParam,
 };
 
 const SCHEMA: &str = "
@@ -513,40 +513,13 @@ pub(crate) fn to_record(conn: &Connection, row: Row_) -> Result<InvocationRecord
 }
 
 pub(crate) fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Row_>, StoreError> {
-    let mut sql = format!("SELECT {COLS} FROM invocations WHERE deleted = 0");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
     use rusqlite::types::Value;
-    if let Some(t) = &f.tenant {
-        args.push(Value::Text(t.clone()));
-        sql += &format!(" AND tenant = ?{}", args.len());
-    }
-    if let Some(b) = &f.build_id {
-        args.push(Value::Text(b.clone()));
-        sql += &format!(" AND build_id = ?{}", args.len());
-    }
-    match f.complete {
-        Some(true) => sql += " AND finalized = 1 AND complete = 1",
-        Some(false) => sql += " AND NOT (finalized = 1 AND complete = 1)",
-        None => {}
-    }
-    if let Some(c) = &f.cursor {
-        args.push(Value::Integer(c.created_at_ms));
-        let a = args.len();
-        args.push(Value::Text(c.invocation_id.clone()));
-        let b = args.len();
-        sql += &format!(
-            " AND (created_at_ms < ?{a} OR (created_at_ms = ?{a} AND invocation_id < ?{b}))"
-        );
-    }
-    let limit = match f.limit {
-        0 => 100,
-        n => n.min(1000),
-    };
-    args.push(Value::Integer(limit as i64));
-    let l = args.len();
-    args.push(Value::Integer(f.offset.min(i64::MAX as usize) as i64));
-    let o = args.len();
-    sql += &format!(" ORDER BY created_at_ms DESC, invocation_id DESC LIMIT ?{l} OFFSET ?{o}");
+    let (filter, params) = f.to_sql(|n| format!("?{n}"));
+    let sql = format!("SELECT {COLS} FROM invocations WHERE deleted = 0{filter}");
+    let args = params.into_iter().map(|p| match p {
+        SqlParam::Text(t) => Value::Text(t),
+        SqlParam::Int(i) => Value::Integer(i),
+    });
     let mut st = conn
         .prepare(&sql)
         .map_err(StoreError::index("listing invocations"))?;

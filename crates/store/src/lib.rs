@@ -18,7 +18,7 @@ pub use fs::{FsStore, RecoveryReport, TornTail};
 pub use types::{
     validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
     InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor, ListFilter,
-    RecordKind, MAX_INVOCATION_ID_LEN,
+    RecordKind, SqlParam, MAX_INVOCATION_ID_LEN,
 };
 pub use vfs::{RealFs, Vfs, VfsFile};
 

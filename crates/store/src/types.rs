@@ -227,6 +227,54 @@ pub struct ListFilter {
     pub cursor: Option<ListCursor>,
 }
 
+/// One parameter of [`ListFilter::to_sql`], for the backend to bind as its own type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+impl ListFilter {
+    /// The filter as SQL over the index's `invocations` columns: conditions to append to
+    /// a `WHERE` (each starting with ` AND `), then the order, limit and offset. Parameters
+    /// are written as `placeholder(n)` (1-based: `?1` for SQLite, `$1` for PostgreSQL) and
+    /// returned in that order. The conditions use `finalized` and `complete` as booleans.
+    pub fn to_sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<SqlParam>) {
+        let mut sql = String::new();
+        let mut args = Vec::new();
+        let mut arg = |v: SqlParam| {
+            args.push(v);
+            placeholder(args.len())
+        };
+        if let Some(t) = &self.tenant {
+            sql += &format!(" AND tenant = {}", arg(SqlParam::Text(t.clone())));
+        }
+        if let Some(b) = &self.build_id {
+            sql += &format!(" AND build_id = {}", arg(SqlParam::Text(b.clone())));
+        }
+        match self.complete {
+            Some(true) => sql += " AND finalized AND complete",
+            Some(false) => sql += " AND NOT (finalized AND complete)",
+            None => {}
+        }
+        if let Some(c) = &self.cursor {
+            let at = arg(SqlParam::Int(c.created_at_ms));
+            let id = arg(SqlParam::Text(c.invocation_id.clone()));
+            sql += &format!(
+                " AND (created_at_ms < {at} OR (created_at_ms = {at} AND invocation_id < {id}))"
+            );
+        }
+        let limit = match self.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let l = arg(SqlParam::Int(limit as i64));
+        let o = arg(SqlParam::Int(self.offset.min(i64::MAX as usize) as i64));
+        sql += &format!(" ORDER BY created_at_ms DESC, invocation_id DESC LIMIT {l} OFFSET {o}");
+        (sql, args)
+    }
+}
+
 /// Longest accepted invocation id.
 pub const MAX_INVOCATION_ID_LEN: usize = 128;
 
