@@ -24,11 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Row};
-use proof_store::journal::{self, JournalReader, ReadError, MAX_RECORD_PAYLOAD, TARGET_FRAME_RAW};
+use proof_store::journal::{self, JournalReader, ReadError};
 use proof_store::{
     validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
     InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter, RecordIter,
-    RecordKind, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
+    RecordKind, SqlParam, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
 };
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
@@ -203,6 +203,8 @@ pub struct PgStore {
     pool: Pool,
     /// The URL without its password, for messages.
     display: String,
+    /// zstd contexts and buffers reused from one append to the next.
+    encoders: journal::EncoderPool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -376,7 +378,11 @@ impl PgStore {
             .test_on_check_out(true)
             .error_handler(Box::new(LogErrors))
             .build_unchecked(manager);
-        Ok(PgStore { pool, display })
+        Ok(PgStore {
+            pool,
+            display,
+            encoders: journal::EncoderPool::default(),
+        })
     }
 
     /// The store URL without its password.
@@ -598,34 +604,30 @@ fn migrate_conn(c: &mut Conn) -> Result<Vec<i32>, StoreError> {
     Ok(done)
 }
 
-/// Splits a batch into frames of about [`TARGET_FRAME_RAW`] bytes, as the embedded
-/// journal does; the batch's flags go on the last frame.
+/// Encodes a batch as the embedded journal does ([`journal::frame_ranges`]): one
+/// (first seq, record count, frame bytes) per frame, the batch's flags on the last.
 fn encode_frames(
+    enc: &mut journal::FrameEncoder,
     records: &[JournalRecord],
     flags: AppendFlags,
 ) -> std::io::Result<Vec<(u64, i32, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut size = 0;
-    let mut emit = |from: usize, to: usize, fl: AppendFlags| -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        journal::encode_frame(&mut buf, records[from].seq, &records[from..to], fl)?;
-        out.push((records[from].seq, (to - from) as i32, buf));
-        Ok(())
-    };
-    for (k, r) in records.iter().enumerate() {
-        let len = journal::record_raw_len(r);
-        if k > start && size + len > TARGET_FRAME_RAW {
-            emit(start, k, AppendFlags::default())?;
-            start = k;
-            size = 0;
-        }
-        size += len;
-    }
-    if start < records.len() {
-        emit(start, records.len(), flags)?;
-    }
-    Ok(out)
+    let ranges = journal::frame_ranges(records);
+    let last = ranges.len().saturating_sub(1);
+    ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let fl = if i == last {
+                flags
+            } else {
+                AppendFlags::default()
+            };
+            let (seq, count) = (records[r.start].seq, r.len() as i32);
+            let mut buf = Vec::new();
+            enc.encode_frame(&mut buf, seq, &records[r], fl)?;
+            Ok((seq, count, buf))
+        })
+        .collect()
 }
 
 impl Store for PgStore {
@@ -675,20 +677,17 @@ impl Store for PgStore {
         let id = invocation_id;
         validate_invocation_id(id)?;
         for r in records {
-            if r.payload.len() > MAX_RECORD_PAYLOAD {
-                return Err(StoreError::RecordTooLarge {
-                    id: id.to_string(),
-                    seq: r.seq,
-                    len: r.payload.len(),
-                    max: MAX_RECORD_PAYLOAD,
-                });
-            }
+            journal::check_record_size(id, r)?;
         }
         // Compress outside the transaction: the row lock is held only for the writes.
-        let frames = encode_frames(records, flags).map_err(|source| StoreError::Io {
-            context: "compressing a journal frame".into(),
-            source,
-        })?;
+        let frames = self
+            .encoders
+            .get()
+            .and_then(|mut enc| encode_frames(&mut enc, records, flags))
+            .map_err(|source| StoreError::Io {
+                context: "compressing a journal frame".into(),
+                source,
+            })?;
         let mut c = self.conn()?;
         let mut tx = c
             .transaction()
@@ -699,26 +698,7 @@ impl Store for PgStore {
         if st.finalized {
             return Err(StoreError::AlreadyFinalized(id.to_string()));
         }
-        let expected = st.last_seq + 1;
-        if let Some(first) = records.first() {
-            if first.seq != expected {
-                return Err(StoreError::SeqGap {
-                    id: id.to_string(),
-                    expected,
-                    got: first.seq,
-                });
-            }
-        }
-        for (k, r) in records.iter().enumerate() {
-            if r.seq != expected + k as u64 {
-                return Err(StoreError::NonConsecutive {
-                    id: id.to_string(),
-                    index: k,
-                    expected: expected + k as u64,
-                    got: r.seq,
-                });
-            }
-        }
+        journal::check_batch(id, st.last_seq, records)?;
         if records.is_empty() && !flags.any() {
             return Ok(st);
         }
@@ -940,40 +920,19 @@ impl Store for PgStore {
     }
 
     fn list(&self, f: &ListFilter) -> Result<Vec<InvocationRecord>, StoreError> {
-        let mut sql =
-            format!("SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations WHERE true");
-        let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        if let Some(t) = &f.tenant {
-            args.push(Box::new(t.clone()));
-            sql += &format!(" AND tenant = ${}", args.len());
-        }
-        if let Some(b) = &f.build_id {
-            args.push(Box::new(b.clone()));
-            sql += &format!(" AND build_id = ${}", args.len());
-        }
-        match f.complete {
-            Some(true) => sql += " AND finalized AND complete",
-            Some(false) => sql += " AND NOT (finalized AND complete)",
-            None => {}
-        }
-        if let Some(cur) = &f.cursor {
-            args.push(Box::new(cur.created_at_ms));
-            let a = args.len();
-            args.push(Box::new(cur.invocation_id.clone()));
-            let b = args.len();
-            sql += &format!(
-                " AND (created_at_ms < ${a} OR (created_at_ms = ${a} AND invocation_id < ${b}))"
-            );
-        }
-        let limit = match f.limit {
-            0 => 100,
-            n => n.min(1000),
-        };
-        args.push(Box::new(limit as i64));
-        let l = args.len();
-        args.push(Box::new(f.offset.min(i64::MAX as usize) as i64));
-        let o = args.len();
-        sql += &format!(" ORDER BY created_at_ms DESC, invocation_id DESC LIMIT ${l} OFFSET ${o}");
+        let (filter, params) = f.to_sql(|n| format!("${n}"));
+        let sql = format!(
+            "SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations WHERE true{filter}"
+        );
+        let args: Vec<Box<dyn ToSql + Sync>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync> {
+                match p {
+                    SqlParam::Text(t) => Box::new(t),
+                    SqlParam::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|b| b.as_ref()).collect();
         let mut c = self.conn()?;
         let rows = c

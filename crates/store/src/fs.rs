@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use crate::error::StoreError;
 use crate::index;
-use crate::journal::{self, JournalReader, ReadError, MAX_RECORD_PAYLOAD};
+use crate::journal::{self, JournalReader, ReadError};
 use crate::types::{
     validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
     InvocationState, JournalRecord, LifecycleEvent, ListFilter,
@@ -607,34 +607,8 @@ impl<V: Vfs> FsStore<V> {
                     reason: reason.clone(),
                 });
             }
+            journal::check_batch(id, live.state.last_seq, records)?;
             let expected = live.state.last_seq + 1;
-            if let Some(first) = records.first() {
-                if first.seq != expected {
-                    return Err(StoreError::SeqGap {
-                        id: id.to_string(),
-                        expected,
-                        got: first.seq,
-                    });
-                }
-            }
-            for (i, r) in records.iter().enumerate() {
-                if r.seq != expected + i as u64 {
-                    return Err(StoreError::NonConsecutive {
-                        id: id.to_string(),
-                        index: i,
-                        expected: expected + i as u64,
-                        got: r.seq,
-                    });
-                }
-                if r.payload.len() > MAX_RECORD_PAYLOAD {
-                    return Err(StoreError::RecordTooLarge {
-                        id: id.to_string(),
-                        seq: r.seq,
-                        len: r.payload.len(),
-                        max: MAX_RECORD_PAYLOAD,
-                    });
-                }
-            }
             if records.is_empty() && !flags.any() {
                 return Ok(live.state.clone());
             }

@@ -20,6 +20,7 @@ use std::io::{self, Read};
 
 use bytes::Bytes;
 
+use crate::error::StoreError;
 use crate::types::{AppendFlags, InvocationMeta, InvocationState, JournalRecord, RecordKind};
 
 /// First bytes of every journal file.
@@ -197,23 +198,17 @@ impl FrameEncoder {
         if records.is_empty() {
             return self.encode_frame(out, next_seq, &[], flags);
         }
-        let mut start = 0;
-        let mut size = 0;
-        for (i, r) in records.iter().enumerate() {
-            let len = record_raw_len(r);
-            if i > start && size + len > TARGET_FRAME_RAW {
-                self.encode_frame(
-                    out,
-                    records[start].seq,
-                    &records[start..i],
-                    AppendFlags::default(),
-                )?;
-                start = i;
-                size = 0;
-            }
-            size += len;
+        let ranges = frame_ranges(records);
+        let last = ranges.len() - 1;
+        for (i, r) in ranges.into_iter().enumerate() {
+            let fl = if i == last {
+                flags
+            } else {
+                AppendFlags::default()
+            };
+            self.encode_frame(out, records[r.start].seq, &records[r], fl)?;
         }
-        self.encode_frame(out, records[start].seq, &records[start..], flags)
+        Ok(())
     }
 
     /// Drops the scratch buffers that grew past what an ordinary batch needs.
@@ -294,6 +289,68 @@ impl Drop for PooledEncoder<'_> {
             }
         }
     }
+}
+
+/// Refuses a record whose payload is over [`MAX_RECORD_PAYLOAD`].
+pub fn check_record_size(id: &str, r: &JournalRecord) -> Result<(), StoreError> {
+    if r.payload.len() > MAX_RECORD_PAYLOAD {
+        return Err(StoreError::RecordTooLarge {
+            id: id.to_string(),
+            seq: r.seq,
+            len: r.payload.len(),
+            max: MAX_RECORD_PAYLOAD,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a batch for `append` to an invocation whose last record is `last_seq`: it
+/// starts at `last_seq + 1`, is consecutive, and every payload fits a record.
+pub fn check_batch(id: &str, last_seq: u64, records: &[JournalRecord]) -> Result<(), StoreError> {
+    let expected = last_seq + 1;
+    if let Some(first) = records.first() {
+        if first.seq != expected {
+            return Err(StoreError::SeqGap {
+                id: id.to_string(),
+                expected,
+                got: first.seq,
+            });
+        }
+    }
+    for (i, r) in records.iter().enumerate() {
+        if r.seq != expected + i as u64 {
+            return Err(StoreError::NonConsecutive {
+                id: id.to_string(),
+                index: i,
+                expected: expected + i as u64,
+                got: r.seq,
+            });
+        }
+        check_record_size(id, r)?;
+    }
+    Ok(())
+}
+
+/// How a batch splits into frames of about [`TARGET_FRAME_RAW`] raw bytes: the range of
+/// records of each frame, in order, none empty (none at all for an empty batch). The
+/// batch's flags belong on the last frame only, so they survive only if all of it does.
+pub fn frame_ranges(records: &[JournalRecord]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, r) in records.iter().enumerate() {
+        let len = record_raw_len(r);
+        if i > start && size + len > TARGET_FRAME_RAW {
+            ranges.push(start..i);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < records.len() {
+        ranges.push(start..records.len());
+    }
+    ranges
 }
 
 /// Encodes `records` (already checked to be consecutive and each ≤ [`MAX_RECORD_PAYLOAD`])
