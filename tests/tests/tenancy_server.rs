@@ -404,6 +404,24 @@ fn refused(e: ReplayError) -> (Code, String) {
     }
 }
 
+/// Tries `attempt` up to `tries` times, 20 ms apart, while it is refused with
+/// ResourceExhausted (a slot not given back yet); whether it was let in.
+async fn let_in_within<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
+    tries: usize,
+    mut attempt: impl FnMut() -> F,
+) -> bool {
+    for _ in 0..tries {
+        match attempt().await {
+            Ok(_) => return true,
+            Err(st) => {
+                assert_eq!(st.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn a_tenant_with_its_token_streams_and_owns_the_invocation() {
     let s = InProc::start(&tenants_toml("")).await;
@@ -788,20 +806,12 @@ async fn concurrent_streams_are_limited_and_the_slot_is_released_when_the_rpc_en
         .unwrap();
     drop(first.tx);
     assert!(first.rx.message().await.unwrap().is_none());
-    let mut ok = false;
-    for _ in 0..50 {
+    let (s, events2) = (&s, &events2);
+    let ok = let_in_within(50, || async move {
         let mut third = open(&s.target(), id2, Some("token-tiny"), "x").await;
-        match third.send_all(&events2, 1, canonical).await {
-            Ok(_) => {
-                ok = true;
-                break;
-            }
-            Err(st) => {
-                assert_eq!(st.code(), Code::ResourceExhausted);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+        third.send_all(events2, 1, canonical).await
+    })
+    .await;
     assert!(ok, "the slot was never released");
 }
 
@@ -1013,25 +1023,17 @@ async fn rpcs_per_peer_are_limited_and_a_closed_rpc_frees_its_place() {
     assert!(st.message().contains("per peer"), "{}", st.message());
     assert_eq!(Metrics::get(&s.metrics.stream_errors_peer_limit), 1);
     drop(first);
-    let mut ok = false;
-    for _ in 0..100 {
+    let s = &s;
+    let ok = let_in_within(100, || async move {
         let mut req = tonic::Request::new(tonic::codegen::tokio_stream::pending::<
             PublishBuildToolEventStreamRequest,
         >());
         req.metadata_mut()
             .insert("authorization", "Bearer token-a".parse().unwrap());
         let mut client = PublishBuildEventClient::new(channel(&s.target()).await);
-        match client.publish_build_tool_event_stream(req).await {
-            Ok(_) => {
-                ok = true;
-                break;
-            }
-            Err(st) => {
-                assert_eq!(st.code(), Code::ResourceExhausted);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+        client.publish_build_tool_event_stream(req).await
+    })
+    .await;
     assert!(ok, "the closed RPC never gave its place back");
 }
 

@@ -240,6 +240,23 @@ impl CrashFs {
     }
     /// Power cut, then boot: the directory holds exactly the durable state, which is the
     /// starting point of the next boot.
+    /// Opens a file that exists, for reading and writing (appending with `append`).
+    fn open_existing(&self, path: &Path, append: bool) -> io::Result<CrashFile> {
+        let mut d = self.disk();
+        d.tick()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .append(append)
+            .open(path)?;
+        let ino = d.adopt(path).expect("opened, so it exists");
+        Ok(CrashFile {
+            file,
+            ino,
+            disk: self.0.clone(),
+        })
+    }
+
     fn cut_and_boot(&self, rng: &mut Rng) {
         let mut d = self.disk();
         d.cut(rng).expect("applying the power cut to the directory");
@@ -357,33 +374,11 @@ impl Vfs for CrashFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<CrashFile> {
-        let mut d = self.disk();
-        d.tick()?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(path)?;
-        let ino = d.adopt(path).expect("opened, so it exists");
-        Ok(CrashFile {
-            file,
-            ino,
-            disk: self.0.clone(),
-        })
+        self.open_existing(path, true)
     }
 
     fn open_read_write(&self, path: &Path) -> io::Result<CrashFile> {
-        let mut d = self.disk();
-        d.tick()?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let ino = d.adopt(path).expect("opened, so it exists");
-        Ok(CrashFile {
-            file,
-            ino,
-            disk: self.0.clone(),
-        })
+        self.open_existing(path, false)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

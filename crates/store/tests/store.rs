@@ -55,32 +55,9 @@ fn invalid_ids_create_no_files_outside_the_journals() {
 
 #[test]
 fn flags_of_an_empty_append_survive_an_index_wipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    store.open_invocation(&meta("e")).unwrap();
-    store
-        .append("e", &recs(1, 2), AppendFlags::default())
-        .unwrap();
-    let before = store.state("e").unwrap().unwrap();
-    assert_eq!(
-        store.append("e", &[], AppendFlags::default()).unwrap(),
-        before
-    );
-    let st = store
-        .append(
-            "e",
-            &[],
-            AppendFlags {
-                saw_stream_finished: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert!(st.saw_stream_finished);
-    store
-        .append("e", &recs(3, 1), AppendFlags::default())
-        .unwrap();
-    drop(store);
+    let backend = FsBackend::new();
+    contract::empty_append_with_flags_is_stored(&backend);
+    let dir = &backend.0;
     // Wipe the index: the flags must come back from the journal alone.
     for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
         let _ = std::fs::remove_file(dir.path().join(f));
