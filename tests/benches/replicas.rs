@@ -16,7 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use proof_e2e::pg::{replay_opts, synthetic_stream, Db, Haproxy, Replicas};
+use proof_e2e::pg::{replay_opts, Db, Haproxy, Replicas};
+use proof_e2e::synthetic_stream;
 use proof_server::replay::replay;
 
 struct Size {

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use proof_proto::bep;
+
 pub mod pg;
 
 /// The repository root.
@@ -321,4 +324,157 @@ pub fn stored_events(store: &dyn proof_store::Store, invocation_id: &str) -> Vec
         .filter(|r| r.kind == proof_store::RecordKind::BepEvent)
         .map(|r| r.payload.to_vec())
         .collect()
+}
+
+/// The invocation id (BuildStarted's uuid) of a `--build_event_binary_file`.
+pub fn bep_invocation_id(bep: &Path) -> String {
+    let first = delimited_records(bep)
+        .into_iter()
+        .next()
+        .expect("bep has events");
+    proof_stream::probe::probe(&first)
+        .unwrap()
+        .started_uuid
+        .expect("first event is BuildStarted")
+}
+
+/// One HTTP/1.1 GET to `addr` (with a bearer `token` if given); returns (status, body).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Waits until `path` exists, at most `secs` seconds.
+pub fn wait_for_file(path: &Path, secs: u64) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{} did not appear within {secs} s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The id of the `n`th progress event.
+pub fn progress_id(n: i32) -> bep::BuildEventId {
+    bep::BuildEventId {
+        id: Some(bep::build_event_id::Id::Progress(
+            bep::build_event_id::ProgressId { opaque_count: n },
+        )),
+    }
+}
+
+/// One event, serialized.
+pub fn encode_event(ev: &bep::BuildEvent) -> Bytes {
+    Bytes::from(prost::Message::encode_to_vec(ev))
+}
+
+/// A realistic synthetic BEP stream of `n` (≥ 4) events: BuildStarted (uuid =
+/// the invocation id), progress events with console output, BuildFinished,
+/// and a BuildToolLogs event with `last_message`.
+pub fn synthetic_stream(invocation_id: &str, n: usize) -> Vec<Bytes> {
+    assert!(n >= 4);
+    let mut v = Vec::with_capacity(n);
+    v.push(encode_event(&bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::Started(
+                bep::build_event_id::BuildStartedId {},
+            )),
+        }),
+        children: vec![progress_id(0)],
+        payload: Some(bep::build_event::Payload::Started(bep::BuildStarted {
+            uuid: invocation_id.to_string(),
+            start_time_millis: 1_764_201_600_000,
+            build_tool_version: "8.0.0".into(),
+            options_description: "--remote_executor=grpc://127.0.0.1:50051".into(),
+            command: "build".into(),
+            working_directory: "/home/rig/ws".into(),
+            workspace_directory: "/home/rig/ws".into(),
+            server_pid: 4242,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }));
+    let progress = n - 3;
+    for i in 0..progress {
+        let i = i as i32;
+        v.push(encode_event(&bep::BuildEvent {
+            id: Some(progress_id(i)),
+            children: vec![progress_id(i + 1)],
+            payload: Some(bep::build_event::Payload::Progress(bep::Progress {
+                stdout: format!(
+                    "[{} / {progress}] Compiling src/pkg{}/file_{i}.cc; {}s remote, worker-{}\n",
+                    i + 1,
+                    i % 97,
+                    i % 13,
+                    i % 7
+                ),
+                stderr: if i % 5 == 0 {
+                    format!("INFO: From Compiling src/pkg{}/file_{i}.cc: warning: unused variable 'x{i}'\n", i % 97)
+                } else {
+                    String::new()
+                },
+            })),
+            ..Default::default()
+        }));
+    }
+    v.push(encode_event(&bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::BuildFinished(
+                bep::build_event_id::BuildFinishedId {},
+            )),
+        }),
+        children: vec![bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::BuildToolLogs(
+                bep::build_event_id::BuildToolLogsId {},
+            )),
+        }],
+        payload: Some(bep::build_event::Payload::Finished(bep::BuildFinished {
+            overall_success: true,
+            exit_code: Some(bep::build_finished::ExitCode {
+                name: "SUCCESS".into(),
+                code: 0,
+            }),
+            finish_time_millis: 1_764_201_900_000,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }));
+    v.push(encode_event(&bep::BuildEvent {
+        id: Some(bep::BuildEventId {
+            id: Some(bep::build_event_id::Id::BuildToolLogs(
+                bep::build_event_id::BuildToolLogsId {},
+            )),
+        }),
+        last_message: true,
+        payload: Some(bep::build_event::Payload::BuildToolLogs(
+            bep::BuildToolLogs::default(),
+        )),
+        ..Default::default()
+    }));
+    assert_eq!(v.len(), n);
+    v
 }

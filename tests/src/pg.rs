@@ -8,10 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use proof_proto::bep;
-use prost::Message;
-
 use crate::{repo_root, Server};
 
 /// The admin URL of the test cluster; panics (never skips) when it is not set.
@@ -357,87 +353,6 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn progress_id(n: i32) -> bep::BuildEventId {
-    bep::BuildEventId {
-        id: Some(bep::build_event_id::Id::Progress(
-            bep::build_event_id::ProgressId { opaque_count: n },
-        )),
-    }
-}
-
-/// A synthetic, complete BEP stream of `n` (≥ 4) events: BuildStarted (uuid = the
-/// invocation id), progress events with console output, BuildFinished, and a
-/// BuildToolLogs event with `last_message`.
-pub fn synthetic_stream(invocation_id: &str, n: usize) -> Vec<Bytes> {
-    assert!(n >= 4);
-    let enc = |ev: bep::BuildEvent| Bytes::from(ev.encode_to_vec());
-    let mut v = Vec::with_capacity(n);
-    v.push(enc(bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::Started(
-                bep::build_event_id::BuildStartedId {},
-            )),
-        }),
-        children: vec![progress_id(0)],
-        payload: Some(bep::build_event::Payload::Started(bep::BuildStarted {
-            uuid: invocation_id.to_string(),
-            start_time_millis: 1_764_201_600_000,
-            build_tool_version: "4.2.3".into(),
-            command: "build".into(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }));
-    let progress = n - 3;
-    for i in 0..progress {
-        let i = i as i32;
-        v.push(enc(bep::BuildEvent {
-            id: Some(progress_id(i)),
-            children: vec![progress_id(i + 1)],
-            payload: Some(bep::build_event::Payload::Progress(bep::Progress {
-                stdout: format!(
-                    "[{} / {progress}] Compiling src/pkg{}/file_{i}.cc; {}s remote\n",
-                    i + 1,
-                    i % 97,
-                    i % 13
-                ),
-                stderr: String::new(),
-            })),
-            ..Default::default()
-        }));
-    }
-    v.push(enc(bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::BuildFinished(
-                bep::build_event_id::BuildFinishedId {},
-            )),
-        }),
-        payload: Some(bep::build_event::Payload::Finished(bep::BuildFinished {
-            overall_success: true,
-            exit_code: Some(bep::build_finished::ExitCode {
-                name: "SUCCESS".into(),
-                code: 0,
-            }),
-            finish_time_millis: 1_764_201_900_000,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }));
-    v.push(enc(bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::BuildToolLogs(
-                bep::build_event_id::BuildToolLogsId {},
-            )),
-        }),
-        last_message: true,
-        payload: Some(bep::build_event::Payload::BuildToolLogs(
-            bep::BuildToolLogs::default(),
-        )),
-        ..Default::default()
-    }));
-    v
 }
 
 /// Replay options as the fault tests use them: Bazel's retry rules with a short

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use proof_e2e::{
-    delimited_records, fixture, keypair, repo_root, rig, run_proof, verify_json, Rig, Server,
+    bep_invocation_id, delimited_records, fixture, keypair, repo_root, rig, run_proof, verify_json,
+    Rig, Server,
 };
 use proof_proto::bep::{build_event, file, BuildEvent};
 use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
@@ -66,14 +67,6 @@ fn wait_for_proof(dir: &Path, id: &str) -> PathBuf {
     }
     // The file is renamed into place whole; give the writer's log a moment.
     path
-}
-
-fn invocation_id(bep: &Path) -> String {
-    let mut b = proof_evidence::EvidenceBuilder::new();
-    for e in delimited_records(bep) {
-        b.push_event(&e).unwrap();
-    }
-    b.finish().unwrap().invocation_id
 }
 
 /// A real remote build of a fresh copy of the spoke, every action executed
@@ -268,7 +261,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
         &bep,
         "acme/payments-api",
     );
-    let id = invocation_id(&bep);
+    let id = bep_invocation_id(&bep);
     let real = wait_for_proof(&proofs, &id);
     let (code, checks, ev) = verify(&public, &real, &[]);
     let (ok, detail) = check(&checks, "executor_attested");
@@ -304,7 +297,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
         &forged,
         &forged_local_only("acme/payments-api", &rig.remote_executor),
     );
-    let forged_id = invocation_id(&forged);
+    let forged_id = bep_invocation_id(&forged);
     replay(&forged, &server.target(), None);
     let art = wait_for_proof(&proofs, &forged_id);
     let (code, checks, ev) = verify(&public, &art, &[]);
@@ -400,7 +393,7 @@ fn an_unreachable_executor_fails_closed_and_a_tenant_promotes_only_its_repos() {
     // A real remote build of acme/payments-api, its BEP kept in a file.
     let bep = tmp.path().join("real.bep");
     remote_build(&rig, &tmp.path().join("ws"), "", &bep, "acme/payments-api");
-    let id = invocation_id(&bep);
+    let id = bep_invocation_id(&bep);
 
     let serve = |name: &str, executor: &str| -> (Server, PathBuf) {
         let proofs = tmp.path().join(format!("{name}-proofs"));

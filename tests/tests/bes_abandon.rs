@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proof_e2e::{delimited_records, fixture, stored_events};
 use proof_server::replay::{replay, Faults, ReplayError, ReplayOptions};
-use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+use proof_server::GrpcConfig;
 use proof_store::{FsStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,13 +16,8 @@ async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume()
     let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).unwrap());
     let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
     let cfg = GrpcConfig {
-        store: store.clone(),
-        metrics: Arc::new(Metrics::default()),
-        on_finalized: None,
-        admission: Arc::new(OpenAdmission),
-        max_message: proof_server::DEFAULT_MAX_MESSAGE,
         abandon_after: Some(Duration::from_millis(600)),
-        limits: Default::default(),
+        ..GrpcConfig::open(store.clone())
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(proof_server::serve_grpc(listener, cfg, async {

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proof_e2e::{delimited_records, fixture, stored_events, Server};
+use proof_e2e::{
+    delimited_records, encode_event, fixture, progress_id, stored_events, synthetic_stream, Server,
+};
 use proof_proto::bep;
 use proof_proto::bes::{
     build_event::Event, publish_build_event_client::PublishBuildEventClient,
@@ -29,7 +31,7 @@ use proof_proto::bes::{
     PublishBuildToolEventStreamResponse, PublishLifecycleEventRequest, StreamId,
 };
 use proof_server::replay::{replay, tool_events, Faults, ReplayError, ReplayOptions, ReplayReport};
-use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+use proof_server::{GrpcConfig, Metrics};
 use proof_store::{
     AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store,
 };
@@ -75,13 +77,9 @@ impl InProc {
         let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let cfg = GrpcConfig {
-            store: store.clone(),
             metrics: metrics.clone(),
-            on_finalized: None,
-            admission: Arc::new(OpenAdmission),
             max_message,
-            abandon_after: None,
-            limits: Default::default(),
+            ..GrpcConfig::open(store.clone())
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -132,105 +130,6 @@ fn started_uuid(first: &[u8]) -> String {
         Some(bep::build_event::Payload::Started(s)) => s.uuid,
         other => panic!("first event is not BuildStarted: {other:?}"),
     }
-}
-
-fn progress_id(n: i32) -> bep::BuildEventId {
-    bep::BuildEventId {
-        id: Some(bep::build_event_id::Id::Progress(
-            bep::build_event_id::ProgressId { opaque_count: n },
-        )),
-    }
-}
-
-fn encode(ev: &bep::BuildEvent) -> Bytes {
-    Bytes::from(ev.encode_to_vec())
-}
-
-/// A realistic synthetic BEP stream of `n` (≥ 4) events: BuildStarted (uuid =
-/// the invocation id), progress events with console output, BuildFinished,
-/// and a BuildToolLogs event with `last_message`.
-fn synthetic(invocation_id: &str, n: usize) -> Vec<Bytes> {
-    assert!(n >= 4);
-    let mut v = Vec::with_capacity(n);
-    v.push(encode(&bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::Started(
-                bep::build_event_id::BuildStartedId {},
-            )),
-        }),
-        children: vec![progress_id(0)],
-        payload: Some(bep::build_event::Payload::Started(bep::BuildStarted {
-            uuid: invocation_id.to_string(),
-            start_time_millis: 1_764_201_600_000,
-            build_tool_version: "8.0.0".into(),
-            options_description: "--remote_executor=grpc://127.0.0.1:50051".into(),
-            command: "build".into(),
-            working_directory: "/home/rig/ws".into(),
-            workspace_directory: "/home/rig/ws".into(),
-            server_pid: 4242,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }));
-    let progress = n - 3;
-    for i in 0..progress {
-        let i = i as i32;
-        v.push(encode(&bep::BuildEvent {
-            id: Some(progress_id(i)),
-            children: vec![progress_id(i + 1)],
-            payload: Some(bep::build_event::Payload::Progress(bep::Progress {
-                stdout: format!(
-                    "[{} / {progress}] Compiling src/pkg{}/file_{i}.cc; {}s remote, worker-{}\n",
-                    i + 1,
-                    i % 97,
-                    i % 13,
-                    i % 7
-                ),
-                stderr: if i % 5 == 0 {
-                    format!("INFO: From Compiling src/pkg{}/file_{i}.cc: warning: unused variable 'x{i}'\n", i % 97)
-                } else {
-                    String::new()
-                },
-            })),
-            ..Default::default()
-        }));
-    }
-    v.push(encode(&bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::BuildFinished(
-                bep::build_event_id::BuildFinishedId {},
-            )),
-        }),
-        children: vec![bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::BuildToolLogs(
-                bep::build_event_id::BuildToolLogsId {},
-            )),
-        }],
-        payload: Some(bep::build_event::Payload::Finished(bep::BuildFinished {
-            overall_success: true,
-            exit_code: Some(bep::build_finished::ExitCode {
-                name: "SUCCESS".into(),
-                code: 0,
-            }),
-            finish_time_millis: 1_764_201_900_000,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }));
-    v.push(encode(&bep::BuildEvent {
-        id: Some(bep::BuildEventId {
-            id: Some(bep::build_event_id::Id::BuildToolLogs(
-                bep::build_event_id::BuildToolLogsId {},
-            )),
-        }),
-        last_message: true,
-        payload: Some(bep::build_event::Payload::BuildToolLogs(
-            bep::BuildToolLogs::default(),
-        )),
-        ..Default::default()
-    }));
-    assert_eq!(v.len(), n);
-    v
 }
 
 fn opts(target: &str, invocation_id: &str, faults: Faults) -> ReplayOptions {
@@ -497,7 +396,7 @@ async fn resent_acked_events_are_acked_again_and_stored_once() {
         // Long enough that acks come back before each cut (the client's
         // send window is 64), so there are acked events to re-send.
         let id = "resend-acked-3d0b1a9e";
-        let bep = synthetic(id, 3_000);
+        let bep = synthetic_stream(id, 3_000);
         let total = bep.len() as u64 + 1;
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
         let faults = Faults {
@@ -540,7 +439,7 @@ async fn a_cut_before_any_ack_then_one_after_many_acks_resends_only_what_was_ack
     // (hundreds acked), so RPC 3 re-sends 6 acked events plus the unacked ones.
     tokio::time::timeout(TEST_LIMIT, async {
         let id = "resend-twice-8f14e45f";
-        let bep = synthetic(id, 2_000);
+        let bep = synthetic_stream(id, 2_000);
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
         let faults = Faults {
             disconnect_after: vec![800, 3],
@@ -659,7 +558,7 @@ async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
 async fn a_resent_event_with_different_bytes_is_refused_not_acked() {
     tokio::time::timeout(TEST_LIMIT, async {
         let id = "resent-different";
-        let bep = synthetic(id, 40);
+        let bep = synthetic_stream(id, 40);
         let total = bep.len() + 1;
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
         // Event 5 with other bytes (another progress text).
@@ -670,7 +569,7 @@ async fn a_resent_event_with_different_bytes_is_refused_not_acked() {
                 stderr: String::new(),
             }));
             let mut v = bep.clone();
-            v[seq - 1] = encode(&ev);
+            v[seq - 1] = encode_event(&ev);
             assert_ne!(v[seq - 1], bep[seq - 1]);
             v
         };
@@ -864,7 +763,7 @@ async fn kill_9_mid_stream_loses_no_acked_event_and_resumes_on_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = dir.path().join("store");
         let id = "kill9-5d1e2c4a-0b7f-4c39-9a4e-7d2f1c0e8b13".to_string();
-        let bep = synthetic(&id, N);
+        let bep = synthetic_stream(&id, N);
         let events = Arc::new(tool_events(bep.iter().cloned(), true));
         let total = events.len() as u64;
 
@@ -989,7 +888,7 @@ async fn kill_9_under_the_replay_client_then_restart_completes_byte_identical() 
     tokio::time::timeout(TEST_LIMIT, async {
         let mut rng = Rng::from_env();
         let id = "kill9-replay-6b86b273-ff34-4fce-9d6b".to_string();
-        let bep = synthetic(&id, N);
+        let bep = synthetic_stream(&id, N);
         let total = N as u64 + 1;
         // How large the journal of this stream gets when written in batches
         // of 1024 (the server writes batches of at most 512, so its journal
@@ -1464,9 +1363,9 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
         const LIMIT: usize = 64 * 1024;
         let srv = InProc::start(LIMIT).await;
         let id = "too-large";
-        let mut bep = synthetic(id, 10);
+        let mut bep = synthetic_stream(id, 10);
         // Event 4: a progress event with 200 KiB of console output.
-        bep[3] = encode(&bep::BuildEvent {
+        bep[3] = encode_event(&bep::BuildEvent {
             id: Some(progress_id(2)),
             payload: Some(bep::build_event::Payload::Progress(bep::Progress {
                 stdout: "x".repeat(200 * 1024),
@@ -1513,12 +1412,12 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
 
         // Too large as the very first message: refused, the invocation never exists.
         let huge_first = "too-large-first";
-        let mut big = synthetic(huge_first, 5);
+        let mut big = synthetic_stream(huge_first, 5);
         let mut started = bep::BuildEvent::decode(&big[0][..]).unwrap();
         if let Some(bep::build_event::Payload::Started(s)) = started.payload.as_mut() {
             s.options_description = "y".repeat(100 * 1024);
         }
-        big[0] = encode(&started);
+        big[0] = encode_event(&started);
         let (acks, end) = one_rpc(srv.addr, requests(huge_first, &big, 1, 6)).await;
         assert_refused(&end, tonic::Code::ResourceExhausted, "too large");
         assert!(acks.is_empty());
@@ -1526,7 +1425,7 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
 
         // Other streams are served as before, concurrently and afterwards.
         let other = "after-too-large";
-        let small = synthetic(other, 500);
+        let small = synthetic_stream(other, 500);
         let report = replay(
             small.clone(),
             &opts(&srv.target(), other, Faults::default()),
@@ -1551,8 +1450,8 @@ async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_l
         let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
         for (i, size) in [(64 << 20) + 4096, 96 << 20].into_iter().enumerate() {
             let id = format!("event-too-large-{i}");
-            let mut bep = synthetic(&id, 10);
-            bep[3] = encode(&bep::BuildEvent {
+            let mut bep = synthetic_stream(&id, 10);
+            bep[3] = encode_event(&bep::BuildEvent {
                 id: Some(progress_id(2)),
                 payload: Some(bep::build_event::Payload::Progress(bep::Progress {
                     stdout: "x".repeat(size),
@@ -1583,7 +1482,7 @@ async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_l
         }
         // The server keeps serving.
         let other = "after-event-too-large";
-        let small = synthetic(other, 50);
+        let small = synthetic_stream(other, 50);
         let report = replay(
             small.clone(),
             &opts(&srv.target(), other, Faults::default()),
@@ -1636,7 +1535,7 @@ async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
         let mut tasks = Vec::new();
         for i in 0..32u64 {
             let id = format!("concurrent-{i:02}-7c9e6679-7425-40de-944b");
-            let bep = synthetic(&id, 1_000 + 37 * i as usize);
+            let bep = synthetic_stream(&id, 1_000 + 37 * i as usize);
             // A third of them also lose their connection and some acks.
             let faults = if i % 3 == 0 {
                 Faults {

@@ -3,13 +3,13 @@
 //! own in the store), and `proof list | show | export | explain` work while it
 //! runs. The first test needs the rig (real Bazel); the others replay fixtures.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use proof_e2e::{delimited_records, fixture, proof_bin, repo_root, rig, Server};
+use proof_e2e::{
+    bep_invocation_id, delimited_records, fixture, http_get, proof_bin, repo_root, rig,
+    wait_for_file, Server,
+};
 
 /// Runs `proof ARGS` in `cwd`, as a user in a shell would (no PROOF_STORE).
 fn proof(cwd: &Path, args: &[&str]) -> Output {
@@ -74,46 +74,6 @@ fn readme_serve_args() -> Vec<String> {
             w => w.to_string(),
         })
         .collect()
-}
-
-fn invocation_id(bep: &Path) -> String {
-    let first = delimited_records(bep).remove(0);
-    proof_stream::probe::probe(&first)
-        .unwrap()
-        .started_uuid
-        .expect("first event is BuildStarted")
-}
-
-fn wait_for(path: &Path, secs: u64) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "{} did not appear within {secs} s",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One HTTP/1.1 GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
 }
 
 /// The `<tr>` of the invocations page that links to `id`.
@@ -195,9 +155,9 @@ fn the_readme_first_command_serves_readers_and_signs_proofs_of_a_real_bazel_buil
     );
     rig.shutdown(&ws);
     assert_eq!(out.code, 0, "bazel build failed:\n{}", out.output);
-    let id = invocation_id(&bep);
+    let id = bep_invocation_id(&bep);
     let artifact = cwd.join(&proofs).join(format!("{id}.proof.tar"));
-    wait_for(&artifact, 60);
+    wait_for_file(&artifact, 60);
 
     // The server still runs; the readers work beside it, on the default store.
     assert!(server.child.try_wait().unwrap().is_none(), "server exited");
@@ -243,7 +203,7 @@ fn the_readme_first_command_serves_readers_and_signs_proofs_of_a_real_bazel_buil
     );
 
     // The web list shows the proof status next to the build status.
-    let (st, page) = get(&http, "/invocations");
+    let (st, page) = http_get(&http, "/invocations", None);
     assert_eq!(st, 200);
     let row = list_row(&page, &id);
     assert!(
@@ -279,7 +239,7 @@ fn a_server_without_key_signs_with_its_store_key_and_readers_work_while_it_runs(
     assert!(created);
     let bep = fixture("remote-build", "bep.bin");
     let events = delimited_records(&bep).len() as u64;
-    let id = invocation_id(&bep);
+    let id = bep_invocation_id(&bep);
 
     let replay: serde_json::Value = serde_json::from_str(&ok(
         cwd,
@@ -300,7 +260,7 @@ fn a_server_without_key_signs_with_its_store_key_and_readers_work_while_it_runs(
     assert!(replay.get("acked").is_none(), "{replay}");
 
     let artifact = cwd.join(&proofs).join(format!("{id}.proof.tar"));
-    wait_for(&artifact, 60);
+    wait_for_file(&artifact, 60);
     let list = ok(cwd, &["list"]);
     assert!(list.contains(&id), "{list}");
     let show: serde_json::Value = serde_json::from_str(&ok(cwd, &["show", &id, "--json"])).unwrap();

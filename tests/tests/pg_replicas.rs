@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proof_e2e::pg::{free_port, replay_opts, synthetic_stream, Cluster, Db, Haproxy, Replicas};
+use proof_e2e::pg::{free_port, replay_opts, Cluster, Db, Haproxy, Replicas};
+use proof_e2e::synthetic_stream;
 use proof_e2e::{delimited_records, keypair, proof_bin, rig, stored_events};
 use proof_server::replay::{replay, ReplayReport};
 use proof_store::Store;
@@ -189,19 +190,9 @@ fn killing_random_replicas_during_replayed_streams_loses_no_acked_event() {
 
 /// GET on the replica's HTTP port; returns the body of a 200 answer.
 fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "GET {path}: {out}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    let (status, body) = proof_e2e::http_get(addr, path, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 #[test]
@@ -421,13 +412,14 @@ mod stale_cache {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use proof_e2e::pg::{synthetic_stream, Db};
+    use proof_e2e::pg::Db;
+    use proof_e2e::synthetic_stream;
     use proof_proto::bes::{
         publish_build_event_client::PublishBuildEventClient, stream_id::BuildComponent, BuildEvent,
         OrderedBuildEvent, PublishBuildToolEventStreamRequest, StreamId,
     };
     use proof_server::replay::tool_events;
-    use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+    use proof_server::GrpcConfig;
     use proof_store::Store;
     use tokio::sync::mpsc;
     use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -462,15 +454,7 @@ mod stale_cache {
 
     async fn replica(store: Arc<dyn Store>) -> SocketAddr {
         let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-        let cfg = GrpcConfig {
-            store,
-            metrics: Arc::new(Metrics::default()),
-            on_finalized: None,
-            admission: Arc::new(OpenAdmission),
-            max_message: proof_server::DEFAULT_MAX_MESSAGE,
-            abandon_after: None,
-            limits: Default::default(),
-        };
+        let cfg = GrpcConfig::open(store);
         tokio::spawn(async move {
             let _ = proof_server::serve_grpc(listener, cfg, std::future::pending()).await;
         });

@@ -1,34 +1,12 @@
 //! Real Bazel (Debian's 4.2.3) on the loopback rig, streaming to `proof serve`.
 //! Needs the rig: run with `bash tests/run-all.sh`.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use proof_e2e::{delimited_records, keypair, rig, stored_events, Server};
+use proof_e2e::{
+    bep_invocation_id, delimited_records, keypair, rig, stored_events, wait_for_file, Server,
+};
 use proof_store::{FsStore, Store};
-
-fn invocation_id(bep: &Path) -> String {
-    let first = delimited_records(bep)
-        .into_iter()
-        .next()
-        .expect("bep has events");
-    proof_stream::probe::probe(&first)
-        .unwrap()
-        .started_uuid
-        .expect("first event is BuildStarted")
-}
-
-fn wait_for(path: &Path, secs: u64) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "{} did not appear within {secs} s",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Lines in which Bazel complains about the Build Event Service.
 fn bes_complaints(output: &str) -> Vec<&str> {
@@ -100,9 +78,9 @@ fn bazel_build_and_test_stream_to_proof_serve_losslessly() {
         runs.push((cmd, bep));
     }
     rig.shutdown(&ws);
-    let ids: Vec<String> = runs.iter().map(|(_, bep)| invocation_id(bep)).collect();
+    let ids: Vec<String> = runs.iter().map(|(_, bep)| bep_invocation_id(bep)).collect();
     for id in &ids {
-        wait_for(&proofs.join(format!("{id}.proof.tar")), 60);
+        wait_for_file(&proofs.join(format!("{id}.proof.tar")), 60);
     }
     // kill -9 the server: the store must come back with everything acked.
     server.kill9();

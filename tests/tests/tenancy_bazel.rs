@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 
-use proof_e2e::{delimited_records, rig, Server};
+use proof_e2e::{bep_invocation_id, rig, Server};
 use proof_proto::bes::{
     publish_build_event_client::PublishBuildEventClient,
     publish_build_event_server::{PublishBuildEvent, PublishBuildEventServer},
@@ -98,17 +98,6 @@ fn forwarder(upstream: &str, token: &str) -> SocketAddr {
         });
     });
     rx.recv().unwrap()
-}
-
-fn invocation_id(bep: &Path) -> String {
-    let first = delimited_records(bep)
-        .into_iter()
-        .next()
-        .expect("bep has events");
-    proof_stream::probe::probe(&first)
-        .unwrap()
-        .started_uuid
-        .expect("first event is BuildStarted")
 }
 
 const TOKEN: &str = "spoke-token-0123456789";
@@ -223,7 +212,7 @@ fn refused_streams_show_the_reason_in_bazel_and_leave_the_store_unchanged() {
             "{name}: {}",
             out.output
         );
-        denied_ids.push((name.to_string(), invocation_id(&bep)));
+        denied_ids.push((name.to_string(), bep_invocation_id(&bep)));
     }
 
     // Control: the right token, instance names the tenant may use.
@@ -247,7 +236,7 @@ fn refused_streams_show_the_reason_in_bazel_and_leave_the_store_unchanged() {
         "the allowed stream was refused:\n{}",
         out.output
     );
-    let allowed_id = invocation_id(&bep);
+    let allowed_id = bep_invocation_id(&bep);
     rig.shutdown(&ws);
 
     // The store has one owner: stop the server, then read it.

@@ -3,13 +3,11 @@
 //! `proof replay --header`, the HTTP API scoped by bearer token, and
 //! `proof list | show --tenant` on the store afterwards. No Bazel needed.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use proof_e2e::{delimited_records, fixture, proof_bin, Server};
+use proof_e2e::{delimited_records, fixture, http_get, proof_bin, Server};
 use proof_server::tenants::tenancy::hash_token;
 
 fn proof(args: &[&str], stdin: Option<&str>) -> Output {
@@ -42,32 +40,6 @@ fn uuid(scenario: &str) -> String {
         .unwrap()
         .started_uuid
         .unwrap()
-}
-
-/// One HTTP/1.1 GET; returns (status, body).
-fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
 }
 
 fn free_addr() -> String {
@@ -192,29 +164,29 @@ fn tenants_see_only_their_invocations_over_http_and_in_the_cli() {
     let (id_a, id_b) = (uuid("remote-build"), uuid("remote-test"));
 
     // HTTP: a token is required everywhere but /healthz.
-    assert_eq!(get(&http, "/healthz", None).0, 200);
+    assert_eq!(http_get(&http, "/healthz", None).0, 200);
     for path in ["/api/v1/invocations", "/invocations", "/metrics"] {
-        let (st, body) = get(&http, path, None);
+        let (st, body) = http_get(&http, path, None);
         assert_eq!(st, 401, "{path}: {body}");
         assert!(body.contains("CREDENTIAL_MISSING"), "{body}");
-        assert_eq!(get(&http, path, Some("token-x")).0, 401);
+        assert_eq!(http_get(&http, path, Some("token-x")).0, 401);
     }
-    let (st, body) = get(&http, "/api/v1/invocations", Some("token-a"));
+    let (st, body) = http_get(&http, "/api/v1/invocations", Some("token-a"));
     assert_eq!(st, 200);
     assert!(body.contains(&id_a) && !body.contains(&id_b), "{body}");
-    let (_, body) = get(&http, "/api/v1/invocations?tenant=b", Some("token-a"));
+    let (_, body) = http_get(&http, "/api/v1/invocations?tenant=b", Some("token-a"));
     assert!(!body.contains(&id_b), "{body}");
-    let (_, body) = get(&http, "/invocations", Some("token-b"));
+    let (_, body) = http_get(&http, "/invocations", Some("token-b"));
     assert!(body.contains(&id_b) && !body.contains(&id_a));
     for path in [
         format!("/api/v1/invocations/{id_b}"),
         format!("/api/v1/invocations/{id_b}/evidence"),
         format!("/invocations/{id_b}"),
     ] {
-        assert_eq!(get(&http, &path, Some("token-a")).0, 404, "{path}");
-        assert_eq!(get(&http, &path, Some("token-b")).0, 200, "{path}");
+        assert_eq!(http_get(&http, &path, Some("token-a")).0, 404, "{path}");
+        assert_eq!(http_get(&http, &path, Some("token-b")).0, 200, "{path}");
     }
-    let (st, body) = get(&http, "/metrics", Some("token-a"));
+    let (st, body) = http_get(&http, "/metrics", Some("token-a"));
     assert_eq!(st, 200);
     assert!(
         body.contains("proof_bes_denials_total{reason=\"CREDENTIAL_MISSING\"} 1")

@@ -51,13 +51,10 @@ impl InProc {
         let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let cfg = GrpcConfig {
-            store: store.clone(),
             metrics: metrics.clone(),
-            on_finalized: None,
             admission: Arc::new(TenantAdmission::new(tenants)),
-            max_message: proof_server::DEFAULT_MAX_MESSAGE,
-            abandon_after: None,
             limits,
+            ..GrpcConfig::open(store.clone())
         };
         tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {

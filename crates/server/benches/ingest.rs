@@ -30,7 +30,7 @@ use proof_proto::bes::{
     stream_id::BuildComponent,
     BuildEvent, OrderedBuildEvent, PublishBuildToolEventStreamRequest, StreamId,
 };
-use proof_server::{GrpcConfig, Metrics, OpenAdmission};
+use proof_server::{GrpcConfig, Metrics};
 use proof_store::{FsStore, Store};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -370,13 +370,8 @@ impl InProc {
         let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let cfg = GrpcConfig {
-            store: store.clone(),
             metrics: metrics.clone(),
-            on_finalized: None,
-            admission: Arc::new(OpenAdmission),
-            max_message: proof_server::DEFAULT_MAX_MESSAGE,
-            abandon_after: None,
-            limits: Default::default(),
+            ..GrpcConfig::open(store.clone())
         };
         let task = tokio::spawn(async move {
             proof_server::serve_grpc(listener, cfg, async {
@@ -414,15 +409,7 @@ fn child_serve(dir: &Path) {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
             let _ = tx.send(());
         });
-        let cfg = GrpcConfig {
-            store,
-            metrics: Arc::new(Metrics::default()),
-            on_finalized: None,
-            admission: Arc::new(OpenAdmission),
-            max_message: proof_server::DEFAULT_MAX_MESSAGE,
-            abandon_after: None,
-            limits: Default::default(),
-        };
+        let cfg = GrpcConfig::open(store);
         proof_server::serve_grpc(listener, cfg, async {
             let _ = rx.await;
         })

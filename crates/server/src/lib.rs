@@ -50,6 +50,23 @@ pub struct GrpcConfig {
     pub limits: RpcLimits,
 }
 
+impl GrpcConfig {
+    /// `store` served to anyone (open admission), with fresh metrics, no finalization
+    /// hook, the default message limit and RPC bounds, streams never abandoned; set the
+    /// fields that differ with struct update syntax.
+    pub fn open(store: Arc<dyn Store>) -> GrpcConfig {
+        GrpcConfig {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            on_finalized: None,
+            admission: Arc::new(OpenAdmission),
+            max_message: DEFAULT_MAX_MESSAGE,
+            abandon_after: None,
+            limits: RpcLimits::default(),
+        }
+    }
+}
+
 /// Serves the BES on an already bound listener until `shutdown` resolves.
 pub async fn serve_grpc(
     listener: TcpListener,
