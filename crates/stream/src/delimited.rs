@@ -45,12 +45,26 @@ pub fn write_delimited(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Appends the varint encoding of `value` to `out`.
-pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
+#[inline]
+pub fn encode_varint(value: u64, out: &mut Vec<u8>) {
+    // Most are one byte: tags, lengths of short strings, small numbers.
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        encode_long_varint(value, out);
     }
-    out.push(value as u8);
+}
+
+fn encode_long_varint(mut value: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while value >= 0x80 {
+        buf[n] = (value as u8) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    buf[n] = value as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
 /// Decodes a varint from the front of `buf`: `Some((value, bytes used))`, or

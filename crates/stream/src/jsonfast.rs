@@ -1,7 +1,8 @@
 //! The fast path from one proto3-JSON BEP event to its binary form: the JSON
-//! is read once, as a stream of tokens, and each field is encoded as it is
-//! read, guided by a plan made once from the descriptors. No JSON tree and
-//! no dynamic message are built.
+//! is read once by a small lexer of its own ([`Lexer`]), and each field is
+//! encoded as it is read, guided by a plan made once from the descriptors.
+//! No JSON tree and no dynamic message are built. (serde_json's visitor
+//! machinery, used here before, took about a third more time per line.)
 //!
 //! It handles the ordinary shape of what Bazel writes and nothing else: at
 //! anything unusual (a field name the schema does not know, a repeated key,
@@ -23,7 +24,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use prost_reflect::{Kind, MessageDescriptor};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de;
 
 use crate::delimited::encode_varint;
 
@@ -77,36 +78,52 @@ struct FieldPlan {
     enum_default: i32,
 }
 
-/// FNV-1a: field names are short and trusted to be few; SipHash cost more
-/// than the rest of the key lookup.
-struct Fnv(u64);
+/// Names to numbers (field names to field indexes, enum value names to
+/// values), looked up by a scan: there are few, and most are told apart by
+/// their length and first and last bytes without comparing the rest.
+#[derive(Debug, Default)]
+struct Names<T> {
+    entries: Vec<(u32, Box<str>, T)>,
+}
 
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+impl<T: Copy> Names<T> {
+    fn push(&mut self, name: &str, value: T) {
+        self.entries
+            .push((name_sig(name.as_bytes()), name.into(), value));
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|(_, n, _)| **n == *name)
+    }
+
+    #[inline]
+    fn get(&self, name: &[u8]) -> Option<T> {
+        let sig = name_sig(name);
+        self.entries
+            .iter()
+            // (A byte loop: these are too short to be worth a call to memcmp.)
+            .find(|(s, n, _)| {
+                *s == sig && n.len() == name.len() && n.bytes().zip(name).all(|(a, b)| a == *b)
+            })
+            .map(|&(_, _, v)| v)
     }
 }
 
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
+/// A name's length and its first and last bytes.
+#[inline]
+fn name_sig(name: &[u8]) -> u32 {
+    match name {
+        [] => 0,
+        [first, .., last] => (name.len() as u32) << 16 | u32::from(*first) << 8 | u32::from(*last),
+        [only] => 1 << 16 | u32::from(*only) << 8 | u32::from(*only),
     }
 }
-
-type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 #[derive(Debug, Default)]
 struct MsgPlan {
-    /// (JSON key, field index): JSON names first, then proto names, as the
-    /// general path looks them up. A scan beats hashing for these few short keys.
-    by_key: Vec<(Box<str>, usize)>,
+    /// JSON key to field index: JSON names first, then proto names, as the
+    /// general path looks them up.
+    by_key: Names<usize>,
     fields: Vec<FieldPlan>,
     oneofs: usize,
 }
@@ -114,7 +131,7 @@ struct MsgPlan {
 #[derive(Debug, Default)]
 struct Plan {
     msgs: Vec<MsgPlan>,
-    enums: Vec<FnvMap<Box<str>, i32>>,
+    enums: Vec<Names<i32>>,
     wkts: Vec<MessageDescriptor>,
 }
 
@@ -181,8 +198,11 @@ impl Plan {
                         let next = plan.enums.len();
                         let i = *enum_index.entry(e.full_name().to_string()).or_insert(next);
                         if i == next {
-                            plan.enums
-                                .push(e.values().map(|v| (v.name().into(), v.number())).collect());
+                            let mut names = Names::default();
+                            for v in e.values() {
+                                names.push(v.name(), v.number());
+                            }
+                            plan.enums.push(names);
                         }
                         Ty::Enum(i)
                     }
@@ -216,11 +236,11 @@ impl Plan {
             }
             // Like the general path: the JSON name first, then the proto name.
             for (i, f) in desc.fields().enumerate() {
-                mp.by_key.push((f.json_name().into(), i));
+                mp.by_key.push(f.json_name(), i);
             }
             for (i, f) in desc.fields().enumerate() {
-                if !mp.by_key.iter().any(|(k, _)| **k == *f.name()) {
-                    mp.by_key.push((f.name().into(), i));
+                if !mp.by_key.contains(f.name()) {
+                    mp.by_key.push(f.name(), i);
                 }
             }
             plan.msgs[me] = mp;
@@ -250,6 +270,8 @@ struct Ctx {
     packed: Vec<u8>,
     /// The event being written (copied out at its exact size).
     out: Vec<u8>,
+    /// The lexer's buffer for strings with escapes or non-ASCII text.
+    scratch: Vec<u8>,
 }
 
 const WIRE_VARINT: u32 = 0;
@@ -269,8 +291,262 @@ fn set_bit(bits: &mut [u64], i: usize) {
     bits[i / 64] |= 1 << (i % 64);
 }
 
-fn give_up<E: de::Error>() -> E {
-    E::custom(GiveUp)
+/// How deep messages may nest on this path (Bazel's nest a few levels;
+/// serde_json, in the general path, stops at 128).
+const MAX_DEPTH: usize = 64;
+
+/// Reads JSON tokens off one line. It knows the JSON grammar (RFC 8259) and
+/// gives up, rather than guessing, wherever serde_json (which the general path
+/// uses) would read a value differently or refuse the text: numbers with a
+/// fraction or an exponent, integers beyond 64 bits, `-0`, lone surrogates,
+/// raw control characters in strings, text that is not UTF-8.
+///
+/// UTF-8 is checked only where a string has a byte above ASCII: anywhere
+/// else such a byte is not JSON, and the lexer gives up there anyway.
+struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    /// A string with escapes or non-ASCII bytes, decoded and checked.
+    scratch: Vec<u8>,
+}
+
+impl<'a> Lexer<'a> {
+    /// The next byte after whitespace, not consumed.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.src.get(self.pos) {
+            match b {
+                b' ' | b'\n' | b'\r' | b'\t' => self.pos += 1,
+                _ => return Some(b),
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn eat(&mut self, want: u8) -> Result<(), GiveUp> {
+        if self.peek() == Some(want) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// After a member or an element: `true` at the closing `close`, `false`
+    /// after a comma.
+    #[inline]
+    fn next_or_close(&mut self, close: u8) -> Result<bool, GiveUp> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// Whether the object or array just opened is empty (and then closes it).
+    #[inline]
+    fn empty(&mut self, close: u8) -> bool {
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), GiveUp> {
+        if self.src[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(GiveUp)
+        }
+    }
+
+    /// A string's UTF-8 bytes; its opening quote is the next byte. Borrowed
+    /// from the line when it is plain ASCII.
+    #[inline(always)]
+    fn string(&mut self) -> Result<&[u8], GiveUp> {
+        let s = self.src;
+        let start = self.pos + 1;
+        let end = start + special(&s[start..]).ok_or(GiveUp)?;
+        if s[end] == b'"' {
+            self.pos = end + 1;
+            return Ok(&s[start..end]);
+        }
+        self.slow_string(start, end)
+    }
+
+    /// The rest of a string from its first backslash, control character or
+    /// non-ASCII byte at `at`.
+    #[inline(never)]
+    fn slow_string(&mut self, start: usize, mut at: usize) -> Result<&[u8], GiveUp> {
+        let s = self.src;
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let mut from = start;
+        loop {
+            out.extend_from_slice(&s[from..at]);
+            match s[at] {
+                b'"' => {
+                    self.pos = at + 1;
+                    // Escapes decode to whole characters, so the string is
+                    // UTF-8 exactly when its raw runs are.
+                    std::str::from_utf8(&out).map_err(|_| GiveUp)?;
+                    self.scratch = out;
+                    return Ok(&self.scratch);
+                }
+                b'\\' => {}
+                0x80.. => {
+                    // Non-ASCII bytes: copied as they are, checked at the end.
+                    let run = s[at..].iter().take_while(|&&b| b >= 0x80).count();
+                    out.extend_from_slice(&s[at..at + run]);
+                    from = at + run;
+                    at = from + special(s.get(from..).ok_or(GiveUp)?).ok_or(GiveUp)?;
+                    continue;
+                }
+                // A raw control character.
+                _ => return Err(GiveUp),
+            }
+            let esc = *s.get(at + 1).ok_or(GiveUp)?;
+            at += 2;
+            let mut utf8 = [0u8; 4];
+            let c = match esc {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => {
+                    let hi = hex4(s, at)?;
+                    at += 4;
+                    let c = match hi {
+                        0xd800..=0xdbff => {
+                            if s.get(at..at + 2) != Some(b"\\u") {
+                                return Err(GiveUp);
+                            }
+                            let lo = hex4(s, at + 2)?;
+                            if !(0xdc00..=0xdfff).contains(&lo) {
+                                return Err(GiveUp);
+                            }
+                            at += 6;
+                            0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                        }
+                        0xdc00..=0xdfff => return Err(GiveUp),
+                        c => c,
+                    };
+                    char::from_u32(c).ok_or(GiveUp)?
+                }
+                _ => return Err(GiveUp),
+            };
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            from = at;
+            at = from + special(s.get(from..).ok_or(GiveUp)?).ok_or(GiveUp)?;
+        }
+    }
+
+    /// An integer; its first byte (`-` or a digit) is next.
+    #[inline(always)]
+    fn integer(&mut self) -> Result<Scalar<'static>, GiveUp> {
+        let s = self.src;
+        let neg = s[self.pos] == b'-';
+        let mut i = self.pos + usize::from(neg);
+        let first = i;
+        let mut v: u64 = 0;
+        while let Some(&b) = s.get(i) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                .ok_or(GiveUp)?;
+            i += 1;
+        }
+        // No digits, a leading zero, a fraction or an exponent.
+        if i == first
+            || (s[first] == b'0' && i - first > 1)
+            || matches!(s.get(i), Some(b'.' | b'e' | b'E'))
+        {
+            return Err(GiveUp);
+        }
+        self.pos = i;
+        if !neg {
+            return Ok(Scalar::U64(v));
+        }
+        // serde_json reads `-0` as a float.
+        match i64::try_from(v) {
+            Ok(v) if v != 0 => Ok(Scalar::I64(-v)),
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// A string, a number or a boolean.
+    #[inline(always)]
+    fn scalar(&mut self) -> Result<Scalar<'_>, GiveUp> {
+        match self.peek().ok_or(GiveUp)? {
+            b'"' => self.string().map(Scalar::Str),
+            b't' => self.literal(b"true").map(|()| Scalar::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Scalar::Bool(false)),
+            b'-' | b'0'..=b'9' => self.integer(),
+            _ => Err(GiveUp),
+        }
+    }
+}
+
+/// Where the first byte that ends a string's plain ASCII run is: a quote, a
+/// backslash, a control character or a byte above ASCII (eight bytes at a
+/// time, as serde_json scans).
+#[inline]
+fn special(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit is set where it is zero (quote, backslash),
+        // below 0x20 or above 0x7f; borrows only flag bytes above a true one.
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | v.wrapping_sub(ONES * 0x20) & !v
+            | v)
+            & HIGH;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+        .map(|i| at + i)
+}
+
+fn hex4(s: &[u8], at: usize) -> Result<u32, GiveUp> {
+    let h = s.get(at..at + 4).ok_or(GiveUp)?;
+    h.iter().try_fold(0u32, |v, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return Err(GiveUp),
+        };
+        Ok(v << 4 | u32::from(d))
+    })
 }
 
 /// Converts one JSON event; `Err` means "use the general path".
@@ -282,22 +558,26 @@ pub(crate) fn convert(json: &[u8]) -> Result<Vec<u8>, GiveUp> {
         let Ok(mut ctx) = ctx.try_borrow_mut() else {
             return Err(GiveUp);
         };
-        // One UTF-8 check of the line instead of one per string.
-        let json = std::str::from_utf8(json).map_err(|_| GiveUp)?;
         let mut out = std::mem::take(&mut ctx.out);
         out.clear();
-        let mut de = serde_json::Deserializer::from_str(json);
-        let id_set = MessageSeed {
+        let mut conv = Conv {
+            lx: Lexer {
+                src: json,
+                pos: 0,
+                scratch: std::mem::take(&mut ctx.scratch),
+            },
             ctx: &mut ctx,
-            msg: 0,
-            depth: 0,
-            dst: &mut out,
-            tag: None,
-            need_id: true,
+        };
+        if conv.lx.peek() != Some(b'{') {
+            return Err(GiveUp);
         }
-        .deserialize(&mut de)
-        .map_err(|_| GiveUp)?;
-        de.end().map_err(|_| GiveUp)?;
+        let id_set = conv.message(0, 0, &mut out, None, true)?;
+        // Nothing but whitespace after the event.
+        if conv.lx.peek().is_some() {
+            return Err(GiveUp);
+        }
+        let scratch = std::mem::take(&mut conv.lx.scratch);
+        ctx.scratch = scratch;
         let bin = out.clone();
         ctx.out = out;
         // The general path insists on an "id" object.
@@ -308,41 +588,34 @@ pub(crate) fn convert(json: &[u8]) -> Result<Vec<u8>, GiveUp> {
     })
 }
 
-/// One message: a JSON object, written to `dst` (after `tag` and the length
-/// when it is a field of another message).
-struct MessageSeed<'c> {
+/// One line being converted.
+struct Conv<'a, 'c> {
+    lx: Lexer<'a>,
     ctx: &'c mut Ctx,
-    msg: usize,
-    depth: usize,
-    dst: &'c mut Vec<u8>,
-    tag: Option<u32>,
-    /// Report whether field 1 ("id") was set to an object (top level only).
-    need_id: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
-    /// For the top level: whether "id" was set.
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MessageSeed<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let plan = plan();
-        let mp = &plan.msgs[self.msg];
-        if self.ctx.levels.len() <= self.depth {
-            self.ctx.levels.resize_with(self.depth + 1, Level::default);
+impl Conv<'_, '_> {
+    /// One message, a JSON object (next), written to `dst` after `tag` and
+    /// its length when it is a field of another message. At the top level
+    /// (`need_id`), yields whether field 1 ("id") was set.
+    fn message(
+        &mut self,
+        msg: usize,
+        depth: usize,
+        dst: &mut Vec<u8>,
+        tag: Option<u32>,
+        need_id: bool,
+    ) -> Result<bool, GiveUp> {
+        if depth > MAX_DEPTH {
+            return Err(GiveUp);
         }
-        let mut lvl = std::mem::take(&mut self.ctx.levels[self.depth]);
+        self.lx.eat(b'{')?;
+        let plan = plan();
+        let mp = &plan.msgs[msg];
+        if self.ctx.levels.len() <= depth {
+            self.ctx.levels.resize_with(depth + 1, Level::default);
+        }
+        let mut lvl = std::mem::take(&mut self.ctx.levels[depth]);
         lvl.chunks.clear();
         lvl.seen.clear();
         lvl.seen.resize(mp.fields.len().div_ceil(64), 0);
@@ -350,44 +623,46 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         lvl.oneofs.resize(mp.oneofs.div_ceil(64), 0);
         // The message is written where it goes: its tag, one byte for its length (widened
         // afterwards if the body needs more), its body.
-        let dst = self.dst;
-        let len_at = self.tag.map(|tag| {
+        let len_at = tag.map(|tag| {
             key(tag, WIRE_LEN, dst);
             dst.push(0);
             dst.len() - 1
         });
         let body_start = dst.len();
         let mut id_set = false;
-        while let Some(i) = map.next_key_seed(KeySeed(mp))? {
-            let Some(i) = i else {
-                return Err(give_up());
-            };
-            if test_bit(&lvl.seen, i) {
-                return Err(give_up());
-            }
-            set_bit(&mut lvl.seen, i);
-            let f = &mp.fields[i];
-            let start = dst.len();
-            let set = map.next_value_seed(FieldSeed {
-                ctx: &mut *self.ctx,
-                f,
-                depth: self.depth,
-                dst: &mut *dst,
-            })?;
-            if set {
-                if let Some(o) = f.oneof {
-                    if test_bit(&lvl.oneofs, o) {
-                        return Err(give_up());
+        if !self.lx.empty(b'}') {
+            loop {
+                if self.lx.peek() != Some(b'"') {
+                    return Err(GiveUp);
+                }
+                let name = self.lx.string()?;
+                let i = mp.by_key.get(name).ok_or(GiveUp)?;
+                self.lx.eat(b':')?;
+                if test_bit(&lvl.seen, i) {
+                    return Err(GiveUp);
+                }
+                set_bit(&mut lvl.seen, i);
+                let f = &mp.fields[i];
+                let start = dst.len();
+                let set = self.field(f, depth, dst)?;
+                if set {
+                    if let Some(o) = f.oneof {
+                        if test_bit(&lvl.oneofs, o) {
+                            return Err(GiveUp);
+                        }
+                        set_bit(&mut lvl.oneofs, o);
                     }
-                    set_bit(&mut lvl.oneofs, o);
+                    if need_id && f.number == 1 {
+                        id_set = true;
+                    }
                 }
-                if self.need_id && f.number == 1 {
-                    id_set = true;
+                let end = dst.len();
+                if end > start {
+                    lvl.chunks.push((f.number, start, end));
                 }
-            }
-            let end = dst.len();
-            if end > start {
-                lvl.chunks.push((f.number, start, end));
+                if self.lx.next_or_close(b'}')? {
+                    break;
+                }
             }
         }
         // Fields in number order, as protobuf encoders write them.
@@ -411,55 +686,173 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             let mut slot = &mut dst[at..at + n];
             prost::encoding::encode_varint(len as u64, &mut slot);
         }
-        self.ctx.levels[self.depth] = lvl;
+        self.ctx.levels[depth] = lvl;
         Ok(id_set)
     }
-}
 
-/// A JSON key: the index of the field it names, `None` when it names none.
-struct KeySeed<'p>(&'p MsgPlan);
+    /// The value of one field (next), encoded into `dst`; yields whether it
+    /// is set (false for `null`).
+    fn field(&mut self, f: &FieldPlan, depth: usize, dst: &mut Vec<u8>) -> Result<bool, GiveUp> {
+        match self.lx.peek().ok_or(GiveUp)? {
+            b'n' => {
+                self.lx.literal(b"null")?;
+                match f.ty {
+                    Ty::Unsupported => Err(GiveUp),
+                    _ => Ok(false),
+                }
+            }
+            b'[' => self.list(f, depth, dst).map(|()| true),
+            b'{' => match f.ty {
+                Ty::Message(m) if !f.repeated => {
+                    self.message(m, depth + 1, dst, Some(f.number), false)?;
+                    Ok(true)
+                }
+                Ty::StringMap => self.string_map(f, dst).map(|()| true),
+                _ => Err(GiveUp),
+            },
+            _ => {
+                let s = self.lx.scalar()?;
+                scalar(f, s, dst).map(|()| true)
+            }
+        }
+    }
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
+    /// A repeated field's JSON array (next).
+    fn list(&mut self, f: &FieldPlan, depth: usize, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
+        if !f.repeated || matches!(f.ty, Ty::Unsupported | Ty::StringMap | Ty::Wkt(_)) {
+            return Err(GiveUp);
+        }
+        self.lx.eat(b'[')?;
+        if self.lx.empty(b']') {
+            return Ok(());
+        }
+        if f.packed {
+            let mut packed = std::mem::take(&mut self.ctx.packed);
+            packed.clear();
+            loop {
+                let (n, _) = number(f.ty, &self.lx.scalar()?).ok_or(GiveUp)?;
+                put_num(&n, &mut packed);
+                if self.lx.next_or_close(b']')? {
+                    break;
+                }
+            }
+            key(f.number, WIRE_LEN, dst);
+            encode_varint(packed.len() as u64, dst);
+            dst.extend_from_slice(&packed);
+            self.ctx.packed = packed;
+            return Ok(());
+        }
+        loop {
+            match f.ty {
+                Ty::Message(m) => {
+                    if self.lx.peek() != Some(b'{') {
+                        return Err(GiveUp);
+                    }
+                    self.message(m, depth + 1, dst, Some(f.number), false)?;
+                }
+                Ty::String => {
+                    if self.lx.peek() != Some(b'"') {
+                        return Err(GiveUp);
+                    }
+                    let v = self.lx.string()?;
+                    put_len(f.number, v, dst);
+                }
+                ty => {
+                    let (n, _) = number(ty, &self.lx.scalar()?).ok_or(GiveUp)?;
+                    key(f.number, wire(&n), dst);
+                    put_num(&n, dst);
+                }
+            }
+            if self.lx.next_or_close(b']')? {
+                return Ok(());
+            }
+        }
+    }
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
+    /// A `map<string, string>` field's JSON object (next).
+    fn string_map(&mut self, f: &FieldPlan, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
+        self.lx.eat(b'{')?;
+        if self.lx.empty(b'}') {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            if self.lx.peek() != Some(b'"') {
+                return Err(GiveUp);
+            }
+            let k = self.lx.string()?.to_owned();
+            // A repeated key: the general path keeps the last one.
+            if keys.contains(&k) {
+                return Err(GiveUp);
+            }
+            self.lx.eat(b':')?;
+            if self.lx.peek() != Some(b'"') {
+                return Err(GiveUp);
+            }
+            let v = self.lx.string()?;
+            let len = |s: &[u8]| {
+                if s.is_empty() {
+                    0
+                } else {
+                    1 + prost::encoding::encoded_len_varint(s.len() as u64) + s.len()
+                }
+            };
+            key(f.number, WIRE_LEN, dst);
+            encode_varint((len(&k) + len(v)) as u64, dst);
+            for (n, s) in [(1, &k[..]), (2, v)] {
+                if !s.is_empty() {
+                    put_len(n, s, dst);
+                }
+            }
+            keys.push(k);
+            if self.lx.next_or_close(b'}')? {
+                return Ok(());
+            }
+        }
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        let v = v.as_bytes();
-        Ok(self
-            .0
-            .by_key
-            .iter()
-            .find(|(k, _)| k.len() == v.len() && k.as_bytes() == v)
-            .map(|&(_, i)| i))
-    }
+/// A length-delimited field.
+fn put_len(number: u32, bytes: &[u8], dst: &mut Vec<u8>) {
+    key(number, WIRE_LEN, dst);
+    encode_varint(bytes.len() as u64, dst);
+    dst.extend_from_slice(bytes);
 }
 
-/// The value of one field, encoded into `dst`; yields whether it is set
-/// (false for `null`).
-struct FieldSeed<'c> {
-    ctx: &'c mut Ctx,
-    f: &'static FieldPlan,
-    depth: usize,
-    dst: &'c mut Vec<u8>,
-}
-
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
+/// A singular scalar field's value.
+fn scalar(f: &FieldPlan, s: Scalar, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
+    if f.repeated {
+        return Err(GiveUp);
     }
+    if let Ty::Wkt(w) = f.ty {
+        let Scalar::Str(v) = s else {
+            return Err(GiveUp);
+        };
+        let v = std::str::from_utf8(v).map_err(|_| GiveUp)?;
+        let de = de::value::StrDeserializer::<de::value::Error>::new(v);
+        let m = prost_reflect::DynamicMessage::deserialize(plan().wkts[w].clone(), de)
+            .map_err(|_| GiveUp)?;
+        put_len(f.number, &prost::Message::encode_to_vec(&m), dst);
+        return Ok(());
+    }
+    if f.ty == Ty::String {
+        let Scalar::Str(v) = s else {
+            return Err(GiveUp);
+        };
+        if f.presence || !v.is_empty() {
+            put_len(f.number, v, dst);
+        }
+        return Ok(());
+    }
+    let (n, mut is_default) = number(f.ty, &s).ok_or(GiveUp)?;
+    if let (Ty::Enum(_), Num::Varint(v)) = (f.ty, &n) {
+        is_default = *v == f.enum_default as u64;
+    }
+    if f.presence || !is_default {
+        key(f.number, wire(&n), dst);
+        put_num(&n, dst);
+    }
+    Ok(())
 }
 
 /// A scalar read from JSON, before it is checked against the field's type.
@@ -467,8 +860,8 @@ enum Scalar<'a> {
     Bool(bool),
     U64(u64),
     I64(i64),
-    F64(f64),
-    Str(&'a str),
+    /// UTF-8, checked.
+    Str(&'a [u8]),
 }
 
 /// A scalar value, encoded as the field's type wants it.
@@ -486,22 +879,21 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
     /// they are left to it.)
     fn int<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(s: &Scalar) -> Option<T> {
         match *s {
-            Scalar::Str(v) => v.parse().ok(),
+            Scalar::Str(v) => std::str::from_utf8(v).ok()?.parse().ok(),
             Scalar::U64(v) => T::try_from(v).ok(),
             Scalar::I64(v) => T::try_from(v).ok(),
-            Scalar::F64(_) | Scalar::Bool(_) => None,
+            Scalar::Bool(_) => None,
         }
     }
     let f64_of = |s: &Scalar| -> Option<f64> {
         match *s {
-            Scalar::F64(v) => Some(v),
             Scalar::I64(v) => Some(v as f64),
             Scalar::U64(v) => Some(v as f64),
-            Scalar::Str(v) => match v.parse::<f64>() {
+            Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f64>() {
                 Ok(x) => Some(x),
-                Err(_) if v == "Infinity" => Some(f64::INFINITY),
-                Err(_) if v == "-Infinity" => Some(f64::NEG_INFINITY),
-                Err(_) if v == "NaN" => Some(f64::NAN),
+                Err(_) if v == b"Infinity" => Some(f64::INFINITY),
+                Err(_) if v == b"-Infinity" => Some(f64::NEG_INFINITY),
+                Err(_) if v == b"NaN" => Some(f64::NAN),
                 Err(_) => None,
             },
             Scalar::Bool(_) => None,
@@ -557,17 +949,13 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
         }
         Ty::Float => {
             let v = match *s {
-                Scalar::F64(v) if v < f64::from(f32::MIN) || v > f64::from(f32::MAX) => {
-                    return None
-                }
-                Scalar::F64(v) => v as f32,
                 Scalar::I64(v) => v as f32,
                 Scalar::U64(v) => v as f32,
-                Scalar::Str(v) => match v.parse::<f32>() {
+                Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f32>() {
                     Ok(x) => x,
-                    Err(_) if v == "Infinity" => f32::INFINITY,
-                    Err(_) if v == "-Infinity" => f32::NEG_INFINITY,
-                    Err(_) if v == "NaN" => f32::NAN,
+                    Err(_) if v == b"Infinity" => f32::INFINITY,
+                    Err(_) if v == b"-Infinity" => f32::NEG_INFINITY,
+                    Err(_) if v == b"NaN" => f32::NAN,
                     Err(_) => return None,
                 },
                 Scalar::Bool(_) => return None,
@@ -581,7 +969,7 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
         Ty::Enum(e) => {
             let v: i32 = match *s {
                 // An unknown name is left to the general path.
-                Scalar::Str(name) => *plan().enums[e].get(name)?,
+                Scalar::Str(name) => plan().enums[e].get(name)?,
                 Scalar::I64(v) => i32::try_from(v).ok()?,
                 Scalar::U64(v) => i32::try_from(v).ok()?,
                 _ => return None,
@@ -605,279 +993,6 @@ fn wire(n: &Num) -> u32 {
         Num::Varint(_) => WIRE_VARINT,
         Num::Fixed32(_) => WIRE_FIXED32,
         Num::Fixed64(_) => WIRE_FIXED64,
-    }
-}
-
-impl FieldSeed<'_> {
-    fn scalar<E: de::Error>(self, s: Scalar) -> Result<bool, E> {
-        let f = self.f;
-        if f.repeated {
-            return Err(give_up());
-        }
-        if let Ty::Wkt(w) = f.ty {
-            let Scalar::Str(v) = s else {
-                return Err(give_up());
-            };
-            let de = de::value::StrDeserializer::<de::value::Error>::new(v);
-            let m = prost_reflect::DynamicMessage::deserialize(plan().wkts[w].clone(), de)
-                .map_err(|_| give_up())?;
-            let bytes = prost::Message::encode_to_vec(&m);
-            key(f.number, WIRE_LEN, self.dst);
-            encode_varint(bytes.len() as u64, self.dst);
-            self.dst.extend_from_slice(&bytes);
-            return Ok(true);
-        }
-        if f.ty == Ty::String {
-            let Scalar::Str(v) = s else {
-                return Err(give_up());
-            };
-            if f.presence || !v.is_empty() {
-                key(f.number, WIRE_LEN, self.dst);
-                encode_varint(v.len() as u64, self.dst);
-                self.dst.extend_from_slice(v.as_bytes());
-            }
-            return Ok(true);
-        }
-        let (n, mut is_default) = number(f.ty, &s).ok_or_else(give_up)?;
-        if let (Ty::Enum(_), Num::Varint(v)) = (f.ty, &n) {
-            is_default = *v == f.enum_default as u64;
-        }
-        if f.presence || !is_default {
-            key(f.number, wire(&n), self.dst);
-            put_num(&n, self.dst);
-        }
-        Ok(true)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldSeed<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        match self.f.ty {
-            Ty::Unsupported => Err(give_up()),
-            _ => Ok(false),
-        }
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-        self.scalar(Scalar::Bool(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
-        self.scalar(Scalar::U64(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
-        self.scalar(Scalar::I64(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
-        self.scalar(Scalar::F64(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        self.scalar(Scalar::Str(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        let f = self.f;
-        if !f.repeated || matches!(f.ty, Ty::Unsupported | Ty::StringMap | Ty::Wkt(_)) {
-            return Err(give_up());
-        }
-        if f.packed {
-            let mut packed = std::mem::take(&mut self.ctx.packed);
-            packed.clear();
-            while let Some(s) = seq.next_element_seed(ScalarSeed)? {
-                let (n, _) = number(f.ty, &s.as_scalar()).ok_or_else(give_up)?;
-                put_num(&n, &mut packed);
-            }
-            if !packed.is_empty() {
-                key(f.number, WIRE_LEN, self.dst);
-                encode_varint(packed.len() as u64, self.dst);
-                self.dst.extend_from_slice(&packed);
-            }
-            self.ctx.packed = packed;
-            return Ok(true);
-        }
-        match f.ty {
-            Ty::Message(m) => {
-                while seq
-                    .next_element_seed(MessageSeed {
-                        ctx: &mut *self.ctx,
-                        msg: m,
-                        depth: self.depth + 1,
-                        dst: &mut *self.dst,
-                        tag: Some(f.number),
-                        need_id: false,
-                    })?
-                    .is_some()
-                {}
-            }
-            Ty::String => {
-                while seq
-                    .next_element_seed(StrElem {
-                        number: f.number,
-                        dst: &mut *self.dst,
-                    })?
-                    .is_some()
-                {}
-            }
-            ty => {
-                while let Some(s) = seq.next_element_seed(ScalarSeed)? {
-                    let (n, _) = number(ty, &s.as_scalar()).ok_or_else(give_up)?;
-                    key(f.number, wire(&n), self.dst);
-                    put_num(&n, self.dst);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let f = self.f;
-        match f.ty {
-            Ty::Message(m) if !f.repeated => {
-                MessageSeed {
-                    ctx: self.ctx,
-                    msg: m,
-                    depth: self.depth + 1,
-                    dst: self.dst,
-                    tag: Some(f.number),
-                    need_id: false,
-                }
-                .visit_map(map)?;
-                Ok(true)
-            }
-            Ty::StringMap => {
-                let mut keys: Vec<String> = Vec::new();
-                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    // A repeated key: the general path keeps the last one.
-                    if keys.iter().any(|seen| *seen == *k) {
-                        return Err(give_up());
-                    }
-                    let OwnedScalar::Str(v) = map.next_value_seed(ScalarSeed)? else {
-                        return Err(give_up());
-                    };
-                    let len = |s: &str| {
-                        if s.is_empty() {
-                            0
-                        } else {
-                            1 + prost::encoding::encoded_len_varint(s.len() as u64) + s.len()
-                        }
-                    };
-                    key(f.number, WIRE_LEN, self.dst);
-                    encode_varint((len(&k) + len(&v)) as u64, self.dst);
-                    for (n, s) in [(1, k.as_ref()), (2, v.as_str())] {
-                        if !s.is_empty() {
-                            key(n, WIRE_LEN, self.dst);
-                            encode_varint(s.len() as u64, self.dst);
-                            self.dst.extend_from_slice(s.as_bytes());
-                        }
-                    }
-                    keys.push(k.into_owned());
-                }
-                Ok(true)
-            }
-            _ => Err(give_up()),
-        }
-    }
-}
-
-/// One string of a repeated string field, written as it is read.
-struct StrElem<'c> {
-    number: u32,
-    dst: &'c mut Vec<u8>,
-}
-
-impl<'de> DeserializeSeed<'de> for StrElem<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StrElem<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        key(self.number, WIRE_LEN, self.dst);
-        encode_varint(v.len() as u64, self.dst);
-        self.dst.extend_from_slice(v.as_bytes());
-        Ok(())
-    }
-}
-
-/// One element of a list (or a map value): a scalar, owned for the moment
-/// it takes to encode it.
-enum OwnedScalar {
-    Bool(bool),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-    Str(String),
-}
-
-impl OwnedScalar {
-    fn as_scalar(&self) -> Scalar<'_> {
-        match self {
-            OwnedScalar::Bool(b) => Scalar::Bool(*b),
-            OwnedScalar::U64(v) => Scalar::U64(*v),
-            OwnedScalar::I64(v) => Scalar::I64(*v),
-            OwnedScalar::F64(v) => Scalar::F64(*v),
-            OwnedScalar::Str(s) => Scalar::Str(s),
-        }
-    }
-}
-
-struct ScalarSeed;
-
-impl<'de> DeserializeSeed<'de> for ScalarSeed {
-    type Value = OwnedScalar;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<OwnedScalar, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ScalarSeed {
-    type Value = OwnedScalar;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scalar")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::Bool(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::U64(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::I64(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::F64(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::Str(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<OwnedScalar, E> {
-        Ok(OwnedScalar::Str(v))
     }
 }
 
@@ -1084,5 +1199,146 @@ mod tests {
         ] {
             assert!(same_as_general("odd line", line), "{}", String::from_utf8_lossy(line));
         }
+    }
+
+    /// What the lexer must read as serde_json does, or leave alone.
+    #[test]
+    fn strings_and_numbers_are_read_as_serde_json_reads_them() {
+        let ev = |stdout: &str| {
+            format!(
+                r#"{{"id":{{"progress":{{"opaqueCount":1}}}},"progress":{{"stdout":{stdout}}}}}"#
+            )
+        };
+        // Taken, and converted as the general path converts them.
+        for s in [
+            r#""plain""#,
+            r#""""#,
+            r#""quote \" backslash \\ slash \/ \b\f\n\r\t""#,
+            r#""\u0041\u00e9\u20ac \u003d\u003c""#,
+            r#""pair \ud83d\ude00 end""#,
+            r#""UPPER \u00C9\uD83D\uDE00""#,
+            "\"non-ASCII \u{e9}\u{20ac}\u{1f600} as is\"",
+            r#""an escape at the end \n""#,
+            r#""0123456789abcdef0123456789abcdef\"0123456789abcdef""#,
+            "null",
+        ] {
+            let line = ev(s);
+            assert!(convert(line.as_bytes()).is_ok(), "{line}");
+            assert!(same_as_general("string", line.as_bytes()), "{line}");
+        }
+        // Left to the general path (which refuses them, or reads them its way).
+        for s in [
+            "\"raw\ttab\"",
+            "\"raw \u{1}\"",
+            "\"raw \u{1f} in a long string, past the first eight bytes\"",
+            r#""lone high \ud83d""#,
+            r#""lone high then other \ud83d\u0041""#,
+            r#""lone low \ude00""#,
+            r#""bad escape \x41""#,
+            r#""short \u12""#,
+            r#""not hex \u12g4""#,
+            r#""unterminated"#,
+            r#""ends in a backslash \"#,
+            "7",
+            "[]",
+            "{}",
+        ] {
+            let line = ev(s);
+            assert!(convert(line.as_bytes()).is_err(), "{line}");
+            same_as_general("string", line.as_bytes());
+        }
+        // Text that is not UTF-8 (serde_json refuses it), inside strings and out.
+        for bad in [
+            &b"\"\xff\""[..],
+            b"\"a\xc3\"",
+            b"\"\xc3\\n\"",
+            b"\"\\n\xa9\"",
+            b"\"overlong \xc0\xaf\"",
+            b"\"surrogate \xed\xa0\x80\"",
+            b"\"\xe2\x82\"",
+            b"\"long enough for a word: \xf0\x9f\x98\"",
+            b"\"\xc3\xa9\"\xc3\xa9",
+        ] {
+            let mut line =
+                br#"{"id":{"progress":{"opaqueCount":1}},"progress":{"stdout":"#.to_vec();
+            line.extend_from_slice(bad);
+            line.extend_from_slice(b"}}");
+            assert!(
+                convert(&line).is_err(),
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+            same_as_general("not UTF-8", &line);
+        }
+        for good in [
+            "\"\u{e9}\\n\u{fc}\"",
+            "\"mixed: ASCII, then \u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}, \\u00e9 and \u{1f600} again\"",
+            "\"\u{1f600}\"",
+        ] {
+            let line = ev(good);
+            assert!(convert(line.as_bytes()).is_ok(), "{line}");
+            assert!(same_as_general("UTF-8", line.as_bytes()), "{line}");
+        }
+        let key = "{\"id\":{\"progress\":{\"opaqueCount\":1}},\"progr\u{e9}ss\":{}}";
+        assert!(convert(key.as_bytes()).is_err());
+        let count = |n: &str| format!(r#"{{"id":{{"progress":{{"opaqueCount":{n}}}}}}}"#);
+        for n in [
+            "0",
+            "7",
+            "-7",
+            "2147483647",
+            "-2147483648",
+            "\"12\"",
+            "\"-3\"",
+        ] {
+            let line = count(n);
+            assert!(convert(line.as_bytes()).is_ok(), "{line}");
+            assert!(same_as_general("number", line.as_bytes()), "{line}");
+        }
+        for n in [
+            "01",
+            "-0",
+            "-",
+            "1.0",
+            "1e3",
+            "1E3",
+            "2147483648",
+            "-2147483649",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "12x",
+            "+1",
+            "tru",
+            "nul",
+            "\"1.5\"",
+        ] {
+            let line = count(n);
+            assert!(convert(line.as_bytes()).is_err(), "{line}");
+            same_as_general("number", line.as_bytes());
+        }
+    }
+
+    /// Every prefix of real lines with escapes (and of the same lines
+    /// pretty-printed) is left to the general path, which refuses it.
+    #[test]
+    fn cut_lines_are_never_taken() {
+        let mut cut = 0;
+        for (what, line) in fixture_lines()
+            .iter()
+            .filter(|(_, l)| l.contains(&b'\\') && convert(l).is_ok())
+            .take(8)
+        {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let pretty = serde_json::to_vec_pretty(&v).unwrap();
+            for l in [line, &pretty] {
+                let whole = l.trim_ascii_end().len();
+                for end in 0..whole {
+                    assert!(convert(&l[..end]).is_err(), "{what}: cut at {end}");
+                    cut += 1;
+                }
+                assert!(convert(&l[..whole]).is_ok(), "{what}");
+            }
+        }
+        assert!(cut > 5000, "only {cut} cut lines");
     }
 }
