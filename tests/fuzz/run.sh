@@ -33,9 +33,12 @@ for s in remote-build remote-test remote-cache-hit local-only failing-build; do
     seed bep_binary "$FIX/$s/bep.bin"
     seed bep_events "$FIX/$s/bep.bin"
     seed bep_json "$FIX/$s/bep.json"
+    seed bep_json_paths "$FIX/$s/bep.json"
     seed execlog_binary "$FIX/$s/execution_log.bin"
     seed remote_grpc_log "$FIX/$s/remote_grpc.log"
 done
+# The real Bazel 7-9 JSON streams too: the two JSON paths must agree on them.
+seed bep_json_paths ../fixtures/real/*/bep.ndjson
 # verify: real artifacts signed by the target's key [1; 32] (written and
 # checked by crates/artifact/tests/fuzz_seeds.rs), so mutations get past the
 # signature.

@@ -1,0 +1,28 @@
+//! Arbitrary lines through both JSON conversions: the fast path (which gives
+//! up on anything unusual) and the general, tolerant one must agree on every
+//! line: the same refusal, or the same event and the same warnings. Map
+//! entries may come in another order (the general path writes them in hash
+//! order), so unequal bytes are compared as decoded events.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use proof_stream::bepfile::{json_event_to_binary, json_event_to_binary_general};
+
+fuzz_target!(|data: &[u8]| {
+    for line in data.split(|&b| b == b'\n') {
+        let fast = json_event_to_binary(line);
+        let general = json_event_to_binary_general(line);
+        match (fast, general) {
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (Ok((a, wa)), Ok((b, wb))) => {
+                assert_eq!(wa, wb, "warnings differ");
+                if a != b {
+                    let a = <proof_proto::bep::BuildEvent as prost::Message>::decode(&a[..]);
+                    let b = <proof_proto::bep::BuildEvent as prost::Message>::decode(&b[..]);
+                    assert_eq!(a.expect("fast event decodes"), b.expect("general event decodes"));
+                }
+            }
+            (a, b) => panic!("the two paths disagree: {a:?} vs {b:?}"),
+        }
+    }
+});
