@@ -101,12 +101,27 @@ impl<T: Copy> Names<T> {
         let sig = name_sig(name);
         self.entries
             .iter()
-            // (A byte loop: these are too short to be worth a call to memcmp.)
-            .find(|(s, n, _)| {
-                *s == sig && n.len() == name.len() && n.bytes().zip(name).all(|(a, b)| a == *b)
-            })
+            .find(|(s, n, _)| *s == sig && same_bytes(n.as_bytes(), name))
             .map(|&(_, _, v)| v)
     }
+}
+
+/// Whether two short byte strings are equal, eight bytes at a time (a call
+/// to memcmp costs more than the comparison for names this short).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"))
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    (0..n / 8).all(|i| word(a, i * 8) == word(b, i * 8)) && word(a, n - 8) == word(b, n - 8)
 }
 
 /// A name's length and its first and last bytes.
@@ -254,19 +269,18 @@ fn plan() -> &'static Plan {
     PLAN.get_or_init(|| Plan::build(crate::bepfile::bep_descriptor()))
 }
 
-/// Reusable buffers of one nesting level.
-#[derive(Default)]
-struct Level {
-    /// (field number, start, end) of each field's bytes in the destination.
-    chunks: Vec<(u32, usize, usize)>,
-    seen: Vec<u64>,
-    oneofs: Vec<u64>,
-    sorted: Vec<u8>,
-}
+/// The most fields and oneofs a message may have on this path (seen-bits
+/// kept on the stack; BEP's largest message has 40-odd fields).
+const MAX_FIELDS: usize = 256;
+const MAX_ONEOFS: usize = 64;
 
 #[derive(Default)]
 struct Ctx {
-    levels: Vec<Level>,
+    /// (field number, start, end) of each field written to the destination,
+    /// for every message being written, innermost last (a stack).
+    chunks: Vec<(u32, usize, usize)>,
+    /// A message's fields put back in number order.
+    sorted: Vec<u8>,
     packed: Vec<u8>,
     /// The event being written (copied out at its exact size).
     out: Vec<u8>,
@@ -560,6 +574,8 @@ pub(crate) fn convert(json: &[u8]) -> Result<Vec<u8>, GiveUp> {
         };
         let mut out = std::mem::take(&mut ctx.out);
         out.clear();
+        // (A line given up on may have left some behind.)
+        ctx.chunks.clear();
         let mut conv = Conv {
             lx: Lexer {
                 src: json,
@@ -612,15 +628,14 @@ impl Conv<'_, '_> {
         self.lx.eat(b'{')?;
         let plan = plan();
         let mp = &plan.msgs[msg];
-        if self.ctx.levels.len() <= depth {
-            self.ctx.levels.resize_with(depth + 1, Level::default);
+        if mp.fields.len() > MAX_FIELDS || mp.oneofs > MAX_ONEOFS {
+            return Err(GiveUp);
         }
-        let mut lvl = std::mem::take(&mut self.ctx.levels[depth]);
-        lvl.chunks.clear();
-        lvl.seen.clear();
-        lvl.seen.resize(mp.fields.len().div_ceil(64), 0);
-        lvl.oneofs.clear();
-        lvl.oneofs.resize(mp.oneofs.div_ceil(64), 0);
+        let mut seen = [0u64; MAX_FIELDS / 64];
+        let mut oneofs = [0u64; MAX_ONEOFS / 64];
+        let chunks_from = self.ctx.chunks.len();
+        let mut in_order = true;
+        let mut last = 0;
         // The message is written where it goes: its tag, one byte for its length (widened
         // afterwards if the body needs more), its body.
         let len_at = tag.map(|tag| {
@@ -638,19 +653,19 @@ impl Conv<'_, '_> {
                 let name = self.lx.string()?;
                 let i = mp.by_key.get(name).ok_or(GiveUp)?;
                 self.lx.eat(b':')?;
-                if test_bit(&lvl.seen, i) {
+                if test_bit(&seen, i) {
                     return Err(GiveUp);
                 }
-                set_bit(&mut lvl.seen, i);
+                set_bit(&mut seen, i);
                 let f = &mp.fields[i];
                 let start = dst.len();
                 let set = self.field(f, depth, dst)?;
                 if set {
                     if let Some(o) = f.oneof {
-                        if test_bit(&lvl.oneofs, o) {
+                        if test_bit(&oneofs, o) {
                             return Err(GiveUp);
                         }
-                        set_bit(&mut lvl.oneofs, o);
+                        set_bit(&mut oneofs, o);
                     }
                     if need_id && f.number == 1 {
                         id_set = true;
@@ -658,7 +673,9 @@ impl Conv<'_, '_> {
                 }
                 let end = dst.len();
                 if end > start {
-                    lvl.chunks.push((f.number, start, end));
+                    in_order &= f.number > last;
+                    last = f.number;
+                    self.ctx.chunks.push((f.number, start, end));
                 }
                 if self.lx.next_or_close(b'}')? {
                     break;
@@ -666,15 +683,18 @@ impl Conv<'_, '_> {
             }
         }
         // Fields in number order, as protobuf encoders write them.
-        if !lvl.chunks.windows(2).all(|w| w[0].0 < w[1].0) {
-            lvl.chunks.sort_by_key(|c| c.0);
-            lvl.sorted.clear();
-            for &(_, s, e) in &lvl.chunks {
-                lvl.sorted.extend_from_slice(&dst[s..e]);
+        if !in_order {
+            let chunks = &mut self.ctx.chunks[chunks_from..];
+            chunks.sort_by_key(|c| c.0);
+            let sorted = &mut self.ctx.sorted;
+            sorted.clear();
+            for &(_, s, e) in &*chunks {
+                sorted.extend_from_slice(&dst[s..e]);
             }
             dst.truncate(body_start);
-            dst.extend_from_slice(&lvl.sorted);
+            dst.extend_from_slice(sorted);
         }
+        self.ctx.chunks.truncate(chunks_from);
         if let Some(at) = len_at {
             let len = dst.len() - body_start;
             let n = prost::encoding::encoded_len_varint(len as u64);
@@ -686,7 +706,6 @@ impl Conv<'_, '_> {
             let mut slot = &mut dst[at..at + n];
             prost::encoding::encode_varint(len as u64, &mut slot);
         }
-        self.ctx.levels[depth] = lvl;
         Ok(id_set)
     }
 
