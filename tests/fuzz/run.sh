@@ -33,12 +33,15 @@ for s in remote-build remote-test remote-cache-hit local-only failing-build; do
     seed bep_binary "$FIX/$s/bep.bin"
     seed bep_events "$FIX/$s/bep.bin"
     seed bep_json "$FIX/$s/bep.json"
-    seed bep_json_paths "$FIX/$s/bep.json"
     seed execlog_binary "$FIX/$s/execution_log.bin"
     seed remote_grpc_log "$FIX/$s/remote_grpc.log"
 done
-# The real Bazel 7-9 JSON streams too: the two JSON paths must agree on them.
-seed bep_json_paths ../fixtures/real/*/bep.ndjson
+# bep_json_paths: one seed per line of every JSON stream, the 4.2.3 ones and
+# the real Bazel 7-9 ones (whole files as seeds make every run slow).
+mkdir -p corpus/bep_json_paths
+for f in "$FIX"/*/bep.json ../fixtures/real/*/bep.ndjson; do
+    split -l 1 -d -a 5 "$f" "corpus/bep_json_paths/$(echo "$f" | tr '/.' '__')_"
+done
 # verify: real artifacts signed by the target's key [1; 32] (written and
 # checked by crates/artifact/tests/fuzz_seeds.rs), so mutations get past the
 # signature.
