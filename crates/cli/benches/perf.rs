@@ -2,7 +2,8 @@
 //! processes on the same inputs, in one run (see docs/performance.md):
 //!
 //! - `proof ingest` of a JSON stream vs parsing its lines with serde_json
-//!   into `IgnoredAny` (this binary, re-executed);
+//!   into `IgnoredAny` (this binary, re-executed), for the fixture's stream
+//!   and for a real Bazel 9.0.0 one (tests/fixtures/real);
 //! - `proof ingest` of the binary stream vs `zstd -3 | sha256sum`;
 //! - `proof verify` of an artifact vs `zstd -d | sha256sum` of its events;
 //! - start-up: `proof --version`, `proof list` of a store holding one
@@ -72,34 +73,49 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
 
-    // JSON ingest.
+    // JSON ingest: the fixture's stream, and a real Bazel 9.0.0 stream
+    // (Timestamps, Durations, fields the schema does not declare), each
+    // enlarged to the same number of events.
     let k = if full { 7 } else { 1 };
-    let (ingest, parse) = measure_pair(
-        k,
-        |i| {
-            let mut c = Command::new(proof);
-            c.args(["ingest", "--store"])
-                .arg(d.join(format!("store-json{i}")))
-                .arg(&json);
-            c
-        },
-        |_| {
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.env(CHILD, &json);
-            c
-        },
-        &[0],
-    );
-    rows.push(Row::new(
-        format!("proof ingest, JSON ({events} events, {:.1} MB)", mb(&json)),
-        ingest,
-        "serde_json lines into IgnoredAny",
-        parse,
-        format!(
-            "{:.0} events/s of CPU (goal >= 500000); goal <= 3x",
-            events as f64 / ingest.cpu.max(0.001)
-        ),
-    ));
+    let json9 = d.join("big9.json");
+    let real9 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/real/bazel-9.0.0-build/bep.ndjson");
+    let real9 = std::fs::read(&real9).expect("the real Bazel 9.0.0 fixture");
+    std::fs::write(&json9, enlarge_json(&real9, events)).unwrap();
+    for (n, (what, file)) in [("", &json), (", Bazel 9.0.0", &json9)]
+        .into_iter()
+        .enumerate()
+    {
+        let (ingest, parse) = measure_pair(
+            k,
+            |i| {
+                let mut c = Command::new(proof);
+                c.args(["ingest", "--store"])
+                    .arg(d.join(format!("store-json{n}-{i}")))
+                    .arg(file);
+                c
+            },
+            |_| {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.env(CHILD, file);
+                c
+            },
+            &[0],
+        );
+        rows.push(Row::new(
+            format!(
+                "proof ingest, JSON{what} ({events} events, {:.1} MB)",
+                mb(file)
+            ),
+            ingest,
+            "serde_json lines into IgnoredAny",
+            parse,
+            format!(
+                "{:.0} events/s of CPU (goal >= 500000); goal <= 3x",
+                events as f64 / ingest.cpu.max(0.001)
+            ),
+        ));
+    }
 
     // Binary ingest.
     let (ingest, base) = measure_pair(
