@@ -333,7 +333,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     /// The next byte after whitespace, not consumed.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.src.get(self.pos) {
             match b {
@@ -344,7 +344,7 @@ impl<'a> Lexer<'a> {
         None
     }
 
-    #[inline]
+    #[inline(always)]
     fn eat(&mut self, want: u8) -> Result<(), GiveUp> {
         if self.peek() == Some(want) {
             self.pos += 1;
@@ -366,7 +366,7 @@ impl<'a> Lexer<'a> {
 
     /// After a member or an element: `true` at the closing `close` (which
     /// closes the object or array), `false` after a comma.
-    #[inline]
+    #[inline(always)]
     fn next_or_close(&mut self, close: u8) -> Result<bool, GiveUp> {
         match self.peek() {
             Some(b',') => {
@@ -383,7 +383,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Whether the object or array just opened is empty (and then closes it).
-    #[inline]
+    #[inline(always)]
     fn empty(&mut self, close: u8) -> bool {
         if self.peek() == Some(close) {
             self.pos += 1;
@@ -615,7 +615,7 @@ impl<'a> Lexer<'a> {
 /// Where the first byte that ends a string's plain ASCII run is: a quote, a
 /// backslash, a control character or a byte above ASCII (eight bytes at a
 /// time, as serde_json scans).
-#[inline]
+#[inline(always)]
 fn special(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
