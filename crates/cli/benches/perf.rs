@@ -7,7 +7,8 @@
 //! - `proof ingest` of the binary stream vs `zstd -3 | sha256sum`;
 //! - `proof verify` of an artifact vs `zstd -d | sha256sum` of its events;
 //! - start-up: `proof --version`, `proof list` of a store holding one
-//!   invocation, `proof verify` of a small artifact, vs starting `true`.
+//!   invocation, `proof verify` of a small artifact, `proof ingest` of a
+//!   small file into a new store, vs starting `true`.
 //!
 //! Inputs are a real fixture stream (tests/fixtures/bazel-4.2.3/remote-build,
 //! or `PERF_FIXTURE=DIR` holding bep.json and bep.bin) enlarged by repeating
@@ -243,6 +244,23 @@ fn main() {
             format!("{:.1} ms wall (goal < 20 ms)", r.wall * 1e3),
         ));
     }
+    // An import of the fixture's (small) JSON file, a new store each time:
+    // creating the store, its index and the journal, with their syncs.
+    let mut i = 0;
+    let r = median(n, || {
+        i += 1;
+        run(Command::new(proof)
+            .args(["ingest", "--store"])
+            .arg(d.join(format!("store-small{i}")))
+            .arg(fixture.join("bep.json")))
+    });
+    rows.push(Row::new(
+        format!("proof ingest (small JSON file, new store), median of {n}"),
+        r,
+        "true, median",
+        t,
+        format!("{:.1} ms wall (goal < 20 ms)", r.wall * 1e3),
+    ));
 
     println!();
     println!(
