@@ -1284,6 +1284,20 @@ mod tests {
         }
     }
 
+    /// A line the fast path takes, and converts as the general path does.
+    fn taken(line: impl AsRef<[u8]>) {
+        let line = line.as_ref();
+        let text = String::from_utf8_lossy(line);
+        assert!(same_as_general("line", line), "not taken: {text}");
+    }
+
+    /// A line the fast path leaves to the general path.
+    fn left(line: impl AsRef<[u8]>) {
+        let line = line.as_ref();
+        let text = String::from_utf8_lossy(line);
+        assert!(convert(line).is_err(), "taken: {text}");
+    }
+
     #[test]
     fn every_fixture_line_converts_to_the_same_bytes_both_ways() {
         let lines = fixture_lines();
@@ -1398,7 +1412,7 @@ mod tests {
             br#"{"id":{"started":{}},"started":{"uuid":7}}"#,
             br#"{"id":{"started":{}},"started":{"startTime":"yesterday"}}"#,
         ] {
-            assert!(convert(line).is_err(), "{}", String::from_utf8_lossy(line));
+            left(line);
         }
         // And what it takes is what the general path gives.
         for line in [
@@ -1408,7 +1422,7 @@ mod tests {
             br#"{"id":{"started":{}},"started":{"startTime":"2024-05-01T10:00:00.123Z"}}"#,
             br#"{"id":{"testResult":{}},"testResult":{"testAttemptDuration":"1.500s"}}"#,
         ] {
-            assert!(same_as_general("odd line", line), "{}", String::from_utf8_lossy(line));
+            taken(line);
         }
     }
 
@@ -1433,9 +1447,7 @@ mod tests {
             r#""0123456789abcdef0123456789abcdef\"0123456789abcdef""#,
             "null",
         ] {
-            let line = ev(s);
-            assert!(convert(line.as_bytes()).is_ok(), "{line}");
-            assert!(same_as_general("string", line.as_bytes()), "{line}");
+            taken(ev(s));
         }
         // Left to the general path (which refuses them, or reads them its way).
         for s in [
@@ -1454,9 +1466,7 @@ mod tests {
             "[]",
             "{}",
         ] {
-            let line = ev(s);
-            assert!(convert(line.as_bytes()).is_err(), "{line}");
-            same_as_general("string", line.as_bytes());
+            left(ev(s));
         }
         // Text that is not UTF-8 (serde_json refuses it), inside strings and out.
         for bad in [
@@ -1474,26 +1484,18 @@ mod tests {
                 br#"{"id":{"progress":{"opaqueCount":1}},"progress":{"stdout":"#.to_vec();
             line.extend_from_slice(bad);
             line.extend_from_slice(b"}}");
-            assert!(
-                convert(&line).is_err(),
-                "{}",
-                String::from_utf8_lossy(&line)
-            );
-            same_as_general("not UTF-8", &line);
+            left(&line);
         }
         for good in [
             "\"\u{e9}\\n\u{fc}\"",
             "\"mixed: ASCII, then \u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}, \\u00e9 and \u{1f600} again\"",
             "\"\u{1f600}\"",
         ] {
-            let line = ev(good);
-            assert!(convert(line.as_bytes()).is_ok(), "{line}");
-            assert!(same_as_general("UTF-8", line.as_bytes()), "{line}");
+            taken(ev(good));
         }
         // A name with non-ASCII text: one the schema does not declare.
         let key = "{\"id\":{\"progress\":{\"opaqueCount\":1}},\"progr\u{e9}ss\":{}}";
-        assert!(convert(key.as_bytes()).is_ok());
-        assert!(same_as_general("UTF-8 name", key.as_bytes()));
+        taken(key);
         let count = |n: &str| format!(r#"{{"id":{{"progress":{{"opaqueCount":{n}}}}}}}"#);
         for n in [
             "0",
@@ -1504,9 +1506,7 @@ mod tests {
             "\"12\"",
             "\"-3\"",
         ] {
-            let line = count(n);
-            assert!(convert(line.as_bytes()).is_ok(), "{line}");
-            assert!(same_as_general("number", line.as_bytes()), "{line}");
+            taken(count(n));
         }
         for n in [
             "01",
@@ -1525,9 +1525,7 @@ mod tests {
             "nul",
             "\"1.5\"",
         ] {
-            let line = count(n);
-            assert!(convert(line.as_bytes()).is_err(), "{line}");
-            same_as_general("number", line.as_bytes());
+            left(count(n));
         }
     }
 
@@ -1698,9 +1696,7 @@ mod tests {
             "{\"a\": {\"a\": 1, \"a\": 2}}",
             "{\"spawn\":{\"code\":\"NON_ZERO_EXIT\",\"spawnExitCode\":2}}",
         ] {
-            let line = ev(extra);
-            assert!(convert(line.as_bytes()).is_ok(), "{line}");
-            assert!(same_as_general("undeclared", line.as_bytes()), "{line}");
+            taken(ev(extra));
         }
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         for extra in [
@@ -1718,11 +1714,8 @@ mod tests {
             deep(99),
             deep(200),
         ] {
-            let line = ev(&extra);
-            assert!(convert(line.as_bytes()).is_err(), "{line}");
-            same_as_general("undeclared", line.as_bytes());
+            left(ev(&extra));
         }
-        let line = ev(&deep(90));
-        assert!(same_as_general("undeclared", line.as_bytes()));
+        taken(ev(&deep(90)));
     }
 }
