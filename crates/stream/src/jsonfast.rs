@@ -61,9 +61,10 @@ enum Ty {
     Message(usize),
     /// `map<string, string>`.
     StringMap,
-    /// google.protobuf.Timestamp or Duration (a string in JSON), index into
-    /// `Plan::wkts`; read as prost-reflect reads it in the general path.
-    Wkt(usize),
+    /// google.protobuf.Timestamp or Duration (a string in JSON), read as
+    /// prost-reflect reads it in the general path.
+    Timestamp,
+    Duration,
     /// Anything this path leaves to the general one.
     Unsupported,
 }
@@ -148,7 +149,6 @@ struct MsgPlan {
 struct Plan {
     msgs: Vec<MsgPlan>,
     enums: Vec<Names<i32>>,
-    wkts: Vec<MessageDescriptor>,
 }
 
 impl Plan {
@@ -177,21 +177,10 @@ impl Plan {
                             Ty::Unsupported
                         }
                     }
-                    Kind::Message(m)
-                        if matches!(
-                            m.full_name(),
-                            "google.protobuf.Timestamp" | "google.protobuf.Duration"
-                        ) =>
-                    {
-                        let i = match plan.wkts.iter().position(|w| *w == m) {
-                            Some(i) => i,
-                            None => {
-                                plan.wkts.push(m.clone());
-                                plan.wkts.len() - 1
-                            }
-                        };
-                        Ty::Wkt(i)
+                    Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+                        Ty::Timestamp
                     }
+                    Kind::Message(m) if m.full_name() == "google.protobuf.Duration" => Ty::Duration,
                     Kind::Message(m) if m.full_name().starts_with("google.protobuf.") => {
                         Ty::Unsupported
                     }
@@ -838,7 +827,12 @@ impl Conv<'_, '_> {
 
     /// A repeated field's JSON array (next).
     fn list(&mut self, f: &FieldPlan, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
-        if !f.repeated || matches!(f.ty, Ty::Unsupported | Ty::StringMap | Ty::Wkt(_)) {
+        if !f.repeated
+            || matches!(
+                f.ty,
+                Ty::Unsupported | Ty::StringMap | Ty::Timestamp | Ty::Duration
+            )
+        {
             return Err(GiveUp);
         }
         self.lx.open(b'[')?;
@@ -1024,7 +1018,7 @@ fn scalar(f: &FieldPlan, s: Scalar, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
     if f.repeated {
         return Err(GiveUp);
     }
-    if let Ty::Wkt(w) = f.ty {
+    if matches!(f.ty, Ty::Timestamp | Ty::Duration) {
         let Scalar::Str(v) = s else {
             return Err(GiveUp);
         };
@@ -1032,9 +1026,10 @@ fn scalar(f: &FieldPlan, s: Scalar, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
         // What prost-reflect does (the same checks, the same parser, the
         // same fields), without a dynamic message.
         key(f.number, WIRE_LEN, dst);
-        match plan().wkts[w].full_name() {
-            "google.protobuf.Timestamp" => put_message(&timestamp(v).ok_or(GiveUp)?, dst),
-            _ => put_message(&duration(v).ok_or(GiveUp)?, dst),
+        if f.ty == Ty::Timestamp {
+            put_message(&timestamp(v).ok_or(GiveUp)?, dst);
+        } else {
+            put_message(&duration(v).ok_or(GiveUp)?, dst);
         }
         return Ok(());
     }
@@ -1179,7 +1174,12 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
             };
             (Num::Varint(v as u64), false)
         }
-        Ty::String | Ty::Message(_) | Ty::StringMap | Ty::Wkt(_) | Ty::Unsupported => return None,
+        Ty::String
+        | Ty::Message(_)
+        | Ty::StringMap
+        | Ty::Timestamp
+        | Ty::Duration
+        | Ty::Unsupported => return None,
     })
 }
 
