@@ -420,6 +420,94 @@ impl PgStore {
         Ok(applied_versions(&mut **c)?.into_iter().max().unwrap_or(0))
     }
 
+    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`].
+    fn append_with(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+        durable: bool,
+    ) -> Result<InvocationState, StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        for r in records {
+            journal::check_record_size(id, r)?;
+        }
+        // Compress outside the transaction: the row lock is held only for the writes.
+        let frames = self
+            .encoders
+            .get()
+            .and_then(|mut enc| encode_frames(&mut enc, records, flags))
+            .map_err(|source| StoreError::Io {
+                context: "compressing a journal frame".into(),
+                source,
+            })?;
+        let mut c = self.conn()?;
+        let mut tx = c
+            .transaction()
+            .map_err(db(format!("starting an append to {id:?}")))?;
+        if !durable {
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .map_err(db(format!("starting an append to {id:?}")))?;
+        }
+        let Some(mut st) = Self::row_state(&mut tx, id, true)? else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        if st.finalized {
+            return Err(StoreError::AlreadyFinalized(id.to_string()));
+        }
+        journal::check_batch(id, st.last_seq, records)?;
+        if records.is_empty() && !flags.any() {
+            return Ok(st);
+        }
+        if !frames.is_empty() {
+            let insert = tx
+                .prepare(
+                    "INSERT INTO frames (invocation_id, first_seq, records, data) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .map_err(db("preparing a frame insert"))?;
+            for (first, n, data) in &frames {
+                tx.execute(&insert, &[&id, &i(*first), n, data])
+                    .map_err(db(format!("storing a frame of {id:?}")))?;
+                st.journal_bytes += data.len() as u64;
+            }
+        }
+        for r in records {
+            st.record_count += 1;
+            st.bytes += r.payload.len() as u64;
+            if r.kind == RecordKind::BepEvent {
+                st.event_count += 1;
+            }
+        }
+        if let Some(last) = records.last() {
+            st.last_seq = last.seq;
+        }
+        st.saw_build_finished |= flags.saw_build_finished;
+        st.saw_last_message |= flags.saw_last_message;
+        st.saw_stream_finished |= flags.saw_stream_finished;
+        tx.execute(
+            "UPDATE invocations SET last_seq = $2, event_count = $3, record_count = $4, \
+             saw_build_finished = $5, saw_last_message = $6, saw_stream_finished = $7, \
+             bytes = $8, journal_bytes = $9 WHERE invocation_id = $1",
+            &[
+                &id,
+                &i(st.last_seq),
+                &i(st.event_count),
+                &i(st.record_count),
+                &st.saw_build_finished,
+                &st.saw_last_message,
+                &st.saw_stream_finished,
+                &i(st.bytes),
+                &i(st.journal_bytes),
+            ],
+        )
+        .map_err(db(format!("updating the state of {id:?}")))?;
+        tx.commit()
+            .map_err(db(format!("committing an append to {id:?}")))?;
+        Ok(st)
+    }
+
     fn row_state(
         c: &mut impl GenericClient,
         id: &str,
@@ -674,80 +762,36 @@ impl Store for PgStore {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
+        self.append_with(invocation_id, records, flags, true)
+    }
+
+    /// Commits without waiting for PostgreSQL to flush its WAL (`synchronous_commit =
+    /// off` for this one transaction): in a crash the batch is lost whole or kept whole,
+    /// never half there, and the next synchronous commit ([`Store::sync`],
+    /// [`Store::mark_complete`], a durable append) flushes it too, since the WAL is
+    /// flushed in order. A file import so waits for one flush instead of one per batch.
+    fn append_unsynced(
+        &self,
+        invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        self.append_with(invocation_id, records, flags, false)
+    }
+
+    /// A synchronous commit that writes (one that changes nothing writes no WAL and
+    /// waits for no flush): it returns once the WAL up to it, and so every earlier
+    /// unsynced append, is on stable storage.
+    fn sync(&self, invocation_id: &str) -> Result<(), StoreError> {
         let id = invocation_id;
         validate_invocation_id(id)?;
-        for r in records {
-            journal::check_record_size(id, r)?;
-        }
-        // Compress outside the transaction: the row lock is held only for the writes.
-        let frames = self
-            .encoders
-            .get()
-            .and_then(|mut enc| encode_frames(&mut enc, records, flags))
-            .map_err(|source| StoreError::Io {
-                context: "compressing a journal frame".into(),
-                source,
-            })?;
         let mut c = self.conn()?;
-        let mut tx = c
-            .transaction()
-            .map_err(db(format!("starting an append to {id:?}")))?;
-        let Some(mut st) = Self::row_state(&mut tx, id, true)? else {
-            return Err(StoreError::NotFound(id.to_string()));
-        };
-        if st.finalized {
-            return Err(StoreError::AlreadyFinalized(id.to_string()));
-        }
-        journal::check_batch(id, st.last_seq, records)?;
-        if records.is_empty() && !flags.any() {
-            return Ok(st);
-        }
-        if !frames.is_empty() {
-            let insert = tx
-                .prepare(
-                    "INSERT INTO frames (invocation_id, first_seq, records, data) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .map_err(db("preparing a frame insert"))?;
-            for (first, n, data) in &frames {
-                tx.execute(&insert, &[&id, &i(*first), n, data])
-                    .map_err(db(format!("storing a frame of {id:?}")))?;
-                st.journal_bytes += data.len() as u64;
-            }
-        }
-        for r in records {
-            st.record_count += 1;
-            st.bytes += r.payload.len() as u64;
-            if r.kind == RecordKind::BepEvent {
-                st.event_count += 1;
-            }
-        }
-        if let Some(last) = records.last() {
-            st.last_seq = last.seq;
-        }
-        st.saw_build_finished |= flags.saw_build_finished;
-        st.saw_last_message |= flags.saw_last_message;
-        st.saw_stream_finished |= flags.saw_stream_finished;
-        tx.execute(
-            "UPDATE invocations SET last_seq = $2, event_count = $3, record_count = $4, \
-             saw_build_finished = $5, saw_last_message = $6, saw_stream_finished = $7, \
-             bytes = $8, journal_bytes = $9 WHERE invocation_id = $1",
-            &[
-                &id,
-                &i(st.last_seq),
-                &i(st.event_count),
-                &i(st.record_count),
-                &st.saw_build_finished,
-                &st.saw_last_message,
-                &st.saw_stream_finished,
-                &i(st.bytes),
-                &i(st.journal_bytes),
-            ],
+        c.execute(
+            "UPDATE invocations SET last_seq = last_seq WHERE invocation_id = $1",
+            &[&id],
         )
-        .map_err(db(format!("updating the state of {id:?}")))?;
-        tx.commit()
-            .map_err(db(format!("committing an append to {id:?}")))?;
-        Ok(st)
+        .map_err(db(format!("syncing {id:?}")))?;
+        Ok(())
     }
 
     fn state(&self, invocation_id: &str) -> Result<Option<InvocationState>, StoreError> {

@@ -172,11 +172,11 @@ fn run(script: &str, args: &[&str]) {
 /// The database stops under a live store: calls fail with a database error (which the
 /// server answers as UNAVAILABLE) instead of hanging or panicking; nothing committed is
 /// lost; once it is back the same store works again without being reopened.
-#[test]
-fn the_store_survives_a_database_restart() {
-    // A private cluster: restarting the shared one would disturb the other tests.
+/// A cluster of the test's own (in a temporary directory under /tmp, stopped and removed
+/// by the caller): its directory, as a string for the scripts, and its URL.
+fn private_cluster(prefix: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::Builder::new()
-        .prefix("proof-pg-restart-")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
     let d = dir.path().to_str().unwrap().to_string();
@@ -187,6 +187,13 @@ fn the_store_survives_a_database_restart() {
         .find_map(|l| l.strip_prefix("PROOF_PG_URL="))
         .unwrap()
         .to_string();
+    (dir, d, url)
+}
+
+#[test]
+fn the_store_survives_a_database_restart() {
+    // A private cluster: restarting the shared one would disturb the other tests.
+    let (_dir, d, url) = private_cluster("proof-pg-restart-");
     let store = PgStore::connect_with(
         &url,
         &PgOptions {
@@ -278,4 +285,91 @@ fn lifecycle_rows_of_version_1_are_migrated() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(pending, vec![("z".to_string(), String::new())]);
+}
+
+/// A file import's batches (`append_unsynced`) each commit without waiting for a WAL
+/// flush; its `sync` waits for one flush that makes them all durable. Counted by
+/// PostgreSQL itself (`pg_stat_wal.wal_sync`) on a private cluster, where no other
+/// test commits; the same batches appended durably, each its own flush, show that the
+/// count sees the flushes.
+#[test]
+fn unsynced_appends_wait_for_one_wal_flush_at_the_sync() {
+    let (_dir, d, url) = private_cluster("proof-pg-syncs-");
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // WAL flushes so far, once the store's connections are gone (a backend's counts
+    // reach pg_stat_wal when it exits).
+    let mut flushes_after = |store: PgStore| -> i64 {
+        drop(store);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let others: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if others == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the store's connections stay open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        admin
+            .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+            .unwrap()
+            .get(0)
+    };
+    const BATCHES: u64 = 40;
+    let store = PgStore::connect(&url).unwrap();
+    store.open_invocation(&meta("durable")).unwrap();
+    store.open_invocation(&meta("import")).unwrap();
+    let start = flushes_after(store);
+
+    let store = PgStore::connect(&url).unwrap();
+    for b in 0..BATCHES {
+        store
+            .append("durable", &recs(b * 10 + 1, 10), AppendFlags::default())
+            .unwrap();
+    }
+    let durable = flushes_after(store);
+    assert!(
+        durable - start >= BATCHES as i64,
+        "{BATCHES} durable appends, {} WAL flushes",
+        durable - start
+    );
+
+    let store = PgStore::connect(&url).unwrap();
+    for b in 0..BATCHES {
+        let st = store
+            .append_unsynced("import", &recs(b * 10 + 1, 10), AppendFlags::default())
+            .unwrap();
+        assert_eq!(st.last_seq, (b + 1) * 10);
+    }
+    store.sync("import").unwrap();
+    let import = flushes_after(store);
+    println!(
+        "flushes: durable {} import {}",
+        durable - start,
+        import - durable
+    );
+    // The sync's flush, and a few by PostgreSQL's WAL writer, which flushes unsynced
+    // commits in the background.
+    assert!(
+        import - durable <= 6,
+        "{BATCHES} unsynced appends and a sync, {} WAL flushes",
+        import - durable
+    );
+
+    let store = PgStore::connect(&url).unwrap();
+    for id in ["durable", "import"] {
+        check_records(&read_all(&store, id), BATCHES * 10);
+        assert_eq!(store.state(id).unwrap().unwrap().last_seq, BATCHES * 10);
+    }
+    drop(store);
+    run("stop-pg.sh", &[&d]);
 }
