@@ -990,11 +990,9 @@ async fn a_crash_between_the_finish_commit_and_finalizing_is_repaired_by_the_res
                         .clone()
                         .unwrap();
                     match ev.event {
-                        Some(Event::BazelEvent(any)) => JournalRecord {
-                            seq: i as u64 + 1,
-                            kind: RecordKind::BepEvent,
-                            payload: Bytes::from(any.value),
-                        },
+                        Some(Event::BazelEvent(any)) => {
+                            JournalRecord::bep_event(i as u64 + 1, any.value)
+                        }
                         _ => JournalRecord {
                             seq: i as u64 + 1,
                             kind: RecordKind::StreamFinished,

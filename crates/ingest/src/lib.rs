@@ -12,7 +12,6 @@
 
 use std::io::BufRead;
 
-use bytes::Bytes;
 use proof_store::{
     AppendFlags, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store, StoreError,
 };
@@ -248,11 +247,7 @@ fn ingest_file_batched(
                 seq += 1;
                 bytes += ev.len() as u64;
                 batch_bytes += ev.len();
-                batch.push(JournalRecord {
-                    seq,
-                    kind: RecordKind::BepEvent,
-                    payload: Bytes::from(ev),
-                });
+                batch.push(JournalRecord::bep_event(seq, ev));
             }
             if batch_bytes >= max_bytes || batch.len() >= max_events || (done && !batch.is_empty())
             {
@@ -286,6 +281,7 @@ fn ingest_file_batched(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proof_store::FsStore;
 
     const FIX: &str = concat!(
@@ -433,15 +429,7 @@ mod tests {
                     created_at_ms: 1,
                 })
                 .unwrap();
-            let recs: Vec<JournalRecord> = events[..10]
-                .iter()
-                .enumerate()
-                .map(|(i, e)| JournalRecord {
-                    seq: i as u64 + 1,
-                    kind: RecordKind::BepEvent,
-                    payload: Bytes::from(e.clone()),
-                })
-                .collect();
+            let recs = JournalRecord::bep_events(events[..10].iter().cloned());
             store
                 .append_unsynced(&id, &recs, AppendFlags::default())
                 .unwrap();

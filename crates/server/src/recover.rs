@@ -103,15 +103,7 @@ mod tests {
                 created_at_ms: 1,
             })
             .unwrap();
-        let mut recs: Vec<JournalRecord> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| JournalRecord {
-                seq: i as u64 + 1,
-                kind: RecordKind::BepEvent,
-                payload: Bytes::copy_from_slice(e),
-            })
-            .collect();
+        let mut recs = JournalRecord::bep_events(events.iter().map(|e| Bytes::copy_from_slice(e)));
         if finish {
             let fin = BuildEvent {
                 event_time: None,

@@ -4,9 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use proof_store::{
-    AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store,
-};
+use proof_store::{AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, Store};
 
 fn payload(seq: u64) -> Bytes {
     // Roughly BEP-like: protobuf-ish labels and paths, partly repetitive, ~300 bytes.
@@ -57,11 +55,7 @@ fn run(store: &FsStore, id: &str, total: u64, batch: u64) {
     while seq <= total {
         buf.clear();
         let n = batch.min(total - seq + 1);
-        buf.extend((seq..seq + n).map(|s| JournalRecord {
-            seq: s,
-            kind: RecordKind::BepEvent,
-            payload: payload(s),
-        }));
+        buf.extend((seq..seq + n).map(|s| JournalRecord::bep_event(s, payload(s))));
         store.append(id, &buf, AppendFlags::default()).unwrap();
         seq += n;
     }

@@ -46,6 +46,25 @@ pub struct JournalRecord {
     pub payload: Bytes,
 }
 
+impl JournalRecord {
+    /// One serialized BEP event at `seq`.
+    pub fn bep_event(seq: u64, payload: impl Into<Bytes>) -> Self {
+        JournalRecord {
+            seq,
+            kind: RecordKind::BepEvent,
+            payload: payload.into(),
+        }
+    }
+
+    /// A stream's events as an invocation's journal holds them: numbered from 1.
+    pub fn bep_events<P: Into<Bytes>>(events: impl IntoIterator<Item = P>) -> Vec<Self> {
+        (1..)
+            .zip(events)
+            .map(|(seq, e)| Self::bep_event(seq, e))
+            .collect()
+    }
+}
+
 /// Where an invocation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

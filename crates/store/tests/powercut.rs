@@ -32,9 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use common::{meta, Rng};
-use proof_store::{
-    AppendFlags, FsStore, JournalRecord, RecordKind, Store, StoreError, Vfs, VfsFile,
-};
+use proof_store::{AppendFlags, FsStore, JournalRecord, Store, StoreError, Vfs, VfsFile};
 
 // ---------------------------------------------------------------------------------------
 // The simulated disk.
@@ -495,11 +493,7 @@ struct Stats {
 }
 
 fn record(stream: &[Bytes], seq: u64) -> JournalRecord {
-    JournalRecord {
-        seq,
-        kind: RecordKind::BepEvent,
-        payload: stream[seq as usize - 1].clone(),
-    }
+    JournalRecord::bep_event(seq, stream[seq as usize - 1].clone())
 }
 
 /// Checks the store right after a cut: sane report, every acked event, byte for byte.

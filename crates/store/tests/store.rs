@@ -199,10 +199,9 @@ fn large_batches_are_split_into_frames_with_one_commit() {
     // ~10 MB of incompressible-ish payload in one call: several frames, one fsync.
     let mut rng = Rng(42);
     let batch: Vec<JournalRecord> = (1..=2500u64)
-        .map(|seq| JournalRecord {
-            seq,
-            kind: RecordKind::BepEvent,
-            payload: Bytes::from((0..4096).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()),
+        .map(|seq| {
+            let payload: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
+            JournalRecord::bep_event(seq, payload)
         })
         .collect();
     let flags = AppendFlags {

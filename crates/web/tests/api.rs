@@ -247,15 +247,7 @@ fn store_unfinished(store: &dyn proof_store::Store, scenario: &str, id: &str, n:
             created_at_ms: 1_795_735_800_000,
         })
         .unwrap();
-    let records: Vec<proof_store::JournalRecord> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| proof_store::JournalRecord {
-            seq: i as u64 + 1,
-            kind: proof_store::RecordKind::BepEvent,
-            payload: bytes::Bytes::from(e),
-        })
-        .collect();
+    let records = proof_store::JournalRecord::bep_events(events);
     store
         .append(id, &records, proof_store::AppendFlags::default())
         .unwrap();

@@ -775,10 +775,9 @@ pub fn large_batches_round_trip(b: &dyn Backend) {
     // ~10 MB of incompressible payload in one call.
     let mut rng = Rng(42);
     let batch: Vec<JournalRecord> = (1..=2500u64)
-        .map(|seq| JournalRecord {
-            seq,
-            kind: RecordKind::BepEvent,
-            payload: Bytes::from((0..4096).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>()),
+        .map(|seq| {
+            let payload: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
+            JournalRecord::bep_event(seq, payload)
         })
         .collect();
     let flags = AppendFlags {

@@ -7,11 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proof_server::Metrics;
-use proof_store::{
-    AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store,
-};
+use proof_store::{AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, Store};
 use proof_stream::delimited::DelimitedReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -158,15 +155,7 @@ fn store_invocation(
             created_at_ms: at_ms,
         })
         .unwrap();
-    let records: Vec<JournalRecord> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| JournalRecord {
-            seq: i as u64 + 1,
-            kind: RecordKind::BepEvent,
-            payload: Bytes::from(e.clone()),
-        })
-        .collect();
+    let records = JournalRecord::bep_events(events.iter().cloned());
     let flags = AppendFlags {
         saw_build_finished: true,
         saw_last_message: true,
