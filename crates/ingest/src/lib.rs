@@ -239,9 +239,12 @@ fn ingest_file_batched(
             let done = next.is_none();
             if let Some(ev) = next {
                 let ev = ev?;
-                let p = summary
-                    .push_probed(&ev)
-                    .map_err(|source| IngestError::NotBep { index: seq, source })?;
+                // A JSON file's events are this program's own encoding.
+                let p = match format {
+                    BepFormat::Json => summary.push_converted(&ev),
+                    BepFormat::Binary => summary.push_probed(&ev),
+                }
+                .map_err(|source| IngestError::NotBep { index: seq, source })?;
                 flags.saw_build_finished |= p.build_finished;
                 flags.saw_last_message |= p.last_message;
                 seq += 1;

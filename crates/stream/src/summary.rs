@@ -140,6 +140,29 @@ impl SummaryBuilder {
         Ok(probe)
     }
 
+    /// [`SummaryBuilder::push_probed`] for an event this program encoded itself (a line of
+    /// a JSON file, converted), whose id is well formed by construction: an event that
+    /// is neither BuildStarted, BuildFinished nor a pattern's is read from its outline
+    /// (its top-level fields, none decoded) instead of decoded, and gives the same probe
+    /// and adds the same facts. Anything else, and anything not in an encoder's plain
+    /// form, goes through `push_probed`.
+    pub fn push_converted(&mut self, event: &[u8]) -> Result<Probe, ProbeError> {
+        const PATTERN: u32 = 4;
+        match crate::probe::outline(event) {
+            Some(o) if !o.started && !o.finished && o.id_variant != PATTERN => {
+                self.hash(event);
+                self.absorb(o.last_message, None, None, None);
+                Ok(Probe {
+                    started_uuid: None,
+                    build_finished: false,
+                    last_message: o.last_message,
+                    kind: crate::probe::variant_name(o.id_variant),
+                })
+            }
+            _ => self.push_probed(event),
+        }
+    }
+
     fn hash(&mut self, event: &[u8]) {
         let mut prefix = [0u8; 10];
         let n = {
@@ -254,6 +277,150 @@ mod tests {
         let mut b = SummaryBuilder::new();
         assert!(b.push_probed(b"\xff\xff").is_err());
         assert_eq!(b.finish().event_count, 1);
+    }
+
+    /// Every events file under tests/fixtures (JSON and binary, Bazel 4.2.3 to 9.0.0),
+    /// read as `proof ingest` reads it.
+    fn fixture_streams() -> Vec<(String, Vec<Vec<u8>>)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if matches!(
+                    p.file_name().and_then(|n| n.to_str()),
+                    Some("bep.json" | "bep.ndjson" | "bep.bin")
+                ) {
+                    out.push(p);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let mut files = Vec::new();
+        walk(&root, &mut files);
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let r = std::io::BufReader::new(std::fs::File::open(&f).unwrap());
+                let events = crate::bepfile::BepFileReader::open(r)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                (f.display().to_string(), events)
+            })
+            .collect()
+    }
+
+    /// Read from their outline ([`SummaryBuilder::push_converted`]), real events give
+    /// the probes and the summary the full decode gives: every JSON fixture converted
+    /// (this program's encoding, the use it is for) and every binary one (Bazel's).
+    /// Most events take the outline, or this would test nothing.
+    #[test]
+    fn push_converted_is_push_probed_on_real_streams() {
+        let streams = fixture_streams();
+        assert!(streams.len() >= 12, "{}", streams.len());
+        let (mut events, mut outlined) = (0, 0);
+        for (f, stream) in streams {
+            let (mut fast, mut full) = (SummaryBuilder::new(), SummaryBuilder::new());
+            for (i, ev) in stream.iter().enumerate() {
+                let p = fast.push_converted(ev).unwrap();
+                assert_eq!(p, full.push_probed(ev).unwrap(), "{f}: event {i}");
+                events += 1;
+                outlined += usize::from(
+                    crate::probe::outline(ev)
+                        .is_some_and(|o| !o.started && !o.finished && o.id_variant != 4),
+                );
+            }
+            let s = fast.finish();
+            assert!(s.invocation_id.is_some(), "{f}");
+            assert_eq!(s, full.finish(), "{f}");
+        }
+        assert!(
+            outlined * 10 > events * 9,
+            "{outlined} of {events} outlined"
+        );
+    }
+
+    /// Legal but unusual encodings (fields twice, an id of two variants or none, a
+    /// group) and malformed ones are left to the full decode, with its outcome.
+    #[test]
+    fn push_converted_leaves_unusual_events_to_the_full_decode() {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        fn field(out: &mut Vec<u8>, number: u32, body: &[u8]) {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        }
+        fn flag(out: &mut Vec<u8>, number: u32, v: u64) {
+            encode_key(number, WireType::Varint, out);
+            encode_varint(v, out);
+        }
+        let id = |variant: u32| {
+            let mut b = Vec::new();
+            field(&mut b, variant, &[]);
+            b
+        };
+        let progress = id(2);
+        let mut two_variants = id(2);
+        two_variants.extend(id(5));
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut e = Vec::new();
+        field(&mut e, 1, &progress);
+        field(&mut e, 1, &id(5));
+        cases.push(("the id twice", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &two_variants);
+        cases.push(("an id of two variants", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &[]);
+        cases.push(("an id of none", e));
+        let mut e = Vec::new();
+        cases.push(("no id", e.clone()));
+        field(&mut e, 1, &progress);
+        flag(&mut e, 20, 1);
+        flag(&mut e, 20, 0);
+        cases.push(("last_message twice", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &progress);
+        encode_key(7, WireType::StartGroup, &mut e);
+        encode_key(7, WireType::EndGroup, &mut e);
+        cases.push(("a group", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &progress);
+        field(&mut e, 3, b"abc");
+        e.pop();
+        cases.push(("cut short", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &progress);
+        e.extend([0x00, 0x01]);
+        cases.push(("field number 0", e));
+        let mut e = Vec::new();
+        field(&mut e, 1, &progress);
+        encode_key(20, WireType::LengthDelimited, &mut e);
+        e.push(0);
+        cases.push(("last_message of the wrong wire type", e));
+        cases.push(("not an event", b"\xff\xff".to_vec()));
+        // The plain form is outlined (so the cases above differ only in what they test).
+        let mut plain = Vec::new();
+        field(&mut plain, 1, &progress);
+        field(&mut plain, 3, b"");
+        flag(&mut plain, 20, 1);
+        cases.push(("plain", plain));
+        for (what, e) in &cases {
+            assert_eq!(
+                crate::probe::outline(e).is_some(),
+                *what == "plain",
+                "{what}: {e:x?}"
+            );
+            let (mut fast, mut full) = (SummaryBuilder::new(), SummaryBuilder::new());
+            let (a, b) = (fast.push_converted(e), full.push_probed(e));
+            assert_eq!(a.is_ok(), b.is_ok(), "{what}");
+            if let (Ok(a), Ok(b)) = (a, b) {
+                assert_eq!(a, b, "{what}");
+            }
+            assert_eq!(fast.finish(), full.finish(), "{what}");
+        }
     }
 
     #[test]
