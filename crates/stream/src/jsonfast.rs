@@ -6,15 +6,17 @@
 //!
 //! It handles the ordinary shape of what Bazel writes and nothing else: at
 //! anything unusual (a repeated key, two members of one oneof, an enum name
-//! the schema does not know, `bytes`, well-known types other than Timestamp
-//! and Duration, a map other than string to string, a value of the wrong
+//! the schema does not know, well-known types other than Timestamp and
+//! Duration, a map other than string to string, a value of the wrong
 //! type, anything malformed or read differently by serde_json) it gives up
 //! and the caller converts the line the general, tolerant way
 //! ([`super::bepfile::json_event_to_binary_general`]), which also gives the
 //! warnings and errors. Like the general path, it skips fields the schema
 //! does not declare (after checking they are JSON), and reads Timestamps and
-//! Durations with prost-reflect's checks and prost-types' parser. What it
-//! does produce is byte for byte what the general conversion produces:
+//! Durations with prost-reflect's checks and prost-types' parser, and `bytes`
+//! with the base64 rules prost-reflect applies. Its plan is read from the
+//! descriptor set as it is (prost-types), not from a prost-reflect pool, which
+//! takes milliseconds to build at start. What it does produce is byte for byte what the general conversion produces:
 //! fields in field-number order, defaults of fields without presence left
 //! out, packed repeated scalars (tested over every fixture line, and side by
 //! side on arbitrary lines by the `bep_json_paths` fuzz target). Only the
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
 
+#[cfg(test)]
 use prost_reflect::{Kind, MessageDescriptor};
 
 use crate::delimited::encode_varint;
@@ -53,6 +56,8 @@ enum Ty {
     Sfixed64,
     Bool,
     String,
+    /// base64 in JSON, read as prost-reflect reads it.
+    Bytes,
     Double,
     Float,
     /// Index into `Plan::enums`.
@@ -69,7 +74,7 @@ enum Ty {
     Unsupported,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct FieldPlan {
     number: u32,
     ty: Ty,
@@ -83,7 +88,7 @@ struct FieldPlan {
 /// Names to numbers (field names to field indexes, enum value names to
 /// values), looked up by a scan: there are few, and most are told apart by
 /// their length and first and last bytes without comparing the rest.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Names<T> {
     entries: Vec<(u32, Box<str>, T)>,
 }
@@ -136,7 +141,7 @@ fn name_sig(name: &[u8]) -> u32 {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct MsgPlan {
     /// JSON key to field index: JSON names first, then proto names, as the
     /// general path looks them up.
@@ -145,13 +150,16 @@ struct MsgPlan {
     oneofs: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Plan {
     msgs: Vec<MsgPlan>,
     enums: Vec<Names<i32>>,
 }
 
 impl Plan {
+    /// The plan from prost-reflect's descriptors: what [`Plan::from_descriptor_set`] must
+    /// give (tested), kept for that.
+    #[cfg(test)]
     fn build(root: &MessageDescriptor) -> Plan {
         let mut plan = Plan::default();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -225,7 +233,7 @@ impl Plan {
                     Kind::Sfixed64 => Ty::Sfixed64,
                     Kind::Bool => Ty::Bool,
                     Kind::String => Ty::String,
-                    Kind::Bytes => Ty::Unsupported,
+                    Kind::Bytes => Ty::Bytes,
                 };
                 mp.fields.push(FieldPlan {
                     number: f.number(),
@@ -254,9 +262,217 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The plan of message `root` from a serialized `FileDescriptorSet`, read with
+    /// prost-types. A prost-reflect pool of the same files would give the same plan
+    /// (tested) but costs about 2 ms of CPU to build at every start of an import,
+    /// resolving every file's options against descriptor.proto; reading the set as it
+    /// is costs a tenth of that. Type names are the fully qualified ones compilers
+    /// write (`.package.Message`); a field whose type is not found is left to the
+    /// general path.
+    fn from_descriptor_set(set: &[u8], root: &str) -> Option<Plan> {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorSet};
+
+        /// Every message and enum of `messages` and `enums` under `scope`, by full name.
+        fn collect<'a>(
+            scope: &str,
+            proto3: bool,
+            messages: &'a [DescriptorProto],
+            enums: &'a [EnumDescriptorProto],
+            msgs_out: &mut HashMap<String, (&'a DescriptorProto, bool)>,
+            enums_out: &mut HashMap<String, &'a EnumDescriptorProto>,
+        ) {
+            for e in enums {
+                enums_out.insert(format!("{scope}{}", e.name()), e);
+            }
+            for m in messages {
+                let name = format!("{scope}{}", m.name());
+                collect(
+                    &format!("{name}."),
+                    proto3,
+                    &m.nested_type,
+                    &m.enum_type,
+                    msgs_out,
+                    enums_out,
+                );
+                msgs_out.insert(name, (m, proto3));
+            }
+        }
+
+        let set = <FileDescriptorSet as prost::Message>::decode(set).ok()?;
+        let (mut messages, mut enums) = (HashMap::new(), HashMap::new());
+        for f in &set.file {
+            let scope = match f.package() {
+                "" => String::new(),
+                p => format!("{p}."),
+            };
+            let proto3 = f.syntax() == "proto3";
+            collect(
+                &scope,
+                proto3,
+                &f.message_type,
+                &f.enum_type,
+                &mut messages,
+                &mut enums,
+            );
+        }
+
+        let mut plan = Plan::default();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut enum_index: HashMap<&str, usize> = HashMap::new();
+        let (root_name, _) = messages.get_key_value(root)?;
+        let mut todo = vec![root_name.as_str()];
+        index.insert(root_name, 0);
+        plan.msgs.push(MsgPlan::default());
+        while let Some(name) = todo.pop() {
+            let (desc, proto3) = messages[name];
+            let me = index[name];
+            let mut mp = MsgPlan {
+                oneofs: desc.oneof_decl.len(),
+                ..MsgPlan::default()
+            };
+            // In number order, as prost-reflect lists them.
+            let mut fields: Vec<_> = desc.field.iter().collect();
+            fields.sort_by_key(|f| f.number());
+            for f in &fields {
+                let repeated = f.label() == Label::Repeated;
+                let type_name = f.type_name.as_deref().and_then(|t| t.strip_prefix('.'));
+                let mut enum_default = 0;
+                let mut map = false;
+                let ty = match f.r#type() {
+                    Type::Group => Ty::Unsupported,
+                    Type::Message => match type_name.and_then(|t| messages.get_key_value(t)) {
+                        None => Ty::Unsupported,
+                        Some((_, (m, _)))
+                            if repeated && m.options.as_ref().is_some_and(|o| o.map_entry()) =>
+                        {
+                            map = true;
+                            let kind = |n: i32| {
+                                m.field.iter().find(|x| x.number() == n).map(|x| x.r#type())
+                            };
+                            if kind(1) == Some(Type::String) && kind(2) == Some(Type::String) {
+                                Ty::StringMap
+                            } else {
+                                Ty::Unsupported
+                            }
+                        }
+                        Some((t, _)) if t == "google.protobuf.Timestamp" => Ty::Timestamp,
+                        Some((t, _)) if t == "google.protobuf.Duration" => Ty::Duration,
+                        Some((t, _)) if t.starts_with("google.protobuf.") => Ty::Unsupported,
+                        Some((t, _)) => {
+                            let next = plan.msgs.len();
+                            let i = *index.entry(t.as_str()).or_insert_with(|| {
+                                todo.push(t.as_str());
+                                next
+                            });
+                            if i == next {
+                                plan.msgs.push(MsgPlan::default());
+                            }
+                            Ty::Message(i)
+                        }
+                    },
+                    Type::Enum => match type_name.and_then(|t| enums.get_key_value(t)) {
+                        None => Ty::Unsupported,
+                        Some((t, _)) if t.starts_with("google.protobuf.") => Ty::Unsupported,
+                        Some((t, e)) => {
+                            enum_default = e.value.first().map_or(0, |v| v.number());
+                            let next = plan.enums.len();
+                            let i = *enum_index.entry(t.as_str()).or_insert(next);
+                            if i == next {
+                                let mut names = Names::default();
+                                for v in &e.value {
+                                    names.push(v.name(), v.number());
+                                }
+                                plan.enums.push(names);
+                            }
+                            Ty::Enum(i)
+                        }
+                    },
+                    Type::Double => Ty::Double,
+                    Type::Float => Ty::Float,
+                    Type::Int32 => Ty::Int32,
+                    Type::Int64 => Ty::Int64,
+                    Type::Uint32 => Ty::Uint32,
+                    Type::Uint64 => Ty::Uint64,
+                    Type::Sint32 => Ty::Sint32,
+                    Type::Sint64 => Ty::Sint64,
+                    Type::Fixed32 => Ty::Fixed32,
+                    Type::Fixed64 => Ty::Fixed64,
+                    Type::Sfixed32 => Ty::Sfixed32,
+                    Type::Sfixed64 => Ty::Sfixed64,
+                    Type::Bool => Ty::Bool,
+                    Type::String => Ty::String,
+                    Type::Bytes => Ty::Bytes,
+                };
+                // As prost-reflect decides them.
+                let packable = !matches!(
+                    f.r#type(),
+                    Type::String | Type::Bytes | Type::Message | Type::Group
+                );
+                let is_message = matches!(f.r#type(), Type::Message | Type::Group);
+                mp.fields.push(FieldPlan {
+                    number: u32::try_from(f.number()).ok()?,
+                    ty,
+                    repeated: repeated && !map,
+                    packed: repeated
+                        && packable
+                        && f.options.as_ref().and_then(|o| o.packed).unwrap_or(proto3),
+                    presence: f.proto3_optional()
+                        || f.oneof_index.is_some()
+                        || (!repeated && (is_message || !proto3)),
+                    oneof: f
+                        .oneof_index
+                        .and_then(|i| usize::try_from(i).ok())
+                        .filter(|&i| i < desc.oneof_decl.len()),
+                    enum_default,
+                });
+            }
+            let json_name = |f: &prost_types::FieldDescriptorProto| match &f.json_name {
+                Some(n) => n.clone(),
+                None => to_json_name(f.name()),
+            };
+            // Like the general path: the JSON name first, then the proto name.
+            for (i, f) in fields.iter().enumerate() {
+                mp.by_key.push(&json_name(f), i);
+            }
+            for (i, f) in fields.iter().enumerate() {
+                if !mp.by_key.contains(f.name()) {
+                    mp.by_key.push(f.name(), i);
+                }
+            }
+            plan.msgs[me] = mp;
+        }
+        Some(plan)
+    }
+}
+
+/// A field's JSON name when the descriptor has none, as prost-reflect makes it.
+fn to_json_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn plan() -> &'static Plan {
     static PLAN: OnceLock<Plan> = OnceLock::new();
-    PLAN.get_or_init(|| Plan::build(crate::bepfile::bep_descriptor()))
+    PLAN.get_or_init(|| {
+        Plan::from_descriptor_set(
+            proof_proto::FILE_DESCRIPTOR_SET,
+            "build_event_stream.BuildEvent",
+        )
+        .expect("build_event_stream.BuildEvent is in the descriptor set compiled into proof-proto")
+    })
 }
 
 /// The most fields and oneofs a message may have on this path (seen-bits
@@ -870,6 +1086,13 @@ impl Conv<'_, '_> {
                     let v = self.lx.string()?;
                     put_len(f.number, v, dst);
                 }
+                Ty::Bytes => {
+                    if self.lx.peek() != Some(b'"') {
+                        return Err(GiveUp);
+                    }
+                    let v = base64(self.lx.string()?)?;
+                    put_len(f.number, &v, dst);
+                }
                 ty => {
                     let (n, _) = number(ty, &self.lx.scalar()?).ok_or(GiveUp)?;
                     key(f.number, wire(&n), dst);
@@ -1042,6 +1265,16 @@ fn scalar(f: &FieldPlan, s: Scalar, dst: &mut Vec<u8>) -> Result<(), GiveUp> {
         }
         return Ok(());
     }
+    if f.ty == Ty::Bytes {
+        let Scalar::Str(v) = s else {
+            return Err(GiveUp);
+        };
+        let v = base64(v)?;
+        if f.presence || !v.is_empty() {
+            put_len(f.number, &v, dst);
+        }
+        return Ok(());
+    }
     let (n, mut is_default) = number(f.ty, &s).ok_or(GiveUp)?;
     if let (Ty::Enum(_), Num::Varint(v)) = (f.ty, &n) {
         is_default = *v == f.enum_default as u64;
@@ -1175,12 +1408,31 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
             (Num::Varint(v as u64), false)
         }
         Ty::String
+        | Ty::Bytes
         | Ty::Message(_)
         | Ty::StringMap
         | Ty::Timestamp
         | Ty::Duration
         | Ty::Unsupported => return None,
     })
+}
+
+/// A `bytes` value from its JSON string, as prost-reflect reads it: standard base64, or
+/// URL-safe when the standard alphabet fails on `-` or `_`, padding optional, trailing
+/// bits allowed. What it refuses the general path reports.
+fn base64(s: &[u8]) -> Result<Vec<u8>, GiveUp> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::{alphabet, DecodeError, Engine};
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    match STANDARD.decode(s) {
+        Ok(v) => Ok(v),
+        Err(DecodeError::InvalidByte(_, b'-' | b'_')) => URL_SAFE.decode(s).map_err(|_| GiveUp),
+        Err(_) => Err(GiveUp),
+    }
 }
 
 fn put_num(n: &Num, out: &mut Vec<u8>) {
@@ -1296,6 +1548,73 @@ mod tests {
         let line = line.as_ref();
         let text = String::from_utf8_lossy(line);
         assert!(convert(line).is_err(), "taken: {text}");
+    }
+
+    /// The plan read from the descriptor set as it is (prost-types) is the one
+    /// prost-reflect's pool of the same set gives: every message, field, type, JSON
+    /// name, oneof, presence, packing and enum.
+    #[test]
+    fn the_plan_from_the_descriptor_set_is_the_plan_from_prost_reflect() {
+        let raw = Plan::from_descriptor_set(
+            proof_proto::FILE_DESCRIPTOR_SET,
+            "build_event_stream.BuildEvent",
+        )
+        .unwrap();
+        assert!(
+            raw.msgs.len() > 50 && raw.enums.len() > 5,
+            "{} messages, {} enums",
+            raw.msgs.len(),
+            raw.enums.len()
+        );
+        let reflected = Plan::build(crate::bepfile::bep_descriptor());
+        // Enum names to numbers; prost-reflect lists an alias (two names, one number)
+        // in another order, which a lookup by name does not see.
+        let sorted = |p: &Plan| -> Vec<Vec<(Box<str>, i32)>> {
+            p.enums
+                .iter()
+                .map(|n| {
+                    let mut v: Vec<_> = n.entries.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
+                    v.sort();
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(sorted(&raw), sorted(&reflected));
+        for (i, (a, b)) in raw.msgs.iter().zip(&reflected.msgs).enumerate() {
+            assert_eq!(a, b, "message {i}");
+        }
+        assert_eq!(raw.msgs.len(), reflected.msgs.len());
+        assert!(Plan::from_descriptor_set(proof_proto::FILE_DESCRIPTOR_SET, "no.Such").is_none());
+        assert_eq!(to_json_name("a_b_c"), "aBC");
+        assert_eq!(to_json_name("_x__y"), "XY");
+    }
+
+    /// `bytes` (a BuildToolLogs file's contents): base64 as prost-reflect reads it, or
+    /// left to the general path.
+    #[test]
+    fn bytes_are_read_as_the_general_path_reads_them() {
+        let line = |contents: &str| {
+            format!(
+                r#"{{"id":{{"buildToolLogs":{{}}}},"buildToolLogs":{{"log":[{{"name":"x","contents":"{contents}"}}]}}}}"#
+            )
+        };
+        for ok in [
+            "MC4xMjM=",       // standard, padded
+            "MC4xMjM",        // unpadded
+            "-_-_",           // URL-safe
+            "MD",             // trailing bits
+            "",               // empty (a oneof member: written)
+            "\\u004dC4xMjM=", // an escape
+        ] {
+            taken(line(ok));
+        }
+        for bad in ["+/-_", "!!!", "MC4xM=jM", "M"] {
+            left(line(bad));
+            assert!(
+                general(line(bad).as_bytes()).is_ok_and(|(_, w)| !w.is_empty()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
