@@ -184,20 +184,13 @@ fn key(buf: &[u8], pos: &mut usize) -> Option<(u32, u32)> {
     (number > 0).then_some((number, k & 7))
 }
 
+/// A varint at `pos`, read by prost's own decoder (the one whose verdict an outline
+/// must agree with).
 fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        if i == 9 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
+    let mut rest = buf.get(*pos..)?;
+    let v = prost::encoding::decode_varint(&mut rest).ok()?;
+    *pos = buf.len() - rest.len();
+    Some(v)
 }
 
 fn len_delimited<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
