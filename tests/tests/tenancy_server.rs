@@ -46,6 +46,27 @@ impl InProc {
     async fn start_with(tenants_toml: &str, limits: proof_server::RpcLimits) -> InProc {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FsStore::open(dir.path()).unwrap());
+        Self::start_on(store, dir, tenants_toml, limits).await
+    }
+
+    /// A second server on `other`'s store: a replica (another process's
+    /// in-memory state, one store).
+    async fn replica_of(other: &InProc, tenants_toml: &str) -> InProc {
+        Self::start_on(
+            other.store.clone(),
+            tempfile::tempdir().unwrap(),
+            tenants_toml,
+            proof_server::RpcLimits::default(),
+        )
+        .await
+    }
+
+    async fn start_on(
+        store: Arc<FsStore>,
+        dir: tempfile::TempDir,
+        tenants_toml: &str,
+        limits: proof_server::RpcLimits,
+    ) -> InProc {
         let metrics = Arc::new(Metrics::default());
         let tenants = Arc::new(Tenants::parse(tenants_toml).unwrap());
         let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
@@ -1091,4 +1112,266 @@ async fn a_remembered_denial_is_only_answered_to_the_tenant_it_was_given_to() {
         s.store.get(&id).unwrap().unwrap().meta.tenant.as_deref(),
         Some("a")
     );
+}
+
+/// Sends `(seq, event)` without waiting for anything.
+async fn push(rpc: &OneRpc, seq: u64, event: &Event) {
+    rpc.tx.send(rpc.request(seq, event.clone())).await.unwrap();
+}
+
+/// [trust 4] finding 1, on two replicas of one store (so no in-memory state
+/// of one server protects the other's streams): tenant b opens an RPC for
+/// tenant a's invocation id before it exists and sends one event, which is
+/// held (no command line yet). a streams its invocation through the other
+/// replica. b's half-close used to delete a's invocation; b's events
+/// numbered after a's last used to be appended to a's journal.
+#[tokio::test]
+async fn a_held_rpc_of_another_tenant_can_neither_delete_nor_extend_an_invocation() {
+    let toml = tenants_toml("");
+    let r1 = InProc::start(&toml).await;
+    let r2 = InProc::replica_of(&r1, &toml).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let a_events = tool_events(bep.clone(), true);
+    let n = a_events.len() as u64;
+    let b_events = tool_events(with_flags(&bep, &[("remote_instance_name", "main")]), true);
+    let canonical = canonical_seq(&bep);
+
+    // Half-close: b holds one event, a streams everything, b closes.
+    let b = open(&r1.target(), &id, Some("token-b"), "b").await;
+    push(&b, 1, &b_events[0]).await;
+    replay(bep.clone(), &opts(&r2.target(), &id, Some("token-a"), "a"))
+        .await
+        .unwrap();
+    let OneRpc { tx, mut rx, .. } = b;
+    drop(tx);
+    let st = tokio::time::timeout(LIMIT, rx.message())
+        .await
+        .unwrap()
+        .expect_err("b's stream never had a command line");
+    denied(&st, Code::PermissionDenied, "COMMAND_LINE_MISSING");
+    let rec = r1
+        .store
+        .get(&id)
+        .unwrap()
+        .expect("a's invocation is still there");
+    assert_eq!(rec.meta.tenant.as_deref(), Some("a"));
+    assert!(rec.state.finalized && rec.state.complete, "{:?}", rec.state);
+    assert_eq!(rec.state.last_seq, n);
+    assert_eq!(Metrics::get(&r1.metrics.denied_invocations_deleted), 0);
+
+    // Append: a's stream is open (all but its last event stored); b's held
+    // event is numbered after a's last, then b's own command line opens its gate.
+    let id2 = "0a0a0a0a-0000-4000-8000-0000000000f1";
+    let a_events = tool_events(rewrite_uuid(&bep, &id, id2), true);
+    let mut b = open(&r1.target(), id2, Some("token-b"), "b").await;
+    push(&b, n - 1, &b_events[canonical as usize]).await;
+    let mut a = open(&r2.target(), id2, Some("token-a"), "a").await;
+    a.send_all(&a_events, 1, canonical).await.unwrap();
+    a.send_range(&a_events, canonical + 1, n - 2).await.unwrap();
+    let st = b
+        .send(n, b_events[canonical as usize - 1].clone())
+        .await
+        .unwrap_err();
+    denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
+    assert!(
+        !st.message().contains("\"a\""),
+        "the owner is not named: {st:?}"
+    );
+    let rec = r1.store.get(id2).unwrap().unwrap();
+    assert_eq!(
+        (rec.meta.tenant.as_deref(), rec.state.last_seq),
+        (Some("a"), n - 2)
+    );
+    // a finishes its own stream; its journal holds only its own events.
+    a.send_range(&a_events, n - 1, n).await.unwrap();
+    drop(a);
+    let stored = stored_events(r1.store.as_ref(), id2);
+    let sent: Vec<Vec<u8>> = rewrite_uuid(&bep, &id, id2)
+        .iter()
+        .map(|b| b.to_vec())
+        .collect();
+    assert_eq!(stored, sent);
+}
+
+/// [trust 4] finding 1 on one server: an id reserved by one tenant's open
+/// RPC is refused to another tenant until that RPC ends; the owner then
+/// streams as usual.
+#[tokio::test]
+async fn an_id_reserved_by_another_tenants_open_rpc_is_refused() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let b_events = tool_events(with_flags(&bep, &[("remote_instance_name", "main")]), true);
+    let b = open(&s.target(), &id, Some("token-b"), "b").await;
+    push(&b, 1, &b_events[0]).await;
+    // b's held event carries no ack to wait for: give its batch time to be
+    // admitted (loopback, one message) before a arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut a = open(&s.target(), &id, Some("token-a"), "a").await;
+    let st = a
+        .send(1, tool_events(bep.clone(), true)[0].clone())
+        .await
+        .expect_err("a's event 1 is refused while b's RPC holds the id");
+    denied(&st, Code::PermissionDenied, "INVOCATION_OF_OTHER_TENANT");
+    s.nothing_stored();
+    drop(b);
+    // b's RPC ended: a (Bazel retries) streams its invocation.
+    let mut ok = false;
+    for _ in 0..100 {
+        match replay(bep.clone(), &opts(&s.target(), &id, Some("token-a"), "a")).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(ok, "a streams once b's RPC is gone");
+    assert_eq!(
+        s.store.get(&id).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("a")
+    );
+}
+
+/// The payload field (number, bytes) of a fixture event: `[number: bytes]`.
+fn payload_field(event: &[u8]) -> (u32, Vec<u8>) {
+    let (n, body) = proof_stream::probe::shape(event)
+        .unwrap()
+        .payload
+        .expect("a payload");
+    let mut out = Vec::new();
+    prost::encoding::encode_key(n, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    (n, out)
+}
+
+/// Streams `events` as tenant ro (instance "a" only, read-only lane) and
+/// returns the status the stream ended with.
+async fn ro_refusal(s: &InProc, events: Vec<Bytes>, id: &str) -> (Code, String) {
+    refused(
+        replay(events, &opts(&s.target(), id, Some("token-ro"), ""))
+            .await
+            .unwrap_err(),
+    )
+}
+
+/// [trust 4] finding 2: the tenant gate read fields 22 and 13 as independent
+/// fields (and merged a repeated 22) while the evidence decodes the real
+/// `BuildEvent`, where the last payload field on the wire wins. Both splits
+/// of the review are now refused as what they are, malformed events, before
+/// the gate or the store sees them.
+#[tokio::test]
+async fn oneof_splits_of_the_command_line_are_refused_before_the_gate() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let good = with_flags(
+        &bep,
+        &[
+            ("remote_instance_name", "a"),
+            ("remote_upload_local_results", "0"),
+        ],
+    );
+    let bad = with_flags(
+        &bep,
+        &[
+            ("remote_instance_name", "other-inst"),
+            ("remote_default_exec_properties", "Pool=gpu"),
+            ("remote_upload_local_results", "1"),
+        ],
+    );
+    let c = canonical_seq(&bep) as usize - 1;
+    let progress = (0..bep.len())
+        .find(|&i| proof_tenancy_kind(&bep[i]) == "progress")
+        .unwrap();
+    // [id][22: allowed CL][3: Progress][22: forbidden CL]
+    assert_eq!(payload_field(&good[c]).0, 22);
+    let (_, forbidden) = payload_field(&bad[c]);
+    let (_, prog) = payload_field(&bep[progress]);
+    let mut split = good[c].to_vec();
+    split.extend_from_slice(&prog);
+    split.extend_from_slice(&forbidden);
+    let mut events = good.clone();
+    events[c] = Bytes::from(split);
+    let (code, msg) = ro_refusal(&s, events, &id).await;
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("two payloads, fields 22 and 3"), "{msg}");
+    s.nothing_stored();
+
+    // [id][22: {label "x"}][13: OptionsParsed with forbidden options]
+    let id2 = "0a0a0a0a-0000-4000-8000-0000000000f2";
+    let options_parsed = (0..bad.len())
+        .find(|&i| proof_tenancy_kind(&bad[i]) == "options_parsed")
+        .unwrap();
+    let (n, parsed) = payload_field(&bad[options_parsed]);
+    assert_eq!(n, 13);
+    let mut decoy = bep::BuildEvent::decode(good[c].as_ref()).unwrap();
+    if let Some(bep::build_event::Payload::StructuredCommandLine(cl)) = &mut decoy.payload {
+        cl.command_line_label = "x".into();
+        cl.sections.clear();
+    }
+    let mut behind = decoy.encode_to_vec();
+    behind.extend_from_slice(&parsed);
+    let mut events = rewrite_uuid(&good, &id, id2);
+    events.insert(c + 1, Bytes::from(behind));
+    let (code, msg) = ro_refusal(&s, events, id2).await;
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("two payloads, fields 22 and 13"), "{msg}");
+    // What came before it (the real command line) was stored; the split
+    // event and everything after it were not (an incomplete stream: no proof).
+    assert_eq!(s.store.state(id2).unwrap().unwrap().last_seq, c as u64 + 1);
+
+    // The compliant stream alone is stored.
+    let id3 = "0a0a0a0a-0000-4000-8000-0000000000f3";
+    ro_ok(&s, rewrite_uuid(&good, &id, id3), id3).await;
+}
+
+async fn ro_ok(s: &InProc, events: Vec<Bytes>, id: &str) {
+    replay(events, &opts(&s.target(), id, Some("token-ro"), ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get(id).unwrap().unwrap().meta.tenant.as_deref(),
+        Some("ro")
+    );
+}
+
+/// [trust 4] finding 3: event 1 `[5: BuildStarted X][3: Progress]` passed the
+/// first-event check while the evidence (last payload wins) saw no
+/// BuildStarted, so a later BuildStarted naming a victim's id Y became the
+/// proof's id (and file name). Both events are refused now.
+#[tokio::test]
+async fn a_masked_or_second_build_started_is_refused() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let good = with_flags(
+        &fixture_events(),
+        &[
+            ("remote_instance_name", "a"),
+            ("remote_upload_local_results", "0"),
+        ],
+    );
+    let id = invocation_id(&good);
+    let progress = (0..good.len())
+        .find(|&i| proof_tenancy_kind(&good[i]) == "progress")
+        .unwrap();
+    let (_, prog) = payload_field(&good[progress]);
+    let mut masked = good[0].to_vec();
+    masked.extend_from_slice(&prog);
+    let mut events = good.clone();
+    events[0] = Bytes::from(masked);
+    let (code, msg) = ro_refusal(&s, events, &id).await;
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("two payloads, fields 5 and 3"), "{msg}");
+    s.nothing_stored();
+
+    // A BuildStarted for the victim's id after event 1.
+    let x = "0a0a0a0a-0000-4000-8000-0000000000f4";
+    let victim = rewrite_uuid(&good, &id, "0a0a0a0a-0000-4000-8000-0000000000f5");
+    let mut events = rewrite_uuid(&good, &id, x);
+    events.insert(progress + 1, victim[0].clone());
+    let (code, msg) = ro_refusal(&s, events, x).await;
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("second BuildStarted"), "{msg}");
 }

@@ -42,5 +42,8 @@ pub use keys::{
 };
 pub use policy::{Policy, PolicyCheck};
 pub use proof_evidence::Evidence;
-pub use record::{record, record_delimited, record_with, RecordError, RecordInputs, RecordOutcome};
+pub use record::{
+    record, record_delimited, record_with, RecordError, RecordInputs, RecordOutcome,
+    MAX_INVOCATION_ID_LEN,
+};
 pub use verify::{verify, verify_path, Check, Report, VerifyError, INTEGRITY_CHECKS};

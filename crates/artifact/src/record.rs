@@ -71,9 +71,13 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RecordEr
     move |source| RecordError::Io { what, path, source }
 }
 
+/// The longest invocation id a proof artifact can be named with
+/// (`ID.proof.tar`); the BES backend refuses longer ids before storing anything.
+pub const MAX_INVOCATION_ID_LEN: usize = 80;
+
 fn valid_invocation_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 80
+        && id.len() <= MAX_INVOCATION_ID_LEN
         && !id.starts_with('.')
         && id
             .bytes()

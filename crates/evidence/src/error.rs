@@ -10,6 +10,12 @@ pub enum EvidenceError {
         #[source]
         source: prost::DecodeError,
     },
+    #[error("BEP event #{index} is not a valid build_event_stream.BuildEvent: {source}; pass Bazel's own unmodified stream")]
+    BadShape {
+        index: u64,
+        #[source]
+        source: proof_stream::probe::ShapeError,
+    },
     #[error("the BEP stream cannot be framed: {0}; pass an unmodified --build_event_binary_file")]
     BepFraming(#[source] FramingError),
     #[error("the execution log cannot be framed: {0}; pass an unmodified --execution_log_binary_file or --execution_log_compact_file")]

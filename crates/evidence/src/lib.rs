@@ -478,6 +478,11 @@ impl EvidenceBuilder {
     /// One serialized `build_event_stream.BuildEvent` (the bytes of one
     /// bep.bin record, or the value of a BES `bazel_event` Any).
     pub fn push_event(&mut self, event: &[u8]) -> Result<(), EvidenceError> {
+        // Read as the server's checks and the tenant gate read it, or not at all.
+        proof_stream::probe::shape(event).map_err(|source| EvidenceError::BadShape {
+            index: self.events,
+            source,
+        })?;
         let ev = BuildEvent::decode(event).map_err(|source| EvidenceError::BadEvent {
             index: self.events,
             source,

@@ -130,6 +130,17 @@ pub trait Admitted: Send {
             reason: "NOT_READY",
         }
     }
+    /// The refusal of a stream for an invocation that belongs to another
+    /// tenant, or that another tenant's open RPC has reserved (found when the
+    /// store refuses an append, or at admission).
+    fn not_owner(&self, invocation_id: &str) -> Refusal {
+        Refusal {
+            status: Status::permission_denied(format!(
+                "invocation {invocation_id} is not this tenant's; a tenant may only continue its own invocations"
+            )),
+            reason: "INVOCATION_OF_OTHER_TENANT",
+        }
+    }
     /// Called before a batch is stored with the invocation's payload bytes
     /// after it. A refusal discards the whole invocation.
     fn check_bytes(&mut self, bytes_after: u64) -> Result<(), Refusal> {
@@ -286,6 +297,11 @@ struct Inner {
     on_finalized: Option<Arc<dyn OnFinalized>>,
     admission: Arc<dyn Admission>,
     denied: Mutex<DeniedMemory>,
+    /// Invocation ids reserved by open, admitted RPCs: the tenant and how many
+    /// of its RPCs hold the id. Another tenant's RPC for a reserved id is
+    /// refused, so it can neither wait for the owner's stream to appear (and
+    /// then delete or extend it) nor race it to creation.
+    reserved: Mutex<HashMap<String, (Option<String>, usize)>>,
     /// When each invocation last stored something (for the abandon sweep).
     activity: Mutex<HashMap<String, Instant>>,
     /// `last_seq` of each open invocation at the previous abandon sweep.
@@ -310,6 +326,7 @@ impl BesService {
             on_finalized,
             admission,
             denied: Mutex::default(),
+            reserved: Mutex::default(),
             activity: Mutex::default(),
             progress: Mutex::default(),
             started: Instant::now(),
@@ -380,6 +397,14 @@ fn parse(req: PublishBuildToolEventStreamRequest) -> Result<Parsed, Status> {
         return Err(invalid(
             "stream_id.invocation_id is empty; the tool event stream must name its invocation",
         ));
+    }
+    if stream_id.invocation_id.len() > proof_artifact::MAX_INVOCATION_ID_LEN {
+        return Err(invalid(format!(
+            "stream_id.invocation_id is {} characters, longer than the {} a proof can be named \
+             with; let Bazel choose the id (a UUID) or pass a shorter --invocation_id",
+            stream_id.invocation_id.len(),
+            proof_artifact::MAX_INVOCATION_ID_LEN
+        )));
     }
     let seq = u64::try_from(sequence_number)
         .map_err(|_| invalid(format!("sequence_number {sequence_number} is negative")))?;
@@ -498,6 +523,24 @@ struct Rpc {
     /// Events held (checked, unstored, unacked) while the gate is not ready.
     held: Vec<Parsed>,
     held_bytes: usize,
+    /// The invocation may be deleted by a denial of this RPC: it stored
+    /// something of it, or resumed its own tenant's invocation. An RPC that
+    /// stored nothing of an invocation it did not own deletes nothing.
+    may_delete: bool,
+    /// This RPC holds a place in [`Inner::reserved`] (given back at its end).
+    reserved: bool,
+}
+
+impl Rpc {
+    fn tenant(&self) -> Option<&str> {
+        self.admitted.as_ref().and_then(|a| a.tenant())
+    }
+
+    /// What a denial of this RPC may delete: the invocation, if it belongs to
+    /// this RPC's tenant and [`Rpc::may_delete`] holds.
+    fn deletable(&self) -> Option<Option<String>> {
+        self.may_delete.then(|| self.tenant().map(str::to_string))
+    }
 }
 
 impl Inner {
@@ -601,7 +644,9 @@ impl Inner {
                 if p.probe.is_some() {
                     if let Err(r) = gate.check_event(&p.payload) {
                         rpc.held.clear();
-                        let status = self.discard(&id, rpc.principal.clone(), r).await;
+                        let status = self
+                            .discard(&id, rpc.principal.clone(), r, rpc.deletable())
+                            .await;
                         guard.reset();
                         return (Vec::new(), Some(status));
                     }
@@ -617,7 +662,9 @@ impl Inner {
                 if finished || rpc.held.len() > HOLD_MAX_EVENTS || rpc.held_bytes > HOLD_MAX_BYTES {
                     let r = gate.not_ready(rpc.held.len(), finished);
                     rpc.held.clear();
-                    let status = self.discard(&id, rpc.principal.clone(), r).await;
+                    let status = self
+                        .discard(&id, rpc.principal.clone(), r, rpc.deletable())
+                        .await;
                     guard.reset();
                     return (Vec::new(), Some(status));
                 }
@@ -717,6 +764,16 @@ impl Inner {
                             }
                             Some(_) => {}
                         }
+                    } else if let Some(uuid) =
+                        p.probe.as_ref().and_then(|pr| pr.started_uuid.as_deref())
+                    {
+                        // The evidence takes its id from BuildStarted: a second one
+                        // could name another invocation (and its proof file).
+                        refusal = Some(invalid(format!(
+                            "event {} of invocation {id} is a second BuildStarted (uuid {uuid}); a BEP stream has one, as event 1",
+                            p.seq
+                        )));
+                        break;
                     }
                     if let (Some(gate), Some(_), true) =
                         (rpc.admitted.as_mut(), p.probe.as_ref(), i >= prechecked)
@@ -760,7 +817,9 @@ impl Inner {
         if let Some(r) = denial {
             // Deleted while this RPC holds the invocation's slot: no other
             // RPC of it can append in between.
-            let status = self.discard(&id, rpc.principal.clone(), r).await;
+            let status = self
+                .discard(&id, rpc.principal.clone(), r, rpc.deletable())
+                .await;
             guard.reset();
             drop(guard);
             return (Vec::new(), Some(status));
@@ -779,31 +838,24 @@ impl Inner {
                 .iter()
                 .filter(|r| r.kind == RecordKind::BepEvent)
                 .count() as u64;
-            let meta = (start_pos.accepted == 0).then(|| InvocationMeta {
+            // The owner is checked by the store on every append, under the
+            // invocation's lock: whatever admission saw, a stream never adds to
+            // (or creates over) another tenant's invocation.
+            let meta = InvocationMeta {
                 invocation_id: id.clone(),
                 build_id: Some(parsed[0].stream_id.build_id.clone()).filter(|b| !b.is_empty()),
                 source: InvocationSource::Bes,
-                tenant: rpc
-                    .admitted
-                    .as_ref()
-                    .and_then(|a| a.tenant())
-                    .map(str::to_string),
+                tenant: rpc.tenant().map(str::to_string),
                 instance: Some(rpc.project_id.clone()).filter(|p| !p.is_empty()),
                 created_at_ms: now_ms(),
-            });
+            };
             let new_digests: Vec<(u64, u64)> = records
                 .iter()
                 .map(|r| (r.seq, digest(&self.hasher, r.kind, &r.payload)))
                 .collect();
-            let sid = id.clone();
             let t0 = Instant::now();
             let res = self
-                .blocking(move |s| {
-                    if let Some(meta) = meta {
-                        s.open_invocation(&meta)?;
-                    }
-                    s.append(&sid, &records, flags)
-                })
+                .blocking(move |s| s.append_as(&meta, &records, flags))
                 .await;
             Metrics::add(&self.metrics.store_commits, 1);
             Metrics::add(
@@ -812,6 +864,16 @@ impl Inner {
             );
             if let Ok(st) = &res {
                 rpc.bytes = st.bytes;
+                rpc.may_delete = true;
+            }
+            if let Err(StoreError::TenantMismatch { .. }) = res {
+                guard.reset();
+                let r = match rpc.admitted.as_ref() {
+                    Some(gate) => gate.not_owner(&id),
+                    None => OpenAdmitted.not_owner(&id),
+                };
+                self.metrics.denied(r.reason);
+                return (Vec::new(), Some(r.status));
             }
             if let Err(e) = res {
                 Metrics::add(&self.metrics.stream_errors_store, 1);
@@ -855,15 +917,38 @@ impl Inner {
             invocation_id: id,
             existing: rec.as_ref().map(|r| r.meta.tenant.as_deref()),
         };
-        match self.admission.admit(&opening) {
-            Ok(gate) => {
-                rpc.admitted = Some(gate);
-                rpc.bytes = rec.map_or(0, |r| r.state.bytes);
-                Ok(())
-            }
-            Err(r) => {
+        let gate = self.admission.admit(&opening).map_err(|r| {
+            self.metrics.denied(r.reason);
+            r.status
+        })?;
+        // Admission let it in only if it is new or this tenant's own.
+        let tenant = gate.tenant().map(str::to_string);
+        {
+            let mut reserved = self.reserved.lock().expect("reserved lock");
+            let entry = reserved
+                .entry(id.to_string())
+                .or_insert((tenant.clone(), 0));
+            if entry.0 != tenant {
+                let r = gate.not_owner(id);
                 self.metrics.denied(r.reason);
-                Err(r.status)
+                return Err(r.status);
+            }
+            entry.1 += 1;
+        }
+        rpc.reserved = true;
+        rpc.may_delete = rec.is_some();
+        rpc.bytes = rec.map_or(0, |r| r.state.bytes);
+        rpc.admitted = Some(gate);
+        Ok(())
+    }
+
+    /// Gives back the RPC's place in [`Inner::reserved`].
+    fn unreserve(&self, id: &str) {
+        let mut reserved = self.reserved.lock().expect("reserved lock");
+        if let Some(entry) = reserved.get_mut(id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                reserved.remove(id);
             }
         }
     }
@@ -904,20 +989,38 @@ impl Inner {
         rpc.held.clear();
         let slot = self.slot(&id);
         let _guard = slot.lock().await;
-        Some(self.discard(&id, rpc.principal.clone(), r).await)
+        Some(
+            self.discard(&id, rpc.principal.clone(), r, rpc.deletable())
+                .await,
+        )
     }
 
     /// Deletes an invocation whose stream was denied after some of its events
     /// were stored, remembers the denial for retries, and returns the status
-    /// to answer with. The caller holds the invocation's slot.
-    async fn discard(&self, id: &str, principal: Option<String>, r: Refusal) -> Status {
+    /// to answer with. The caller holds the invocation's slot. `delete`:
+    /// `Some(tenant)` when the denied RPC may delete the invocation
+    /// ([`Rpc::deletable`]); it is deleted only if it belongs to that tenant.
+    async fn discard(
+        &self,
+        id: &str,
+        principal: Option<String>,
+        r: Refusal,
+        delete: Option<Option<String>>,
+    ) -> Status {
         self.metrics.denied(r.reason);
         let sid = id.to_string();
         let res = self
             .blocking(move |s| {
-                let existed = s.state(&sid)?.is_some();
-                s.delete(&sid)?;
-                Ok(existed)
+                let Some(tenant) = delete else {
+                    return Ok(false);
+                };
+                match s.get(&sid)? {
+                    Some(rec) if rec.meta.tenant == tenant => {
+                        s.delete(&sid)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
             })
             .await;
         match res {
@@ -1042,6 +1145,8 @@ impl Inner {
             fresh: true,
             held: Vec::new(),
             held_bytes: 0,
+            may_delete: false,
+            reserved: false,
         };
         let mut wait = self.limits.first_message_timeout;
         loop {
@@ -1124,6 +1229,9 @@ impl Inner {
             }
         }
         if let Some(id) = rpc.invocation_id {
+            if rpc.reserved {
+                self.unreserve(&id);
+            }
             self.release_slot(&id);
         }
     }

@@ -181,6 +181,10 @@ impl Admitted for TenantStream {
     fn check_bytes(&mut self, bytes_after: u64) -> Result<(), Refusal> {
         Ok(self.tenant.check_bytes(bytes_after)?)
     }
+
+    fn not_owner(&self, invocation_id: &str) -> Refusal {
+        self.tenant.not_owner(invocation_id).into()
+    }
 }
 
 impl Drop for TenantStream {

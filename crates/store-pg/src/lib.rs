@@ -26,9 +26,9 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Row};
 use proof_store::journal::{self, JournalReader, ReadError};
 use proof_store::{
-    validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
-    InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter, RecordIter,
-    RecordKind, SqlParam, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
+    check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
+    InvocationSource, InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter,
+    RecordIter, RecordKind, SqlParam, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
 };
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
@@ -420,16 +420,22 @@ impl PgStore {
         Ok(applied_versions(&mut **c)?.into_iter().max().unwrap_or(0))
     }
 
-    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`].
+    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`]; with `owner`,
+    /// [`Store::append_as`] (the row created and its tenant checked in the same
+    /// transaction as the append).
     fn append_with(
         &self,
         invocation_id: &str,
+        owner: Option<&InvocationMeta>,
         records: &[JournalRecord],
         flags: AppendFlags,
         durable: bool,
     ) -> Result<InvocationState, StoreError> {
         let id = invocation_id;
         validate_invocation_id(id)?;
+        if let Some(b) = owner.and_then(|m| m.build_id.as_ref()) {
+            validate_build_id(b)?;
+        }
         for r in records {
             journal::check_record_size(id, r)?;
         }
@@ -450,9 +456,15 @@ impl PgStore {
             tx.batch_execute("SET LOCAL synchronous_commit TO off")
                 .map_err(db(format!("starting an append to {id:?}")))?;
         }
-        let Some(mut st) = Self::row_state(&mut tx, id, true)? else {
+        if let Some(meta) = owner {
+            Self::insert_row(&mut tx, meta)?;
+        }
+        let Some((tenant, mut st)) = Self::row_owner_state(&mut tx, id, true)? else {
             return Err(StoreError::NotFound(id.to_string()));
         };
+        if let Some(meta) = owner {
+            check_owner(id, tenant.as_deref(), meta.tenant.as_deref())?;
+        }
         if st.finalized {
             return Err(StoreError::AlreadyFinalized(id.to_string()));
         }
@@ -506,6 +518,41 @@ impl PgStore {
         tx.commit()
             .map_err(db(format!("committing an append to {id:?}")))?;
         Ok(st)
+    }
+
+    /// Creates the invocation's row unless it exists (then nothing changes).
+    fn insert_row(c: &mut impl GenericClient, meta: &InvocationMeta) -> Result<(), StoreError> {
+        let id = meta.invocation_id.as_str();
+        c.execute(
+            "INSERT INTO invocations (invocation_id, build_id, source, tenant, instance, \
+             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (invocation_id) DO NOTHING",
+            &[
+                &id,
+                &meta.build_id,
+                &meta.source.as_str(),
+                &meta.tenant,
+                &meta.instance,
+                &meta.created_at_ms,
+            ],
+        )
+        .map_err(db(format!("creating invocation {id:?}")))?;
+        Ok(())
+    }
+
+    /// The invocation's tenant and state (`FOR UPDATE`: its row locked until the end of
+    /// the transaction).
+    fn row_owner_state(
+        c: &mut impl GenericClient,
+        id: &str,
+        for_update: bool,
+    ) -> Result<Option<(Option<String>, InvocationState)>, StoreError> {
+        let sql = format!(
+            "SELECT tenant, {STATE_COLS} FROM invocations WHERE invocation_id = $1{}",
+            if for_update { " FOR UPDATE" } else { "" }
+        );
+        Ok(c.query_opt(sql.as_str(), &[&id])
+            .map_err(db(format!("reading invocation {id:?}")))?
+            .map(|row| (row.get(0), state_at(&row, 1))))
     }
 
     fn row_state(
@@ -726,34 +773,20 @@ impl Store for PgStore {
             validate_build_id(b)?;
         }
         let mut c = self.conn()?;
-        c.execute(
-            "INSERT INTO invocations (invocation_id, build_id, source, tenant, instance, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (invocation_id) DO NOTHING",
-            &[
-                &id,
-                &meta.build_id,
-                &meta.source.as_str(),
-                &meta.tenant,
-                &meta.instance,
-                &meta.created_at_ms,
-            ],
-        )
-        .map_err(db(format!("creating invocation {id:?}")))?;
-        let row = c
-            .query_one(
-                &format!("SELECT tenant, {STATE_COLS} FROM invocations WHERE invocation_id = $1"),
-                &[&id],
-            )
-            .map_err(db(format!("reading invocation {id:?}")))?;
-        let tenant: Option<String> = row.get(0);
-        if tenant != meta.tenant {
-            return Err(StoreError::TenantMismatch {
-                id: id.to_string(),
-                existing: tenant,
-                requested: meta.tenant.clone(),
-            });
-        }
-        Ok(state_at(&row, 1))
+        Self::insert_row(&mut **c, meta)?;
+        let (tenant, st) = Self::row_owner_state(&mut **c, id, false)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        check_owner(id, tenant.as_deref(), meta.tenant.as_deref())?;
+        Ok(st)
+    }
+
+    fn append_as(
+        &self,
+        meta: &InvocationMeta,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        self.append_with(&meta.invocation_id, Some(meta), records, flags, true)
     }
 
     fn append(
@@ -762,7 +795,7 @@ impl Store for PgStore {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
-        self.append_with(invocation_id, records, flags, true)
+        self.append_with(invocation_id, None, records, flags, true)
     }
 
     /// Commits without waiting for PostgreSQL to flush its WAL (`synchronous_commit =
@@ -776,7 +809,7 @@ impl Store for PgStore {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
-        self.append_with(invocation_id, records, flags, false)
+        self.append_with(invocation_id, None, records, flags, false)
     }
 
     /// A synchronous commit that writes (one that changes nothing writes no WAL and

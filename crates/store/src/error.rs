@@ -19,8 +19,8 @@ pub enum StoreError {
     #[error("invocation {0:?} not found: call open_invocation before appending or completing it")]
     NotFound(String),
 
-    /// `open_invocation` was called twice for one id with a different tenant.
-    #[error("invocation {id:?} already exists for tenant {existing:?}, refusing to reopen it for tenant {requested:?}")]
+    /// The invocation exists for another tenant: it cannot be opened or appended to.
+    #[error("invocation {id:?} already exists for tenant {existing:?}, refusing to open or append to it for tenant {requested:?}")]
     TenantMismatch {
         id: String,
         existing: Option<String>,

@@ -13,8 +13,8 @@ use crate::error::StoreError;
 use crate::index;
 use crate::journal::{self, JournalReader, ReadError};
 use crate::types::{
-    validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
-    InvocationState, JournalRecord, LifecycleEvent, ListFilter,
+    check_owner, validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta,
+    InvocationRecord, InvocationState, JournalRecord, LifecycleEvent, ListFilter,
 };
 use crate::vfs::{RealFs, Vfs, VfsFile};
 use crate::{RecordIter, Store};
@@ -74,6 +74,8 @@ impl RecoveryReport {
 struct Live<F> {
     file: F,
     state: InvocationState,
+    /// Who the invocation belongs to (fixed when it was created).
+    tenant: Option<String>,
     /// The index row lags behind `state` (an index write failed); retried on the next call.
     index_dirty: bool,
     /// Batches were written by [`Store::append_unsynced`] but not yet fsynced (nor
@@ -524,6 +526,7 @@ impl<V: Vfs> FsStore<V> {
         Ok(Live {
             file,
             state,
+            tenant: row.meta.tenant,
             index_dirty: false,
             unsynced: false,
             poisoned: None,
@@ -585,10 +588,41 @@ impl<V: Vfs> FsStore<V> {
         Ok(())
     }
 
-    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`].
+    /// [`Store::open_invocation`], holding the invocation's slot.
+    fn open_locked(
+        &self,
+        slot: &Slot<V::File>,
+        meta: &InvocationMeta,
+    ) -> Result<InvocationState, StoreError> {
+        let id = meta.invocation_id.as_str();
+        validate_invocation_id(id)?;
+        if let Some(b) = &meta.build_id {
+            validate_build_id(b)?;
+        }
+        let existing = index::get(&lock(&self.db), id)?;
+        if let Some(row) = existing.filter(|r| !r.deleted) {
+            check_owner(id, row.meta.tenant.as_deref(), meta.tenant.as_deref())?;
+            // A live journal may be ahead of the index if an index write failed.
+            return Ok(match &slot.live {
+                Some(live) => live.state.clone(),
+                None => row.state,
+            });
+        }
+        let len = self.create_journal(meta)?;
+        let state = InvocationState {
+            journal_bytes: len,
+            ..Default::default()
+        };
+        index::insert(&lock(&self.db), meta, &state)?;
+        Ok(state)
+    }
+
+    /// [`Store::append`] (`durable`) or [`Store::append_unsynced`]; with `owner`,
+    /// [`Store::append_as`].
     fn append_with(
         &self,
         invocation_id: &str,
+        owner: Option<&InvocationMeta>,
         records: &[JournalRecord],
         flags: AppendFlags,
         durable: bool,
@@ -598,9 +632,17 @@ impl<V: Vfs> FsStore<V> {
         validate_invocation_id(id)?;
         self.with_slot(id, |slot| {
             if slot.live.is_none() {
+                if let Some(meta) = owner {
+                    // Created (its tenant written) before anything is appended, or
+                    // refused if it exists for another tenant.
+                    self.open_locked(slot, meta)?;
+                }
                 slot.live = Some(self.load_live(id)?);
             }
             let live = slot.live.as_mut().expect("just loaded");
+            if let Some(meta) = owner {
+                check_owner(id, live.tenant.as_deref(), meta.tenant.as_deref())?;
+            }
             if let Some(reason) = &live.poisoned {
                 return Err(StoreError::Poisoned {
                     id: id.to_string(),
@@ -696,35 +738,16 @@ impl<V: Vfs> FsStore<V> {
 impl<V: Vfs> Store for FsStore<V> {
     fn open_invocation(&self, meta: &InvocationMeta) -> Result<InvocationState, StoreError> {
         self.writable()?;
-        let id = meta.invocation_id.as_str();
-        validate_invocation_id(id)?;
-        if let Some(b) = &meta.build_id {
-            validate_build_id(b)?;
-        }
-        self.with_slot(id, |slot| {
-            let existing = index::get(&lock(&self.db), id)?;
-            if let Some(row) = existing.filter(|r| !r.deleted) {
-                if row.meta.tenant != meta.tenant {
-                    return Err(StoreError::TenantMismatch {
-                        id: id.to_string(),
-                        existing: row.meta.tenant,
-                        requested: meta.tenant.clone(),
-                    });
-                }
-                // A live journal may be ahead of the index if an index write failed.
-                return Ok(match &slot.live {
-                    Some(live) => live.state.clone(),
-                    None => row.state,
-                });
-            }
-            let len = self.create_journal(meta)?;
-            let state = InvocationState {
-                journal_bytes: len,
-                ..Default::default()
-            };
-            index::insert(&lock(&self.db), meta, &state)?;
-            Ok(state)
-        })
+        self.with_slot(&meta.invocation_id, |slot| self.open_locked(slot, meta))
+    }
+
+    fn append_as(
+        &self,
+        meta: &InvocationMeta,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError> {
+        self.append_with(&meta.invocation_id, Some(meta), records, flags, true)
     }
 
     fn append(
@@ -733,7 +756,7 @@ impl<V: Vfs> Store for FsStore<V> {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
-        self.append_with(invocation_id, records, flags, true)
+        self.append_with(invocation_id, None, records, flags, true)
     }
 
     fn append_unsynced(
@@ -742,7 +765,7 @@ impl<V: Vfs> Store for FsStore<V> {
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError> {
-        self.append_with(invocation_id, records, flags, false)
+        self.append_with(invocation_id, None, records, flags, false)
     }
 
     fn sync(&self, invocation_id: &str) -> Result<(), StoreError> {

@@ -16,9 +16,9 @@ pub mod vfs;
 pub use error::StoreError;
 pub use fs::{FsStore, RecoveryReport, TornTail};
 pub use types::{
-    validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord, InvocationSource,
-    InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor, ListFilter,
-    RecordKind, SqlParam, MAX_INVOCATION_ID_LEN,
+    check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
+    InvocationSource, InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor,
+    ListFilter, RecordKind, SqlParam, MAX_INVOCATION_ID_LEN,
 };
 pub use vfs::{RealFs, Vfs, VfsFile};
 
@@ -50,6 +50,19 @@ pub trait Store: Send + Sync + 'static {
     fn append(
         &self,
         invocation_id: &str,
+        records: &[JournalRecord],
+        flags: AppendFlags,
+    ) -> Result<InvocationState, StoreError>;
+
+    /// Appends like [`Store::append`] on behalf of `meta.tenant`, in one step that no
+    /// other writer can come between: creates the invocation with `meta` if it does not
+    /// exist (its tenant written before any record), and fails with
+    /// [`StoreError::TenantMismatch`], storing nothing, if it belongs to another tenant.
+    /// The BES backend writes only through this: a stream cannot add to an invocation it
+    /// does not own, however it got past admission.
+    fn append_as(
+        &self,
+        meta: &InvocationMeta,
         records: &[JournalRecord],
         flags: AppendFlags,
     ) -> Result<InvocationState, StoreError>;

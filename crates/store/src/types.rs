@@ -297,6 +297,24 @@ impl ListFilter {
 /// Longest accepted invocation id.
 pub const MAX_INVOCATION_ID_LEN: usize = 128;
 
+/// The tenant-ownership rule every store applies: an invocation belongs to the tenant
+/// that created it (`None` on a server without tenants), and only that tenant may open
+/// or append to it.
+pub fn check_owner(
+    id: &str,
+    existing: Option<&str>,
+    requested: Option<&str>,
+) -> Result<(), StoreError> {
+    if existing == requested {
+        return Ok(());
+    }
+    Err(StoreError::TenantMismatch {
+        id: id.to_string(),
+        existing: existing.map(str::to_string),
+        requested: requested.map(str::to_string),
+    })
+}
+
 /// Checks an invocation id that came from the network before it is used as a file name.
 pub fn validate_invocation_id(id: &str) -> Result<(), StoreError> {
     let bad = |reason| {

@@ -33,13 +33,105 @@ pub struct Probe {
 
 /// Why bytes are not a BEP event.
 #[derive(Debug, thiserror::Error)]
-#[error("not a build_event_stream.BuildEvent: {0}")]
-pub struct ProbeError(#[from] prost::DecodeError);
+pub enum ProbeError {
+    #[error("not a build_event_stream.BuildEvent: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("not a build_event_stream.BuildEvent as an encoder writes one: {0}")]
+    Shape(#[from] ShapeError),
+}
 
-/// Looks at one serialized BEP event.
+/// Looks at one serialized BEP event. An event not of one [`shape`] is refused.
 pub fn probe(event: &[u8]) -> Result<Probe, ProbeError> {
+    shape(event)?;
     let m: ProbeMessage = prost::Message::decode(event)?;
     Ok(Probe::of(&m))
+}
+
+/// The top level of one `build_event_stream.BuildEvent`, as every reader of it must see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape<'a> {
+    /// The payload: its field number (a member of the `payload` oneof, or a number this
+    /// schema does not know) and its bytes. `None`: the event has no payload.
+    pub payload: Option<(u32, &'a [u8])>,
+}
+
+/// Why an event's top level is not of one shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error(
+        "field {field} appears twice at the top level (byte {at}); an encoder writes a \
+         singular field once, and decoders that keep the first or merge would read another \
+         event than the one judged"
+    )]
+    FieldTwice { field: u32, at: usize },
+    #[error(
+        "it carries two payloads, fields {first} and {second} (byte {at}); a BuildEvent has \
+         one (the `payload` oneof), and decoders that keep the first or the last would read \
+         different events"
+    )]
+    TwoPayloads { first: u32, second: u32, at: usize },
+    #[error("its top level does not parse at byte {at}: {what}")]
+    Malformed { at: usize, what: &'static str },
+}
+
+/// The one reading of an event's top level that the server's checks, the tenant gate, the
+/// probe and the evidence all share ([trust 4] finding 2): `id` (1) and `last_message` (20)
+/// at most once, `children` (2) any number of times, and at most one other field, once:
+/// the payload (every other number is a member of the `payload` oneof, or a newer one).
+/// Anything else is refused, so a oneof split such as `[22: allowed][3: …][22: forbidden]`
+/// can never be judged by one field and read by another. Nothing is decoded.
+pub fn shape(event: &[u8]) -> Result<Shape<'_>, ShapeError> {
+    const ID: u32 = 1;
+    const CHILDREN: u32 = 2;
+    const LAST_MESSAGE: u32 = 20;
+    let malformed = |at, what| ShapeError::Malformed { at, what };
+    let mut payload: Option<(u32, &[u8])> = None;
+    let (mut seen_id, mut seen_last) = (false, false);
+    let mut pos = 0;
+    while pos < event.len() {
+        let at = pos;
+        let (number, wire) = key(event, &mut pos).ok_or(malformed(at, "a bad field key"))?;
+        let body: &[u8] = match wire {
+            WIRE_VARINT => {
+                varint(event, &mut pos).ok_or(malformed(at, "a bad varint"))?;
+                &[]
+            }
+            WIRE_LEN => len_delimited(event, &mut pos).ok_or(malformed(at, "a cut field"))?,
+            WIRE_FIXED64 | WIRE_FIXED32 => {
+                let n = if wire == WIRE_FIXED64 { 8 } else { 4 };
+                pos = pos
+                    .checked_add(n)
+                    .filter(|&p| p <= event.len())
+                    .ok_or(malformed(at, "a cut fixed-width field"))?;
+                &[]
+            }
+            _ => return Err(malformed(at, "a group, which no BuildEvent field is")),
+        };
+        let seen = match number {
+            ID => &mut seen_id,
+            LAST_MESSAGE => &mut seen_last,
+            CHILDREN => continue,
+            _ => {
+                if let Some((first, _)) = payload {
+                    return Err(if first == number {
+                        ShapeError::FieldTwice { field: number, at }
+                    } else {
+                        ShapeError::TwoPayloads {
+                            first,
+                            second: number,
+                            at,
+                        }
+                    });
+                }
+                payload = Some((number, body));
+                continue;
+            }
+        };
+        if std::mem::replace(seen, true) {
+            return Err(ShapeError::FieldTwice { field: number, at });
+        }
+    }
+    Ok(Shape { payload })
 }
 
 impl Probe {
@@ -111,6 +203,7 @@ pub(crate) struct Outline {
 /// by construction) may be judged by its outline.
 pub(crate) fn outline(event: &[u8]) -> Option<Outline> {
     const ID: u32 = 1;
+    const CHILDREN: u32 = 2;
     const STARTED: u32 = 5;
     const FINISHED: u32 = 14;
     const LAST_MESSAGE: u32 = 20;
@@ -121,9 +214,17 @@ pub(crate) fn outline(event: &[u8]) -> Option<Outline> {
         finished: false,
     };
     let mut seen_last_message = false;
+    let mut payloads = 0u32;
     let mut pos = 0;
     while pos < event.len() {
         let (number, wire) = key(event, &mut pos)?;
+        if !matches!(number, ID | CHILDREN | LAST_MESSAGE) {
+            // A second payload is not the plain form: the decode refuses it.
+            payloads += 1;
+            if payloads > 1 {
+                return None;
+            }
+        }
         match (number, wire) {
             (ID, WIRE_LEN) => {
                 if o.id_variant != 0 {
@@ -222,5 +323,91 @@ pub(crate) fn variant_name(number: u32) -> &'static str {
     match names.get(number as usize) {
         Some(name) => name,
         None => decode(number),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[number: LEN body]`.
+    fn field(number: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn progress_id() -> Vec<u8> {
+        field(1, &field(2, &[8, 1])) // id { progress (2) { opaque_count: 1 } }
+    }
+
+    #[test]
+    fn one_payload_and_repeated_children_are_one_shape() {
+        let ev = [
+            progress_id(),
+            field(2, &field(1, &[])),
+            field(2, &field(1, &[8, 2])),
+            field(3, &field(2, b"x")),
+            vec![0xa0, 0x01, 1], // last_message (20): true
+        ]
+        .concat();
+        let s = shape(&ev).unwrap();
+        assert_eq!(s.payload, Some((3, &field(2, b"x")[..])));
+        assert!(probe(&ev).unwrap().last_message);
+        assert_eq!(shape(&progress_id()).unwrap().payload, None);
+        assert_eq!(shape(&[]).unwrap().payload, None);
+    }
+
+    /// [trust 4] findings 2 and 3: prost keeps the last payload of a oneof and merges
+    /// a repeated message field; a reader of the first, or of fields one by one,
+    /// would judge another event. Every such event is refused by every reader.
+    #[test]
+    fn two_payloads_or_a_field_twice_are_refused() {
+        let started = field(5, &field(1, b"X")); // started { uuid: "X" }
+        let progress = field(3, &field(2, b"x"));
+        let masked = [progress_id(), started.clone(), progress.clone()].concat();
+        assert!(matches!(
+            shape(&masked),
+            Err(ShapeError::TwoPayloads {
+                first: 5,
+                second: 3,
+                ..
+            })
+        ));
+        assert!(matches!(probe(&masked), Err(ProbeError::Shape(_))));
+        let twice = [progress_id(), field(22, b""), field(22, b"")].concat();
+        assert!(matches!(
+            shape(&twice),
+            Err(ShapeError::FieldTwice { field: 22, .. })
+        ));
+        let ids = [progress_id(), progress_id()].concat();
+        assert!(matches!(
+            shape(&ids),
+            Err(ShapeError::FieldTwice { field: 1, .. })
+        ));
+        let last = [progress_id(), vec![0xa0, 0x01, 0, 0xa0, 0x01, 1]].concat();
+        assert!(matches!(
+            shape(&last),
+            Err(ShapeError::FieldTwice { field: 20, .. })
+        ));
+        // A payload field this schema does not know is a payload too.
+        let unknown = [progress_id(), progress.clone(), field(99, b"")].concat();
+        assert!(matches!(
+            shape(&unknown),
+            Err(ShapeError::TwoPayloads { second: 99, .. })
+        ));
+        // The outline never takes such an event: the decode's verdict stands.
+        assert_eq!(outline(&masked), None);
+        // Groups and cut fields do not parse.
+        assert!(matches!(
+            shape(&[progress_id(), vec![3 << 3 | 3]].concat()),
+            Err(ShapeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            shape(&[progress_id(), vec![3 << 3 | 2, 5, 0]].concat()),
+            Err(ShapeError::Malformed { .. })
+        ));
     }
 }

@@ -122,6 +122,7 @@ impl SummaryBuilder {
     /// but is still counted and hashed, as by `push`.
     pub fn push_probed(&mut self, event: &[u8]) -> Result<Probe, ProbeError> {
         self.hash(event);
+        crate::probe::shape(event)?;
         let m: ProbeMessage = prost::Message::decode(event)?;
         let probe = Probe::of(&m);
         // As `push`: an event whose BuildFinished does not decode adds no facts.

@@ -399,7 +399,12 @@ impl Tenant {
         if owner == Some(self.id.as_str()) {
             return Ok(());
         }
-        Err(self
+        Err(self.not_owner(invocation_id))
+    }
+
+    /// The denial of a stream for an invocation this tenant does not own.
+    pub fn not_owner(&self, invocation_id: &str) -> Denial {
+        self
             .deny(
                 Reason::InvocationOfOtherTenant,
                 format!(
@@ -407,7 +412,7 @@ impl Tenant {
                     self.id
                 ),
             )
-            .with("invocation_id", invocation_id))
+            .with("invocation_id", invocation_id)
     }
 }
 

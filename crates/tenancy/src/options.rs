@@ -5,21 +5,15 @@
 use proof_evidence::options::{canonical_options, parse_flag, Opt};
 use proof_proto::command_line::CommandLine;
 
-/// Only the fields of `build_event_stream.BuildEvent` needed here; every
-/// other field is skipped while decoding.
-#[derive(Clone, PartialEq, prost::Message)]
-struct OptionsEvent {
-    #[prost(message, optional, tag = "22")]
-    structured_command_line: Option<CommandLine>,
-    #[prost(message, optional, tag = "13")]
-    options_parsed: Option<OptionsParsedLite>,
-}
-
 #[derive(Clone, PartialEq, prost::Message)]
 struct OptionsParsedLite {
     #[prost(string, repeated, tag = "3")]
     cmd_line: Vec<String>,
 }
+
+/// `BuildEvent.structured_command_line` and `BuildEvent.options_parsed`.
+const STRUCTURED_COMMAND_LINE: u32 = 22;
+const OPTIONS_PARSED: u32 = 13;
 
 /// Which event the options came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,19 +48,25 @@ pub struct CommandOptions {
 /// evidence reads payloads too); `None` for every other event, for a
 /// "canonical" command line without a "command options" section (the
 /// evidence ignores it as well), and for bytes that do not decode (the
-/// server's own parsing rejects those).
+/// server's own parsing rejects those). The payload is found by
+/// [`proof_stream::probe::shape`], the one reading of an event's top level that the
+/// server's checks and the evidence share: an event of two payloads is none of these.
 pub fn command_options(event: &[u8]) -> Option<CommandOptions> {
-    let ev: OptionsEvent = prost::Message::decode(event).ok()?;
-    let (source, opts) = if let Some(cl) = ev.structured_command_line {
-        if cl.command_line_label != "canonical" {
-            return None;
+    let (field, body) = proof_stream::probe::shape(event).ok()?.payload?;
+    let (source, opts) = match field {
+        STRUCTURED_COMMAND_LINE => {
+            let cl: CommandLine = prost::Message::decode(body).ok()?;
+            if cl.command_line_label != "canonical" {
+                return None;
+            }
+            (OptionsSource::CanonicalCommandLine, canonical_options(&cl)?)
         }
-        (OptionsSource::CanonicalCommandLine, canonical_options(&cl)?)
-    } else if let Some(op) = ev.options_parsed {
-        let opts = op.cmd_line.iter().filter_map(|a| parse_flag(a)).collect();
-        (OptionsSource::OptionsParsed, opts)
-    } else {
-        return None;
+        OPTIONS_PARSED => {
+            let op: OptionsParsedLite = prost::Message::decode(body).ok()?;
+            let opts = op.cmd_line.iter().filter_map(|a| parse_flag(a)).collect();
+            (OptionsSource::OptionsParsed, opts)
+        }
+        _ => return None,
     };
     Some(effective(source, &opts))
 }
@@ -106,6 +106,20 @@ mod tests {
     use proof_proto::command_line::{
         command_line_section::SectionType, CommandLineSection, Option as ClOption, OptionList,
     };
+
+    /// Fields 22 and 13 of `build_event_stream.BuildEvent`, encoded as Bazel does.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OptionsEvent {
+        #[prost(message, optional, tag = "22")]
+        structured_command_line: Option<CommandLine>,
+        #[prost(message, optional, tag = "13")]
+        options_parsed: Option<OptionsParsedLite>,
+    }
+
+    fn progress() -> Vec<u8> {
+        // BuildEvent.progress (3): { stderr (2): "x" }
+        vec![3 << 3 | 2, 3, 2 << 3 | 2, 1, b'x']
+    }
 
     fn canonical(label: &str, flags: &[(&str, &str)]) -> Vec<u8> {
         let cl = CommandLine {
@@ -209,5 +223,38 @@ mod tests {
     fn other_events_and_garbage_are_none() {
         assert_eq!(command_options(&[]), None);
         assert_eq!(command_options(&[0xff, 0xff, 0xff]), None);
+    }
+
+    /// [trust 4] finding 2: the gate read fields 22 and 13 as independent fields, and
+    /// merged a repeated 22, while the evidence decodes the real `BuildEvent`, whose
+    /// last payload field wins. Such events are now no command line at all (the server
+    /// refuses them: `proof_stream::probe::shape`).
+    #[test]
+    fn oneof_splits_are_not_read_as_a_command_line() {
+        let allowed = canonical("canonical", &[("remote_instance_name", "main")]);
+        let forbidden = canonical("canonical", &[("remote_instance_name", "other-inst")]);
+        // [22: allowed][3: Progress][22: forbidden]: the old gate merged the two 22s
+        // (and so judged one of them); the evidence read the forbidden one.
+        let split = [allowed.clone(), progress(), forbidden.clone()].concat();
+        assert_eq!(command_options(&split), None);
+        // [22: {label "x"}][13: OptionsParsed]: the old gate saw a non-canonical command
+        // line and never judged the OptionsParsed the evidence reads.
+        let decoy = canonical("x", &[]);
+        let parsed = prost::Message::encode_to_vec(&OptionsEvent {
+            structured_command_line: None,
+            options_parsed: Some(OptionsParsedLite {
+                cmd_line: vec!["--remote_instance_name=other-inst".into()],
+            }),
+        });
+        assert_eq!(command_options(&[decoy, parsed.clone()].concat()), None);
+        // Each part alone is read as before.
+        assert_eq!(
+            command_options(&allowed).unwrap().remote_instance_name,
+            "main"
+        );
+        assert_eq!(
+            command_options(&parsed).unwrap().remote_instance_name,
+            "other-inst"
+        );
     }
 }

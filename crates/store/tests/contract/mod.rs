@@ -34,6 +34,7 @@ macro_rules! store_contract {
             append_read_round_trip,
             contiguity_is_enforced,
             open_is_idempotent_and_checks_tenant,
+            append_as_creates_and_checks_the_owner,
             invalid_invocation_ids_are_rejected,
             empty_append_with_flags_is_stored,
             mark_complete_finalizes,
@@ -194,6 +195,57 @@ pub fn open_is_idempotent_and_checks_tenant(b: &dyn Backend) {
     let e = store.open_invocation(&m).unwrap_err();
     assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
     assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 1);
+}
+
+/// [trust 4] finding 1: the store itself refuses another tenant's append, whether the
+/// invocation is cached open (live) or only on disk, and the first `append_as` creates
+/// the invocation with its tenant.
+pub fn append_as_creates_and_checks_the_owner(b: &dyn Backend) {
+    let store = b.open();
+    let owner = meta_of("owned", "acme");
+    let other = meta_of("owned", "evil");
+    let st = store
+        .append_as(&owner, &recs(1, 3), AppendFlags::default())
+        .unwrap();
+    assert_eq!(st.last_seq, 3);
+    let rec = store.get("owned").unwrap().unwrap();
+    assert_eq!(rec.meta.tenant.as_deref(), Some("acme"));
+    let e = store
+        .append_as(&other, &recs(4, 2), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    // A tenant-less writer is another writer too.
+    let e = store
+        .append_as(&meta("owned"), &recs(4, 2), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    assert_eq!(store.state("owned").unwrap().unwrap().last_seq, 3);
+    drop(store);
+    // Reopened: nothing cached, the owner read from storage.
+    let store = b.open();
+    let e = store
+        .append_as(&other, &recs(4, 1), AppendFlags::default())
+        .unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    assert_eq!(
+        store
+            .append_as(&owner, &recs(4, 1), AppendFlags::default())
+            .unwrap()
+            .last_seq,
+        4
+    );
+    check_records(&read_all(store.as_ref(), "owned"), 4);
+    // Another tenant cannot create over it either, nor is a fresh id refused.
+    let e = store.open_invocation(&other).unwrap_err();
+    assert!(matches!(e, StoreError::TenantMismatch { .. }), "{e}");
+    let fresh = meta_of("fresh", "evil");
+    store
+        .append_as(&fresh, &recs(1, 1), AppendFlags::default())
+        .unwrap();
+    assert_eq!(
+        store.get("fresh").unwrap().unwrap().meta.tenant.as_deref(),
+        Some("evil")
+    );
 }
 
 pub fn invalid_invocation_ids_are_rejected(b: &dyn Backend) {
