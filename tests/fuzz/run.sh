@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh [SECONDS] - bounded cargo-fuzz run of every target
-# (default 20 s each), seeded from the real Bazel fixtures. Needs the nightly
-# toolchain (rustup's "nightly") and cargo-fuzz, installed here if missing.
+# (default 20 s each), seeded from the real Bazel fixtures: the 4.2.3 ones of
+# tests/fixtures and the third-party streams of the shared folder beside the
+# repository (<repo>/../shared/fixtures/real, or $PROOF_REAL_FIXTURES; a missing
+# folder fails the run). Needs the nightly toolchain (rustup's "nightly") and
+# cargo-fuzz, installed here if missing.
 # Exits non-zero if any target finds a crash; the crash input is left in
 # tests/fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${1:-20}"
 say() { printf 'fuzz: %s\n' "$*" >&2; }
+
+# The real third-party streams are not in this repository (see SOURCES there).
+ROOT="$(cd ../.. && pwd)"
+REAL="${PROOF_REAL_FIXTURES:-../shared/fixtures/real}"
+case "$REAL" in /*) ;; *) REAL="$ROOT/$REAL" ;; esac
+if [ ! -f "$REAL/SOURCES" ]; then
+    say "FAILED: the real Bazel streams are not at $REAL (no SOURCES there). They are" \
+        "not committed to this repository: they live in the shared folder beside it," \
+        "<repo>/../shared/fixtures/real, each as <directory>/<file> the way its entry in" \
+        "SOURCES names it (e.g. bazel-9.0.0-build/bep.ndjson). Put a copy of shared/" \
+        "beside the repository, or set PROOF_REAL_FIXTURES to the folder holding SOURCES."
+    exit 1
+fi
 
 # cargo-fuzz needs nightly; this kind of machine ships one. Where none can
 # be had, say so loudly and stop (FUZZ_REQUIRED=1 turns that into a failure).
@@ -39,8 +55,11 @@ done
 # bep_json_paths: one seed per line of every JSON stream, the 4.2.3 ones and
 # the real Bazel 7-9 ones (whole files as seeds make every run slow).
 mkdir -p corpus/bep_json_paths
-for f in "$FIX"/*/bep.json ../fixtures/real/*/bep.ndjson; do
+for f in "$FIX"/*/bep.json; do
     split -l 1 -d -a 5 "$f" "corpus/bep_json_paths/$(echo "$f" | tr '/.' '__')_"
+done
+for f in "$REAL"/*/bep.ndjson; do
+    split -l 1 -d -a 5 "$f" "corpus/bep_json_paths/real_$(echo "${f#"$REAL"/}" | tr '/.' '__')_"
 done
 # verify: real artifacts signed by the target's key [1; 32] (written and
 # checked by crates/artifact/tests/fuzz_seeds.rs), so mutations get past the

@@ -28,6 +28,13 @@ pub fn fixture(scenario: &str, file: &str) -> PathBuf {
         .join(file)
 }
 
+/// The real third-party Bazel streams, kept outside the repository in the
+/// shared folder beside it (`<repo>/../shared/fixtures/real`, or
+/// `$PROOF_REAL_FIXTURES`): `real_fixture("bazel-9.0.0-build/bep.ndjson")`,
+/// named as in that folder's SOURCES. Panics, saying where the files are
+/// expected, when they are missing.
+pub use proof_fixtures::real_file as real_fixture;
+
 /// The `proof` binary of this checkout, built once if this test run did not
 /// build it already.
 pub fn proof_bin() -> PathBuf {

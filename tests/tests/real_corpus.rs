@@ -1,4 +1,5 @@
-//! The corpus of real Bazel 7.x–9.x streams (tests/fixtures/real, see its
+//! The corpus of real Bazel 6.0.0-pre–9.x streams (kept outside the
+//! repository, in the shared folder `<repo>/../shared/fixtures/real`; see its
 //! SOURCES) through the `proof` binary as a user runs it: `proof ingest`,
 //! `proof record`, `proof verify`, each output checked against what the file
 //! says. `proof verify` passes the integrity checks of every proof and
@@ -10,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use proof_e2e::{proof_bin, repo_root};
+use proof_e2e::{proof_bin, real_fixture};
 use serde_json::Value;
 
 /// What each file says (read off the file; see SOURCES).
@@ -33,6 +34,20 @@ struct Fx {
 const LOCAL: &[&str] = &["executor_forced", "remote_executions", "image_pinned"];
 
 const CORPUS: &[Fx] = &[
+    Fx {
+        dir: "bazel-6.0.0-pre-build-binary",
+        file: "bep.bin",
+        format: "binary",
+        invocation_id: "3829ed9b-29fe-4d58-b605-035ce2b1c047",
+        version: "6.0.0-pre.20211110.1",
+        exit_name: "SUCCESS",
+        events: 955,
+        // --remote_executor only inside --default_override (an rc config
+        // not selected): not in force.
+        remote_executor: None,
+        remote_executions: 0,
+        failed_checks: LOCAL,
+    },
     Fx {
         dir: "bazel-7.1.0-test",
         file: "bep.ndjson",
@@ -144,10 +159,7 @@ fn json_of(text: &str) -> Value {
 }
 
 fn fixture(fx: &Fx) -> PathBuf {
-    repo_root()
-        .join("tests/fixtures/real")
-        .join(fx.dir)
-        .join(fx.file)
+    real_fixture(&format!("{}/{}", fx.dir, fx.file))
 }
 
 /// `proof ingest`, `proof record`, `proof verify` on one BEP file; returns
@@ -250,6 +262,11 @@ fn run(dir: &str) {
         assert_eq!(ev["remote_executions"], fx.remote_executions, "{dir}");
         assert_eq!(ev["worker_images"], Value::Array(vec![]), "{dir}");
     }
+}
+
+#[test]
+fn cli_bazel_6_0_0_pre_build_binary() {
+    run("bazel-6.0.0-pre-build-binary");
 }
 
 #[test]

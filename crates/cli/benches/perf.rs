@@ -3,7 +3,8 @@
 //!
 //! - `proof ingest` of a JSON stream vs parsing its lines with serde_json
 //!   into `IgnoredAny` (this binary, re-executed), for the fixture's stream
-//!   and for a real Bazel 9.0.0 one (tests/fixtures/real);
+//!   and for a real Bazel 9.0.0 one (bazel-9.0.0-build of the real streams in
+//!   the shared folder beside the repository, `../shared/fixtures/real`);
 //! - `proof ingest` of the binary stream vs `zstd -3 | sha256sum`;
 //! - `proof verify` of an artifact vs `zstd -d | sha256sum` of its events;
 //! - start-up: `proof --version`, `proof list` of a store holding one
@@ -79,8 +80,7 @@ fn main() {
     // enlarged to the same number of events.
     let k = if full { 7 } else { 1 };
     let json9 = d.join("big9.json");
-    let real9 = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/real/bazel-9.0.0-build/bep.ndjson");
+    let real9 = proof_fixtures::real_file("bazel-9.0.0-build/bep.ndjson");
     let real9 = std::fs::read(&real9).expect("the real Bazel 9.0.0 fixture");
     std::fs::write(&json9, enlarge_json(&real9, events)).unwrap();
     for (n, (what, file)) in [("", &json), (", Bazel 9.0.0", &json9)]

@@ -1,18 +1,24 @@
-//! The corpus of real streams that Bazel 7.x, 8.x and 9.x wrote
-//! (tests/fixtures/real, provenance in its SOURCES file): every file reads
-//! through our schema without a single conversion warning, and the evidence
-//! derived from it is checked field by field twice — against what the raw
-//! JSON of the file says (walked here with serde_json, independently of our
-//! schema) and against the facts pinned in the table below (so a fixture
-//! swapped for another fails too).
+//! The corpus of real streams that Bazel 6.0.0-pre, 7.x, 8.x and 9.x wrote,
+//! kept outside the repository in the shared folder beside it
+//! (`<repo>/../shared/fixtures/real`, provenance in its SOURCES file; see
+//! `proof_fixtures`): every file reads through our schema without a single
+//! conversion warning, and the evidence derived from it is checked field by
+//! field twice — against what the raw file says (JSON walked here with
+//! serde_json; binary files decoded here by hand from the protobuf wire
+//! format into the same JSON shape; both independently of our schema, reader
+//! and evidence builder) and against the facts pinned in the table below (so
+//! a fixture swapped for another fails too).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use proof_evidence::{Evidence, EvidenceBuilder, ProcessSource};
+use proof_fixtures::{real_dir, real_file};
 use proof_stream::bepfile::{BepFileReader, BepFormat, ConversionWarning};
 use serde_json::Value;
 
-/// What each file says, read off the file (see tests/fixtures/real/SOURCES).
+/// What each file says, read off the file (see SOURCES in the shared folder).
 struct Fixture {
     dir: &'static str,
     file: &'static str,
@@ -30,9 +36,37 @@ struct Fixture {
     /// Spawns the runner counts show on a remote executor.
     remote_executions: u64,
     remote_cache_hits: u64,
+    /// Top-level targets (labels; a label configured again under an aspect
+    /// is one target).
+    targets: usize,
+    /// The "process stats" BuildToolLogs entry.
+    process_stats: &'static str,
 }
 
 const CORPUS: &[Fixture] = &[
+    Fixture {
+        dir: "bazel-6.0.0-pre-build-binary",
+        file: "bep.bin",
+        format: BepFormat::Binary,
+        invocation_id: "3829ed9b-29fe-4d58-b605-035ce2b1c047",
+        version: "6.0.0-pre.20211110.1",
+        command: "build",
+        exit_name: "SUCCESS",
+        exit_code: 0,
+        events: 955,
+        // --remote_executor=grpc://buildfarm.crpt.tech:8980 is only inside
+        // --default_override (config remote_shared, not selected): not in force.
+        remote_executor: None,
+        remote_instance: None,
+        remote_cache: Some("grpc://buildfarm.crpt.tech:8980"),
+        forced: false,
+        remote_executions: 0,
+        remote_cache_hits: 0,
+        // 30 TargetConfigured and 30 TargetCompleted events: 15 labels, each
+        // also under the IntelliJ aspect.
+        targets: 15,
+        process_stats: "1 process: 1 internal.",
+    },
     Fixture {
         dir: "bazel-7.1.0-test",
         file: "bep.ndjson",
@@ -49,6 +83,8 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 0,
+        targets: 63,
+        process_stats: "3 processes: 1 internal, 1 darwin-sandbox, 1 local.",
     },
     Fixture {
         dir: "bazel-7.1.0-test-fail",
@@ -66,6 +102,8 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 0,
+        targets: 63,
+        process_stats: "3 processes: 2 internal, 1 local.",
     },
     Fixture {
         dir: "bazel-7.4.0-flaky-test",
@@ -83,6 +121,9 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 0,
+        targets: 2,
+        // Tool-log contents emptied upstream (see SOURCES).
+        process_stats: "",
     },
     Fixture {
         dir: "bazel-8.1.1-no-build",
@@ -100,6 +141,8 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 0,
+        targets: 216,
+        process_stats: "0 processes.",
     },
     Fixture {
         dir: "bazel-8.2.1-binary",
@@ -117,6 +160,8 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 1840,
+        targets: 129,
+        process_stats: "9417 processes: 9496 action cache hit, 1840 remote cache hit, 1993 internal, 5497 linux-sandbox, 87 local.",
     },
     Fixture {
         dir: "bazel-8.3.1-remote",
@@ -134,6 +179,8 @@ const CORPUS: &[Fixture] = &[
         forced: true,
         remote_executions: 47,
         remote_cache_hits: 0,
+        targets: 1,
+        process_stats: "51 processes: 4 internal, 47 remote.",
     },
     Fixture {
         dir: "bazel-9.0.0-build",
@@ -151,14 +198,13 @@ const CORPUS: &[Fixture] = &[
         forced: false,
         remote_executions: 0,
         remote_cache_hits: 0,
+        targets: 215,
+        process_stats: "3118 processes: 1131 internal, 22 local, 1965 processwrapper-sandbox.",
     },
 ];
 
 fn path(fx: &Fixture) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/real")
-        .join(fx.dir)
-        .join(fx.file)
+    real_file(&format!("{}/{}", fx.dir, fx.file))
 }
 
 /// Reads a BEP file through our reader; returns the events, the warnings
@@ -172,6 +218,160 @@ fn derive_bytes(bytes: &[u8]) -> (BepFormat, Vec<Vec<u8>>, Vec<ConversionWarning
     }
     let warnings = reader.take_warnings();
     (reader.format(), events, warnings, b.finish().unwrap())
+}
+
+/// The events of a `--build_event_binary_file`, decoded by hand from the
+/// protobuf wire format (varint-delimited records; field numbers as in
+/// Bazel's build_event_stream.proto, command_line.proto and
+/// action_cache.proto) into the JSON Bazel's `--build_event_json_file` would
+/// write for the fields these checks read. Independent of our schema, of
+/// prost and of our readers: what the binary files are checked against.
+mod wire {
+    use base64::Engine as _;
+    use serde_json::{Map, Value};
+
+    /// How a field's value becomes JSON.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Str,
+        Int,
+        Bool,
+        /// Bytes, as base64 (proto3 JSON).
+        Bytes,
+        /// Presence only: an empty object.
+        Present,
+        Msg(&'static [F]),
+    }
+    use Kind::*;
+
+    /// Field number, JSON name, kind, repeated.
+    type F = (u64, &'static str, Kind, bool);
+
+    const LABEL_ASPECT: &[F] = &[(1, "label", Str, false), (2, "aspect", Str, false)];
+    const ID: &[F] = &[
+        (5, "targetCompleted", Msg(LABEL_ASPECT), false),
+        (16, "targetConfigured", Msg(LABEL_ASPECT), false),
+    ];
+    const STARTED: &[F] = &[
+        (1, "uuid", Str, false),
+        (3, "buildToolVersion", Str, false),
+        (5, "command", Str, false),
+    ];
+    const EXIT_CODE: &[F] = &[(1, "name", Str, false), (2, "code", Int, false)];
+    const FINISHED: &[F] = &[(3, "exitCode", Msg(EXIT_CODE), false)];
+    const OPTION: &[F] = &[
+        (1, "combinedForm", Str, false),
+        (2, "optionName", Str, false),
+        (3, "optionValue", Str, false),
+    ];
+    const OPTION_LIST: &[F] = &[(1, "option", Msg(OPTION), true)];
+    const SECTION: &[F] = &[
+        (1, "sectionLabel", Str, false),
+        (3, "optionList", Msg(OPTION_LIST), false),
+    ];
+    const COMMAND_LINE: &[F] = &[
+        (1, "commandLineLabel", Str, false),
+        (2, "sections", Msg(SECTION), true),
+    ];
+    const RUNNER_COUNT: &[F] = &[(1, "name", Str, false), (2, "count", Int, false)];
+    const ACTION_CACHE: &[F] = &[(3, "hits", Int, false), (4, "misses", Int, false)];
+    const ACTION_SUMMARY: &[F] = &[
+        (6, "runnerCount", Msg(RUNNER_COUNT), true),
+        (7, "actionCacheStatistics", Msg(ACTION_CACHE), false),
+    ];
+    const METRICS: &[F] = &[(1, "actionSummary", Msg(ACTION_SUMMARY), false)];
+    const FILE: &[F] = &[(1, "name", Str, false), (3, "contents", Bytes, false)];
+    const TOOL_LOGS: &[F] = &[(1, "log", Msg(FILE), true)];
+    const CONFIGURED: &[F] = &[(1, "targetKind", Str, false)];
+    const COMPLETED: &[F] = &[(1, "success", Bool, false), (5, "targetKind", Str, false)];
+    const EVENT: &[F] = &[
+        (1, "id", Msg(ID), false),
+        (4, "aborted", Present, false),
+        (5, "started", Msg(STARTED), false),
+        (8, "completed", Msg(COMPLETED), false),
+        (14, "finished", Msg(FINISHED), false),
+        (18, "configured", Msg(CONFIGURED), false),
+        (20, "lastMessage", Bool, false),
+        (22, "structuredCommandLine", Msg(COMMAND_LINE), false),
+        (23, "buildToolLogs", Msg(TOOL_LOGS), false),
+        (24, "buildMetrics", Msg(METRICS), false),
+    ];
+
+    fn varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*at];
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return v;
+            }
+        }
+        panic!("a varint longer than 10 bytes at {at}");
+    }
+
+    fn message(b: &[u8], schema: &[F]) -> Value {
+        let mut out = Map::new();
+        let mut at = 0;
+        while at < b.len() {
+            let key = varint(b, &mut at);
+            let (number, wire_type) = (key >> 3, key & 7);
+            let (num, bytes): (u64, &[u8]) = match wire_type {
+                0 => (varint(b, &mut at), &[]),
+                1 => {
+                    at += 8;
+                    (0, &[])
+                }
+                2 => {
+                    let len = usize::try_from(varint(b, &mut at)).unwrap();
+                    at += len;
+                    (0, &b[at - len..at])
+                }
+                5 => {
+                    at += 4;
+                    (0, &[])
+                }
+                other => panic!("wire type {other} (field {number})"),
+            };
+            let Some(&(_, name, kind, repeated)) = schema.iter().find(|f| f.0 == number) else {
+                continue;
+            };
+            let value = match kind {
+                Str => Value::from(String::from_utf8(bytes.to_vec()).unwrap()),
+                // int32 and int64 alike: two's complement in 64 bits.
+                Int => Value::from(num as i64),
+                Bool => Value::from(num != 0),
+                Bytes => Value::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                Present => Value::Object(Map::new()),
+                Msg(fields) => message(bytes, fields),
+            };
+            if repeated {
+                let list = out.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+                list.as_array_mut().unwrap().push(value);
+            } else {
+                out.insert(name.to_string(), value);
+            }
+        }
+        assert_eq!(at, b.len(), "a field runs past the end of its message");
+        Value::Object(out)
+    }
+
+    /// Every record of the file, as JSON.
+    pub fn events(file: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < file.len() {
+            let len = usize::try_from(varint(file, &mut at)).unwrap();
+            out.push(message(&file[at..at + len], EVENT));
+            at += len;
+        }
+        assert_eq!(
+            at,
+            file.len(),
+            "the last record runs past the end of the file"
+        );
+        out
+    }
 }
 
 fn lines(bytes: &[u8]) -> Vec<Value> {
@@ -215,8 +415,71 @@ fn runner_count(events: &[Value], name: &str) -> u64 {
         .sum()
 }
 
-/// Every evidence field the JSON of the file states, compared with the
-/// evidence our pipeline derived.
+/// Top-level targets as the events state them: label → (kind, success).
+/// A TargetConfigured counts without an aspect only; every TargetCompleted
+/// (aspects too) and every Aborted of either counts towards the outcome.
+fn targets_of(events: &[Value]) -> BTreeMap<String, (Option<String>, Option<bool>)> {
+    let mut out: BTreeMap<String, (Option<String>, Option<bool>)> = BTreeMap::new();
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    for e in events {
+        let aborted = e.get("aborted").is_some();
+        if let Some(t) = e["id"].get("targetConfigured") {
+            if text(&t["aspect"]).is_none() && (aborted || e.get("configured").is_some()) {
+                let entry = out.entry(text(&t["label"]).unwrap()).or_default();
+                if let Some(kind) = text(&e["configured"]["targetKind"]) {
+                    entry.0 = Some(kind);
+                }
+                if aborted {
+                    entry.1 = Some(false);
+                }
+            }
+        }
+        if let Some(t) = e["id"].get("targetCompleted") {
+            if let Some(c) = e.get("completed") {
+                let entry = out.entry(text(&t["label"]).unwrap()).or_default();
+                entry.1 = Some(entry.1.unwrap_or(true) && c["success"] == true);
+                if entry.0.is_none() {
+                    entry.0 = text(&c["targetKind"]);
+                }
+            } else if aborted {
+                out.entry(text(&t["label"]).unwrap()).or_default().1 = Some(false);
+            }
+        }
+    }
+    out
+}
+
+/// The text of the "process stats" BuildToolLogs entry.
+fn process_stats_log(events: &[Value]) -> Option<String> {
+    let log = events
+        .iter()
+        .filter_map(|e| e["buildToolLogs"]["log"].as_array())
+        .flatten()
+        .find(|l| l["name"] == "process stats")?;
+    let contents = base64::engine::general_purpose::STANDARD
+        .decode(log["contents"].as_str().unwrap_or(""))
+        .unwrap();
+    Some(String::from_utf8(contents).unwrap())
+}
+
+/// `N process[es]: c1 name1, c2 name2.` read naively: (N, name → count).
+fn split_process_stats(text: &str) -> (u64, BTreeMap<String, u64>) {
+    let text = text.strip_suffix('.').unwrap();
+    let (head, list) = text.split_once(": ").unwrap_or((text, ""));
+    let total = head.split(' ').next().unwrap().parse().unwrap();
+    let runners = list
+        .split(", ")
+        .filter(|i| !i.is_empty())
+        .map(|i| {
+            let (n, name) = i.split_once(' ').unwrap();
+            (name.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    (total, runners)
+}
+
+/// Every evidence field the file states (its JSON, or its binary decoded by
+/// hand into the same JSON), compared with the evidence our pipeline derived.
 fn check_against_json(fx: &Fixture, events: &[Value], ev: &Evidence) {
     let d = fx.dir;
     assert_eq!(ev.event_count, events.len() as u64, "{d}");
@@ -291,6 +554,21 @@ fn check_against_json(fx: &Fixture, events: &[Value], ev: &Evidence) {
         acs.map(|a| count(a.get("misses"))),
         "{d}"
     );
+    let targets: BTreeMap<String, (Option<String>, Option<bool>)> = ev
+        .targets
+        .iter()
+        .map(|(l, t)| (l.clone(), (t.kind.clone(), t.success)))
+        .collect();
+    assert_eq!(targets, targets_of(events), "{d}");
+    // The "process stats" log, as a figure of its own.
+    let figure = ev
+        .processes
+        .sources
+        .iter()
+        .find(|f| f.source == ProcessSource::ProcessStatsLog)
+        .map(|f| (f.total.unwrap(), f.runners.clone()));
+    let stats = process_stats_log(events).filter(|t| !t.is_empty());
+    assert_eq!(figure, stats.as_deref().map(split_process_stats), "{d}");
 }
 
 /// The facts pinned in the table.
@@ -329,6 +607,20 @@ fn check_against_table(fx: &Fixture, ev: &Evidence) {
         Some(fx.remote_cache_hits),
         "{d}"
     );
+    assert_eq!(ev.targets.len(), fx.targets, "{d}");
+    let figure = ev
+        .processes
+        .sources
+        .iter()
+        .find(|f| f.source == ProcessSource::ProcessStatsLog);
+    match fx.process_stats {
+        "" => assert_eq!(figure, None, "{d}"),
+        text => assert_eq!(
+            figure.map(|f| (f.total.unwrap(), f.runners.clone())),
+            Some(split_process_stats(text)),
+            "{d}"
+        ),
+    }
 }
 
 fn run(dir: &str) {
@@ -343,19 +635,105 @@ fn run(dir: &str) {
     );
     assert_eq!(events.len() as u64, fx.events, "{dir}");
     check_against_table(fx, &ev);
-    match format {
-        BepFormat::Json => check_against_json(fx, &lines(&bytes), &ev),
-        BepFormat::Binary => {
-            // Without a JSON twin, check the headline strings are in the
-            // raw bytes, independently of our decoder.
-            for s in [fx.invocation_id, fx.version, fx.remote_cache.unwrap_or("")] {
-                assert!(
-                    bytes.windows(s.len().max(1)).any(|w| w == s.as_bytes()),
-                    "{dir}: {s} is not in the file"
-                );
-            }
-        }
+    let raw = match format {
+        BepFormat::Json => lines(&bytes),
+        BepFormat::Binary => wire::events(&bytes),
+    };
+    check_against_json(fx, &raw, &ev);
+    assert_eq!(
+        process_stats_log(&raw).unwrap_or_default(),
+        fx.process_stats,
+        "{dir}"
+    );
+    // The headline strings are in the raw bytes (base64 aside), whatever decodes them.
+    for s in [Some(fx.invocation_id), Some(fx.version), fx.remote_cache]
+        .into_iter()
+        .flatten()
+    {
+        assert!(
+            bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+            "{dir}: {s} is not in the file"
+        );
     }
+}
+
+/// A Bazel 6.x pre-release (the corpus's only 6.x file): an IntelliJ sync
+/// (`--aspects`), a remote cache configured, nothing executed. Besides what
+/// every file is checked for: the remote executor named only in an rc config
+/// that was not selected is not taken as configured, and the process figures
+/// of all three sources agree on "1 process: 1 internal.".
+#[test]
+fn bazel_6_0_0_pre_build_binary() {
+    run("bazel-6.0.0-pre-build-binary");
+    let fx = &CORPUS[0];
+    let bytes = std::fs::read(path(fx)).unwrap();
+    let raw = wire::events(&bytes);
+    let (_, _, _, ev) = derive_bytes(&bytes);
+    // --remote_executor is in the canonical command line only as the value
+    // of --default_override (1:build:remote_shared=--remote_executor=…).
+    let overrides: Vec<&str> = raw
+        .iter()
+        .filter(|e| e["structuredCommandLine"]["commandLineLabel"] == "canonical")
+        .flat_map(|e| e["structuredCommandLine"]["sections"].as_array().unwrap())
+        .filter_map(|s| s["optionList"]["option"].as_array())
+        .flatten()
+        .filter(|o| {
+            o["combinedForm"]
+                .as_str()
+                .unwrap()
+                .contains("remote_executor")
+        })
+        .map(|o| o["optionName"].as_str().unwrap())
+        .collect();
+    assert_eq!(overrides, ["default_override"]);
+    assert_eq!(ev.executor.remote_executor, None);
+    assert!(
+        ev.executor.not_forced_reasons[0].starts_with("--remote_executor is not set"),
+        "{:?}",
+        ev.executor.not_forced_reasons
+    );
+    // Nor its rc config's exec properties and spawn strategy.
+    assert!(ev.executor.exec_properties.is_empty());
+    assert_eq!(ev.executor.spawn_strategy, None);
+    assert_eq!(ev.executor.remote_upload_local_results, Some(true));
+    // 30 TargetConfigured and 30 TargetCompleted events: 15 labels, once
+    // plain and once under the IntelliJ aspect, all built.
+    let count = |id: &str, aspect: bool| {
+        raw.iter()
+            .filter_map(|e| e["id"].get(id))
+            .filter(|t| t["aspect"].as_str().is_some_and(|a| !a.is_empty()) == aspect)
+            .count()
+    };
+    assert_eq!(
+        [
+            count("targetConfigured", false),
+            count("targetConfigured", true),
+            count("targetCompleted", false),
+            count("targetCompleted", true),
+        ],
+        [15, 15, 15, 15]
+    );
+    assert!(ev.targets.values().all(|t| t.success == Some(true)));
+    // One process, internal, in runner_count, the tool log and Progress.
+    let figures: Vec<_> = ev
+        .processes
+        .sources
+        .iter()
+        .map(|f| (f.source, f.total, f.runners.clone()))
+        .collect();
+    let one_internal = BTreeMap::from([("internal".to_string(), 1)]);
+    assert_eq!(
+        figures,
+        [
+            (ProcessSource::RunnerCount, Some(1), one_internal.clone()),
+            (
+                ProcessSource::ProcessStatsLog,
+                Some(1),
+                one_internal.clone()
+            ),
+            (ProcessSource::ProgressInfoLine, Some(1), one_internal),
+        ]
+    );
 }
 
 #[test]
@@ -395,7 +773,7 @@ fn bazel_9_0_0_build() {
 
 #[test]
 fn every_fixture_directory_has_a_test() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/real");
+    let root = real_dir();
     let mut dirs: Vec<String> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap())
@@ -416,7 +794,7 @@ fn every_fixture_directory_has_a_test() {
 #[test]
 fn sources_records_every_fixture_and_its_sha256() {
     use sha2::{Digest, Sha256};
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/real");
+    let root = real_dir();
     let sources = std::fs::read_to_string(root.join("SOURCES")).unwrap();
     let lines: Vec<&str> = sources.lines().collect();
     // Entries: an unindented line whose first word is `bazel-…/<file>`.

@@ -385,6 +385,71 @@ mod tests {
         );
     }
 
+    /// The binary real streams (in the shared folder: Bazel 6.0.0-pre and
+    /// 8.2.1) fit the schema as the JSON ones do (zero warnings: the corpus
+    /// test of proof-evidence): every field of every event decodes with our
+    /// number and wire type, and the only fields the schema does not declare
+    /// are those it leaves out on purpose (docs/wire-facts.md §8.2).
+    #[test]
+    fn binary_real_streams_fit_the_schema() {
+        use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+        use std::collections::BTreeSet;
+        /// Message full name and field number of every field not declared.
+        fn undeclared(m: &DynamicMessage, out: &mut BTreeSet<(String, u32)>) {
+            let name = m.descriptor().full_name().to_string();
+            out.extend(m.unknown_fields().map(|u| (name.clone(), u.number())));
+            let mut visit = |v: &Value| {
+                if let Value::Message(sub) = v {
+                    undeclared(sub, out);
+                }
+            };
+            for (_, v) in m.fields() {
+                match v {
+                    Value::List(l) => l.iter().for_each(&mut visit),
+                    Value::Map(map) => map.values().for_each(&mut visit),
+                    v => visit(v),
+                }
+            }
+        }
+        const LEFT_OUT: &[(&str, u32)] = &[
+            ("build_event_stream.BuildMetrics", 2),
+            ("build_event_stream.BuildMetrics", 8),
+            ("build_event_stream.BuildMetrics", 9),
+            ("build_event_stream.BuildMetrics", 11),
+            ("build_event_stream.BuildMetrics", 12),
+            ("build_event_stream.BuildMetrics.PackageMetrics", 2),
+            ("build_event_stream.ActionExecuted", 10),
+        ];
+        let dir = proof_fixtures::real_dir();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("bep.bin"))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 2, "{files:?}");
+        for f in files {
+            let (format, events) = read_all(f.to_str().unwrap()).unwrap();
+            assert_eq!(format, BepFormat::Binary);
+            let mut found = BTreeSet::new();
+            for (i, e) in events.iter().enumerate() {
+                let m = DynamicMessage::decode(bep_descriptor().clone(), &e[..])
+                    .unwrap_or_else(|err| panic!("{}: event {i}: {err}", f.display()));
+                undeclared(&m, &mut found);
+            }
+            let unexpected: Vec<_> = found
+                .iter()
+                .filter(|(m, n)| !LEFT_OUT.contains(&(m.as_str(), *n)))
+                .collect();
+            assert!(unexpected.is_empty(), "{}: {unexpected:?}", f.display());
+            assert!(
+                !found.is_empty(),
+                "{}: memory_metrics at least",
+                f.display()
+            );
+        }
+    }
+
     #[test]
     fn truncated_binary_is_an_error_not_a_short_stream() {
         let bin = std::fs::read(format!("{FIX}/remote-build/bep.bin")).unwrap();

@@ -1458,7 +1458,8 @@ mod tests {
     use crate::bepfile::json_event_to_binary_general as general;
     use prost_reflect::{DynamicMessage, Value};
 
-    /// Every line of every BEP JSON file under tests/fixtures.
+    /// Every line of every BEP JSON file under tests/fixtures (Bazel 4.2.3) and
+    /// of the real streams in the shared folder (7.1.0 to 9.0.0).
     fn fixture_lines() -> Vec<(String, Vec<u8>)> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).unwrap() {
@@ -1476,6 +1477,7 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         let mut files = Vec::new();
         walk(&root, &mut files);
+        walk(&proof_fixtures::real_dir(), &mut files);
         files.sort();
         let mut lines = Vec::new();
         for f in files {

@@ -243,18 +243,24 @@ mod tests {
     use crate::delimited::DelimitedReader;
 
     /// One decode for both ([`SummaryBuilder::push_probed`]) gives what the two separate
-    /// ones give, on real streams of Bazel 4.2.3 (every rig scenario) and 8.2.1.
+    /// ones give, on real streams of Bazel 4.2.3 (every rig scenario), 6.0.0-pre and 8.2.1.
     #[test]
     fn push_probed_is_probe_and_push_in_one() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
-        let mut files = vec![format!("{root}/real/bazel-8.2.1-binary/bep.bin")];
+        let mut files: Vec<String> = [
+            "bazel-6.0.0-pre-build-binary/bep.bin",
+            "bazel-8.2.1-binary/bep.bin",
+        ]
+        .into_iter()
+        .map(|f| proof_fixtures::real_file(f).display().to_string())
+        .collect();
         for d in std::fs::read_dir(format!("{root}/bazel-4.2.3")).unwrap() {
             let p = d.unwrap().path().join("bep.bin");
             if p.is_file() {
                 files.push(p.display().to_string());
             }
         }
-        assert!(files.len() >= 4, "{files:?}");
+        assert!(files.len() >= 7, "{files:?}");
         for f in files {
             let bin = std::fs::read(&f).unwrap();
             let (mut one, mut two) = (SummaryBuilder::new(), SummaryBuilder::new());
@@ -280,8 +286,9 @@ mod tests {
         assert_eq!(b.finish().event_count, 1);
     }
 
-    /// Every events file under tests/fixtures (JSON and binary, Bazel 4.2.3 to 9.0.0),
-    /// read as `proof ingest` reads it.
+    /// Every events file under tests/fixtures (Bazel 4.2.3) and of the real
+    /// streams in the shared folder (6.0.0-pre to 9.0.0), JSON and binary, read
+    /// as `proof ingest` reads it.
     fn fixture_streams() -> Vec<(String, Vec<Vec<u8>>)> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).unwrap() {
@@ -299,6 +306,7 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         let mut files = Vec::new();
         walk(&root, &mut files);
+        walk(&proof_fixtures::real_dir(), &mut files);
         files.sort();
         files
             .into_iter()
@@ -320,7 +328,8 @@ mod tests {
     #[test]
     fn push_converted_is_push_probed_on_real_streams() {
         let streams = fixture_streams();
-        assert!(streams.len() >= 12, "{}", streams.len());
+        // 5 rig scenarios × (JSON, binary) and the 8 real streams.
+        assert!(streams.len() >= 18, "{}", streams.len());
         let (mut events, mut outlined) = (0, 0);
         for (f, stream) in streams {
             let (mut fast, mut full) = (SummaryBuilder::new(), SummaryBuilder::new());
