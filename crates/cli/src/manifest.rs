@@ -111,6 +111,7 @@ pub fn verify_manifest(
     max_age: Option<u64>,
     format: CheckFormat,
     tenants: Option<&Path>,
+    base_manifest: Option<&Path>,
 ) -> Result<u8> {
     let Some(proofs) = proofs else {
         bail!(
@@ -123,6 +124,21 @@ pub fn verify_manifest(
     if !proofs.is_dir() {
         bail!("--proofs {} is not a directory", proofs.display());
     }
+    let base_allow_unauthenticated = match base_manifest {
+        None => None,
+        Some(p) => {
+            let base = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the base manifest {}", p.display()))?;
+            let base = proof_manifest::parse_manifest(&base).map_err(|e| {
+                anyhow::anyhow!(
+                    "the base manifest {} does not parse: {}; pass the manifest of the PR's base revision (git show BASE:PATH)",
+                    p.display(),
+                    e.problems().join("; ")
+                )
+            })?;
+            Some(base.allow_unauthenticated_proofs)
+        }
+    };
     let dir = scan_proofs(proofs, &keys)
         .with_context(|| format!("cannot read the proofs directory {}", proofs.display()))?;
     let report = check_manifest(
@@ -135,6 +151,7 @@ pub fn verify_manifest(
                 Some(p) => Some(crate::tenants::load(p)?),
                 None => None,
             },
+            base_allow_unauthenticated,
         },
     );
     let name = manifest.display().to_string();

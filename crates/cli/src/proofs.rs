@@ -275,6 +275,11 @@ pub struct VerifyArgs {
     /// proofs (each proof's tenant must own its class's repo).
     #[arg(long, value_name = "FILE", requires = "manifest")]
     tenants: Option<PathBuf>,
+    /// With --manifest: the manifest at the PR's base revision. Its
+    /// `allow_unauthenticated_proofs` is the one that counts, and a PR that
+    /// changes it fails the check.
+    #[arg(long, value_name = "FILE", requires = "manifest")]
+    base_manifest: Option<PathBuf>,
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
@@ -289,6 +294,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
             a.max_age,
             a.format,
             a.tenants.as_deref(),
+            a.base_manifest.as_deref(),
         );
     }
     if a.artifacts.is_empty() {

@@ -18,6 +18,11 @@ pub struct CheckOptions {
     /// The tenants file of the server that signed the proofs: who owns
     /// which repo (`proof verify --manifest --tenants`).
     pub owners: Option<proof_tenancy::Tenants>,
+    /// `allow_unauthenticated_proofs` of the manifest at the PR's base revision
+    /// (`proof verify --manifest --base-manifest`). `Some`: it is the value that
+    /// counts, and a manifest that changes it fails the check (a PR cannot
+    /// lower the bar its own proofs are judged by). `None`: the manifest's own.
+    pub base_allow_unauthenticated: Option<bool>,
 }
 
 /// The outcome of the check.
@@ -61,14 +66,27 @@ pub fn check_manifest(text: &str, proofs: &ProofDir, opts: &CheckOptions) -> Che
             }
         }
     };
+    let mut manifest = manifest;
+    let mut manifest_problems = Vec::new();
+    if let Some(base) = opts.base_allow_unauthenticated {
+        if manifest.allow_unauthenticated_proofs != base {
+            manifest_problems.push(format!(
+                "allow_unauthenticated_proofs is {} here and {base} at the base revision: a \
+                 PR cannot change the bar its own proofs are judged by; change it in a PR of \
+                 its own that records no proof, reviewed by the platform's owners",
+                manifest.allow_unauthenticated_proofs
+            ));
+        }
+        manifest.allow_unauthenticated_proofs = base;
+    }
     let classes: Vec<ClassCheck> = manifest
         .classes
         .iter()
         .map(|(id, c)| check_class(&manifest, id, c, proofs, opts))
         .collect();
     CheckReport {
-        ok: classes.iter().all(|c| c.ok),
-        manifest_problems: Vec::new(),
+        ok: manifest_problems.is_empty() && classes.iter().all(|c| c.ok),
+        manifest_problems,
         classes,
     }
 }

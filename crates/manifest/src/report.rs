@@ -190,6 +190,7 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
         max_age_days: None,
         now: time::OffsetDateTime::UNIX_EPOCH,
         owners: None,
+        base_allow_unauthenticated: None,
     };
     let class_lines: Vec<ClassLine> = m
         .classes

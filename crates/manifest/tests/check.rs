@@ -14,6 +14,7 @@ fn opts(max_age_days: Option<u64>, now: OffsetDateTime) -> CheckOptions {
         max_age_days,
         now,
         owners: None,
+        base_allow_unauthenticated: None,
     }
 }
 
@@ -332,4 +333,41 @@ fn the_markdown_check_renders_hostile_strings_as_text() {
         assert!(!bare.contains('<'), "HTML: {line}");
         assert!(!line.starts_with("# h"), "a heading from the input: {md}");
     }
+}
+
+/// [trust 4] finding 10: `allow_unauthenticated_proofs` lived in the manifest
+/// the PR edits, so a PR could let its own unauthenticated proofs pass. With
+/// the base revision's manifest, its value counts and a change fails.
+#[test]
+fn allow_unauthenticated_proofs_comes_from_the_base_revision() {
+    let text = manifest_text();
+    assert!(text.contains("\"allow_unauthenticated_proofs\": true"));
+    let with_base = |base| CheckOptions {
+        base_allow_unauthenticated: Some(base),
+        ..opts(None, now())
+    };
+    // The base allows it too: as before.
+    let r = check_manifest(&text, &proofs(), &with_base(true));
+    assert!(
+        r.ok && r.manifest_problems.is_empty(),
+        "{:?}",
+        r.manifest_problems
+    );
+    // The PR turned it on: the change is named, and the base's `false` judges
+    // the proofs (the example's are unauthenticated: every promoted class fails).
+    let r = check_manifest(&text, &proofs(), &with_base(false));
+    assert!(!r.ok);
+    assert_eq!(r.manifest_problems.len(), 1, "{:?}", r.manifest_problems);
+    assert!(
+        r.manifest_problems[0].contains("true here and false at the base revision"),
+        "{:?}",
+        r.manifest_problems
+    );
+    let failing: Vec<_> = r.failing().collect();
+    assert_eq!(failing.len(), 17);
+    assert!(
+        failing[0].reasons[0].contains("no authenticated tenant"),
+        "{:?}",
+        failing[0].reasons
+    );
 }
