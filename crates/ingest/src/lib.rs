@@ -473,7 +473,9 @@ mod tests {
     /// named in `Finalized::warnings`, and its journal holds every event.
     #[test]
     fn json_fields_that_do_not_fit_are_warnings_not_a_failed_ingest() {
-        let real = format!("{FIX}/../real/bazel-8.3.1-remote/bep.ndjson");
+        let real = proof_fixtures::real_file("bazel-8.3.1-remote/bep.ndjson")
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&real).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();

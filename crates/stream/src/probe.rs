@@ -76,10 +76,11 @@ pub enum ShapeError {
 
 /// The one reading of an event's top level that the server's checks, the tenant gate, the
 /// probe and the evidence all share ([trust 4] finding 2): `id` (1) and `last_message` (20)
-/// at most once, `children` (2) any number of times, and at most one other field, once:
-/// the payload (every other number is a member of the `payload` oneof, or a newer one).
-/// Anything else is refused, so a oneof split such as `[22: allowed][3: …][22: forbidden]`
-/// can never be judged by one field and read by another. Nothing is decoded.
+/// at most once, `children` (2) any number of times, and at most one member of the
+/// `payload` oneof, once. Anything else is refused, so a oneof split such as
+/// `[22: allowed][3: …][22: forbidden]` can never be judged by one field and read by
+/// another. Fields this schema does not declare are skipped, as every decoder skips them
+/// (a reader that cannot see a field cannot disagree about it). Nothing is decoded.
 pub fn shape(event: &[u8]) -> Result<Shape<'_>, ShapeError> {
     const ID: u32 = 1;
     const CHILDREN: u32 = 2;
@@ -111,6 +112,7 @@ pub fn shape(event: &[u8]) -> Result<Shape<'_>, ShapeError> {
             ID => &mut seen_id,
             LAST_MESSAGE => &mut seen_last,
             CHILDREN => continue,
+            n if !is_payload(n) => continue,
             _ => {
                 if let Some((first, _)) = payload {
                     return Err(if first == number {
@@ -218,7 +220,7 @@ pub(crate) fn outline(event: &[u8]) -> Option<Outline> {
     let mut pos = 0;
     while pos < event.len() {
         let (number, wire) = key(event, &mut pos)?;
-        if !matches!(number, ID | CHILDREN | LAST_MESSAGE) {
+        if !matches!(number, ID | CHILDREN | LAST_MESSAGE) && is_payload(number) {
             // A second payload is not the plain form: the decode refuses it.
             payloads += 1;
             if payloads > 1 {
@@ -271,6 +273,24 @@ pub(crate) fn outline(event: &[u8]) -> Option<Outline> {
         }
     }
     (o.id_variant != 0).then_some(o)
+}
+
+/// Whether field `number` of `build_event_stream.BuildEvent` is a member of its `payload`
+/// oneof, as the generated type decodes it (so the one list is the schema's).
+fn is_payload(number: u32) -> bool {
+    fn decode(number: u32) -> bool {
+        let mut buf = Vec::with_capacity(6);
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut buf);
+        buf.push(0);
+        <proof_proto::bep::BuildEvent as prost::Message>::decode(&buf[..])
+            .is_ok_and(|e| e.payload.is_some())
+    }
+    static PAYLOAD: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    let table = PAYLOAD.get_or_init(|| (0..64).map(|n| n > 0 && decode(n)).collect());
+    match table.get(number as usize) {
+        Some(&p) => p,
+        None => decode(number),
+    }
 }
 
 const WIRE_VARINT: u32 = 0;
@@ -344,6 +364,14 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_members_are_the_schemas() {
+        let members: Vec<u32> = (1..200).filter(|&n| is_payload(n)).collect();
+        let mut expected: Vec<u32> = (3..=30).filter(|n| ![11, 19, 20].contains(n)).collect();
+        expected.sort();
+        assert_eq!(members, expected);
+    }
+
+    #[test]
     fn one_payload_and_repeated_children_are_one_shape() {
         let ev = [
             progress_id(),
@@ -392,12 +420,13 @@ mod tests {
             shape(&last),
             Err(ShapeError::FieldTwice { field: 20, .. })
         ));
-        // A payload field this schema does not know is a payload too.
-        let unknown = [progress_id(), progress.clone(), field(99, b"")].concat();
-        assert!(matches!(
-            shape(&unknown),
-            Err(ShapeError::TwoPayloads { second: 99, .. })
-        ));
+        // A field this schema does not declare is skipped, as every decoder skips it.
+        let unknown = [progress_id(), progress.clone(), field(99, b""), field(99, b"")].concat();
+        assert_eq!(
+            shape(&unknown).unwrap().payload,
+            Some((3, &field(2, b"x")[..]))
+        );
+        assert!(probe(&unknown).is_ok());
         // The outline never takes such an event: the decode's verdict stands.
         assert_eq!(outline(&masked), None);
         // Groups and cut fields do not parse.
