@@ -186,6 +186,14 @@ fn tenants_see_only_their_invocations_over_http_and_in_the_cli() {
         assert_eq!(http_get(&http, &path, Some("token-a")).0, 404, "{path}");
         assert_eq!(http_get(&http, &path, Some("token-b")).0, 200, "{path}");
     }
+    // Another tenant's signed proof cannot be downloaded: it is not there.
+    let (st, body) = http_get(
+        &http,
+        &format!("/api/v1/invocations/{id_b}/artifact"),
+        Some("token-a"),
+    );
+    assert_eq!(st, 404, "{body}");
+    assert!(body.contains(&format!("no invocation {id_b}")), "{body}");
     let (st, body) = http_get(&http, "/metrics", Some("token-a"));
     assert_eq!(st, 200);
     assert!(

@@ -148,10 +148,18 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         }
         None => None,
     };
+    // The web shows each invocation's proof state from its signed proof,
+    // verified with this server's public key.
+    let web_proofs = proof_web::ProofsConfig {
+        dir: proofs.clone(),
+        trusted: vec![signing.key.verifying_key()],
+    };
+    let metrics = Arc::new(Metrics::default());
     let on_finalized: Option<Arc<dyn OnFinalized>> = Some(Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
         executor,
+        metrics: Some(metrics.clone()),
     }));
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
@@ -177,7 +185,6 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 path.display()
             );
         }
-        let metrics = Arc::new(Metrics::default());
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http = match &a.http {
             Some(addr) => {
@@ -192,6 +199,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                     metrics: metrics.clone(),
                     classes,
                     execlog_dir: a.execlog_dir.clone(),
+                    proofs: Some(web_proofs),
                 };
                 Some(tokio::spawn(proof_web::serve_http_for(
                     l,

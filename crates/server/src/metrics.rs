@@ -36,6 +36,12 @@ pub struct Metrics {
     pub denials: Mutex<BTreeMap<&'static str, u64>>,
     /// Invocations deleted because their stream was denied after events were stored.
     pub denied_invocations_deleted: AtomicU64,
+    /// Proof artifacts signed whose verification (`proof verify`'s, with the
+    /// server's own key and the default policy) passed / failed.
+    pub proofs_signed_pass: AtomicU64,
+    pub proofs_signed_fail: AtomicU64,
+    /// Failed checks of the signed proofs, by check name.
+    pub proof_check_failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -55,6 +61,34 @@ impl Metrics {
             .expect("denials lock")
             .entry(reason)
             .or_default() += 1;
+    }
+
+    /// Counts one signed proof: its verdict and each check that failed.
+    pub fn proof_signed<'a>(&self, passed: bool, failed_checks: impl IntoIterator<Item = &'a str>) {
+        Self::add(
+            if passed {
+                &self.proofs_signed_pass
+            } else {
+                &self.proofs_signed_fail
+            },
+            1,
+        );
+        let mut m = self
+            .proof_check_failures
+            .lock()
+            .expect("proof check failures lock");
+        for name in failed_checks {
+            *m.entry(name.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Failed checks of the signed proofs so far, by check name, sorted.
+    pub fn proof_check_failures(&self) -> Vec<(String, u64)> {
+        let m = self
+            .proof_check_failures
+            .lock()
+            .expect("proof check failures lock");
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Denials so far, by reason, sorted by reason.

@@ -13,6 +13,7 @@ use proof_ingest::Finalized;
 use proof_store::{RecordKind, Store, StoreError};
 
 use crate::bes::OnFinalized;
+use crate::Metrics;
 
 /// Asks the executor about every finalized invocation.
 pub struct LedgerConfig {
@@ -31,6 +32,9 @@ pub struct ProofWriter {
     pub dir: PathBuf,
     /// `Some`: every proof carries the executor's ledger (`proof serve --executor`).
     pub executor: Option<LedgerConfig>,
+    /// `Some`: every signed proof is verified as `proof verify` does (the
+    /// server's own key, the default policy) and its verdict counted here.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ProofWriter {
@@ -43,6 +47,28 @@ impl ProofWriter {
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }))
+    }
+
+    /// Verifies the artifact just written, as `proof verify --key <the
+    /// server's public key>` does, and counts its verdict and failed checks.
+    fn count_verdict(&self, metrics: &Metrics, id: &str, path: &std::path::Path) {
+        let trusted = [self.key.verifying_key()];
+        match proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default()) {
+            Ok(report) => {
+                let failed: Vec<&str> = report
+                    .checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                tracing::info!(invocation = %id, pass = report.ok, failed = ?failed, "proof verdict");
+                metrics.proof_signed(report.ok, failed);
+            }
+            Err(e) => {
+                tracing::error!(invocation = %id, error = %e, "the proof just written cannot be verified");
+                metrics.proof_signed(false, ["unreadable"]);
+            }
+        }
     }
 
     /// The executor's ledger for the invocation (never fails: an
@@ -108,14 +134,19 @@ impl OnFinalized for ProofWriter {
             ..Default::default()
         };
         match proof_artifact::record_with(events, &inputs, &self.key, &self.dir) {
-            Ok(out) => tracing::info!(
-                invocation = %f.invocation_id,
-                path = %out.path.display(),
-                remote_executions = ?out.evidence.processes.remote_executions,
-                attested_executions = ?out.evidence.attestation.as_ref().map(|a| a.executed),
-                tenant = ?origin.tenant,
-                "proof artifact written"
-            ),
+            Ok(out) => {
+                tracing::info!(
+                    invocation = %f.invocation_id,
+                    path = %out.path.display(),
+                    remote_executions = ?out.evidence.processes.remote_executions,
+                    attested_executions = ?out.evidence.attestation.as_ref().map(|a| a.executed),
+                    tenant = ?origin.tenant,
+                    "proof artifact written"
+                );
+                if let Some(m) = &self.metrics {
+                    self.count_verdict(m, &f.invocation_id, &out.path);
+                }
+            }
             Err(e) => {
                 tracing::error!(invocation = %f.invocation_id, error = %e, "writing the proof artifact failed")
             }

@@ -3,12 +3,15 @@
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use proof_kpi::fleet::{Fleet, FleetBuilder, FleetEntry};
+use std::collections::BTreeMap;
+
+use proof_kpi::fleet::{Fleet, FleetBuilder, FleetEntry, NO_TENANT};
 use proof_store::{InvocationRecord, ListFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{blocking, Inner, State, WebError};
+use crate::verdict::{ProofState, Verdict};
+use crate::{blocking, Inner, State, WebError, FLEET_MAX_LIMIT};
 
 /// Default and largest page size.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
@@ -51,8 +54,9 @@ impl ListQuery {
     }
 }
 
-/// The list/detail row of one invocation.
-pub(crate) fn row(rec: &InvocationRecord) -> Value {
+/// The list/detail row of one invocation, with its proof state (`checks`
+/// only when `with_checks`).
+pub(crate) fn row(rec: &InvocationRecord, verdict: &Verdict, with_checks: bool) -> Value {
     let s = rec.summary.as_ref();
     let get = |k: &str| s.and_then(|s| s.get(k)).cloned().unwrap_or(Value::Null);
     json!({
@@ -72,6 +76,7 @@ pub(crate) fn row(rec: &InvocationRecord) -> Value {
         "exit_code": get("exit_code"),
         "started_at": get("started_at"),
         "finished_at": get("finished_at"),
+        "proof": verdict.json(&rec.meta.invocation_id, with_checks),
         "links": {
             "self": format!("/api/v1/invocations/{}", rec.meta.invocation_id),
             "page": format!("/invocations/{}", rec.meta.invocation_id),
@@ -88,7 +93,7 @@ pub(crate) async fn list(
         let recs = s.list(&filter)?;
         let next = (recs.len() == filter.limit).then(|| filter.offset + recs.len());
         Ok(json!({
-            "invocations": recs.iter().map(row).collect::<Vec<_>>(),
+            "invocations": recs.iter().map(|r| row(r, &s.verdict(r), false)).collect::<Vec<_>>(),
             "offset": filter.offset,
             "limit": filter.limit,
             "next_offset": next,
@@ -104,7 +109,7 @@ pub(crate) async fn one(
 ) -> Result<Response, WebError> {
     let v = blocking(&state, move |s| {
         let rec = s.get(&id)?;
-        let mut v = row(&rec);
+        let mut v = row(&rec, &s.verdict(&rec), true);
         v["lifecycle"] = serde_json::to_value(&rec.lifecycle).unwrap_or(Value::Null);
         v["state"] = serde_json::to_value(&rec.state).unwrap_or(Value::Null);
         for (k, p) in [
@@ -165,21 +170,77 @@ pub(crate) async fn diagnosis(
     .await
 }
 
-/// Policy checks of the default rbe-proof policy on the evidence.
-pub(crate) fn proof_json(a: &proof_kpi::Analysis) -> Value {
+/// The client's view: the default policy's checks on what the stream
+/// claims. Not a verdict: only the signed proof decides (see `verdict`).
+pub(crate) fn client_claims_json(a: &proof_kpi::Analysis) -> Value {
     let checks = proof_artifact::Policy::default().evaluate(&a.evidence);
     json!({
-        "proven_remote": checks.iter().all(|c| c.ok),
+        "note": "what the stream claims under the default policy, checked by no one; the signed proof's verdict is the proof state",
+        "claims_pass": checks.iter().all(|c| c.ok),
         "complete": a.evidence.complete,
         "checks": checks,
     })
 }
 
+/// The proof state from the signed artifact, with every check, and the
+/// client's claims beside it (null when the stream cannot be analyzed).
 pub(crate) async fn proof(
     AxState(state): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    analysis_part(state, id, proof_json).await
+    let v = blocking(&state, move |s| {
+        let rec = s.get(&id)?;
+        let mut v = s.verdict(&rec).json(&id, true);
+        v["client_claims"] = match s.analysis(&rec) {
+            Ok(a) => client_claims_json(&a),
+            Err(WebError::Unanalyzable { .. }) => Value::Null,
+            Err(e) => return Err(e),
+        };
+        Ok(v)
+    })
+    .await?;
+    Ok(json_response(&v))
+}
+
+/// The signed proof artifact itself (`<id>.proof.tar`).
+pub(crate) async fn artifact(
+    AxState(state): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let (path, name) = blocking(&state, move |s| {
+        let rec = s.get(&id)?;
+        let Some(cfg) = &s.cfg.proofs else {
+            return Err(WebError::NoArtifact(format!(
+                "this server reads no proofs directory, so it has no proof of invocation {id}"
+            )));
+        };
+        let name = format!("{id}.proof.tar");
+        let path = cfg.dir.join(&name);
+        if !path.is_file() {
+            let v = s.verdict(&rec);
+            return Err(WebError::NoArtifact(format!(
+                "invocation {id} has no signed proof: its proof state is \"{}\" ({})",
+                v.state.as_str(),
+                v.reason
+            )));
+        }
+        Ok((path, name))
+    })
+    .await?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| WebError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,12 +249,58 @@ pub(crate) struct FleetQuery {
     pub limit: Option<usize>,
 }
 
+/// Invocations by proof state (from the signed proofs), overall and per
+/// tenant (the fleet's tenant of each invocation).
+#[derive(Debug, Default)]
+pub(crate) struct ProofTally {
+    pub overall: BTreeMap<ProofState, u64>,
+    pub by_tenant: BTreeMap<String, BTreeMap<ProofState, u64>>,
+}
+
+impl ProofTally {
+    fn push(&mut self, tenant: String, state: ProofState) {
+        *self.overall.entry(state).or_default() += 1;
+        *self
+            .by_tenant
+            .entry(tenant)
+            .or_default()
+            .entry(state)
+            .or_default() += 1;
+    }
+
+    pub fn count(m: Option<&BTreeMap<ProofState, u64>>, state: ProofState) -> u64 {
+        m.and_then(|m| m.get(&state)).copied().unwrap_or(0)
+    }
+
+    pub fn json(&self) -> Value {
+        let obj = |m: Option<&BTreeMap<ProofState, u64>>| {
+            let mut o = serde_json::Map::new();
+            for st in ProofState::ALL {
+                o.insert(st.as_str().to_string(), json!(Self::count(m, st)));
+            }
+            Value::Object(o)
+        };
+        let mut by_tenant = serde_json::Map::new();
+        for (t, m) in &self.by_tenant {
+            by_tenant.insert(t.clone(), obj(Some(m)));
+        }
+        json!({ "overall": obj(Some(&self.overall)), "by_tenant": by_tenant })
+    }
+}
+
+/// A fleet view: the KPI aggregates, the unanalyzable invocations, the proof states.
+pub(crate) struct FleetView {
+    pub fleet: Fleet,
+    pub skipped: Vec<Value>,
+    pub proofs: ProofTally,
+}
+
 /// Fleet view over the newest `limit` invocations (optionally one tenant).
-pub(crate) fn fleet_of(s: &Inner, q: &FleetQuery) -> Result<(Fleet, Vec<Value>), WebError> {
+pub(crate) fn fleet_of(s: &Inner, q: &FleetQuery) -> Result<FleetView, WebError> {
     let limit = q.limit.unwrap_or(FLEET_DEFAULT);
-    if limit == 0 || limit > MAX_LIMIT {
+    if limit == 0 || limit > FLEET_MAX_LIMIT {
         return Err(WebError::BadRequest(format!(
-            "limit={limit} is out of range; use 1..={MAX_LIMIT}"
+            "limit={limit} is out of range for a fleet view; use 1..={FLEET_MAX_LIMIT}"
         )));
     }
     let recs = s.list(&ListFilter {
@@ -203,22 +310,36 @@ pub(crate) fn fleet_of(s: &Inner, q: &FleetQuery) -> Result<(Fleet, Vec<Value>),
     })?;
     let mut b = FleetBuilder::new(s.cfg.classes.clone());
     let mut skipped = Vec::new();
+    let mut proofs = ProofTally::default();
     for rec in &recs {
+        let state = s.verdict(rec).state;
         match s.analysis(rec) {
-            Ok(a) => b.push(FleetEntry {
-                tenant: rec.meta.tenant.as_deref(),
-                kpis: &a.kpis,
-                evidence: &a.evidence,
-                cause: Some(a.diagnosis.dominant_cause),
-            }),
-            Err(e @ WebError::Unanalyzable { .. }) => skipped.push(json!({
-                "invocation_id": rec.meta.invocation_id,
-                "reason": e.to_string(),
-            })),
+            Ok(a) => {
+                let entry = FleetEntry {
+                    tenant: rec.meta.tenant.as_deref(),
+                    kpis: &a.kpis,
+                    evidence: &a.evidence,
+                    cause: Some(a.diagnosis.dominant_cause),
+                };
+                proofs.push(FleetBuilder::tenant_of(&entry), state);
+                b.push(entry);
+            }
+            Err(e @ WebError::Unanalyzable { .. }) => {
+                let tenant = rec.meta.tenant.as_deref().filter(|t| !t.is_empty());
+                proofs.push(tenant.unwrap_or(NO_TENANT).to_string(), state);
+                skipped.push(json!({
+                    "invocation_id": rec.meta.invocation_id,
+                    "reason": e.to_string(),
+                }));
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok((b.finish(), skipped))
+    Ok(FleetView {
+        fleet: b.finish(),
+        skipped,
+        proofs,
+    })
 }
 
 pub(crate) async fn fleet(
@@ -226,9 +347,11 @@ pub(crate) async fn fleet(
     Query(q): Query<FleetQuery>,
 ) -> Result<Response, WebError> {
     let v = blocking(&state, move |s| {
-        let (fleet, skipped) = fleet_of(s, &q)?;
-        let mut v = serde_json::to_value(&fleet).map_err(|e| WebError::Internal(e.to_string()))?;
-        v["skipped"] = json!(skipped);
+        let view = fleet_of(s, &q)?;
+        let mut v =
+            serde_json::to_value(&view.fleet).map_err(|e| WebError::Internal(e.to_string()))?;
+        v["skipped"] = json!(view.skipped);
+        v["proofs"] = view.proofs.json();
         Ok(v)
     })
     .await?;

@@ -9,7 +9,8 @@ use proof_kpi::{Analysis, Kpis};
 use proof_store::InvocationRecord;
 use serde_json::Value;
 
-use crate::api::{proof_json, FleetQuery, ListQuery};
+use crate::api::{client_claims_json, FleetQuery, ListQuery, ProofTally};
+use crate::verdict::{ProofState, Verdict};
 use crate::{blocking, State, WebError};
 
 /// HTML-escapes text and attribute values.
@@ -71,7 +72,8 @@ td,th{border:1px solid #e2e8f0;padding:4px 8px;text-align:left;vertical-align:to
 code{font:12px ui-monospace,monospace}.ok{color:#276749;font-weight:600}.bad{color:#c53030;font-weight:600}\
 .box{background:#fff;border:1px solid #e2e8f0;border-radius:6px;padding:10px 14px;margin:12px 0}\
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}\
-.g{background:#2f855a}.r{background:#c53030}.y{background:#b7791f}.muted{color:#718096}\
+.g{background:#2f855a}.r{background:#c53030}.y{background:#b7791f}.n{background:#4a5568}.muted{color:#718096}\
+.claims{border-style:dashed;background:#fdfdfe}\
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:12px}.legend span{margin-right:12px}\
 .sw{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}";
 
@@ -119,36 +121,50 @@ fn status_cell(rec: &InvocationRecord) -> String {
     format!("<span class=\"badge {cls}\">{}</span>", esc(&text))
 }
 
-/// The proof status of one listed invocation: what its evidence proves under the
-/// default policy, with the number of remote executions it shows. Only for
-/// finalized invocations (their analysis is cached); a live stream is "pending".
+/// The badge of a proof state (`data-proof` holds the state's API name).
+fn proof_badge(st: ProofState) -> String {
+    let (cls, text) = match st {
+        ProofState::Proven => ("g", "PROVEN REMOTE"),
+        ProofState::NotProven => ("r", "NOT PROVEN"),
+        ProofState::Pending => ("y", "PENDING"),
+        ProofState::NoProof => ("n", "NO PROOF"),
+    };
+    format!(
+        "<span class=\"badge {cls}\" data-proof=\"{}\">{text}</span>",
+        esc(st.as_str())
+    )
+}
+
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The proof status of one listed invocation, from its signed proof: the
+/// state, and what the signed evidence counts (the executor's own count when
+/// the proof carries its ledger) or which checks failed, or why there is
+/// no verdict yet.
 fn proof_cell(s: &crate::Inner, rec: &InvocationRecord) -> String {
-    if !rec.state.finalized {
-        return "<span class=\"badge y\">pending</span>".to_string();
-    }
-    match s.analysis(rec) {
-        Ok(a) => {
-            let proven = proof_json(&a)["proven_remote"].as_bool().unwrap_or(false);
-            let remote = a.evidence.processes.remote_executions.map_or_else(
-                || "remote executions unknown".to_string(),
-                |n| format!("{n} remote execution{}", if n == 1 { "" } else { "s" }),
-            );
-            format!(
-                "<span class=\"badge {}\">{}</span> <span class=\"muted\">{}</span>",
-                if proven { "g" } else { "r" },
-                if proven {
-                    "PROVEN REMOTE"
-                } else {
-                    "NOT PROVEN"
-                },
-                esc(&remote)
-            )
+    let v = s.verdict(rec);
+    let mut notes = Vec::new();
+    if let Some(a) = &v.artifact {
+        if let Some(n) = a.attested_executions {
+            notes.push(format!("the executor attests {n}"));
         }
-        Err(e) => format!(
-            "<span class=\"badge r\">NOT PROVEN</span> <span class=\"muted\">{}</span>",
-            esc(&e.to_string())
-        ),
+        notes.push(a.remote_executions.map_or_else(
+            || "remote executions unknown".to_string(),
+            |n| format!("{} claimed", plural(n, "remote execution")),
+        ));
     }
+    match v.state {
+        ProofState::Proven => {}
+        ProofState::NotProven => notes.push(format!("failed: {}", v.failed().join(", "))),
+        ProofState::Pending | ProofState::NoProof => notes.push(v.reason.clone()),
+    }
+    format!(
+        "{} <span class=\"muted\">{}</span>",
+        proof_badge(v.state),
+        esc(&notes.join("; "))
+    )
 }
 
 pub(crate) async fn list_page(
@@ -411,13 +427,50 @@ fn kpi_table(k: &Kpis) -> String {
     s
 }
 
-fn invocation_body(rec: &InvocationRecord, a: &Analysis) -> String {
+/// The "Proof status" box: the signed proof's verdict, every check, its
+/// sha256 and a download link.
+fn proof_box(id: &str, v: &Verdict) -> String {
+    let mut b = format!(
+        "<div class=\"box\" id=\"proof\"><h2>Proof status: {}</h2><p class=\"reason\">{}</p>",
+        proof_badge(v.state),
+        esc(&v.reason)
+    );
+    if let Some(a) = &v.artifact {
+        let _ = write!(
+            b,
+            "<p>Signed proof <a id=\"artifact\" href=\"/api/v1/invocations/{}/artifact\" download=\"{}.proof.tar\">{}.proof.tar</a> \
+&middot; sha256 <code class=\"sha256\">{}</code></p>",
+            url_enc(id),
+            esc(id),
+            esc(id),
+            esc(&a.sha256)
+        );
+    }
+    if !v.checks.is_empty() {
+        b.push_str("<table id=\"signed-checks\">");
+        for c in &v.checks {
+            let _ = write!(
+                b,
+                "<tr><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                if c.ok { "ok" } else { "bad" },
+                if c.ok { "pass" } else { "fail" },
+                esc(&c.name),
+                esc(&c.detail)
+            );
+        }
+        b.push_str("</table><p class=\"muted\">The checks of <code>proof verify</code> with this server's public key, \
+and that the proof is this stored invocation's (<code>matches_store</code>).</p>");
+    }
+    b.push_str("</div>");
+    b
+}
+
+fn invocation_body(rec: &InvocationRecord, a: &Analysis, verdict: &Verdict) -> String {
     let ev = &a.evidence;
     let k = &a.kpis;
     let d = &a.diagnosis;
     let id = &rec.meta.invocation_id;
-    let proof = proof_json(a);
-    let proven = proof["proven_remote"].as_bool().unwrap_or(false);
+    let claims = client_claims_json(a);
     let mut b = String::new();
     let _ = write!(
         b,
@@ -431,19 +484,19 @@ fn invocation_body(rec: &InvocationRecord, a: &Analysis) -> String {
         esc(&utc(rec.meta.created_at_ms)),
         url_enc(id)
     );
-    let _ = write!(
-        b,
-        "<div class=\"box\" id=\"proof\"><h2>Proof status: <span class=\"badge {}\">{}</span></h2><table>",
-        if proven { "g" } else { "r" },
-        if proven { "PROVEN REMOTE" } else { "NOT PROVEN" }
+    b.push_str(&proof_box(id, verdict));
+    b.push_str(
+        "<div class=\"box claims\" id=\"claims\"><h2>Client's view: what the stream claims</h2>\
+<p class=\"muted\">The default policy's checks on the client's own account of the build, checked by no one. \
+They decide nothing: the proof status above does.</p><table>",
     );
-    for c in proof["checks"].as_array().into_iter().flatten() {
+    for c in claims["checks"].as_array().into_iter().flatten() {
         let ok = c["ok"].as_bool().unwrap_or(false);
         let _ = write!(
             b,
             "<tr><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
             if ok { "ok" } else { "bad" },
-            if ok { "pass" } else { "fail" },
+            if ok { "claims pass" } else { "claims fail" },
             esc(c["name"].as_str().unwrap_or("")),
             esc(c["detail"].as_str().unwrap_or(""))
         );
@@ -456,7 +509,7 @@ fn invocation_body(rec: &InvocationRecord, a: &Analysis) -> String {
 
     let _ = write!(
         b,
-        "<div class=\"box\" id=\"diagnosis\"><h2>Diagnosis: <code class=\"cause\">{}</code></h2><p>{}</p>",
+        "<div class=\"box claims\" id=\"diagnosis\"><h2>Diagnosis (client's view): <code class=\"cause\">{}</code></h2><p>{}</p>",
         esc(d.dominant_cause.as_str()),
         esc(&d.summary)
     );
@@ -492,13 +545,15 @@ fn invocation_body(rec: &InvocationRecord, a: &Analysis) -> String {
 
     let _ = write!(
         b,
-        "<div class=\"grid\"><div class=\"box\"><h2>KPIs</h2>{}</div><div class=\"box\"><h2>Charts</h2>{}{}</div></div>",
+        "<div class=\"grid\"><div class=\"box claims\"><h2>KPIs (client's view)</h2>{}</div><div class=\"box claims\"><h2>Charts (client's view)</h2>{}{}</div></div>",
         kpi_table(k),
         process_chart(k),
         time_chart(k)
     );
 
-    b.push_str("<div class=\"box\" id=\"evidence\"><h2>Evidence</h2><table>");
+    b.push_str(
+        "<div class=\"box claims\" id=\"evidence\"><h2>Evidence (client's view)</h2><table>",
+    );
     let ex = &ev.executor;
     let rows: Vec<(&str, String)> = vec![
         ("Remote executor", opt(ex.remote_executor.as_deref())),
@@ -583,13 +638,18 @@ pub(crate) async fn invocation_page(
 ) -> Result<Response, WebError> {
     let out = blocking(&state, move |s| {
         let rec = s.get(&id)?;
+        let verdict = s.verdict(&rec);
         match s.analysis(&rec) {
-            Ok(a) => Ok(page(&format!("rbe-proof: {id}"), &invocation_body(&rec, &a))),
+            Ok(a) => Ok(page(
+                &format!("rbe-proof: {id}"),
+                &invocation_body(&rec, &a, &verdict),
+            )),
             Err(WebError::Unanalyzable { message, .. }) => Ok(page(
                 &format!("rbe-proof: {id}"),
                 &format!(
-                    "<h1>Invocation <code>{}</code></h1><p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
+                    "<h1>Invocation <code>{}</code></h1>{}<p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
                     esc(&id),
+                    proof_box(&id, &verdict),
                     esc(&message),
                     rec.state.event_count
                 ),
@@ -620,20 +680,31 @@ pub(crate) async fn fleet_page(
     AxState(state): AxState<State>,
     Query(q): Query<FleetQuery>,
 ) -> Result<Response, WebError> {
-    let (fleet, skipped) = blocking(&state, move |s| crate::api::fleet_of(s, &q)).await?;
+    let view = blocking(&state, move |s| crate::api::fleet_of(s, &q)).await?;
+    let (fleet, skipped, proofs) = (&view.fleet, &view.skipped, &view.proofs);
+    let n = |m, st| ProofTally::count(m, st);
     let mut b = format!(
-        "<h1>Fleet</h1><p>{} invocations ({} could not be analyzed). <a href=\"/api/v1/fleet\">JSON</a></p>\
-<table id=\"tenants\"><tr><th>Tenant</th><th>Invocations</th><th>Remote hit rate</th><th>Disk hit rate</th>\
+        "<h1>Fleet</h1><p>{} invocations ({} could not be analyzed); by their signed proofs: \
+<span id=\"fleet-proven\">{} proven</span>, {} not proven, {} pending, {} without a proof. \
+<a href=\"/api/v1/fleet\">JSON</a></p>\
+<table id=\"tenants\"><tr><th>Tenant</th><th>Invocations</th><th>Proven (signed)</th><th>Not proven</th>\
+<th>Remote hit rate</th><th>Disk hit rate</th>\
 <th>Remote share</th><th>TTFCH p50 / p90</th><th>Executor share</th></tr>",
         fleet.invocations,
-        skipped.len()
+        skipped.len(),
+        n(Some(&proofs.overall), ProofState::Proven),
+        n(Some(&proofs.overall), ProofState::NotProven),
+        n(Some(&proofs.overall), ProofState::Pending),
+        n(Some(&proofs.overall), ProofState::NoProof),
     );
     for (t, g) in &fleet.by_tenant {
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
             esc(t),
             g.invocations,
+            n(proofs.by_tenant.get(t), ProofState::Proven),
+            n(proofs.by_tenant.get(t), ProofState::NotProven),
             pct(g.remote_hit_rate),
             pct(g.disk_hit_rate),
             pct(g.remote_share),

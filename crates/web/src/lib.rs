@@ -6,11 +6,18 @@
 //! - server-rendered HTML: `/invocations` and `/invocations/<id>` (what
 //!   Bazel's `--bes_results_url` points at). No JavaScript.
 //!
+//! Whether a build is proven comes only from its signed proof artifact,
+//! verified as `proof verify` does ([`verdict`]); KPIs and the diagnosis are
+//! the client's view, derived from what the stream claims.
+//!
 //! It shares the gRPC server's `Arc<dyn Store>` and `Arc<Metrics>`. Store
 //! work runs on the blocking pool. Analyses are cached by journal version
 //! (a journal only grows); a live invocation that grew is re-derived at most
 //! every 10 s, so a fleet view or `/metrics` costs at most one analysis per
-//! live invocation per 10 s, not one per request.
+//! live invocation per 10 s, not one per request. The cache is an LRU of
+//! [`CACHE_CAP`] entries keyed by invocation id, tenant and creation time;
+//! a fleet view covers at most [`FLEET_MAX_LIMIT`] invocations, so one never
+//! evicts its own analyses.
 //! Endpoints are documented in `docs/kpis.md`.
 //!
 //! With a tenants file ([`router_for`]), every route but `/healthz` needs
@@ -21,8 +28,8 @@
 mod api;
 mod html;
 mod prom;
+pub mod verdict;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,9 +44,13 @@ use proof_kpi::Analysis;
 use proof_server::Metrics;
 use proof_store::{InvocationRecord, ListFilter, RecordKind, Store};
 use thiserror::Error;
+pub use verdict::{ProofState, ProofsConfig};
 
 /// Largest number of cached analyses.
-const CACHE_CAP: usize = 512;
+pub const CACHE_CAP: usize = 512;
+/// Most invocations one fleet view (or `/metrics` window) covers: half the
+/// analysis cache, so a fleet view is served from the cache the second time.
+pub const FLEET_MAX_LIMIT: usize = CACHE_CAP / 2;
 /// A live (unfinished) invocation that received events since its analysis
 /// is re-analyzed at most this often; in between its cached analysis is
 /// served (fleet views and `/metrics` lag a live build by at most this).
@@ -55,6 +66,9 @@ pub struct WebConfig {
     /// Directory of execution logs named `<invocation id>.execlog` (binary
     /// or compact); when one exists it is read with the stored events.
     pub execlog_dir: Option<PathBuf>,
+    /// The signed proofs and the key they must verify with; `None`: no
+    /// invocation is shown as proven (every proof state is "no proof").
+    pub proofs: Option<ProofsConfig>,
 }
 
 tokio::task_local! {
@@ -76,6 +90,9 @@ pub struct WebMetrics {
     pub store_read_micros: AtomicU64,
     pub analyses: AtomicU64,
     pub analysis_cache_hits: AtomicU64,
+    /// Proof artifacts verified, and verdicts served from the cache.
+    pub verifications: AtomicU64,
+    pub verdict_cache_hits: AtomicU64,
 }
 
 /// What an analysis was derived from: (journal last_seq, exec-log size).
@@ -84,15 +101,21 @@ type Version = (u64, Option<u64>);
 /// A cached analysis: its version, when it was derived, the analysis.
 type Cached = (Version, Instant, Arc<Analysis>);
 
+/// What an analysis is cached under: invocation id, tenant, creation time
+/// (an id deleted and stored again, e.g. by another tenant, is another key).
+type CacheKey = (String, Option<String>, i64);
+
 pub(crate) struct Inner {
     pub cfg: WebConfig,
     /// When set, requests must name a tenant with a bearer token.
     tenants: Option<Arc<proof_tenancy::Tenants>>,
     pub web: WebMetrics,
-    /// invocation id → (version, when derived, analysis); version =
-    /// (last_seq, exec-log size). A journal only grows, so an analysis of
-    /// the same version is the same analysis, finalized or not.
-    cache: Mutex<HashMap<String, Cached>>,
+    /// (invocation id, tenant, created) → (version, when derived,
+    /// analysis); version = (last_seq, exec-log size). A journal only grows,
+    /// so an analysis of the same version is the same analysis, finalized or
+    /// not. Least recently used first out.
+    cache: Mutex<hashlink::LruCache<CacheKey, Cached>>,
+    verdicts: verdict::VerdictCache,
 }
 
 pub(crate) type State = Arc<Inner>;
@@ -106,6 +129,8 @@ pub enum WebError {
     Unanalyzable { id: String, message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("{0}; GET /api/v1/invocations/ID/proof says why")]
+    NoArtifact(String),
     #[error("the store failed: {0}")]
     Store(#[from] proof_store::StoreError),
     #[error("internal error: {0}")]
@@ -115,7 +140,7 @@ pub enum WebError {
 impl WebError {
     fn status(&self) -> StatusCode {
         match self {
-            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::NotFound(_) | WebError::NoArtifact(_) => StatusCode::NOT_FOUND,
             WebError::Unanalyzable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Store(_) | WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,6 +161,20 @@ impl IntoResponse for WebError {
 }
 
 impl Inner {
+    fn new(
+        cfg: WebConfig,
+        tenants: Option<Arc<proof_tenancy::Tenants>>,
+        cache_cap: usize,
+    ) -> Inner {
+        Inner {
+            cfg,
+            tenants,
+            web: WebMetrics::default(),
+            cache: Mutex::new(hashlink::LruCache::new(cache_cap)),
+            verdicts: verdict::VerdictCache::new(verdict::VERDICT_CACHE_CAP),
+        }
+    }
+
     fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let out = f();
@@ -195,7 +234,8 @@ impl Inner {
                 .and_then(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len()),
         );
-        if let Some((v, at, a)) = self.cache.lock().map_err(poisoned)?.get(id) {
+        let key: CacheKey = (id.clone(), rec.meta.tenant.clone(), rec.meta.created_at_ms);
+        if let Some((v, at, a)) = self.cache.lock().map_err(poisoned)?.get(&key) {
             let fresh_enough = !rec.state.finalized && at.elapsed() < LIVE_REFRESH;
             if *v == version || fresh_enough {
                 self.web.analysis_cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -223,11 +263,10 @@ impl Inner {
         }
         let a = Arc::new(analyzer.finish().map_err(|e| unanalyzable(e.to_string()))?);
         self.web.analyses.fetch_add(1, Ordering::Relaxed);
-        let mut c = self.cache.lock().map_err(poisoned)?;
-        if c.len() >= CACHE_CAP && !c.contains_key(id) {
-            c.clear();
-        }
-        c.insert(id.clone(), (version, Instant::now(), a.clone()));
+        self.cache
+            .lock()
+            .map_err(poisoned)?
+            .insert(key, (version, Instant::now(), a.clone()));
         Ok(a)
     }
 }
@@ -317,12 +356,7 @@ async fn tenant_layer(
 /// The HTTP routes; with `tenants`, every route but `/healthz` requires
 /// `Authorization: Bearer TOKEN` and shows only that tenant's invocations.
 pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) -> Router {
-    let state: State = Arc::new(Inner {
-        cfg,
-        tenants,
-        web: WebMetrics::default(),
-        cache: Mutex::new(HashMap::new()),
-    });
+    let state: State = Arc::new(Inner::new(cfg, tenants, CACHE_CAP));
     Router::new()
         .route("/", get(html::root))
         .route("/invocations", get(html::list_page))
@@ -334,6 +368,7 @@ pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) 
         .route("/api/v1/invocations/{id}", get(api::one))
         .route("/api/v1/invocations/{id}/evidence", get(api::evidence))
         .route("/api/v1/invocations/{id}/proof", get(api::proof))
+        .route("/api/v1/invocations/{id}/artifact", get(api::artifact))
         .route("/api/v1/invocations/{id}/kpis", get(api::kpis))
         .route("/api/v1/invocations/{id}/diagnosis", get(api::diagnosis))
         .route("/api/v1/fleet", get(api::fleet))
@@ -363,4 +398,78 @@ pub async fn serve_http_for(
     axum::serve(listener, router_for(cfg, tenants))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_store(dir: &std::path::Path) -> (Arc<dyn Store>, Vec<String>) {
+        let store: Arc<dyn Store> = Arc::new(proof_store::FsStore::open(dir).unwrap());
+        let mut ids = Vec::new();
+        for (i, scenario) in ["remote-build", "remote-test", "local-only"]
+            .into_iter()
+            .enumerate()
+        {
+            let bep = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/bazel-4.2.3")
+                .join(scenario)
+                .join("bep.bin");
+            let events: Vec<Vec<u8>> = proof_stream::delimited::DelimitedReader::new(
+                std::io::BufReader::new(std::fs::File::open(bep).unwrap()),
+            )
+            .collect::<Result<_, _>>()
+            .unwrap();
+            let id = format!("inv-{i}");
+            store
+                .open_invocation(&proof_store::InvocationMeta {
+                    invocation_id: id.clone(),
+                    build_id: None,
+                    source: proof_store::InvocationSource::File,
+                    tenant: None,
+                    instance: None,
+                    created_at_ms: i as i64,
+                })
+                .unwrap();
+            let flags = proof_store::AppendFlags {
+                saw_build_finished: true,
+                saw_last_message: true,
+                saw_stream_finished: false,
+            };
+            store
+                .append(&id, &proof_store::JournalRecord::bep_events(events), flags)
+                .unwrap();
+            proof_ingest::finalize(&*store, &id).unwrap();
+            ids.push(id);
+        }
+        (store, ids)
+    }
+
+    /// A full cache drops its least recently used analysis, not all of them.
+    #[test]
+    fn a_full_analysis_cache_evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids) = fixture_store(dir.path());
+        let cfg = WebConfig {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::default()),
+            classes: TargetClassMap::default(),
+            execlog_dir: None,
+            proofs: None,
+        };
+        let inner = Inner::new(cfg, None, 2);
+        let analyze = |id: &str| {
+            let rec = store.get(id).unwrap().unwrap();
+            let before = inner.web.analyses.load(Ordering::Relaxed);
+            inner.analysis(&rec).unwrap();
+            inner.web.analyses.load(Ordering::Relaxed) > before
+        };
+        let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+        assert!(analyze(a) && analyze(b));
+        assert!(!analyze(a), "a is cached, and now the most recently used");
+        assert!(analyze(c), "c is new: the cache is full, b goes");
+        assert!(!analyze(a), "a survived the eviction");
+        assert!(!analyze(c));
+        assert!(analyze(b), "b was evicted");
+    }
 }

@@ -131,18 +131,46 @@ pub(crate) fn render_server(out: &mut String, m: &Metrics) {
         "Invocations deleted because their stream was refused after events were stored.",
         &m.denied_invocations_deleted,
     );
+    o.head(
+        "proof_proofs_signed_total",
+        "counter",
+        "Proof artifacts signed by this server, by the verdict of proof verify (its own key, the default policy).",
+    );
+    for (verdict, c) in [
+        ("pass", &m.proofs_signed_pass),
+        ("fail", &m.proofs_signed_fail),
+    ] {
+        o.sample(
+            "proof_proofs_signed_total",
+            &[("verdict", verdict)],
+            c.load(Ordering::Relaxed) as f64,
+        );
+    }
+    o.head(
+        "proof_proof_check_failures_total",
+        "counter",
+        "Failed checks of the proofs this server signed, by check (e.g. executor_attested: a forged or unattested build).",
+    );
+    for (check, n) in m.proof_check_failures() {
+        o.sample(
+            "proof_proof_check_failures_total",
+            &[("check", &check)],
+            n as f64,
+        );
+    }
     *out = o.0;
 }
 
 pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, WebError> {
     let body = blocking(&state, |s| {
-        let (fleet, skipped) = crate::api::fleet_of(
+        let view = crate::api::fleet_of(
             s,
             &FleetQuery {
                 tenant: None,
                 limit: Some(KPI_WINDOW),
             },
         )?;
+        let (fleet, skipped) = (&view.fleet, &view.skipped);
         let mut text = String::new();
         render_server(&mut text, &s.cfg.metrics);
         let w = &s.web;
@@ -182,6 +210,30 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
             "Analyses served from the cache.",
             &w.analysis_cache_hits,
         );
+        o.counter(
+            "proof_proof_verifications_total",
+            "Signed proof artifacts verified by the HTTP server (cached by sha256).",
+            &w.verifications,
+        );
+        o.counter(
+            "proof_proof_verdict_cache_hits_total",
+            "Proof verdicts served from the cache.",
+            &w.verdict_cache_hits,
+        );
+        o.head(
+            "proof_kpi_proof_invocations",
+            "gauge",
+            "Invocations of the window by tenant and proof state (from the signed proofs).",
+        );
+        for (tenant, m) in &view.proofs.by_tenant {
+            for st in crate::ProofState::ALL {
+                o.sample(
+                    "proof_kpi_proof_invocations",
+                    &[("tenant", tenant), ("state", st.as_str())],
+                    crate::api::ProofTally::count(Some(m), st) as f64,
+                );
+            }
+        }
 
         o.head(
             "proof_kpi_window_invocations",

@@ -72,12 +72,45 @@ async fn one_invocation_evidence_proof_kpis_diagnosis() {
     assert_eq!(ev["predicate_version"], "v1");
     assert_eq!(ev["processes"]["remote_executions"], 8);
 
+    // The proof state is the signed proof's verdict, every check of it.
     let (_, p) = get_json(s.addr, &format!("/api/v1/invocations/{REMOTE_BUILD}/proof")).await;
-    assert_eq!(p["proven_remote"], true);
+    assert_eq!(p["state"], "proven", "{p}");
+    assert_eq!(p["failed_checks"], serde_json::json!([]));
+    let names: Vec<&str> = p["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..4],
+        ["envelope", "signature", "digests", "rederived"]
+    );
+    assert_eq!(names.last(), Some(&"matches_store"));
+    assert_eq!(
+        p["artifact"],
+        format!("/api/v1/invocations/{REMOTE_BUILD}/artifact")
+    );
+    assert_eq!(p["artifact_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(p["client_claims"]["claims_pass"], true);
     let (_, p) = get_json(s.addr, &format!("/api/v1/invocations/{LOCAL_ONLY}/proof")).await;
-    assert_eq!(p["proven_remote"], false);
-    assert_eq!(p["checks"][0]["name"], "executor_forced");
-    assert_eq!(p["checks"][0]["ok"], false);
+    assert_eq!(p["state"], "not proven");
+    assert!(
+        p["failed_checks"]
+            .as_array()
+            .unwrap()
+            .contains(&"executor_forced".into()),
+        "{p}"
+    );
+    assert!(p["reason"].as_str().unwrap().contains("executor_forced"));
+    assert_eq!(p["client_claims"]["claims_pass"], false);
+    assert_eq!(p["client_claims"]["checks"][0]["name"], "executor_forced");
+    assert_eq!(p["client_claims"]["checks"][0]["ok"], false);
+    // The detail row carries the same proof object.
+    let (_, v) = get_json(s.addr, &format!("/api/v1/invocations/{LOCAL_ONLY}")).await;
+    assert_eq!(v["proof"]["state"], "not proven");
+    assert_eq!(v["proof"]["failed_checks"], p["failed_checks"]);
+    assert_eq!(v["proof"]["checks"], p["checks"]);
 
     // Without an exec log the counts come from the "process stats" tool log.
     let (_, k) = get_json(s.addr, &format!("/api/v1/invocations/{REMOTE_BUILD}/kpis")).await;
@@ -129,6 +162,14 @@ async fn fleet_per_tenant_and_class() {
     assert_eq!(f["by_target_class"]["failing"]["invocations"], 1);
     assert_eq!(f["by_target_class"]["all"]["invocations"], 4);
     assert_eq!(f["poison"]["invocations_without_digests"], 5);
+    // Proven builds by the signed proofs: remote-build and remote-test.
+    assert_eq!(
+        f["proofs"]["overall"],
+        serde_json::json!({"proven": 2, "not proven": 3, "pending": 0, "no proof": 0}),
+        "{f}"
+    );
+    assert_eq!(f["proofs"]["by_tenant"]["acme"]["proven"], 2);
+    assert_eq!(f["proofs"]["by_tenant"]["(none)"]["not proven"], 2);
     let (_, b) = get_json(s.addr, "/api/v1/fleet?tenant=beta").await;
     assert_eq!(b["invocations"], 1);
 }
@@ -152,6 +193,15 @@ async fn prometheus_metrics() {
     );
     assert!(body.contains("proof_kpi_diagnosis_invocations{cause=\"eligibility\"} 1\n"));
     assert!(
+        body.contains("proof_kpi_proof_invocations{tenant=\"acme\",state=\"proven\"} 2\n"),
+        "{body}"
+    );
+    assert!(body.contains("proof_kpi_proof_invocations{tenant=\"beta\",state=\"proven\"} 0\n"));
+    assert!(
+        body.contains("proof_proof_verifications_total 5\n"),
+        "{body}"
+    );
+    assert!(
         body.contains("proof_analyses_total 5\n"),
         "the window was analyzed once: {body}"
     );
@@ -160,6 +210,15 @@ async fn prometheus_metrics() {
     assert!(body2.contains("proof_analyses_total 5\n"));
     assert!(
         body2.contains("proof_analysis_cache_hits_total 5\n"),
+        "{body2}"
+    );
+    // And the verdicts: no artifact is verified twice.
+    assert!(
+        body2.contains("proof_proof_verifications_total 5\n"),
+        "{body2}"
+    );
+    assert!(
+        body2.contains("proof_proof_verdict_cache_hits_total 5\n"),
         "{body2}"
     );
     for line in body.lines() {

@@ -1,6 +1,8 @@
-//! The HTML pages in headless Chromium: the list renders and links to the
-//! invocation page, which renders proof status, diagnosis, KPIs and the SVG
-//! charts; a screenshot PNG is written to target/web-screenshots/.
+//! The HTML pages in headless Chromium: the list renders (with each row's
+//! signed proof state) and links to the invocation page, which renders the
+//! proof status from the signed proof, the client's claims, diagnosis, KPIs
+//! and the SVG charts; screenshots of both pages are written to
+//! target/web-screenshots/ (list.png, invocation.png).
 //!
 //! Chromium is required: without it this test fails (it does not skip).
 
@@ -107,6 +109,8 @@ async fn pages_render_link_and_screenshot_in_chromium() {
         assert!(list.contains(id), "{id} missing from the list");
     }
     assert!(list.contains("BUILD_FAILURE"));
+    assert!(list.contains("data-proof=\"proven\">PROVEN REMOTE</span>"));
+    assert!(list.contains("data-proof=\"not proven\">NOT PROVEN</span>"));
 
     // Follow the list's link to remote-build.
     let href = href_for(&list, REMOTE_BUILD);
@@ -119,7 +123,14 @@ async fn pages_render_link_and_screenshot_in_chromium() {
         page.contains(&format!("Invocation <code>{REMOTE_BUILD}</code>")),
         "{page}"
     );
-    assert!(page.contains("PROVEN REMOTE"));
+    assert!(page.contains(
+        "Proof status: <span class=\"badge g\" data-proof=\"proven\">PROVEN REMOTE</span>"
+    ));
+    assert!(page.contains("id=\"signed-checks\""), "{page}");
+    assert!(page.contains(&format!(
+        "href=\"/api/v1/invocations/{REMOTE_BUILD}/artifact\""
+    )));
+    assert!(page.contains("Client's view: what the stream claims"));
     assert!(
         page.contains("<code class=\"cause\">queueing</code>"),
         "{page}"
@@ -142,9 +153,33 @@ async fn pages_render_link_and_screenshot_in_chromium() {
     assert!(local.contains("NOT PROVEN"));
     assert!(local.contains("<code class=\"cause\">eligibility</code>"));
 
-    // A screenshot of the invocation page.
+    // Screenshots of the list and of the invocation page.
     let dir = target_dir().join("web-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
+    let list_png = dir.join("list.png");
+    let _ = std::fs::remove_file(&list_png);
+    let url = format!("{base}/invocations");
+    let shot = list_png.clone();
+    tokio::task::spawn_blocking(move || {
+        run_chromium(&[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,600".into(),
+            "--hide-scrollbars".into(),
+            url,
+        ])
+    })
+    .await
+    .unwrap();
+    let bytes = std::fs::read(&list_png)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", list_png.display()));
+    assert!(
+        bytes.len() > 10_000,
+        "list screenshot is only {} bytes",
+        bytes.len()
+    );
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1280);
+    assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 600);
     let png = dir.join("invocation.png");
     let _ = std::fs::remove_file(&png);
     let url = format!("{base}/invocations/{REMOTE_BUILD}");

@@ -1,5 +1,6 @@
-//! The invocations page shows each invocation's proof status (proven remote or
-//! not, remote executions) next to its build status, on the real fixtures.
+//! The invocations page shows each invocation's proof status, read from its
+//! signed proof (proven remote or not, remote executions claimed, failed
+//! checks), next to its build status, on the real fixtures.
 
 mod common;
 
@@ -28,11 +29,12 @@ async fn each_row_shows_proof_status_and_remote_executions_beside_the_build_stat
     let r = row(&page, REMOTE_BUILD);
     assert!(r.contains(">SUCCESS</span>"), "{r}");
     assert!(r.contains(">PROVEN REMOTE</span>"), "{r}");
-    assert!(r.contains("8 remote executions"), "{r}");
+    assert!(r.contains("8 remote executions claimed"), "{r}");
     let r = row(&page, LOCAL_ONLY);
     assert!(r.contains(">SUCCESS</span>"), "{r}");
     assert!(r.contains(">NOT PROVEN</span>"), "{r}");
-    assert!(r.contains("0 remote executions"), "{r}");
+    assert!(r.contains("0 remote executions claimed"), "{r}");
+    assert!(r.contains("failed: executor_forced"), "{r}");
     let r = row(&page, FAILING);
     assert!(r.contains(">BUILD_FAILURE</span>"), "{r}");
 
@@ -41,7 +43,7 @@ async fn each_row_shows_proof_status_and_remote_executions_beside_the_build_stat
         let (_, p) = get_json(s.addr, &format!("/api/v1/invocations/{id}/proof")).await;
         let (_, ev) = get_json(s.addr, &format!("/api/v1/invocations/{id}/evidence")).await;
         let r = row(&page, id);
-        let proven = p["proven_remote"].as_bool().unwrap();
+        let proven = p["state"] == "proven";
         assert_eq!(r.contains(">PROVEN REMOTE</span>"), proven, "{id}: {r}");
         assert_eq!(r.contains(">NOT PROVEN</span>"), !proven, "{id}: {r}");
         let n = ev["processes"]["remote_executions"].as_u64().unwrap();
@@ -64,9 +66,11 @@ async fn a_stream_still_open_is_pending() {
             created_at_ms: 1_795_735_800_000,
         })
         .unwrap();
-    let s = serve_store(store, dir, None).await;
+    let proofs = dir.path().join("proofs");
+    std::fs::create_dir_all(&proofs).unwrap();
+    let s = serve_store_with(store, dir, None, Some(proofs)).await;
     let (_, _, page) = get(s.addr, "/invocations").await;
     let r = row(&page, "still-streaming");
     assert!(r.contains(">streaming</span>"), "{r}");
-    assert!(r.contains(">pending</span>"), "{r}");
+    assert!(r.contains("data-proof=\"pending\">PENDING</span>"), "{r}");
 }
