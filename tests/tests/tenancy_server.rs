@@ -589,16 +589,7 @@ async fn a_second_canonical_command_line_under_a_progress_id_is_checked_by_its_p
     s.nothing_stored();
     // The compliant stream alone is stored.
     let id2 = "0a0a0a0a-0000-4000-8000-000000000005";
-    replay(
-        rewrite_uuid(&good, &id, id2),
-        &opts(&s.target(), id2, Some("token-ro"), ""),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        s.store.get(id2).unwrap().unwrap().meta.tenant.as_deref(),
-        Some("ro")
-    );
+    ro_ok(&s, rewrite_uuid(&good, &id, id2), id2).await;
 }
 
 #[tokio::test]
