@@ -170,7 +170,7 @@ if [ "$INSTALL" = 1 ]; then
         if alive "$RUN/server.pid" "bgd server start"; then
             die "the rig in $RIG_DIR runs BuildGrid '$(venv_version)' (pid $(cat "$RUN/server.pid")) and BUILDGRID_VERSION=$BUILDGRID_VERSION needs a new venv: stop it first (RIG_DIR=$RIG_DIR $HERE/stop-rig.sh) or use another RIG_DIR"
         fi
-        say "creating $VENV ($("$PYTHON" --version 2>&1)) with buildgrid==$BUILDGRID_VERSION ${PIP_EXTRA[*]}"
+        say "creating $VENV ($("$PYTHON" --version 2>&1)) with buildgrid==$BUILDGRID_VERSION${PIP_EXTRA[*]+ ${PIP_EXTRA[*]}}"
         mkdir -p "$RIG_DIR"
         rm -rf "$VENV"
         "$PYTHON" -m venv "$VENV"
@@ -181,7 +181,7 @@ fi
 T1=$(date +%s)
 [ -x "$VENV/bin/bgd" ] || die "no BuildGrid in $VENV (run without --no-install)"
 INSTALLED="$(venv_version)"
-[ "$INSTALLED" = "$BUILDGRID_VERSION" ] || die "$VENV has buildgrid '$INSTALLED', not $BUILDGRID_VERSION (run without --no-install)"
+[ "$INSTALLED" = "$BUILDGRID_VERSION" ] || die "$VENV has buildgrid '$INSTALLED', not $BUILDGRID_VERSION (run without --no-install, or set BUILDGRID_VERSION=$INSTALLED)"
 venv_has_extras || die "$VENV has no psycopg2 (pip psycopg2-binary), which BuildGrid $BUILDGRID_VERSION needs for PostgreSQL (run without --no-install)"
 command -v bazel >/dev/null 2>&1 || say "warning: bazel is not installed"
 if [ "$MODE" = install ]; then
