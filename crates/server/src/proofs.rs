@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proof_artifact::SigningKey;
 use proof_evidence::{EvidenceBuilder, Origin};
-use proof_executor::{ExecutorLedger, LedgerQuery, Retry};
+use proof_executor::{Budget, ExecutorLedger, LedgerQuery, Retry};
 use proof_ingest::Finalized;
 use proof_store::{RecordKind, Store, StoreError};
 
@@ -20,8 +20,13 @@ pub struct LedgerConfig {
     /// Instance names to ask under; empty: the stream's
     /// `--remote_instance_name` (unset: "").
     pub instance_names: Vec<String>,
+    /// Other endpoints of the same executor (the address Bazel clients
+    /// use), recorded in the ledger so `--remote_executor` can be compared.
+    pub endpoint_aliases: Vec<String>,
     /// How long to retry an unreachable executor before the proof says so.
     pub retry: Retry,
+    /// Bounds on one query (operations, bytes, pages, wall time).
+    pub budget: Budget,
 }
 
 /// Records `DIR/INVOCATION_ID.proof.tar` for every complete invocation.
@@ -69,6 +74,8 @@ impl ProofWriter {
         let q = LedgerQuery {
             invocation_id: id.to_string(),
             instance_names,
+            endpoint_aliases: cfg.endpoint_aliases.clone(),
+            budget: cfg.budget,
         };
         proof_executor::fetch_with_retry(cfg.ledger.as_ref(), &q, cfg.retry)
     }
