@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use proof_server::{
-    proofs::ProofWriter, Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission,
-    TenantAdmission,
+    proofs::{ProofQueue, ProofWriter, QueueConfig},
+    Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission, TenantAdmission,
 };
 use proof_store::Store;
 
@@ -107,6 +107,10 @@ pub struct ServeArgs {
         requires = "executor"
     )]
     executor_max_mib: usize,
+    /// Proofs signed at once, on threads of their own (each may wait on the
+    /// executor for up to --executor-deadline-secs).
+    #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
+    proof_workers: usize,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -180,11 +184,23 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         }
         None => None,
     };
-    let on_finalized: Option<Arc<dyn OnFinalized>> = Some(Arc::new(ProofWriter {
+    let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
         executor,
-    }));
+    });
+    // Proofs (and executor queries) run on their own threads, never on the
+    // pool that stores and acks events; pending ones survive a restart.
+    let queue = ProofQueue::start(
+        writer,
+        store.clone(),
+        QueueConfig {
+            workers: a.proof_workers.max(1),
+            ..QueueConfig::default()
+        },
+    )
+    .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    let on_finalized: Option<Arc<dyn OnFinalized>> = Some(queue);
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
         None => None,
