@@ -33,7 +33,9 @@ use proof_stream::delimited::DelimitedReader;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-pub use attestation::{AttestedAction, AttestedImage, Contradiction, ExecutorAttestation};
+pub use attestation::{
+    normalise_endpoint, AttestedAction, AttestedImage, Contradiction, ExecutorAttestation,
+};
 pub use error::EvidenceError;
 pub use execlog::{ActionDigest, ExecLogFormat};
 pub use options::OptionSource;
@@ -819,7 +821,10 @@ impl EvidenceBuilder {
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());
-        let worker_images = match attestation.as_ref().filter(|a| !a.images.is_empty()) {
+        // With a ledger the executor's images are the only ones: the
+        // client's claim never stands in for them, even when the executor
+        // names none.
+        let worker_images = match attestation.as_ref() {
             Some(a) => a
                 .images
                 .iter()
@@ -839,10 +844,20 @@ impl EvidenceBuilder {
                 i.source == ImageSource::DefaultExecProperties || i.remote_spawns.unwrap_or(0) > 0
             })
             .collect();
-        let all_remote_images_pinned = if remote_images.is_empty() {
-            None
-        } else {
-            Some(remote_images.iter().all(|i| i.pinned))
+        let all_remote_images_pinned = match attestation.as_ref() {
+            // Every executed action ran on a pinned image (an action without
+            // one, or whose image could not be read, is not).
+            Some(a) if a.executed > 0 => Some(
+                a.images
+                    .iter()
+                    .filter(|i| i.pinned)
+                    .map(|i| i.executed_actions)
+                    .sum::<u64>()
+                    == a.executed,
+            ),
+            Some(_) => None,
+            None if remote_images.is_empty() => None,
+            None => Some(remote_images.iter().all(|i| i.pinned)),
         };
 
         let exec_log = self.exec.take().map(|e| ExecLogSummary {
