@@ -331,8 +331,17 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
     let ev = &report["evidence"];
     assert_eq!(code, 1, "{checks}");
     assert!(check(&checks, "rederived").0);
-    // The executor did run 12 actions for X: the count alone is borrowed.
+    // The executor did run 12 actions for X, but before the stream: the
+    // count is borrowed, and executor_attested counts only the window.
     assert_eq!(ev["attestation"]["executed"], 12, "{}", ev["attestation"]);
+    let (ok, detail) = check(&checks, "executor_attested");
+    assert!(!ok);
+    assert!(
+        detail.contains(&format!(
+            "only 0 of the executor's 12 executed action(s) for invocation {x} lie inside the stream's window"
+        )) && detail.contains("the client claims 8"),
+        "{detail}"
+    );
     let (ok, detail) = check(&checks, "outputs_bound");
     println!("forged (file://): outputs_bound: {detail}");
     assert!(!ok);

@@ -186,3 +186,27 @@ pub(crate) fn signed_before_binding(derived: &mut serde_json::Value, signed: &se
         }
     }
 }
+
+/// For `executor_attested`: the executor's executions count only inside the
+/// stream's window. A problem when operations outside it would be needed to
+/// cover what the client claims (issue 27: a decoy's operations under the
+/// same invocation id, queued before the stream started).
+pub(crate) fn window_problem(ev: &Evidence) -> Option<String> {
+    let b = ev.output_binding.as_ref()?;
+    let a = ev.attestation.as_ref().filter(|a| a.reachable)?;
+    if b.operations_outside == 0 {
+        return None;
+    }
+    let inside = b.executed_in_window;
+    let claimed = ev.processes.remote_executions.unwrap_or(0);
+    if inside > 0 && inside >= claimed {
+        return None;
+    }
+    Some(format!(
+        "only {inside} of the executor's {} executed action(s) for invocation {} lie {}, and the client claims {claimed}{}",
+        a.executed,
+        a.invocation_id,
+        window(b),
+        outside(b)
+    ))
+}

@@ -357,6 +357,7 @@ fn executor_attested(ev: &Evidence) -> (bool, String) {
             a.executor, a.executed, a.invocation_id
         ));
     }
+    problems.extend(crate::outputs_bound::window_problem(ev));
     if !a.blob_problems.is_empty() {
         problems.push(format!(
             "{} Action/Command blob(s) could not be checked: {}",

@@ -122,6 +122,10 @@ pub struct OutputBinding {
     /// Executed, successful operations inside the window: the only ones
     /// whose outputs bind.
     pub operations_in_window: u64,
+    /// Operations inside the window the executor executed (not cached),
+    /// whatever their exit code: what a claimed remote execution count is
+    /// held against.
+    pub executed_in_window: u64,
     /// Completed operations inside the window that do not bind: served
     /// from the action cache.
     pub cached_in_window: u64,
@@ -331,6 +335,7 @@ pub(crate) fn derive(
             })
         }),
         operations_in_window: 0,
+        executed_in_window: 0,
         cached_in_window: 0,
         failed_in_window: 0,
         operations_outside: 0,
@@ -398,10 +403,14 @@ pub(crate) fn derive(
                 }
             } else if succeeded {
                 out.operations_in_window += 1;
+                out.executed_in_window += 1;
             } else if cached {
                 out.cached_in_window += 1;
             } else {
                 out.failed_in_window += 1;
+                if completed {
+                    out.executed_in_window += 1;
+                }
             }
             let Some(r) = result else { continue };
             if placed.is_ok() && succeeded && !r.output_directories.is_empty() {

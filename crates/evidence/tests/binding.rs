@@ -391,6 +391,8 @@ fn failed_and_cached_actions_and_operations_outside_the_window_do_not_bind() {
         ),
         (1, 1, 1, 2)
     );
+    // The failed action was executed; the cached one was not.
+    assert_eq!(b.executed_in_window, 2);
     let whys: Vec<&str> = b.outside.iter().map(|o| o.why.as_str()).collect();
     assert_eq!(
         whys,
