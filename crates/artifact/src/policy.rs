@@ -42,6 +42,11 @@ pub enum PolicyCheck {
     /// No source of the evidence contradicts another (BEP process figures,
     /// the execution log, the executor's ledger, the worker image).
     SourcesAgree,
+    /// Every target the stream reports as built has outputs the executor
+    /// produced for this invocation (executed, successful ActionResults
+    /// inside the stream's window); at least one target is bound. Added
+    /// automatically for every artifact that carries a ledger.
+    OutputsBound,
 }
 
 impl PolicyCheck {
@@ -58,6 +63,7 @@ impl PolicyCheck {
             PolicyCheck::Corroborated => "corroborated",
             PolicyCheck::ExecutorAttested => "executor_attested",
             PolicyCheck::SourcesAgree => "sources_agree",
+            PolicyCheck::OutputsBound => "outputs_bound",
         }
     }
 
@@ -153,6 +159,7 @@ impl PolicyCheck {
             PolicyCheck::Corroborated => corroborated(ev),
             PolicyCheck::ExecutorAttested => executor_attested(ev),
             PolicyCheck::SourcesAgree => sources_agree(ev),
+            PolicyCheck::OutputsBound => crate::outputs_bound::outputs_bound(ev),
         }
     }
 }
@@ -413,6 +420,7 @@ fn executor_attested(ev: &Evidence) -> (bool, String) {
             a.executor, a.executed, a.invocation_id
         ));
     }
+    problems.extend(crate::outputs_bound::window_problem(ev));
     if !a.blob_problems.is_empty() {
         problems.push(format!(
             "{} Action/Command blob(s) could not be checked: {}",
@@ -519,14 +527,19 @@ impl Policy {
     }
 
     /// The checks applied to `ev`: this policy's, plus
-    /// [`PolicyCheck::ExecutorAttested`] when the artifact carries an
-    /// executor ledger (it was signed by `proof serve --executor`).
+    /// [`PolicyCheck::ExecutorAttested`] and [`PolicyCheck::OutputsBound`]
+    /// when the artifact carries an executor ledger (it was signed by `proof serve --executor`).
     pub fn checks_for(&self, ev: Option<&Evidence>) -> Vec<PolicyCheck> {
         let mut checks = self.checks.clone();
         if ev.is_some_and(|e| e.attestation.is_some())
             && !checks.contains(&PolicyCheck::ExecutorAttested)
         {
             checks.push(PolicyCheck::ExecutorAttested);
+        }
+        if ev.is_some_and(|e| e.attestation.is_some())
+            && !checks.contains(&PolicyCheck::OutputsBound)
+        {
+            checks.push(PolicyCheck::OutputsBound);
         }
         checks
     }

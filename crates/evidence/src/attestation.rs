@@ -515,3 +515,10 @@ pub(crate) fn contradictions(
     }
     out
 }
+
+impl LedgerAccum {
+    /// The ListOperations pages as received (for [`crate::binding`]).
+    pub(crate) fn pages(&self) -> &[proof_proto::ledger::OperationsPage] {
+        &self.pages
+    }
+}

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod attestation;
+pub mod binding;
 pub mod bounded;
 mod error;
 pub mod execlog;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 pub use attestation::{
     normalise_endpoint, AttestedAction, AttestedImage, Contradiction, ExecutorAttestation,
 };
+pub use binding::{BindingStatus, OutputBinding, TargetBinding, UnboundFile};
 pub use error::EvidenceError;
 pub use execlog::{ActionDigest, ExecLogFormat};
 pub use options::OptionSource;
@@ -125,6 +127,10 @@ pub struct Evidence {
     /// Sources of the evidence that disagree (BEP, execution log, executor).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contradictions: Vec<Contradiction>,
+    /// The stream's target outputs bound to the executor's executed
+    /// results inside the stream's window (with an executor ledger only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_binding: Option<OutputBinding>,
     /// Who submitted the stream, as the signer established it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
@@ -410,6 +416,7 @@ pub struct EvidenceBuilder {
     corroboration: Option<posture::CorroborationAccum>,
     ledger: Option<attestation::LedgerAccum>,
     origin: Option<Origin>,
+    binding: binding::BindingAccum,
 }
 
 pub(crate) fn rfc3339_nanos(nanos: i128) -> Option<String> {
@@ -504,6 +511,7 @@ impl EvidenceBuilder {
         let Some(payload) = ev.payload else {
             return Ok(());
         };
+        self.binding.push(id.as_ref(), &payload);
         use build_event::Payload as P;
         match payload {
             P::Started(s) => {
@@ -818,6 +826,10 @@ impl EvidenceBuilder {
             disk_cache,
         };
 
+        let output_binding = self
+            .ledger
+            .as_ref()
+            .map(|l| binding::derive(&self.binding, l.pages(), &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());
@@ -926,6 +938,7 @@ impl EvidenceBuilder {
             corroboration,
             attestation,
             contradictions,
+            output_binding,
             origin: self.origin.take(),
         })
     }
