@@ -2,7 +2,8 @@
 # tests/run-all.sh - rbe-proof's whole test suite, on a fresh Debian bookworm
 # machine too:
 #   1. tests/rig/install-deps.sh     apt + BuildGrid venv (only what is missing)
-#   2. tests/rig/start-rig.sh        BuildGrid + bot on 127.0.0.1 ($RIG_PORT, 50051)
+#   2. tests/rig/start-rig.sh        BuildGrid + bot on 127.0.0.1 ($RIG_PORT, 50051); BuildGrid
+#                                    0.4.x keeps its jobs in a cluster of its own, $RIG_DIR/pg
 #   3. cargo test --workspace --all-targets --no-fail-fast, then cargo test --workspace --doc
 #   4. run_extras                    bounded fuzz runs, benchmark smoke (TODO)
 #   5. tests/rig/stop-rig.sh         always (EXIT trap), if this script started the rig
@@ -13,7 +14,8 @@
 # The tests see (exported):
 #   PROOF_RIG=1                      the rig is up: real-Bazel end-to-end tests run
 #   RIG_DIR RIG_REMOTE_EXECUTOR RIG_INSTANCE_NAMES RIG_BOT_JOURNAL
-#   RIG_BUILDGRID_VERSION            from $RIG_DIR/run/rig.env
+#   RIG_BUILDGRID_VERSION            from $RIG_DIR/run/rig.env (0.3+: also
+#   RIG_MAX_LIST_OPERATIONS_PAGE_SIZE  the server's ListOperations maximum, RIG_MAX_PAGE_SIZE)
 #   PROOF_REPO_ROOT                  this checkout
 #   PROOF_SPOKE_DIR                  examples/spoke (copy it, never build in place)
 #   PROOF_BAZELRC                    bazel/proof.bazelrc

@@ -5,13 +5,14 @@
 #   apt (Debian):  bazel-bootstrap (Bazel 4.2.3, pulls in build-essential and
 #                  a JDK), python3-venv, zstd, openssl, chromium (web tests),
 #                  postgresql + haproxy (replicated `proof serve` tests, tests/pg)
-#   pip (PyPI):    buildgrid==0.2.53 into $RIG_DIR/venv (via start-rig.sh
-#                  --install-only), for the loopback remote-execution rig
+#   pip (PyPI):    buildgrid==0.4.4 and psycopg2-binary into $RIG_DIR/venv
+#                  (via start-rig.sh --install-only), for the loopback
+#                  remote-execution rig (its scheduler runs on PostgreSQL)
 #
 # Needs root for apt-get (runs it through sudo when not root).  Prints what
 # it did and how long each step took.
 #
-# Environment: RIG_DIR (default /tmp/rbe-proof-rig), BUILDGRID_VERSION (0.2.53).
+# Environment: RIG_DIR (default /tmp/rbe-proof-rig), BUILDGRID_VERSION (0.4.4).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -6,12 +6,20 @@
 # (that group holds nothing but the component and its children).  Never
 # matches processes by name.
 #
-# Environment: RIG_DIR (default /tmp/rbe-proof-rig), RIG_STOP_TIMEOUT (default 15 s).
+# Then the rig's own PostgreSQL cluster in $RIG_DIR/pg (BuildGrid 0.3+ only;
+# start-rig.sh started it with tests/pg/start-pg.sh), through pg_ctl and that
+# cluster's data directory; its data is kept for the next start
+# (RIG_KEEP_PG=0 removes $RIG_DIR/pg as well).  Clusters elsewhere (the test
+# suite's $PG_DIR) are never touched.
+#
+# Environment: RIG_DIR (default /tmp/rbe-proof-rig), RIG_STOP_TIMEOUT (default 15 s),
+# RIG_KEEP_PG (default 1).
 set -uo pipefail
 
 RIG_DIR="${RIG_DIR:-/tmp/rbe-proof-rig}"
 RIG_STOP_TIMEOUT="${RIG_STOP_TIMEOUT:-15}"
 RUN="$RIG_DIR/run"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 say() { printf 'stop-rig: %s\n' "$*" >&2; }
 
@@ -63,5 +71,13 @@ rc=0
 # Bot first, so it does not log reconnect errors while the server goes away.
 stop_one bot "rig-bot.py" || rc=1
 stop_one server "bgd server start" || rc=1
+# The PostgreSQL cluster only once BuildGrid is gone (it holds connections).
+if [ "$rc" = 0 ] && [ -s "$RIG_DIR/pg/data/PG_VERSION" ]; then
+    if [ "${RIG_KEEP_PG:-1}" = 0 ]; then
+        bash "$HERE/../pg/stop-pg.sh" "$RIG_DIR/pg" || rc=1
+    else
+        bash "$HERE/../pg/stop-pg.sh" "$RIG_DIR/pg" --keep || rc=1
+    fi
+fi
 [ "$rc" != 0 ] || rm -f "$RUN/rig.env"
 exit $rc

@@ -30,6 +30,7 @@
 pub mod dsse;
 mod hashio;
 pub mod keys;
+mod outputs_bound;
 pub mod policy;
 pub mod record;
 pub mod statement;

@@ -42,6 +42,11 @@ pub enum PolicyCheck {
     /// No source of the evidence contradicts another (BEP process figures,
     /// the execution log, the executor's ledger, the worker image).
     SourcesAgree,
+    /// Every target the stream reports as built has outputs the executor
+    /// produced for this invocation (executed, successful ActionResults
+    /// inside the stream's window); at least one target is bound. Added
+    /// automatically for every artifact that carries a ledger.
+    OutputsBound,
 }
 
 impl PolicyCheck {
@@ -58,6 +63,7 @@ impl PolicyCheck {
             PolicyCheck::Corroborated => "corroborated",
             PolicyCheck::ExecutorAttested => "executor_attested",
             PolicyCheck::SourcesAgree => "sources_agree",
+            PolicyCheck::OutputsBound => "outputs_bound",
         }
     }
 
@@ -91,6 +97,7 @@ impl PolicyCheck {
                 ),
                 None => (false, "the stream has no process counts, so remote execution cannot be shown".into()),
             },
+            PolicyCheck::ImagePinned if ev.attestation.is_some() => image_pinned_attested(ev),
             PolicyCheck::ImagePinned => {
                 let used: Vec<&str> = ev
                     .worker_images
@@ -152,6 +159,7 @@ impl PolicyCheck {
             PolicyCheck::Corroborated => corroborated(ev),
             PolicyCheck::ExecutorAttested => executor_attested(ev),
             PolicyCheck::SourcesAgree => sources_agree(ev),
+            PolicyCheck::OutputsBound => crate::outputs_bound::outputs_bound(ev),
         }
     }
 }
@@ -314,6 +322,62 @@ fn corroborated(ev: &Evidence) -> (bool, String) {
     )
 }
 
+/// `image_pinned` for an artifact with an executor ledger: every action the
+/// executor executed ran on an image pinned by digest, as its own Action or
+/// Command names it (the client's claim is not read).
+fn image_pinned_attested(ev: &Evidence) -> (bool, String) {
+    let Some(a) = &ev.attestation else {
+        return (false, "the artifact holds no executor ledger".into());
+    };
+    if a.executed == 0 {
+        return (
+            false,
+            format!(
+                "the executor {} executed no action for invocation {}, so no worker image is attested",
+                a.executor, a.invocation_id
+            ),
+        );
+    }
+    let mut problems = Vec::new();
+    if a.executed_without_image > 0 {
+        problems.push(format!(
+            "the executor {} ran {} of its {} executed action(s) with no container-image in their Action or Command: they ran on whatever the worker had; set container-image (pinned by @sha256:) in --remote_default_exec_properties",
+            a.executor, a.executed_without_image, a.executed
+        ));
+    }
+    let unpinned: Vec<String> = a
+        .images
+        .iter()
+        .filter(|i| !i.pinned)
+        .map(|i| format!("{} ({} action(s))", i.image, i.executed_actions))
+        .collect();
+    if !unpinned.is_empty() {
+        problems.push(format!(
+            "the executor ran action(s) on worker image(s) not pinned by @sha256: digest: {}",
+            unpinned.join(", ")
+        ));
+    }
+    let named: u64 = a.images.iter().map(|i| i.executed_actions).sum();
+    let unknown = a.executed.saturating_sub(named + a.executed_without_image);
+    if unknown > 0 {
+        problems.push(format!(
+            "the image of {unknown} executed action(s) could not be read from the executor's CAS"
+        ));
+    }
+    if !problems.is_empty() {
+        return (false, problems.join("; "));
+    }
+    let images: Vec<&str> = a.images.iter().map(|i| i.image.as_str()).collect();
+    (
+        true,
+        format!(
+            "all {} action(s) the executor executed ran on image(s) pinned by digest: {}",
+            a.executed,
+            images.join(", ")
+        ),
+    )
+}
+
 fn executor_attested(ev: &Evidence) -> (bool, String) {
     let Some(a) = &ev.attestation else {
         return (
@@ -331,6 +395,12 @@ fn executor_attested(ev: &Evidence) -> (bool, String) {
         );
     }
     let mut problems = Vec::new();
+    if let Some(why) = &a.truncated {
+        problems.push(format!(
+            "the server stopped asking the executor {} before its answers were complete: {why}",
+            a.executor
+        ));
+    }
     if a.invocation_id != ev.invocation_id {
         problems.push(format!(
             "the executor was asked about invocation {} but the stream is invocation {}",
@@ -340,8 +410,8 @@ fn executor_attested(ev: &Evidence) -> (bool, String) {
     problems.extend(a.errors.iter().cloned());
     if a.executed == 0 {
         problems.push(format!(
-            "the executor {} executed 0 actions for invocation {} ({} operation(s), {} served from its cache, {} unfinished)",
-            a.executor, a.invocation_id, a.operations, a.cached, a.unfinished
+            "the executor {} executed 0 actions for invocation {} ({} operation(s), {} served from its cache, {} failed, {} unfinished)",
+            a.executor, a.invocation_id, a.operations, a.cached, a.failed, a.unfinished
         ));
     }
     if let Some(claimed) = ev.processes.remote_executions.filter(|n| *n > a.executed) {
@@ -350,6 +420,7 @@ fn executor_attested(ev: &Evidence) -> (bool, String) {
             a.executor, a.executed, a.invocation_id
         ));
     }
+    problems.extend(crate::outputs_bound::window_problem(ev));
     if !a.blob_problems.is_empty() {
         problems.push(format!(
             "{} Action/Command blob(s) could not be checked: {}",
@@ -456,14 +527,19 @@ impl Policy {
     }
 
     /// The checks applied to `ev`: this policy's, plus
-    /// [`PolicyCheck::ExecutorAttested`] when the artifact carries an
-    /// executor ledger (it was signed by `proof serve --executor`).
+    /// [`PolicyCheck::ExecutorAttested`] and [`PolicyCheck::OutputsBound`]
+    /// when the artifact carries an executor ledger (it was signed by `proof serve --executor`).
     pub fn checks_for(&self, ev: Option<&Evidence>) -> Vec<PolicyCheck> {
         let mut checks = self.checks.clone();
         if ev.is_some_and(|e| e.attestation.is_some())
             && !checks.contains(&PolicyCheck::ExecutorAttested)
         {
             checks.push(PolicyCheck::ExecutorAttested);
+        }
+        if ev.is_some_and(|e| e.attestation.is_some())
+            && !checks.contains(&PolicyCheck::OutputsBound)
+        {
+            checks.push(PolicyCheck::OutputsBound);
         }
         checks
     }

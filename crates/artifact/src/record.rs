@@ -52,6 +52,10 @@ pub enum RecordError {
     Serialize(#[from] serde_json::Error),
     #[error("writing the artifact failed: {0}")]
     Tar(#[from] TarError),
+    #[error("the stream was sent as invocation {stream:?} but its BuildStarted names invocation {evidence:?}; no proof is signed for a stream that claims another invocation's id")]
+    InvocationMismatch { stream: String, evidence: String },
+    #[error("{} already exists and an artifact is never replaced; move it away to sign this invocation again", .0.display())]
+    Exists(PathBuf),
 }
 
 /// What [`record`] produced.
@@ -99,6 +103,13 @@ pub struct RecordInputs<'a> {
     pub executor_ledger: Option<&'a [u8]>,
     /// Who submitted the stream (member `origin.json`).
     pub origin: Option<&'a proof_evidence::Origin>,
+    /// The invocation the stream was sent as (the BES stream id): nothing
+    /// is signed unless the evidence's invocation id (its BuildStarted) is
+    /// this one.
+    pub expect_invocation_id: Option<&'a str>,
+    /// Create the artifact only if none exists for the invocation
+    /// ([`RecordError::Exists`]); otherwise an older one is replaced.
+    pub exclusive: bool,
 }
 
 /// Records a delimited BEP stream (`--build_event_binary_file` form).
@@ -114,7 +125,7 @@ pub fn record_delimited(
 /// Records serialized BEP events (each one `build_event_stream.BuildEvent`,
 /// in stream order), the optional execution log file, signs with `key`, and
 /// atomically writes `out_dir/INVOCATION_ID.proof.tar` (replacing an older
-/// artifact of the same invocation). Memory use does not grow with the
+/// artifact of the same invocation; [`RecordInputs::exclusive`] never does). Memory use does not grow with the
 /// number of events: they are compressed into a spool file in `out_dir`.
 pub fn record<I, E>(
     events: I,
@@ -237,6 +248,14 @@ where
 
     let evidence = builder.finish()?;
     let invocation_id = evidence.invocation_id.clone();
+    if let Some(stream) = inputs.expect_invocation_id {
+        if stream != invocation_id {
+            return Err(RecordError::InvocationMismatch {
+                stream: stream.to_string(),
+                evidence: invocation_id,
+            });
+        }
+    }
     if !valid_invocation_id(&invocation_id) {
         return Err(RecordError::BadInvocationId(invocation_id));
     }
@@ -263,7 +282,9 @@ where
     let statement = Statement::new(&subjects, &evidence)?;
     let envelope = Envelope::sign(statement.to_bytes(), key).to_bytes();
 
-    // Write the tar to a temp file beside the destination, then rename.
+    // Write the tar to a temp file beside the destination, then rename
+    // (exclusive: link it into place, which fails if the name exists; a
+    // crash leaves either no artifact or the whole one).
     let dest = out_dir.join(format!("{invocation_id}.proof.tar"));
     let tmp = tempfile::Builder::new()
         .prefix(".proof-")
@@ -333,10 +354,21 @@ where
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())
         .map_err(io_err("cannot write the artifact in", out_dir))?;
-    tmp.persist(&dest).map_err(|e| RecordError::Io {
-        what: "cannot move the artifact into place at",
-        path: dest.clone(),
-        source: e.error,
+    let persisted = if inputs.exclusive {
+        tmp.persist_noclobber(&dest)
+    } else {
+        tmp.persist(&dest)
+    };
+    persisted.map_err(|e| {
+        if inputs.exclusive && e.error.kind() == io::ErrorKind::AlreadyExists {
+            RecordError::Exists(dest.clone())
+        } else {
+            RecordError::Io {
+                what: "cannot move the artifact into place at",
+                path: dest.clone(),
+                source: e.error,
+            }
+        }
     })?;
     File::open(out_dir)
         .and_then(|d| d.sync_all())

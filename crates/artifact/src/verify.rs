@@ -255,7 +255,8 @@ fn integrity<R: Read + Seek>(
     // rederived
     match rederive(input, &scanned, derived_events) {
         Ok(Ok(ev)) => {
-            let derived = serde_json::to_value(&ev).map_err(io::Error::other)?;
+            let mut derived = serde_json::to_value(&ev).map_err(io::Error::other)?;
+            crate::outputs_bound::signed_before_binding(&mut derived, &statement.predicate);
             if derived == statement.predicate {
                 checks.push(Check::new(
                     "rederived",

@@ -201,6 +201,7 @@ pub fn record(a: RecordArgs) -> Result<u8> {
         corroboration: corroboration.as_deref(),
         executor_ledger: None,
         origin: Some(&origin),
+        ..Default::default()
     };
     let out = proof_artifact::record_with(&mut events, &inputs, &key, &a.out)
         .with_context(|| format!("cannot record a proof from {}", a.bep.display()))?;

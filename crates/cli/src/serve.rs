@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use proof_server::{
-    proofs::ProofWriter, Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission,
-    TenantAdmission,
+    proofs::{ProofQueue, ProofWriter, QueueConfig},
+    Admission, GrpcConfig, Metrics, OnFinalized, OpenAdmission, TenantAdmission,
 };
 use proof_store::Store;
 
@@ -81,6 +81,36 @@ pub struct ServeArgs {
         requires = "executor"
     )]
     executor_retry_secs: u64,
+    /// With --executor: another address of the same executor, as Bazel
+    /// clients name it in --remote_executor (repeatable). A build whose
+    /// --remote_executor is neither --executor nor an alias fails
+    /// `sources_agree`.
+    #[arg(long = "executor-alias", value_name = "URL", requires = "executor")]
+    executor_aliases: Vec<String>,
+    /// With --executor: stop asking about one invocation after this many
+    /// seconds (retries included) and sign a proof that fails
+    /// `executor_attested` with the reason.
+    #[arg(
+        long = "executor-deadline-secs",
+        value_name = "SECS",
+        default_value_t = proof_executor::Budget::default().max_time.as_secs(),
+        requires = "executor"
+    )]
+    executor_deadline_secs: u64,
+    /// With --executor: most MiB of executor answers (operations and
+    /// Action/Command blobs) kept for one invocation; beyond it the proof
+    /// fails `executor_attested` with the reason.
+    #[arg(
+        long = "executor-max-mib",
+        value_name = "MIB",
+        default_value_t = proof_executor::Budget::default().max_bytes / (1024 * 1024),
+        requires = "executor"
+    )]
+    executor_max_mib: usize,
+    /// Proofs signed at once, on threads of their own (each may wait on the
+    /// executor for up to --executor-deadline-secs).
+    #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
+    proof_workers: usize,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -140,9 +170,15 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             Some(proof_server::proofs::LedgerConfig {
                 ledger: Arc::new(proof_executor::BuildGrid::new(url).context("bad --executor")?),
                 instance_names: a.executor_instances.clone(),
+                endpoint_aliases: a.executor_aliases.clone(),
                 retry: proof_executor::Retry {
                     total: Duration::from_secs(a.executor_retry_secs),
                     first_delay: Duration::from_millis(500),
+                },
+                budget: proof_executor::Budget {
+                    max_time: Duration::from_secs(a.executor_deadline_secs.max(1)),
+                    max_bytes: a.executor_max_mib.max(1).saturating_mul(1024 * 1024),
+                    ..proof_executor::Budget::default()
                 },
             })
         }
@@ -155,12 +191,24 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         trusted: vec![signing.key.verifying_key()],
     };
     let metrics = Arc::new(Metrics::default());
-    let on_finalized: Option<Arc<dyn OnFinalized>> = Some(Arc::new(ProofWriter {
+    let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
         executor,
         metrics: Some(metrics.clone()),
-    }));
+    });
+    // Proofs (and executor queries) run on their own threads, never on the
+    // pool that stores and acks events; pending ones survive a restart.
+    let queue = ProofQueue::start(
+        writer,
+        store.clone(),
+        QueueConfig {
+            workers: a.proof_workers.max(1),
+            ..QueueConfig::default()
+        },
+    )
+    .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    let on_finalized: Option<Arc<dyn OnFinalized>> = Some(queue);
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
         None => None,

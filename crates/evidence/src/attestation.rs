@@ -9,7 +9,7 @@
 //! against its digest (SHA-256, REAPI's default digest function) before it
 //! is read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
 use proof_proto::ledger::{ledger_record, LedgerRecord};
@@ -34,7 +34,8 @@ pub struct AttestedAction {
     pub action_digest: ActionDigest,
     /// ExecutionStage name (COMPLETED, QUEUED, ...).
     pub stage: String,
-    /// Completed with an ActionResult and an OK status.
+    /// Completed with an ActionResult and an OK status (whatever the
+    /// action's exit code).
     pub completed: bool,
     /// ExecuteResponse.cached_result: served from the action cache, not run.
     pub cached: bool,
@@ -76,8 +77,13 @@ pub struct ExecutorAttestation {
     pub errors: Vec<String>,
     /// Distinct operations for the invocation.
     pub operations: u64,
-    /// Completed operations the executor ran (not served from its cache).
+    /// Completed operations the executor ran to exit code 0 (not served
+    /// from its cache).
     pub executed: u64,
+    /// Completed operations the executor ran whose action exited nonzero:
+    /// not counted in `executed`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
     /// Completed operations served from the executor's action cache.
     pub cached: u64,
     /// Operations not completed (queued, executing, cancelled, failed).
@@ -88,6 +94,14 @@ pub struct ExecutorAttestation {
     pub images: Vec<AttestedImage>,
     /// Executed operations whose Action/Command names no container-image.
     pub executed_without_image: u64,
+    /// Other endpoints the server's operator declared for this executor
+    /// (`proof serve --executor-alias`), e.g. the address clients use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_aliases: Vec<String>,
+    /// Why the server stopped asking before the answers were complete (a
+    /// repeated page token, or a bound on one query exceeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
     /// Action or Command blobs missing from the answers, unreadable, or not
     /// matching their digest.
     pub blob_problems: Vec<String>,
@@ -96,6 +110,10 @@ pub struct ExecutorAttestation {
     pub last_completed_at: Option<String>,
     /// One entry per distinct operation, in answer order.
     pub actions: Vec<AttestedAction>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Two sources that disagree about one fact.
@@ -118,8 +136,10 @@ pub struct Contradiction {
 pub(crate) struct LedgerAccum {
     header: Option<proof_proto::ledger::Header>,
     pages: Vec<proof_proto::ledger::OperationsPage>,
-    blobs: Vec<proof_proto::ledger::Blob>,
+    /// By digest (hash, size); the first record of a digest wins.
+    blobs: HashMap<(String, i64), proof_proto::ledger::Blob>,
     unreachable: Option<proof_proto::ledger::Unreachable>,
+    truncated: Option<String>,
 }
 
 fn nanos(t: Option<&prost_types::Timestamp>) -> Option<i128> {
@@ -158,8 +178,15 @@ impl LedgerAccum {
                 (Some(R::Header(_)), true) => return Err(bad("a second header".into())),
                 (_, false) => return Err(bad("the first record must be the header".into())),
                 (Some(R::Page(p)), true) => acc.pages.push(p),
-                (Some(R::Blob(b)), true) => acc.blobs.push(b),
+                (Some(R::Blob(b)), true) => {
+                    if let Some(d) = &b.digest {
+                        acc.blobs.entry((d.hash.clone(), d.size_bytes)).or_insert(b);
+                    }
+                }
                 (Some(R::Unreachable(u)), true) => acc.unreachable = Some(u),
+                (Some(R::Truncated(t)), true) => {
+                    acc.truncated.get_or_insert(t.reason);
+                }
                 (None, true) => return Err(bad("an empty record".into())),
             }
         }
@@ -175,11 +202,7 @@ impl LedgerAccum {
     /// The digest-verified blob `d`, or why there is none.
     fn blob(&self, d: &Digest) -> Result<&[u8], String> {
         let name = format!("{}/{}", d.hash, d.size_bytes);
-        let Some(b) = self
-            .blobs
-            .iter()
-            .find(|b| b.digest.as_ref().is_some_and(|x| x == d))
-        else {
+        let Some(b) = self.blobs.get(&(d.hash.clone(), d.size_bytes)) else {
             return Err(format!("blob {name} was not read from the CAS"));
         };
         if b.status_code != 0 {
@@ -234,11 +257,14 @@ impl LedgerAccum {
             errors: Vec::new(),
             operations: 0,
             executed: 0,
+            failed: 0,
             cached: 0,
             unfinished: 0,
             workers: Vec::new(),
             images: Vec::new(),
             executed_without_image: 0,
+            endpoint_aliases: h.endpoint_aliases,
+            truncated: self.truncated.clone(),
             blob_problems: Vec::new(),
             first_queued_at: None,
             last_completed_at: None,
@@ -315,6 +341,9 @@ impl LedgerAccum {
                     att.unfinished += 1;
                 } else if cached {
                     att.cached += 1;
+                } else if a.exit_code != Some(0) {
+                    // Ran, and failed: not an execution that built anything.
+                    att.failed += 1;
                 } else {
                     att.executed += 1;
                     if let Some(w) = &a.worker {
@@ -353,6 +382,17 @@ impl LedgerAccum {
         att.last_completed_at = last.and_then(crate::rfc3339_nanos);
         att
     }
+}
+
+/// `endpoint` as compared with another: trimmed, lower-case, without its
+/// scheme (grpc, grpcs, http, https) or a trailing '/'.
+pub fn normalise_endpoint(endpoint: &str) -> String {
+    let e = endpoint.trim().to_ascii_lowercase();
+    let e = ["grpc://", "grpcs://", "http://", "https://"]
+        .iter()
+        .find_map(|p| e.strip_prefix(p))
+        .unwrap_or(&e);
+    e.trim_end_matches('/').to_string()
 }
 
 fn source_name(s: crate::ProcessSource) -> &'static str {
@@ -399,6 +439,31 @@ pub(crate) fn contradictions(
             });
         }
     }
+    if let (Some(att), Some(client)) = (
+        attestation,
+        executor
+            .remote_executor
+            .as_deref()
+            .filter(|u| !u.trim().is_empty()),
+    ) {
+        let asked: Vec<&str> = std::iter::once(att.executor.as_str())
+            .chain(att.endpoint_aliases.iter().map(String::as_str))
+            .collect();
+        let want = normalise_endpoint(client);
+        if !asked.iter().any(|e| normalise_endpoint(e) == want) {
+            out.push(Contradiction {
+                fact: "executor_endpoint".into(),
+                claim_source: "the command line's --remote_executor".into(),
+                claimed: client.to_string(),
+                other_source: "the server's --executor".into(),
+                shown: asked.join(", "),
+                detail: format!(
+                    "the build sent its actions to --remote_executor {client} but the server asked the executor {} about them",
+                    asked.join(" or ")
+                ),
+            });
+        }
+    }
     let Some(att) = attestation.filter(|a| a.reachable && a.errors.is_empty()) else {
         return out;
     };
@@ -426,8 +491,14 @@ pub(crate) fn contradictions(
         .get(CONTAINER_IMAGE)
         .filter(|i| !i.is_empty())
     {
-        let ran_images: Vec<&str> = att.images.iter().map(|i| i.image.as_str()).collect();
-        if !ran_images.is_empty() && ran_images.iter().any(|i| i != asked) {
+        let mut ran_images: Vec<String> = att.images.iter().map(|i| i.image.clone()).collect();
+        if att.executed_without_image > 0 {
+            ran_images.push(format!(
+                "no container-image ({} action(s))",
+                att.executed_without_image
+            ));
+        }
+        if ran_images.iter().any(|i| i != asked) {
             out.push(Contradiction {
                 fact: "worker_image".into(),
                 claim_source: "the command line's container-image".into(),
@@ -443,4 +514,11 @@ pub(crate) fn contradictions(
         }
     }
     out
+}
+
+impl LedgerAccum {
+    /// The ListOperations pages as received (for [`crate::binding`]).
+    pub(crate) fn pages(&self) -> &[proof_proto::ledger::OperationsPage] {
+        &self.pages
+    }
 }

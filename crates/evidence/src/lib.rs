@@ -17,6 +17,7 @@
 //! ```
 
 pub mod attestation;
+pub mod binding;
 pub mod bounded;
 mod error;
 pub mod execlog;
@@ -33,7 +34,10 @@ use proof_stream::delimited::DelimitedReader;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-pub use attestation::{AttestedAction, AttestedImage, Contradiction, ExecutorAttestation};
+pub use attestation::{
+    normalise_endpoint, AttestedAction, AttestedImage, Contradiction, ExecutorAttestation,
+};
+pub use binding::{BindingStatus, OutputBinding, TargetBinding, UnboundFile};
 pub use error::EvidenceError;
 pub use execlog::{ActionDigest, ExecLogFormat};
 pub use options::OptionSource;
@@ -123,6 +127,10 @@ pub struct Evidence {
     /// Sources of the evidence that disagree (BEP, execution log, executor).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contradictions: Vec<Contradiction>,
+    /// The stream's target outputs bound to the executor's executed
+    /// results inside the stream's window (with an executor ledger only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_binding: Option<OutputBinding>,
     /// Who submitted the stream, as the signer established it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
@@ -408,6 +416,7 @@ pub struct EvidenceBuilder {
     corroboration: Option<posture::CorroborationAccum>,
     ledger: Option<attestation::LedgerAccum>,
     origin: Option<Origin>,
+    binding: binding::BindingAccum,
 }
 
 pub(crate) fn rfc3339_nanos(nanos: i128) -> Option<String> {
@@ -502,6 +511,7 @@ impl EvidenceBuilder {
         let Some(payload) = ev.payload else {
             return Ok(());
         };
+        self.binding.push(id.as_ref(), &payload);
         use build_event::Payload as P;
         match payload {
             P::Started(s) => {
@@ -816,10 +826,17 @@ impl EvidenceBuilder {
             disk_cache,
         };
 
+        let output_binding = self
+            .ledger
+            .as_ref()
+            .map(|l| binding::derive(&self.binding, l.pages(), &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());
-        let worker_images = match attestation.as_ref().filter(|a| !a.images.is_empty()) {
+        // With a ledger the executor's images are the only ones: the
+        // client's claim never stands in for them, even when the executor
+        // names none.
+        let worker_images = match attestation.as_ref() {
             Some(a) => a
                 .images
                 .iter()
@@ -839,10 +856,20 @@ impl EvidenceBuilder {
                 i.source == ImageSource::DefaultExecProperties || i.remote_spawns.unwrap_or(0) > 0
             })
             .collect();
-        let all_remote_images_pinned = if remote_images.is_empty() {
-            None
-        } else {
-            Some(remote_images.iter().all(|i| i.pinned))
+        let all_remote_images_pinned = match attestation.as_ref() {
+            // Every executed action ran on a pinned image (an action without
+            // one, or whose image could not be read, is not).
+            Some(a) if a.executed > 0 => Some(
+                a.images
+                    .iter()
+                    .filter(|i| i.pinned)
+                    .map(|i| i.executed_actions)
+                    .sum::<u64>()
+                    == a.executed,
+            ),
+            Some(_) => None,
+            None if remote_images.is_empty() => None,
+            None => Some(remote_images.iter().all(|i| i.pinned)),
         };
 
         let exec_log = self.exec.take().map(|e| ExecLogSummary {
@@ -911,6 +938,7 @@ impl EvidenceBuilder {
             corroboration,
             attestation,
             contradictions,
+            output_binding,
             origin: self.origin.take(),
         })
     }

@@ -75,6 +75,7 @@ struct Act {
     action: Vec<u8>,
     command: Vec<u8>,
     cached: bool,
+    exit_code: i32,
 }
 
 fn act(i: usize, image: &str, cached: bool) -> Act {
@@ -99,6 +100,7 @@ fn act(i: usize, image: &str, cached: bool) -> Act {
         action,
         command,
         cached,
+        exit_code: 0,
     }
 }
 
@@ -121,6 +123,7 @@ fn ledger(invocation: &str, acts: &[Act], instances: &[&str]) -> Vec<u8> {
             adapter: "buildgrid".into(),
             invocation_id: invocation.into(),
             instance_names: instances.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }),
     );
     for inst in instances {
@@ -142,7 +145,7 @@ fn ledger(invocation: &str, acts: &[Act], instances: &[&str]) -> Vec<u8> {
                     "ExecuteResponse",
                     &ExecuteResponse {
                         result: Some(ActionResult {
-                            exit_code: 0,
+                            exit_code: a.exit_code,
                             execution_metadata: Some(ExecutedActionMetadata {
                                 worker: "bot-1".into(),
                                 queued_timestamp: ts(1_700_000_000 + i as i64),
@@ -308,6 +311,7 @@ fn an_unreachable_executor_is_recorded_and_contradicts_nothing() {
             adapter: "buildgrid".into(),
             invocation_id: id.clone(),
             instance_names: vec![String::new()],
+            ..Default::default()
         }),
     );
     push(
@@ -395,4 +399,103 @@ fn an_image_other_than_the_one_asked_for_is_a_contradiction() {
     let acts: Vec<Act> = (0..8).map(|i| act(i, ASKED, false)).collect();
     let ev = derive(&evs, None, Some(&ledger(&id, &acts, &[""])));
     assert!(ev.contradictions.is_empty(), "{:?}", ev.contradictions);
+}
+
+/// Issue 20, finding 11: an action the executor ran that exited nonzero is
+/// not an execution.
+#[test]
+fn failed_actions_are_not_executions() {
+    let evs = events("remote-build");
+    let id = uuid(&evs);
+    let mut acts: Vec<Act> = (0..8).map(|i| act(i, PINNED, false)).collect();
+    acts[0].exit_code = 1;
+    acts[5].exit_code = 137;
+    let ev = derive(&evs, None, Some(&ledger(&id, &acts, &[""])));
+    let a = ev.attestation.as_ref().unwrap();
+    assert_eq!((a.operations, a.executed, a.failed), (8, 6, 2));
+    assert_eq!(a.images[0].executed_actions, 6);
+    assert_eq!(ev.contradictions.len(), 1, "{:?}", ev.contradictions);
+    let c = &ev.contradictions[0];
+    assert_eq!(c.fact, "remote_executions");
+    assert_eq!((c.claimed.as_str(), c.shown.as_str()), ("8", "6"));
+}
+
+/// Issue 20, finding 11: the client's --remote_executor is compared with the
+/// endpoint the server asked (normalised: scheme, case, trailing '/').
+#[test]
+fn the_clients_executor_is_compared_with_the_one_asked() {
+    let evs = events("remote-build");
+    let id = uuid(&evs);
+    let acts: Vec<Act> = (0..8).map(|i| act(i, PINNED, false)).collect();
+    let relabel = |executor: &str, aliases: &[&str]| {
+        let l = ledger(&id, &acts, &[""]);
+        let mut recs = split_delimited(&l, usize::MAX).unwrap().into_iter();
+        let mut out = Vec::new();
+        let mut h = LedgerRecord::decode(recs.next().unwrap()).unwrap();
+        let Some(ledger_record::Record::Header(hd)) = &mut h.record else {
+            panic!("the header comes first")
+        };
+        hd.executor = executor.into();
+        hd.endpoint_aliases = aliases.iter().map(|s| s.to_string()).collect();
+        push(&mut out, h.record.unwrap());
+        for r in recs {
+            push(&mut out, LedgerRecord::decode(r).unwrap().record.unwrap());
+        }
+        derive(&evs, None, Some(&out))
+    };
+    let ev = relabel("grpc://10.0.0.9:50051", &[]);
+    assert_eq!(ev.contradictions.len(), 1, "{:?}", ev.contradictions);
+    let c = &ev.contradictions[0];
+    assert_eq!(c.fact, "executor_endpoint");
+    assert_eq!(
+        (c.claimed.as_str(), c.shown.as_str()),
+        (EXECUTOR, "grpc://10.0.0.9:50051")
+    );
+    for (asked, aliases) in [
+        ("GRPC://127.0.0.1:50051/", &[][..]),
+        ("grpcs://127.0.0.1:50051", &[]),
+        ("grpc://10.0.0.9:50051", &["127.0.0.1:50051"]),
+    ] {
+        let ev = relabel(asked, aliases);
+        assert!(
+            ev.contradictions.is_empty(),
+            "{asked}: {:?}",
+            ev.contradictions
+        );
+    }
+}
+
+/// Issue 20, finding 4: with a ledger, actions the executor ran without an
+/// image leave the client's claim unused, and contradict it.
+#[test]
+fn actions_without_an_image_contradict_the_claimed_image() {
+    let evs = events("remote-build");
+    let id = uuid(&evs);
+    let mut acts: Vec<Act> = (0..8).map(|i| act(i, PINNED, false)).collect();
+    acts[3] = act(3, "", false);
+    // A Command with no platform at all.
+    let command = Command {
+        arguments: vec!["/bin/true".into()],
+        ..Command::default()
+    }
+    .encode_to_vec();
+    acts[3].action = Action {
+        command_digest: Some(digest_of(&command)),
+        ..Action::default()
+    }
+    .encode_to_vec();
+    acts[3].command = command;
+    let ev = derive(&evs, None, Some(&ledger(&id, &acts, &[""])));
+    let a = ev.attestation.as_ref().unwrap();
+    assert_eq!((a.executed, a.executed_without_image), (8, 1));
+    assert_eq!(ev.all_remote_images_pinned, Some(false));
+    assert!(ev
+        .worker_images
+        .iter()
+        .all(|w| w.source == ImageSource::Executor));
+    assert_eq!(ev.contradictions.len(), 1, "{:?}", ev.contradictions);
+    assert_eq!(ev.contradictions[0].fact, "worker_image");
+    assert!(ev.contradictions[0]
+        .shown
+        .contains("no container-image (1 action(s))"));
 }

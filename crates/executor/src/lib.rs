@@ -18,30 +18,35 @@
 //! again with exponential backoff for a bounded time, then the ledger says
 //! "unreachable" (the proof fails closed, it never silently passes).
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use proof_proto::ledger::{ledger_record, Blob, Header, LedgerRecord, OperationsPage, Unreachable};
+use proof_proto::ledger::{
+    ledger_record, Blob, Header, LedgerRecord, OperationsPage, Truncated, Unreachable,
+};
 use proof_proto::longrunning::operations_client::OperationsClient;
 use proof_proto::longrunning::{operation, ListOperationsRequest, Operation};
 use proof_proto::reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use proof_proto::reapi::{
     Action, BatchReadBlobsRequest, Digest, ExecuteOperationMetadata, ExecuteResponse,
 };
-use proof_stream::delimited::encode_varint;
 use prost::Message;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
-/// Per-call deadline.
+/// Per-call deadline (shortened to what is left of the query's
+/// [`Budget::max_time`]).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Operations asked for per ListOperations page (BuildGrid's default maximum).
-pub const PAGE_SIZE: i32 = 1000;
+/// Operations asked for per ListOperations page: 0, the executor's own
+/// maximum (BuildGrid's `max-list-operations-page-size`, default 1000). An
+/// executor that refuses it with `INVALID_ARGUMENT: The maximum page size
+/// is N.` is asked once more with N.
+pub const PAGE_SIZE: i32 = 0;
 /// Blobs asked for per BatchReadBlobs call.
 const BLOBS_PER_CALL: usize = 200;
-/// Largest answer accepted.
-const MAX_MESSAGE: usize = 256 * 1024 * 1024;
-/// At most this many pages per instance (a misbehaving server cannot loop us).
-const MAX_PAGES: usize = 100_000;
+/// Largest answer accepted (one ListOperations page or one BatchReadBlobs
+/// answer).
+pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// Why the executor could not be asked. `Unreachable` is retried.
 #[derive(Debug, Error)]
@@ -58,12 +63,45 @@ pub enum LedgerError {
     Runtime(String),
 }
 
+/// Bounds on one ledger query: what a hostile or broken executor can make
+/// the server hold or wait for. Over a bound the server stops asking and the
+/// ledger ends with a `Truncated` record naming it, so the proof is signed
+/// as failing `executor_attested` (and a verifier re-derives why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Operations read, over every page and instance.
+    pub max_operations: u64,
+    /// ListOperations pages read, over every instance.
+    pub max_pages: u64,
+    /// Bytes of the whole ledger (`executor.bin`): pages and blobs.
+    pub max_bytes: usize,
+    /// Wall time of the whole query, retries of an unreachable executor
+    /// included.
+    pub max_time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_operations: 200_000,
+            max_pages: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_time: Duration::from_secs(120),
+        }
+    }
+}
+
 /// What the ledger asks about.
 #[derive(Debug, Clone)]
 pub struct LedgerQuery {
     pub invocation_id: String,
     /// REAPI instance names to ask under, in order (usually one).
     pub instance_names: Vec<String>,
+    /// Other endpoints of this executor the operator declared (e.g. the
+    /// address Bazel clients use), recorded in the header.
+    pub endpoint_aliases: Vec<String>,
+    /// Bounds on the answers.
+    pub budget: Budget,
 }
 
 /// An executor that can say what it ran for an invocation.
@@ -72,15 +110,18 @@ pub trait ExecutorLedger: Send + Sync {
     fn endpoint(&self) -> &str;
     /// The adapter name recorded in the header (e.g. "buildgrid").
     fn adapter(&self) -> &'static str;
-    /// One attempt: the whole `executor.bin` (header + raw answers), or
+    /// One attempt, to finish by `deadline`: the whole `executor.bin`
+    /// (header + raw answers, ending with a `Truncated` record when the
+    /// query's [`Budget`] or `deadline` stopped it), or
     /// [`LedgerError::Unreachable`] when the executor could not be asked.
-    fn fetch(&self, query: &LedgerQuery) -> Result<Vec<u8>, LedgerError>;
+    fn fetch(&self, query: &LedgerQuery, deadline: Instant) -> Result<Vec<u8>, LedgerError>;
 }
 
 /// Bounded retries of an unreachable executor.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
-    /// Stop retrying after this long (then record "unreachable").
+    /// Stop retrying after this long (then record "unreachable"); never
+    /// longer than the query's [`Budget::max_time`].
     pub total: Duration,
     /// First delay; doubled after every failed attempt.
     pub first_delay: Duration,
@@ -96,9 +137,16 @@ impl Default for Retry {
 }
 
 fn push(out: &mut Vec<u8>, rec: ledger_record::Record) {
-    let body = LedgerRecord { record: Some(rec) }.encode_to_vec();
-    encode_varint(body.len() as u64, out);
-    out.extend_from_slice(&body);
+    LedgerRecord { record: Some(rec) }
+        .encode_length_delimited(out)
+        .expect("a Vec grows as needed");
+}
+
+/// The bytes `rec` takes in the ledger (its length prefix included).
+fn record_len(rec: &ledger_record::Record) -> usize {
+    // A oneof's encoded length includes its field's tag and length prefix.
+    let body = rec.encoded_len();
+    prost::length_delimiter_len(body) + body
 }
 
 fn header(ledger: &dyn ExecutorLedger, q: &LedgerQuery) -> Vec<u8> {
@@ -110,6 +158,7 @@ fn header(ledger: &dyn ExecutorLedger, q: &LedgerQuery) -> Vec<u8> {
             adapter: ledger.adapter().to_string(),
             invocation_id: q.invocation_id.clone(),
             instance_names: q.instance_names.clone(),
+            endpoint_aliases: q.endpoint_aliases.clone(),
         }),
     );
     out
@@ -137,19 +186,21 @@ pub fn unreachable_ledger(
 }
 
 /// Asks `ledger`, retrying an unreachable executor with exponential
-/// backoff for at most `retry.total`; then returns a ledger that says
-/// unreachable. Never fails: every outcome is evidence.
+/// backoff for at most `retry.total` (and never past the query's
+/// [`Budget::max_time`]); then returns a ledger that says unreachable.
+/// Never fails: every outcome is evidence. Sleeps between attempts: run it
+/// on a thread of its own, never on a pool that serves clients.
 pub fn fetch_with_retry(ledger: &dyn ExecutorLedger, q: &LedgerQuery, retry: Retry) -> Vec<u8> {
     let start = Instant::now();
+    let deadline = start + q.budget.max_time;
+    let total = retry.total.min(q.budget.max_time);
     let mut delay = retry.first_delay;
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        match ledger.fetch(q) {
+        match ledger.fetch(q, deadline) {
             Ok(bytes) => return bytes,
-            Err(LedgerError::Unreachable { reason, .. })
-                if start.elapsed() + delay < retry.total =>
-            {
+            Err(LedgerError::Unreachable { reason, .. }) if start.elapsed() + delay < total => {
                 tracing::warn!(executor = ledger.endpoint(), invocation = %q.invocation_id, attempts, %reason, "executor unreachable; retrying");
                 std::thread::sleep(delay);
                 delay = delay.saturating_mul(2);
@@ -184,6 +235,60 @@ fn valid_invocation_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// The maximum an executor names when it refuses a page size
+/// (BuildGrid: "The maximum page size is 5.").
+fn max_page_size(message: &str) -> Option<i32> {
+    let rest = &message[message.find("maximum page size is")? + "maximum page size is".len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
+/// Why a query stopped early (the `Truncated` record's reason).
+struct Stop(String);
+
+/// The ledger being written, within the query's budget.
+struct Collect {
+    out: Vec<u8>,
+    budget: Budget,
+    deadline: Instant,
+    operations: u64,
+    pages: u64,
+}
+
+impl Collect {
+    fn remaining(&self) -> Result<Duration, Stop> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.too_slow());
+        }
+        Ok(left)
+    }
+
+    fn too_slow(&self) -> Stop {
+        Stop(format!(
+            "the executor's answers took longer than the server's limit of {} s per query",
+            self.budget.max_time.as_secs_f64()
+        ))
+    }
+
+    /// Appends `rec` unless it would take the ledger past its byte budget.
+    fn push(&mut self, rec: ledger_record::Record) -> Result<(), Stop> {
+        let len = record_len(&rec);
+        if self.out.len() + len > self.budget.max_bytes {
+            return Err(Stop(format!(
+                "the executor's answers exceed the server's limit of {} bytes per query",
+                self.budget.max_bytes
+            )));
+        }
+        push(&mut self.out, rec);
+        Ok(())
+    }
+}
+
 /// BuildGrid (0.2.x): ListOperations filtered on `invocation_id`, then the
 /// executed actions' Action and Command blobs from its CAS.
 #[derive(Debug, Clone)]
@@ -215,57 +320,129 @@ impl BuildGrid {
         )
     }
 
-    async fn ask(&self, q: &LedgerQuery) -> Result<Vec<u8>, LedgerError> {
+    async fn ask(&self, q: &LedgerQuery, deadline: Instant) -> Result<Vec<u8>, LedgerError> {
+        let mut c = Collect {
+            out: header(self, q),
+            budget: q.budget,
+            deadline,
+            operations: 0,
+            pages: 0,
+        };
+        let connect = c
+            .remaining()
+            .map_or(Duration::ZERO, |left| left.min(Duration::from_secs(5)));
         let channel: Channel = Endpoint::from_shared(self.uri.clone())
             .map_err(|_| LedgerError::BadEndpoint(self.endpoint.clone()))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(connect.max(Duration::from_millis(1)))
             .timeout(CALL_TIMEOUT)
             .connect()
             .await
             .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
+        match self.collect(&mut c, q, channel).await {
+            Ok(()) => {}
+            Err(Ok(Stop(reason))) => {
+                tracing::warn!(executor = %self.endpoint, invocation = %q.invocation_id, %reason, "ledger query stopped early");
+                push(
+                    &mut c.out,
+                    ledger_record::Record::Truncated(Truncated { reason }),
+                );
+            }
+            Err(Err(e)) => return Err(e),
+        }
+        Ok(c.out)
+    }
+
+    /// `call` within what is left of the query's time.
+    async fn timed<T>(
+        c: &Collect,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<Result<T, tonic::Status>, Stop> {
+        let left = c.remaining()?;
+        tokio::time::timeout(left.min(CALL_TIMEOUT), call)
+            .await
+            .map_err(|_| c.too_slow())
+    }
+
+    async fn collect(
+        &self,
+        c: &mut Collect,
+        q: &LedgerQuery,
+        channel: Channel,
+    ) -> Result<(), Result<Stop, LedgerError>> {
         let mut ops = OperationsClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
         let mut cas =
             ContentAddressableStorageClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-        let mut out = header(self, q);
         let filter = format!("invocation_id={}", q.invocation_id);
         for instance in &q.instance_names {
             let mut token = String::new();
+            let mut tokens: HashSet<String> = HashSet::new();
+            let mut page_size = PAGE_SIZE;
             let mut executed: Vec<Digest> = Vec::new();
-            for _ in 0..MAX_PAGES {
+            loop {
+                if c.pages >= c.budget.max_pages {
+                    return Err(Ok(Stop(format!(
+                        "the executor's answers exceed the server's limit of {} ListOperations pages per query",
+                        c.budget.max_pages
+                    ))));
+                }
                 let req = ListOperationsRequest {
                     name: instance.clone(),
                     filter: filter.clone(),
-                    page_size: PAGE_SIZE,
+                    page_size,
                     page_token: token.clone(),
                 };
+                let answer = Self::timed(c, ops.list_operations(req)).await.map_err(Ok)?;
                 let mut page = OperationsPage {
                     instance_name: instance.clone(),
                     filter: filter.clone(),
                     page_token: token.clone(),
                     ..OperationsPage::default()
                 };
-                match ops.list_operations(req).await {
+                match answer {
                     Ok(resp) => {
+                        c.pages += 1;
                         let resp = resp.into_inner();
+                        c.operations += resp.operations.len() as u64;
+                        if c.operations > c.budget.max_operations {
+                            return Err(Ok(Stop(format!(
+                                "the executor answered more than the server's limit of {} operations per query",
+                                c.budget.max_operations
+                            ))));
+                        }
                         executed.extend(resp.operations.iter().filter_map(executed_digest));
-                        token = resp.next_page_token.clone();
+                        let next = resp.next_page_token.clone();
                         page.response = Some(resp);
-                        push(&mut out, ledger_record::Record::Page(page));
-                        if token.is_empty() {
+                        c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
+                        if next.is_empty() {
                             break;
+                        }
+                        tokens.insert(std::mem::replace(&mut token, next));
+                        if tokens.contains(&token) {
+                            return Err(Ok(Stop(format!(
+                                "the executor repeated the page token {token:?} on instance {instance:?}: its answers loop"
+                            ))));
                         }
                     }
                     Err(s) if Self::retryable(s.code()) => {
-                        return Err(self.unreachable(format!(
+                        return Err(Err(self.unreachable(format!(
                             "ListOperations: {:?}: {}",
                             s.code(),
                             s.message()
-                        )))
+                        ))))
                     }
                     Err(s) => {
+                        // An executor with a smaller maximum page size than
+                        // asked names it: ask once more with it.
+                        if s.code() == tonic::Code::InvalidArgument && page_size == PAGE_SIZE {
+                            if let Some(max) = max_page_size(s.message()) {
+                                tracing::info!(executor = %self.endpoint, max, "the executor's maximum ListOperations page size");
+                                page_size = max;
+                                continue;
+                            }
+                        }
                         page.status_code = s.code() as i32;
                         page.status_message = s.message().to_string();
-                        push(&mut out, ledger_record::Record::Page(page));
+                        c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
                         break;
                     }
                 }
@@ -274,63 +451,67 @@ impl BuildGrid {
             executed.dedup();
             // The Actions, then the Commands of the Actions that carry no
             // platform of their own (Bazel 4.x).
-            let actions = self
-                .read_blobs(&mut cas, instance, &executed, &mut out)
+            let mut commands = Vec::new();
+            self.read_blobs(c, &mut cas, instance, &executed, Some(&mut commands))
                 .await?;
-            let mut commands: Vec<Digest> = actions
-                .iter()
-                .filter_map(|data| Action::decode(data.as_slice()).ok())
-                .filter(|a| a.platform.as_ref().is_none_or(|p| p.properties.is_empty()))
-                .filter_map(|a| a.command_digest)
-                .collect();
             commands.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
             commands.dedup();
-            self.read_blobs(&mut cas, instance, &commands, &mut out)
+            self.read_blobs(c, &mut cas, instance, &commands, None)
                 .await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads `digests` from the CAS, pushing one Blob record each (in
-    /// `digests` order); returns the data of the OK ones.
+    /// `digests` order). With `commands`, the blobs are Actions: the
+    /// command digests of those that carry no platform of their own are
+    /// added to it.
     async fn read_blobs(
         &self,
+        c: &mut Collect,
         cas: &mut ContentAddressableStorageClient<Channel>,
         instance: &str,
         digests: &[Digest],
-        out: &mut Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, LedgerError> {
-        let mut found = Vec::new();
+        mut commands: Option<&mut Vec<Digest>>,
+    ) -> Result<(), Result<Stop, LedgerError>> {
         for chunk in digests.chunks(BLOBS_PER_CALL) {
             let req = BatchReadBlobsRequest {
                 instance_name: instance.to_string(),
                 digests: chunk.to_vec(),
             };
-            match cas.batch_read_blobs(req).await {
+            match Self::timed(c, cas.batch_read_blobs(req))
+                .await
+                .map_err(Ok)?
+            {
                 Ok(resp) => {
-                    let resp = resp.into_inner();
+                    let mut answers: HashMap<(String, i64), _> = HashMap::new();
+                    for r in resp.into_inner().responses {
+                        if let Some(d) = &r.digest {
+                            answers.entry((d.hash.clone(), d.size_bytes)).or_insert(r);
+                        }
+                    }
                     for d in chunk {
-                        let r = resp.responses.iter().find(|r| r.digest.as_ref() == Some(d));
-                        let blob = match r {
+                        let blob = match answers.remove(&(d.hash.clone(), d.size_bytes)) {
                             Some(r) => {
                                 let code = r.status.as_ref().map_or(0, |s| s.code);
                                 if code == 0 {
-                                    found.push(r.data.clone());
+                                    if let Some(cmds) = commands.as_deref_mut() {
+                                        if let Ok(a) = Action::decode(r.data.as_slice()) {
+                                            if a.platform
+                                                .as_ref()
+                                                .is_none_or(|p| p.properties.is_empty())
+                                            {
+                                                cmds.extend(a.command_digest);
+                                            }
+                                        }
+                                    }
                                 }
                                 Blob {
                                     instance_name: instance.to_string(),
                                     digest: Some(d.clone()),
                                     status_code: code,
-                                    status_message: r
-                                        .status
-                                        .as_ref()
-                                        .map(|s| s.message.clone())
-                                        .unwrap_or_default(),
-                                    data: if code == 0 {
-                                        r.data.clone()
-                                    } else {
-                                        Vec::new()
-                                    },
+                                    status_message: r.status.map(|s| s.message).unwrap_or_default(),
+                                    data: if code == 0 { r.data } else { Vec::new() },
                                 }
                             }
                             None => Blob {
@@ -342,37 +523,38 @@ impl BuildGrid {
                                 data: Vec::new(),
                             },
                         };
-                        push(out, ledger_record::Record::Blob(blob));
+                        c.push(ledger_record::Record::Blob(blob)).map_err(Ok)?;
                     }
                 }
                 Err(s) if Self::retryable(s.code()) => {
-                    return Err(self.unreachable(format!(
+                    return Err(Err(self.unreachable(format!(
                         "BatchReadBlobs: {:?}: {}",
                         s.code(),
                         s.message()
-                    )))
+                    ))))
                 }
                 Err(s) => {
                     for d in chunk {
-                        push(
-                            out,
-                            ledger_record::Record::Blob(Blob {
-                                instance_name: instance.to_string(),
-                                digest: Some(d.clone()),
-                                status_code: s.code() as i32,
-                                status_message: s.message().to_string(),
-                                data: Vec::new(),
-                            }),
-                        );
+                        c.push(ledger_record::Record::Blob(Blob {
+                            instance_name: instance.to_string(),
+                            digest: Some(d.clone()),
+                            status_code: s.code() as i32,
+                            status_message: s.message().to_string(),
+                            data: Vec::new(),
+                        }))
+                        .map_err(Ok)?;
                     }
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 }
 
-/// The action digest of a completed, executed (not cached) operation.
+/// The action digest of an operation the executor ran to success: done,
+/// an ExecuteResponse with an OK status and an ActionResult of exit code 0,
+/// not served from its cache (the evidence counts the same ones as
+/// executed).
 fn executed_digest(op: &Operation) -> Option<Digest> {
     if !op.done {
         return None;
@@ -381,7 +563,8 @@ fn executed_digest(op: &Operation) -> Option<Digest> {
         return None;
     };
     let resp = ExecuteResponse::decode(any.value.as_slice()).ok()?;
-    if resp.cached_result || resp.result.is_none() {
+    let status_ok = resp.status.as_ref().is_none_or(|s| s.code == 0);
+    if resp.cached_result || !status_ok || resp.result.as_ref().is_none_or(|r| r.exit_code != 0) {
         return None;
     }
     let meta = ExecuteOperationMetadata::decode(op.metadata.as_ref()?.value.as_slice()).ok()?;
@@ -397,7 +580,7 @@ impl ExecutorLedger for BuildGrid {
         "buildgrid"
     }
 
-    fn fetch(&self, q: &LedgerQuery) -> Result<Vec<u8>, LedgerError> {
+    fn fetch(&self, q: &LedgerQuery, deadline: Instant) -> Result<Vec<u8>, LedgerError> {
         if !valid_invocation_id(&q.invocation_id) {
             return Err(LedgerError::BadInvocationId(q.invocation_id.clone()));
         }
@@ -408,7 +591,7 @@ impl ExecutorLedger for BuildGrid {
                     .enable_all()
                     .build()
                     .map_err(|e| LedgerError::Runtime(e.to_string()))?
-                    .block_on(self.ask(q))
+                    .block_on(self.ask(q, deadline))
             })
             .join()
             .unwrap_or_else(|_| Err(LedgerError::Runtime("the ledger thread panicked".into())))
@@ -437,8 +620,13 @@ mod tests {
         let q = LedgerQuery {
             invocation_id: "x&stage=COMPLETED".into(),
             instance_names: vec![String::new()],
+            endpoint_aliases: Vec::new(),
+            budget: Budget::default(),
         };
-        assert!(matches!(bg.fetch(&q), Err(LedgerError::BadInvocationId(_))));
+        assert!(matches!(
+            bg.fetch(&q, Instant::now() + Duration::from_secs(5)),
+            Err(LedgerError::BadInvocationId(_))
+        ));
     }
 
     #[test]
@@ -454,6 +642,8 @@ mod tests {
         let q = LedgerQuery {
             invocation_id: "0b5c4ecb-83c7-4d70-bb94-964e8bdbb3b2".into(),
             instance_names: vec![String::new()],
+            endpoint_aliases: Vec::new(),
+            budget: Budget::default(),
         };
         let retry = Retry {
             total: Duration::from_millis(700),

@@ -2,15 +2,23 @@
 //! stream's events, who sent them (the authenticated tenant, or
 //! "unauthenticated"), and, with an executor ledger, what the executor
 //! itself recorded for the invocation.
+//!
+//! [`ProofQueue`] keeps that work (the executor may be slow, dead or
+//! hostile) off the server's blocking pool: finalization only records a
+//! durable pending marker and queues the invocation; a few threads of its
+//! own sign, each ledger query within its [`Budget`]. Markers left by a
+//! crash are queued again when the server starts.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
-use proof_artifact::SigningKey;
+use proof_artifact::{RecordError, RecordOutcome, SigningKey};
 use proof_evidence::{EvidenceBuilder, Origin};
-use proof_executor::{ExecutorLedger, LedgerQuery, Retry};
+use proof_executor::{Budget, ExecutorLedger, LedgerQuery, Retry};
 use proof_ingest::Finalized;
 use proof_store::{RecordKind, Store, StoreError};
+use thiserror::Error;
 
 use crate::bes::OnFinalized;
 use crate::Metrics;
@@ -21,8 +29,26 @@ pub struct LedgerConfig {
     /// Instance names to ask under; empty: the stream's
     /// `--remote_instance_name` (unset: "").
     pub instance_names: Vec<String>,
+    /// Other endpoints of the same executor (the address Bazel clients
+    /// use), recorded in the ledger so `--remote_executor` can be compared.
+    pub endpoint_aliases: Vec<String>,
     /// How long to retry an unreachable executor before the proof says so.
     pub retry: Retry,
+    /// Bounds on one query (operations, bytes, pages, wall time).
+    pub budget: Budget,
+}
+
+/// Why no proof was written for an invocation.
+#[derive(Debug, Error)]
+pub enum ProofError {
+    #[error("cannot read invocation {id} for its proof: {source}")]
+    Store {
+        id: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 /// Records `DIR/INVOCATION_ID.proof.tar` for every complete invocation.
@@ -95,24 +121,29 @@ impl ProofWriter {
         let q = LedgerQuery {
             invocation_id: id.to_string(),
             instance_names,
+            endpoint_aliases: cfg.endpoint_aliases.clone(),
+            budget: cfg.budget,
         };
         proof_executor::fetch_with_retry(cfg.ledger.as_ref(), &q, cfg.retry)
     }
-}
 
-impl OnFinalized for ProofWriter {
-    fn on_finalized(&self, store: &dyn Store, f: &Finalized) {
-        if !f.complete {
-            tracing::info!(invocation = %f.invocation_id, reason = ?f.reason, "no proof for an incomplete stream");
-            return;
-        }
-        let tenant = match store.get(&f.invocation_id) {
-            Ok(rec) => rec.and_then(|r| r.meta.tenant),
-            Err(e) => {
-                tracing::error!(invocation = %f.invocation_id, error = %e, "cannot read the invocation for the proof");
-                return;
-            }
+    /// Where the proof of `id` is written.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.proof.tar"))
+    }
+
+    /// Signs the proof of the stored invocation `id` (asking the executor
+    /// first, when configured). Only when the stream's BuildStarted names
+    /// `id` itself, and never over an existing artifact.
+    pub fn sign(&self, store: &dyn Store, id: &str) -> Result<RecordOutcome, ProofError> {
+        let err = |source| ProofError::Store {
+            id: id.to_string(),
+            source,
         };
+        if self.path(id).exists() {
+            return Err(RecordError::Exists(self.path(id)).into());
+        }
+        let tenant = store.get(id).map_err(err)?.and_then(|r| r.meta.tenant);
         let origin = Origin {
             recorded_by: "proof serve".into(),
             tenant,
@@ -120,36 +151,284 @@ impl OnFinalized for ProofWriter {
         let ledger = self
             .executor
             .as_ref()
-            .map(|cfg| self.ledger(cfg, store, &f.invocation_id));
-        let events = match Self::events(store, &f.invocation_id) {
-            Ok(it) => it,
-            Err(e) => {
-                tracing::error!(invocation = %f.invocation_id, error = %e, "cannot read the journal for the proof");
-                return;
-            }
-        };
+            .map(|cfg| self.ledger(cfg, store, id));
+        let events = Self::events(store, id).map_err(err)?;
         let inputs = proof_artifact::RecordInputs {
             executor_ledger: ledger.as_deref(),
             origin: Some(&origin),
+            expect_invocation_id: Some(id),
+            exclusive: true,
             ..Default::default()
         };
-        match proof_artifact::record_with(events, &inputs, &self.key, &self.dir) {
+        Ok(proof_artifact::record_with(
+            events, &inputs, &self.key, &self.dir,
+        )?)
+    }
+
+    fn sign_and_log(&self, store: &dyn Store, id: &str) -> Result<(), ProofError> {
+        match self.sign(store, id) {
             Ok(out) => {
                 tracing::info!(
-                    invocation = %f.invocation_id,
+                    invocation = %id,
                     path = %out.path.display(),
                     remote_executions = ?out.evidence.processes.remote_executions,
                     attested_executions = ?out.evidence.attestation.as_ref().map(|a| a.executed),
-                    tenant = ?origin.tenant,
+                    tenant = ?out.evidence.origin.as_ref().and_then(|o| o.tenant.as_deref()),
                     "proof artifact written"
                 );
                 if let Some(m) = &self.metrics {
-                    self.count_verdict(m, &f.invocation_id, &out.path);
+                    self.count_verdict(m, id, &out.path);
                 }
+                Ok(())
+            }
+            Err(ProofError::Record(RecordError::Exists(path))) => {
+                tracing::info!(invocation = %id, path = %path.display(), "the proof was already written");
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(invocation = %f.invocation_id, error = %e, "writing the proof artifact failed")
+                tracing::error!(invocation = %id, error = %e, "writing the proof artifact failed");
+                Err(e)
             }
+        }
+    }
+}
+
+impl OnFinalized for ProofWriter {
+    /// Signs in place, on the finalizing thread (see [`ProofQueue`] for the
+    /// server's way).
+    fn on_finalized(&self, store: &dyn Store, f: &Finalized) {
+        if !f.complete {
+            tracing::info!(invocation = %f.invocation_id, reason = ?f.reason, "no proof for an incomplete stream");
+            return;
+        }
+        let _ = self.sign_and_log(store, &f.invocation_id);
+    }
+}
+
+/// Bounds of the [`ProofQueue`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Proofs signed at once (each may wait on the executor).
+    pub workers: usize,
+    /// Invocations held in memory; beyond it they wait on disk (their
+    /// pending marker) and are picked up when the queue has room.
+    pub capacity: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            workers: 2,
+            capacity: 1024,
+        }
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    /// Markers were left on disk for lack of room.
+    overflowed: bool,
+    running: usize,
+}
+
+/// Signs proofs on threads of its own, never on the pool that stores and
+/// acks events: finalization writes a pending marker
+/// (`PROOFS/.pending/ID`, synced) and queues the id; a worker signs and
+/// then removes the marker. At start every marker is queued again, so a
+/// proof pending at a crash is still signed.
+pub struct ProofQueue {
+    writer: Arc<ProofWriter>,
+    store: Arc<dyn Store>,
+    cfg: QueueConfig,
+    state: Mutex<QueueState>,
+    wake: Condvar,
+    idle: Condvar,
+}
+
+/// An id that can name a file: what `proof_artifact` accepts as an
+/// invocation id (a Bazel UUID is).
+fn file_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 80
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The pending markers' directory of a proofs directory.
+pub fn pending_dir(proofs: &Path) -> PathBuf {
+    proofs.join(".pending")
+}
+
+impl ProofQueue {
+    /// Starts `cfg.workers` threads and queues the proofs left pending by an
+    /// earlier run.
+    pub fn start(
+        writer: Arc<ProofWriter>,
+        store: Arc<dyn Store>,
+        cfg: QueueConfig,
+    ) -> std::io::Result<Arc<ProofQueue>> {
+        std::fs::create_dir_all(pending_dir(&writer.dir))?;
+        let q = Arc::new(ProofQueue {
+            writer,
+            store,
+            cfg: QueueConfig {
+                workers: cfg.workers.max(1),
+                capacity: cfg.capacity.max(1),
+            },
+            state: Mutex::new(QueueState::default()),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+        });
+        let n = q.refill();
+        if n > 0 {
+            tracing::info!(proofs = n, "proofs left pending by an earlier run queued");
+        }
+        for i in 0..q.cfg.workers {
+            let q = q.clone();
+            std::thread::Builder::new()
+                .name(format!("proof-{i}"))
+                .spawn(move || q.work())?;
+        }
+        Ok(q)
+    }
+
+    fn marker(&self, id: &str) -> PathBuf {
+        pending_dir(&self.writer.dir).join(id)
+    }
+
+    /// Queues `id` if there is room; returns whether it is queued.
+    fn enqueue(&self, id: &str) -> bool {
+        let mut st = self.state.lock().expect("proof queue lock");
+        if st.queued.contains(id) {
+            return true;
+        }
+        if st.queue.len() >= self.cfg.capacity {
+            st.overflowed = true;
+            return false;
+        }
+        st.queued.insert(id.to_string());
+        st.queue.push_back(id.to_string());
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues pending markers found on disk while there is room; returns
+    /// how many were queued.
+    fn refill(&self) -> usize {
+        self.state.lock().expect("proof queue lock").overflowed = false;
+        let Ok(dir) = std::fs::read_dir(pending_dir(&self.writer.dir)) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in dir.flatten() {
+            let Some(id) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !file_safe(&id) {
+                continue;
+            }
+            if !self.enqueue(&id) {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn work(&self) {
+        loop {
+            let id = {
+                let mut st = self.state.lock().expect("proof queue lock");
+                loop {
+                    if let Some(id) = st.queue.pop_front() {
+                        st.running += 1;
+                        break id;
+                    }
+                    if st.overflowed {
+                        drop(st);
+                        self.refill();
+                        st = self.state.lock().expect("proof queue lock");
+                        continue;
+                    }
+                    st = self.wake.wait(st).expect("proof queue lock");
+                }
+            };
+            let outcome = self.writer.sign_and_log(self.store.as_ref(), &id);
+            // Kept for a retry at the next start only when the artifact
+            // could not be written; any other outcome is final.
+            let retry = matches!(
+                &outcome,
+                Err(ProofError::Store { .. })
+                    | Err(ProofError::Record(
+                        RecordError::Io { .. } | RecordError::Tar(_)
+                    ))
+            );
+            if !retry {
+                if let Err(e) = std::fs::remove_file(self.marker(&id)) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(invocation = %id, error = %e, "cannot remove the pending-proof marker");
+                    }
+                }
+            }
+            let mut st = self.state.lock().expect("proof queue lock");
+            st.queued.remove(&id);
+            st.running -= 1;
+            if st.queue.is_empty() && st.running == 0 && !st.overflowed {
+                self.idle.notify_all();
+            }
+        }
+    }
+
+    /// Proofs queued or being signed.
+    pub fn pending(&self) -> usize {
+        let st = self.state.lock().expect("proof queue lock");
+        st.queue.len() + st.running
+    }
+
+    /// Waits until nothing is queued or being signed, at most `timeout`;
+    /// returns whether the queue is idle.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let st = self.state.lock().expect("proof queue lock");
+        let (st, _) = self
+            .idle
+            .wait_timeout_while(st, timeout, |st| {
+                !(st.queue.is_empty() && st.running == 0 && !st.overflowed)
+            })
+            .expect("proof queue lock");
+        st.queue.is_empty() && st.running == 0 && !st.overflowed
+    }
+}
+
+impl OnFinalized for ProofQueue {
+    /// Runs under the invocation's lock before its outcome is recorded:
+    /// writes the pending marker (synced, so a crash after the outcome is
+    /// recorded still leaves it) and queues the invocation. Never waits on
+    /// the executor.
+    fn on_finalized(&self, _store: &dyn Store, f: &Finalized) {
+        if !f.complete {
+            tracing::info!(invocation = %f.invocation_id, reason = ?f.reason, "no proof for an incomplete stream");
+            return;
+        }
+        let id = &f.invocation_id;
+        // An id that cannot name a file gets no proof (the artifact is
+        // named by it too).
+        if !file_safe(id) {
+            tracing::error!(invocation = %id, "no proof: the invocation id cannot name a file");
+            return;
+        }
+        let marker = self.marker(id);
+        let written = std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::File::open(pending_dir(&self.writer.dir))?.sync_all());
+        if let Err(e) = written {
+            tracing::error!(invocation = %id, path = %marker.display(), error = %e, "cannot record the pending proof; it is signed now, if this server does not stop first");
+        }
+        if !self.enqueue(id) {
+            tracing::warn!(invocation = %id, capacity = self.cfg.capacity, "the proof queue is full; this proof waits on disk");
         }
     }
 }

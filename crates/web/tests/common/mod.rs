@@ -96,10 +96,12 @@ pub fn proof_writer(
         executor: executor.map(|url| proof_server::proofs::LedgerConfig {
             ledger: Arc::new(proof_executor::BuildGrid::new(url).unwrap()),
             instance_names: Vec::new(),
+            endpoint_aliases: Vec::new(),
             retry: proof_executor::Retry {
                 total: std::time::Duration::ZERO,
                 first_delay: std::time::Duration::from_millis(1),
             },
+            budget: proof_executor::Budget::default(),
         }),
         metrics,
     }

@@ -1,0 +1,615 @@
+//! Outputs bound to executions: each output file the stream reports for a
+//! built target (TargetComplete output groups → NamedSetOfFiles, nested sets
+//! resolved; TestResult test action outputs) must carry a digest that the
+//! executor produced for this invocation, inside the stream's live window:
+//! an output file of an executed (not cached), successful ActionResult in
+//! the executor's raw answers (`executor.bin`).
+//!
+//! Pure: the BEP events and the ledger's ListOperations pages in, an
+//! [`OutputBinding`] out. What binds and what does not:
+//! - a `bytestream://…/blobs/HASH/SIZE` URI (and `File.digest`/`length`
+//!   when Bazel sets them, which must agree with it) equal to an executed,
+//!   successful ActionResult's `output_files` digest, or its stdout/stderr
+//!   digest (a remote test's `test.log` is its test action's stdout): bound;
+//! - a `file://` URI: a local output, unbound by definition; inline
+//!   contents and symlinks carry no digest: unbound;
+//! - a digest the executor produced only by a cached answer ("remote cache
+//!   hit"), a failed action, or an operation outside the window: unbound
+//!   (not proven; an index of attested cached results is a later step);
+//! - files inside an ActionResult's `output_directories`: unbound, the
+//!   ledger does not hold the Tree blobs yet;
+//! - a file with no path prefix is a source file, and an output whose digest
+//!   equals a source file listed for the same target is Bazel's own copy or
+//!   symlink of it (e.g. an `sh_test` executable): nothing was executed to
+//!   make them, so they need no binding; a target with only such files is
+//!   "not applicable", never "bound".
+//!
+//! The window is BuildStarted to BuildFinished as the client stamped them,
+//! widened by [`WINDOW_SLACK_SECONDS`] on each side for clock skew between
+//! the Bazel host and the executor. The artifact holds no server-side
+//! receive times, so a client can widen its own window; the outputs must
+//! still be bound, which is what stops a decoy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proof_proto::bep::{build_event, build_event_id, File};
+use proof_proto::ledger::OperationsPage;
+use proof_proto::longrunning::operation;
+use proof_proto::reapi::{ExecuteResponse, ExecutedActionMetadata};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+/// Seconds of clock skew allowed on each side of the stream's window.
+pub const WINDOW_SLACK_SECONDS: i64 = 60;
+/// Most file entries kept from NamedSetOfFiles events (over all sets).
+pub const MAX_SET_FILES: usize = 1_000_000;
+/// Most files resolved for one target (nested sets expanded).
+pub const MAX_TARGET_FILES: usize = 100_000;
+/// Most unbound files named per target (the count is always complete).
+pub const MAX_NAMED_UNBOUND: usize = 20;
+/// Most operations outside the window named (the count is always complete).
+pub const MAX_NAMED_OUTSIDE: usize = 50;
+
+/// Bound, unbound or not applicable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingStatus {
+    /// Every output file is an output the executor produced for this build.
+    Bound,
+    /// At least one output file is not.
+    Unbound,
+    /// Nothing to bind: not built, no outputs, or only source files.
+    NotApplicable,
+}
+
+/// One output file that is not bound, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnboundFile {
+    /// The file's path (path prefix and name).
+    pub file: String,
+    /// Its URI as the stream gives it (empty for inline contents).
+    pub uri: String,
+    /// `HASH/SIZE`, when the file names one.
+    pub digest: Option<String>,
+    pub why: String,
+}
+
+/// How one target's outputs bind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetBinding {
+    pub status: BindingStatus,
+    /// Output files bound to an executed action.
+    pub files_bound: u64,
+    /// Output files not bound (all of them, even beyond those named).
+    pub files_unbound: u64,
+    /// Source files and Bazel's copies of them (nothing to bind).
+    pub source_files: u64,
+    /// Why the target is not applicable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The first [`MAX_NAMED_UNBOUND`] unbound files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unbound: Vec<UnboundFile>,
+}
+
+/// An executor operation that does not count for this build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsideOperation {
+    pub operation: String,
+    pub queued_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub why: String,
+}
+
+/// The stream's live window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// BuildStarted time minus the slack.
+    pub from: String,
+    /// BuildFinished time plus the slack.
+    pub to: String,
+    pub slack_seconds: i64,
+    /// Which times these are.
+    pub times: String,
+}
+
+/// The outputs of the stream's targets against the executor's results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputBinding {
+    /// `None` when the stream has no start or finish time (nothing counts).
+    pub window: Option<Window>,
+    /// Executed, successful operations inside the window: the only ones
+    /// whose outputs bind.
+    pub operations_in_window: u64,
+    /// Operations inside the window the executor executed (not cached),
+    /// whatever their exit code: what a claimed remote execution count is
+    /// held against.
+    pub executed_in_window: u64,
+    /// Completed operations inside the window that do not bind: served
+    /// from the action cache.
+    pub cached_in_window: u64,
+    /// Operations inside the window that failed or did not finish.
+    pub failed_in_window: u64,
+    /// Operations outside the window (all of them counted).
+    pub operations_outside: u64,
+    /// The first [`MAX_NAMED_OUTSIDE`] of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<OutsideOperation>,
+    /// Binding operations with output directories, whose files cannot be
+    /// bound yet (the ledger holds no Tree blobs).
+    pub output_directories_unread: u64,
+    pub targets_bound: u64,
+    pub targets_unbound: u64,
+    pub targets_not_applicable: u64,
+    pub files_bound: u64,
+    pub files_unbound: u64,
+    /// Why the stream's file sets could not all be read (over a bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// Per target label.
+    pub targets: BTreeMap<String, TargetBinding>,
+}
+
+#[derive(Debug, Clone)]
+struct FileRef {
+    path: String,
+    source: bool,
+    file: File,
+}
+
+#[derive(Debug, Default)]
+struct TargetAcc {
+    completed: bool,
+    success: bool,
+    sets: Vec<String>,
+    files: Vec<FileRef>,
+}
+
+/// What the stream says about targets and their files, gathered event by
+/// event.
+#[derive(Debug, Default)]
+pub(crate) struct BindingAccum {
+    sets: BTreeMap<String, (Vec<FileRef>, Vec<String>)>,
+    set_files: usize,
+    incomplete: Option<String>,
+    targets: BTreeMap<String, TargetAcc>,
+    started_nanos: Option<i128>,
+    finished_nanos: Option<i128>,
+}
+
+fn nanos(t: Option<&prost_types::Timestamp>, millis: i64) -> Option<i128> {
+    match t {
+        Some(t) => Some(i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)),
+        None if millis != 0 => Some(i128::from(millis) * 1_000_000),
+        None => None,
+    }
+}
+
+fn file_ref(f: &File) -> FileRef {
+    let mut path = f.path_prefix.join("/");
+    if !path.is_empty() {
+        path.push('/');
+    }
+    path.push_str(&f.name);
+    FileRef {
+        path,
+        source: f.path_prefix.is_empty(),
+        file: f.clone(),
+    }
+}
+
+impl BindingAccum {
+    /// One event's id and payload.
+    pub(crate) fn push(&mut self, id: Option<&build_event_id::Id>, payload: &build_event::Payload) {
+        use build_event::Payload as P;
+        match (payload, id) {
+            (P::Started(s), _) => {
+                self.started_nanos = nanos(s.start_time.as_ref(), s.start_time_millis);
+            }
+            (P::Finished(f), _) => {
+                self.finished_nanos = nanos(f.finish_time.as_ref(), f.finish_time_millis);
+            }
+            (P::NamedSetOfFiles(s), Some(build_event_id::Id::NamedSet(sid))) => {
+                if self.set_files.saturating_add(s.files.len()) > MAX_SET_FILES {
+                    self.incomplete = Some(format!(
+                        "the stream lists more than {MAX_SET_FILES} files in its named sets; the rest were not read"
+                    ));
+                    return;
+                }
+                self.set_files += s.files.len();
+                self.sets.insert(
+                    sid.id.clone(),
+                    (
+                        s.files.iter().map(file_ref).collect(),
+                        s.file_sets.iter().map(|n| n.id.clone()).collect(),
+                    ),
+                );
+            }
+            (P::Completed(c), Some(build_event_id::Id::TargetCompleted(t))) => {
+                let acc = self.targets.entry(t.label.clone()).or_default();
+                acc.success = if acc.completed {
+                    acc.success && c.success
+                } else {
+                    c.success
+                };
+                acc.completed = true;
+                for g in &c.output_group {
+                    acc.sets.extend(g.file_sets.iter().map(|s| s.id.clone()));
+                    acc.files.extend(g.inline_files.iter().map(file_ref));
+                }
+                acc.files.extend(c.important_output.iter().map(file_ref));
+                acc.files.extend(c.directory_output.iter().map(file_ref));
+            }
+            (P::Aborted(_), Some(build_event_id::Id::TargetCompleted(t))) => {
+                let acc = self.targets.entry(t.label.clone()).or_default();
+                acc.completed = true;
+                acc.success = false;
+            }
+            (P::TestResult(r), Some(build_event_id::Id::TestResult(t))) => {
+                let acc = self.targets.entry(t.label.clone()).or_default();
+                // Test outputs (test.log has no path prefix in Bazel 4.2.3)
+                // are outputs of the test action, never source files.
+                acc.files
+                    .extend(r.test_action_output.iter().map(|f| FileRef {
+                        source: false,
+                        ..file_ref(f)
+                    }));
+            }
+            _ => {}
+        }
+    }
+
+    /// The files of `t`, nested sets resolved (each set once), or why not.
+    fn resolve(&self, t: &TargetAcc) -> Result<Vec<FileRef>, String> {
+        let mut out: Vec<FileRef> = t.files.clone();
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&str> = t.sets.iter().map(String::as_str).collect();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some((files, nested)) = self.sets.get(id) else {
+                return Err(format!(
+                    "the stream names file set {id:?} but never sends it"
+                ));
+            };
+            out.extend(files.iter().cloned());
+            if out.len() > MAX_TARGET_FILES {
+                return Err(format!(
+                    "more than {MAX_TARGET_FILES} output files: not checked"
+                ));
+            }
+            todo.extend(nested.iter().map(String::as_str));
+        }
+        Ok(out)
+    }
+}
+
+/// `HASH/SIZE` from a `bytestream://HOST/[INSTANCE/]blobs/HASH/SIZE` URI.
+pub fn bytestream_digest(uri: &str) -> Option<(String, i64)> {
+    let rest = uri.strip_prefix("bytestream://")?;
+    let at = rest.rfind("/blobs/")?;
+    let mut parts = rest[at + "/blobs/".len()..].split('/');
+    let hash = parts.next()?;
+    let size: i64 = parts.next()?.parse().ok()?;
+    let hex = hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && size >= 0 && parts.next().is_none()).then(|| (hash.to_string(), size))
+}
+
+/// What the executor did with one output digest.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    bound: bool,
+    cached: bool,
+    failed: bool,
+    outside: bool,
+}
+
+fn ts_string(n: Option<i128>) -> Option<String> {
+    n.and_then(crate::rfc3339_nanos)
+}
+
+/// The binding of the stream's outputs (from `acc`) to the executor's
+/// answers (`pages`).
+pub(crate) fn derive(
+    acc: &BindingAccum,
+    pages: &[OperationsPage],
+    invocation_id: &str,
+) -> OutputBinding {
+    let slack = i128::from(WINDOW_SLACK_SECONDS) * 1_000_000_000;
+    let window = match (acc.started_nanos, acc.finished_nanos) {
+        (Some(s), Some(f)) => Some((s - slack, f + slack)),
+        _ => None,
+    };
+    let mut out = OutputBinding {
+        window: window.and_then(|(from, to)| {
+            Some(Window {
+                from: crate::rfc3339_nanos(from)?,
+                to: crate::rfc3339_nanos(to)?,
+                slack_seconds: WINDOW_SLACK_SECONDS,
+                times: "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)".into(),
+            })
+        }),
+        operations_in_window: 0,
+        executed_in_window: 0,
+        cached_in_window: 0,
+        failed_in_window: 0,
+        operations_outside: 0,
+        outside: Vec::new(),
+        output_directories_unread: 0,
+        targets_bound: 0,
+        targets_unbound: 0,
+        targets_not_applicable: 0,
+        files_bound: 0,
+        files_unbound: 0,
+        incomplete: acc.incomplete.clone(),
+        targets: BTreeMap::new(),
+    };
+
+    // Every output digest the executor reported, and how.
+    let mut digests: BTreeMap<(String, i64), Seen> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for page in pages.iter().filter(|p| p.status_code == 0) {
+        let prefix = format!("{}/", page.instance_name);
+        for op in page.response.iter().flat_map(|r| &r.operations) {
+            let name = op.name.strip_prefix(&prefix).unwrap_or(&op.name);
+            if !names.insert(name.to_string()) {
+                continue;
+            }
+            let resp = match &op.result {
+                Some(operation::Result::Response(a)) if a.type_url.ends_with("ExecuteResponse") => {
+                    ExecuteResponse::decode(a.value.as_slice()).ok()
+                }
+                _ => None,
+            };
+            let op_error = matches!(&op.result, Some(operation::Result::Error(s)) if s.code != 0);
+            let status_ok = resp
+                .as_ref()
+                .is_some_and(|r| r.status.as_ref().is_none_or(|s| s.code == 0));
+            let result = resp.as_ref().and_then(|r| r.result.as_ref());
+            let md: Option<&ExecutedActionMetadata> =
+                result.and_then(|r| r.execution_metadata.as_ref());
+            let start = md.and_then(|m| {
+                let t = m
+                    .queued_timestamp
+                    .as_ref()
+                    .or(m.worker_start_timestamp.as_ref());
+                nanos(t, 0)
+            });
+            let end = md.and_then(|m| nanos(m.worker_completed_timestamp.as_ref(), 0));
+            let placed = match (window, start, end) {
+                (None, _, _) => Err("the stream states no start or finish time, so no operation can be placed in it".to_string()),
+                (_, None, _) | (_, _, None) => Err("the executor recorded no queued and completed times for it".to_string()),
+                (Some((from, _)), Some(s), _) if s < from => Err("queued before the stream started: not this build's".to_string()),
+                (Some((_, to)), _, Some(e)) if e > to => Err("completed after the stream finished: not this build's".to_string()),
+                _ => Ok(()),
+            };
+            let completed = op.done && !op_error && status_ok && result.is_some();
+            let cached = completed && resp.as_ref().is_some_and(|r| r.cached_result);
+            let succeeded = completed && !cached && result.is_some_and(|r| r.exit_code == 0);
+            if let Err(why) = &placed {
+                out.operations_outside += 1;
+                if out.outside.len() < MAX_NAMED_OUTSIDE {
+                    out.outside.push(OutsideOperation {
+                        operation: name.to_string(),
+                        queued_at: ts_string(start),
+                        completed_at: ts_string(end),
+                        why: why.clone(),
+                    });
+                }
+            } else if succeeded {
+                out.operations_in_window += 1;
+                out.executed_in_window += 1;
+            } else if cached {
+                out.cached_in_window += 1;
+            } else {
+                out.failed_in_window += 1;
+                if completed {
+                    out.executed_in_window += 1;
+                }
+            }
+            let Some(r) = result else { continue };
+            if placed.is_ok() && succeeded && !r.output_directories.is_empty() {
+                out.output_directories_unread += 1;
+            }
+            // Output files, and the action's stdout/stderr: a remote test's
+            // test.log is its test action's stdout.
+            let raw = |b: &[u8]| {
+                (!b.is_empty()).then(|| (hex::encode(sha2::Sha256::digest(b)), b.len() as i64))
+            };
+            let produced = r
+                .output_files
+                .iter()
+                .filter_map(|f| f.digest.as_ref())
+                .chain(r.stdout_digest.as_ref())
+                .chain(r.stderr_digest.as_ref())
+                .map(|d| (d.hash.clone(), d.size_bytes))
+                .chain(raw(&r.stdout_raw))
+                .chain(raw(&r.stderr_raw));
+            for key in produced {
+                let s = digests.entry(key).or_default();
+                match (&placed, succeeded, cached) {
+                    (Err(_), _, _) => s.outside = true,
+                    (Ok(()), true, _) => s.bound = true,
+                    (Ok(()), false, true) => s.cached = true,
+                    (Ok(()), false, false) => s.failed = true,
+                }
+            }
+        }
+    }
+
+    for (label, t) in &acc.targets {
+        let mut b = TargetBinding {
+            status: BindingStatus::NotApplicable,
+            files_bound: 0,
+            files_unbound: 0,
+            source_files: 0,
+            note: None,
+            unbound: Vec::new(),
+        };
+        if !t.completed {
+            b.note = Some("not built: the stream has no TargetComplete for it".into());
+        } else if !t.success {
+            b.note = Some("not built: its TargetComplete reports a failure".into());
+        } else {
+            match acc.resolve(t) {
+                Err(why) => {
+                    b.files_unbound = 1;
+                    b.unbound.push(UnboundFile {
+                        file: String::new(),
+                        uri: String::new(),
+                        digest: None,
+                        why,
+                    });
+                }
+                Ok(files) => bind_files(&mut b, &files, &digests, invocation_id),
+            }
+            b.status = if b.files_unbound > 0 {
+                BindingStatus::Unbound
+            } else if b.files_bound > 0 {
+                BindingStatus::Bound
+            } else {
+                b.note = Some(if b.source_files > 0 {
+                    format!(
+                        "only source files ({}): nothing was executed to make them",
+                        b.source_files
+                    )
+                } else {
+                    "no output files".into()
+                });
+                BindingStatus::NotApplicable
+            };
+        }
+        out.files_bound += b.files_bound;
+        out.files_unbound += b.files_unbound;
+        match b.status {
+            BindingStatus::Bound => out.targets_bound += 1,
+            BindingStatus::Unbound => out.targets_unbound += 1,
+            BindingStatus::NotApplicable => out.targets_not_applicable += 1,
+        }
+        out.targets.insert(label.clone(), b);
+    }
+    out
+}
+
+fn bind_files(
+    b: &mut TargetBinding,
+    files: &[FileRef],
+    digests: &BTreeMap<(String, i64), Seen>,
+    invocation_id: &str,
+) {
+    use proof_proto::bep::file::File as F;
+    let uri_digest = |f: &FileRef| match &f.file.file {
+        Some(F::Uri(u)) => bytestream_digest(u),
+        _ => None,
+    };
+    // Digests of the source files listed for this target: an output with
+    // one of them is Bazel's copy or symlink of that source.
+    let sources: BTreeSet<(String, i64)> = files
+        .iter()
+        .filter(|f| f.source)
+        .filter_map(uri_digest)
+        .collect();
+    let mut done = BTreeSet::new();
+    for f in files {
+        if !done.insert((f.path.clone(), format!("{:?}", f.file.file))) {
+            continue;
+        }
+        let uri = match &f.file.file {
+            Some(F::Uri(u)) => u.clone(),
+            _ => String::new(),
+        };
+        let digest = uri_digest(f);
+        let why = match (&f.file.file, &digest) {
+            _ if f.source => {
+                b.source_files += 1;
+                continue;
+            }
+            (Some(F::Uri(u)), _) if u.starts_with("file://") => {
+                "a file:// URI: a local output, not one the executor produced".to_string()
+            }
+            (Some(F::Contents(_)), _) => "inline contents: no digest to bind".to_string(),
+            (Some(F::SymlinkTargetPath(_)), _) => "a symlink: no digest to bind".to_string(),
+            (None, _) => "no URI: no digest to bind".to_string(),
+            (Some(F::Uri(_)), None) => {
+                "the URI names no bytestream blob digest (bytestream://HOST/blobs/SHA256/SIZE)"
+                    .to_string()
+            }
+            (Some(F::Uri(_)), Some((hash, size))) => {
+                if !f.file.digest.is_empty() && f.file.digest != *hash {
+                    format!(
+                        "File.digest {} disagrees with the URI's digest",
+                        f.file.digest
+                    )
+                } else if f.file.length != 0 && f.file.length != *size {
+                    format!(
+                        "File.length {} disagrees with the URI's size",
+                        f.file.length
+                    )
+                } else if sources.contains(&(hash.clone(), *size)) {
+                    b.source_files += 1;
+                    continue;
+                } else {
+                    let seen = digests
+                        .get(&(hash.clone(), *size))
+                        .copied()
+                        .unwrap_or_default();
+                    if seen.bound {
+                        b.files_bound += 1;
+                        continue;
+                    }
+                    if seen.cached {
+                        "served from the action cache (a remote cache hit), not executed for this invocation: not proven".to_string()
+                    } else if seen.failed {
+                        "produced only by a failed or unfinished action".to_string()
+                    } else if seen.outside {
+                        "produced only by an operation outside the stream's window".to_string()
+                    } else {
+                        format!("the executor produced no output with this digest for invocation {invocation_id}")
+                    }
+                }
+            }
+        };
+        b.files_unbound += 1;
+        if b.unbound.len() < MAX_NAMED_UNBOUND {
+            b.unbound.push(UnboundFile {
+                file: f.path.clone(),
+                uri,
+                digest: digest.map(|(h, s)| format!("{h}/{s}")),
+                why,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytestream_uris_name_their_digest() {
+        let h = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+        assert_eq!(
+            bytestream_digest(&format!("bytestream://127.0.0.1:50051/blobs/{h}/6")),
+            Some((h.to_string(), 6))
+        );
+        assert_eq!(
+            bytestream_digest(&format!("bytestream://host/main/blobs/{h}/6")),
+            Some((h.to_string(), 6))
+        );
+        assert_eq!(bytestream_digest(&format!("file:///x/blobs/{h}/6")), None);
+        assert_eq!(bytestream_digest("bytestream://host/blobs/abc/6"), None);
+        assert_eq!(
+            bytestream_digest(&format!("bytestream://h/blobs/{h}/x")),
+            None
+        );
+        assert_eq!(
+            bytestream_digest(&format!("bytestream://h/blobs/{h}/6/7")),
+            None
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! `output_binding` on constructed bytes: BEP events (BuildStarted,
+//! NamedSetOfFiles, TargetComplete, TestResult, BuildFinished) and a
+//! BuildGrid-shaped executor ledger whose ActionResults name output files.
+//! Each rule on its own: a produced digest binds; a digest nobody produced,
+//! a `file://` URI, a failed action's output, a cached result's output and
+//! an operation outside the stream's window do not; nested sets resolve
+//! (also when they nest each other); source files are not applicable.
+
+use proof_evidence::{BindingStatus, EvidenceBuilder, OutputBinding};
+use proof_proto::bep::{
+    build_event, build_event_id, file, BuildEvent, BuildEventId, BuildFinished, BuildStarted, File,
+    NamedSetOfFiles, OutputGroup, TargetComplete, TestResult,
+};
+use proof_proto::ledger::{ledger_record, Header, LedgerRecord, OperationsPage};
+use proof_proto::longrunning::{operation, ListOperationsResponse, Operation};
+use proof_proto::reapi::{
+    ActionResult, Digest, ExecuteOperationMetadata, ExecuteResponse, ExecutedActionMetadata,
+    OutputFile,
+};
+use proof_stream::delimited::encode_varint;
+use prost::Message;
+
+const ID: &str = "6b1b5a1e-0000-4000-8000-000000000027";
+/// BuildStarted / BuildFinished, seconds since the epoch.
+const START: i64 = 1_800_000_000;
+const FINISH: i64 = START + 100;
+
+fn hash(i: u32) -> String {
+    format!("{i:064x}")
+}
+
+fn uri(i: u32) -> String {
+    format!("bytestream://127.0.0.1:50051/blobs/{}/{i}", hash(i))
+}
+
+fn out_file(name: &str, uri: &str) -> File {
+    File {
+        name: name.into(),
+        path_prefix: vec!["bazel-out".into(), "k8-fastbuild".into(), "bin".into()],
+        file: Some(file::File::Uri(uri.into())),
+        ..File::default()
+    }
+}
+
+fn event(id: build_event_id::Id, payload: build_event::Payload) -> Vec<u8> {
+    BuildEvent {
+        id: Some(BuildEventId { id: Some(id) }),
+        payload: Some(payload),
+        ..BuildEvent::default()
+    }
+    .encode_to_vec()
+}
+
+fn set(id: &str, files: Vec<File>, nested: &[&str]) -> Vec<u8> {
+    event(
+        build_event_id::Id::NamedSet(build_event_id::NamedSetOfFilesId { id: id.into() }),
+        build_event::Payload::NamedSetOfFiles(NamedSetOfFiles {
+            files,
+            file_sets: nested
+                .iter()
+                .map(|n| build_event_id::NamedSetOfFilesId { id: n.to_string() })
+                .collect(),
+        }),
+    )
+}
+
+fn complete(label: &str, success: bool, sets: &[&str]) -> Vec<u8> {
+    event(
+        build_event_id::Id::TargetCompleted(build_event_id::TargetCompletedId {
+            label: label.into(),
+            ..Default::default()
+        }),
+        build_event::Payload::Completed(TargetComplete {
+            success,
+            output_group: vec![OutputGroup {
+                name: "default".into(),
+                file_sets: sets
+                    .iter()
+                    .map(|n| build_event_id::NamedSetOfFilesId { id: n.to_string() })
+                    .collect(),
+                ..OutputGroup::default()
+            }],
+            ..TargetComplete::default()
+        }),
+    )
+}
+
+/// A stream: BuildStarted, `middle`, BuildFinished.
+fn stream(middle: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out = vec![event(
+        build_event_id::Id::Started(build_event_id::BuildStartedId {}),
+        build_event::Payload::Started(BuildStarted {
+            uuid: ID.into(),
+            start_time_millis: START * 1000,
+            command: "build".into(),
+            ..BuildStarted::default()
+        }),
+    )];
+    out.extend(middle);
+    out.push(event(
+        build_event_id::Id::BuildFinished(build_event_id::BuildFinishedId {}),
+        build_event::Payload::Finished(BuildFinished {
+            finish_time_millis: FINISH * 1000,
+            overall_success: true,
+            ..BuildFinished::default()
+        }),
+    ));
+    out
+}
+
+/// One operation: its outputs (digest numbers), exit code, whether it was
+/// served from the cache, and when it was queued and completed.
+struct Op {
+    outputs: Vec<u32>,
+    stdout: Option<u32>,
+    exit: i32,
+    cached: bool,
+    queued: i64,
+    completed: i64,
+}
+
+fn ran(outputs: &[u32]) -> Op {
+    Op {
+        outputs: outputs.to_vec(),
+        stdout: None,
+        exit: 0,
+        cached: false,
+        queued: START + 10,
+        completed: START + 20,
+    }
+}
+
+fn ts(s: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+fn any(name: &str, m: &impl Message) -> prost_types::Any {
+    prost_types::Any {
+        type_url: format!("type.googleapis.com/build.bazel.remote.execution.v2.{name}"),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn push(out: &mut Vec<u8>, r: ledger_record::Record) {
+    let b = LedgerRecord { record: Some(r) }.encode_to_vec();
+    encode_varint(b.len() as u64, out);
+    out.extend_from_slice(&b);
+}
+
+fn ledger(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push(
+        &mut out,
+        ledger_record::Record::Header(Header {
+            executor: "grpc://127.0.0.1:50051".into(),
+            adapter: "buildgrid".into(),
+            invocation_id: ID.into(),
+            instance_names: vec![String::new()],
+        }),
+    );
+    let operations = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| Operation {
+            name: format!("/op-{i}"),
+            metadata: Some(any(
+                "ExecuteOperationMetadata",
+                &ExecuteOperationMetadata {
+                    stage: 4,
+                    action_digest: Some(Digest {
+                        hash: format!("{:064x}", 1000 + i),
+                        size_bytes: 10,
+                    }),
+                    ..Default::default()
+                },
+            )),
+            done: true,
+            result: Some(operation::Result::Response(any(
+                "ExecuteResponse",
+                &ExecuteResponse {
+                    result: Some(ActionResult {
+                        exit_code: op.exit,
+                        stdout_digest: op.stdout.map(|d| Digest {
+                            hash: hash(d),
+                            size_bytes: i64::from(d),
+                        }),
+                        output_files: op
+                            .outputs
+                            .iter()
+                            .map(|d| OutputFile {
+                                path: format!("bazel-out/k8-fastbuild/bin/f{d}"),
+                                digest: Some(Digest {
+                                    hash: hash(*d),
+                                    size_bytes: i64::from(*d),
+                                }),
+                                ..OutputFile::default()
+                            })
+                            .collect(),
+                        execution_metadata: Some(ExecutedActionMetadata {
+                            worker: "bot-1".into(),
+                            queued_timestamp: ts(op.queued),
+                            worker_start_timestamp: ts(op.queued + 1),
+                            worker_completed_timestamp: ts(op.completed),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    cached_result: op.cached,
+                    ..Default::default()
+                },
+            ))),
+        })
+        .collect();
+    push(
+        &mut out,
+        ledger_record::Record::Page(OperationsPage {
+            instance_name: String::new(),
+            filter: format!("invocation_id={ID}"),
+            response: Some(ListOperationsResponse {
+                operations,
+                next_page_token: String::new(),
+            }),
+            ..Default::default()
+        }),
+    );
+    out
+}
+
+fn bind(events: &[Vec<u8>], ops: &[Op]) -> OutputBinding {
+    let mut b = EvidenceBuilder::new();
+    for e in events {
+        b.push_event(e).unwrap();
+    }
+    b.push_executor_ledger(ledger(ops).as_slice()).unwrap();
+    b.finish()
+        .unwrap()
+        .output_binding
+        .expect("a ledger gives a binding")
+}
+
+fn why(b: &OutputBinding, label: &str) -> String {
+    let t = &b.targets[label];
+    assert_eq!(t.status, BindingStatus::Unbound, "{label}: {t:?}");
+    t.unbound[0].why.clone()
+}
+
+#[test]
+fn a_produced_digest_binds_and_one_nobody_produced_does_not() {
+    let b = bind(
+        &stream(vec![
+            set("0", vec![out_file("a.txt", &uri(1))], &[]),
+            complete("//:a", true, &["0"]),
+            set("1", vec![out_file("b.txt", &uri(2))], &[]),
+            complete("//:b", true, &["1"]),
+        ]),
+        &[ran(&[1, 3])],
+    );
+    let a = &b.targets["//:a"];
+    assert_eq!((a.status, a.files_bound), (BindingStatus::Bound, 1));
+    assert_eq!(
+        why(&b, "//:b"),
+        format!("the executor produced no output with this digest for invocation {ID}")
+    );
+    let f = &b.targets["//:b"].unbound[0];
+    assert_eq!(f.file, "bazel-out/k8-fastbuild/bin/b.txt");
+    assert_eq!(f.digest.as_deref(), Some(format!("{}/2", hash(2)).as_str()));
+    assert_eq!((b.targets_bound, b.targets_unbound), (1, 1));
+    assert_eq!((b.operations_in_window, b.operations_outside), (1, 0));
+    let w = b.window.as_ref().unwrap();
+    assert_eq!(w.slack_seconds, 60);
+    assert_eq!(w.from, "2027-01-15T07:59:00Z");
+    assert_eq!(w.to, "2027-01-15T08:02:40Z");
+}
+
+#[test]
+fn a_file_uri_is_a_local_output_and_never_binds() {
+    let b = bind(
+        &stream(vec![
+            set(
+                "0",
+                vec![out_file(
+                    "a.txt",
+                    "file:///home/x/bazel-out/k8-fastbuild/bin/a.txt",
+                )],
+                &[],
+            ),
+            complete("//:a", true, &["0"]),
+        ]),
+        &[ran(&[1])],
+    );
+    assert_eq!(
+        why(&b, "//:a"),
+        "a file:// URI: a local output, not one the executor produced"
+    );
+}
+
+#[test]
+fn nested_sets_resolve_even_when_they_nest_each_other() {
+    let b = bind(
+        &stream(vec![
+            set("2", vec![out_file("deep.txt", &uri(3))], &["1"]),
+            set("1", vec![out_file("mid.txt", &uri(2))], &["2"]),
+            set("0", vec![out_file("top.txt", &uri(1))], &["1"]),
+            complete("//:all_bound", true, &["0"]),
+            set("3", vec![out_file("stray.txt", &uri(9))], &["2"]),
+            complete("//:one_deep_file_unbound", true, &["3"]),
+            complete("//:dangling", true, &["7"]),
+        ]),
+        &[ran(&[1, 2, 3])],
+    );
+    let t = &b.targets["//:all_bound"];
+    assert_eq!((t.status, t.files_bound), (BindingStatus::Bound, 3));
+    let t = &b.targets["//:one_deep_file_unbound"];
+    assert_eq!(
+        (t.status, t.files_bound, t.files_unbound),
+        (BindingStatus::Unbound, 2, 1)
+    );
+    assert_eq!(t.unbound[0].file, "bazel-out/k8-fastbuild/bin/stray.txt");
+    assert_eq!(
+        why(&b, "//:dangling"),
+        "the stream names file set \"7\" but never sends it"
+    );
+}
+
+#[test]
+fn failed_and_cached_actions_and_operations_outside_the_window_do_not_bind() {
+    let b = bind(
+        &stream(vec![
+            set("0", vec![out_file("failed.txt", &uri(1))], &[]),
+            complete("//:failed", true, &["0"]),
+            set("1", vec![out_file("cached.txt", &uri(2))], &[]),
+            complete("//:cached", true, &["1"]),
+            set("2", vec![out_file("decoy.txt", &uri(3))], &[]),
+            complete("//:decoy", true, &["2"]),
+            set("3", vec![out_file("late.txt", &uri(4))], &[]),
+            complete("//:late", true, &["3"]),
+            set("4", vec![out_file("skewed.txt", &uri(5))], &[]),
+            complete("//:skewed", true, &["4"]),
+        ]),
+        &[
+            Op {
+                exit: 1,
+                ..ran(&[1])
+            },
+            Op {
+                cached: true,
+                ..ran(&[2])
+            },
+            // Queued and done two minutes before the stream started.
+            Op {
+                queued: START - 130,
+                completed: START - 120,
+                ..ran(&[3])
+            },
+            Op {
+                queued: FINISH + 30,
+                completed: FINISH + 61,
+                ..ran(&[4])
+            },
+            // 50 s of clock skew: inside the slack.
+            Op {
+                queued: START - 50,
+                completed: FINISH + 50,
+                ..ran(&[5])
+            },
+        ],
+    );
+    assert_eq!(
+        why(&b, "//:failed"),
+        "produced only by a failed or unfinished action"
+    );
+    assert!(why(&b, "//:cached").starts_with("served from the action cache (a remote cache hit)"));
+    assert_eq!(
+        why(&b, "//:decoy"),
+        "produced only by an operation outside the stream's window"
+    );
+    assert_eq!(
+        why(&b, "//:late"),
+        "produced only by an operation outside the stream's window"
+    );
+    assert_eq!(b.targets["//:skewed"].status, BindingStatus::Bound);
+    assert_eq!(
+        (
+            b.operations_in_window,
+            b.cached_in_window,
+            b.failed_in_window,
+            b.operations_outside
+        ),
+        (1, 1, 1, 2)
+    );
+    // The failed action was executed; the cached one was not.
+    assert_eq!(b.executed_in_window, 2);
+    let whys: Vec<&str> = b.outside.iter().map(|o| o.why.as_str()).collect();
+    assert_eq!(
+        whys,
+        [
+            "queued before the stream started: not this build's",
+            "completed after the stream finished: not this build's"
+        ]
+    );
+    assert_eq!(b.outside[0].operation, "op-2");
+    assert_eq!(
+        b.outside[0].queued_at.as_deref(),
+        Some("2027-01-15T07:57:50Z")
+    );
+}
+
+#[test]
+fn source_files_and_failed_targets_are_not_applicable_and_digests_must_agree() {
+    let source = |name: &str, i: u32| File {
+        name: name.into(),
+        file: Some(file::File::Uri(uri(i))),
+        ..File::default()
+    };
+    let mut claimed = out_file("d.txt", &uri(1));
+    claimed.digest = hash(2);
+    let b = bind(
+        &stream(vec![
+            // An sh_test as Bazel 4.2.3 reports it: the script, and the
+            // executable symlink to it in bazel-out.
+            set("0", vec![source("t.sh", 7), out_file("t", &uri(7))], &[]),
+            complete("//:t", true, &["0"]),
+            set("1", vec![out_file("x.txt", &uri(1))], &[]),
+            complete("//:broken", false, &["1"]),
+            set("2", vec![claimed], &[]),
+            complete("//:d", true, &["2"]),
+            complete("//:empty", true, &[]),
+        ]),
+        &[ran(&[1])],
+    );
+    let t = &b.targets["//:t"];
+    assert_eq!(
+        (t.status, t.source_files),
+        (BindingStatus::NotApplicable, 2)
+    );
+    assert_eq!(
+        t.note.as_deref(),
+        Some("only source files (2): nothing was executed to make them")
+    );
+    let t = &b.targets["//:broken"];
+    assert_eq!(t.status, BindingStatus::NotApplicable);
+    assert_eq!(
+        t.note.as_deref(),
+        Some("not built: its TargetComplete reports a failure")
+    );
+    assert_eq!(
+        b.targets["//:empty"].note.as_deref(),
+        Some("no output files")
+    );
+    assert_eq!(
+        why(&b, "//:d"),
+        format!("File.digest {} disagrees with the URI's digest", hash(2))
+    );
+}
+
+#[test]
+fn test_outputs_bind_through_the_test_action() {
+    let test_result = |files: Vec<File>| {
+        event(
+            build_event_id::Id::TestResult(build_event_id::TestResultId {
+                label: "//:t".into(),
+                run: 1,
+                shard: 1,
+                attempt: 1,
+                ..Default::default()
+            }),
+            build_event::Payload::TestResult(TestResult {
+                test_action_output: files,
+                ..TestResult::default()
+            }),
+        )
+    };
+    let b = bind(
+        &stream(vec![
+            complete("//:t", true, &[]),
+            test_result(vec![
+                File {
+                    name: "test.log".into(),
+                    file: Some(file::File::Uri(uri(4))),
+                    ..File::default()
+                },
+                out_file("test.xml", &uri(5)),
+            ]),
+        ]),
+        // test.log is the test action's stdout, test.xml an output file.
+        &[Op {
+            stdout: Some(4),
+            ..ran(&[5])
+        }],
+    );
+    // test.log has no path prefix in Bazel 4.2.3's TestResult: still an
+    // output of the test action, not a source file.
+    let t = &b.targets["//:t"];
+    assert_eq!(
+        (t.status, t.files_bound, t.source_files),
+        (BindingStatus::Bound, 2, 0),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn without_a_ledger_there_is_no_binding() {
+    let mut b = EvidenceBuilder::new();
+    for e in stream(vec![complete("//:a", true, &[])]) {
+        b.push_event(&e).unwrap();
+    }
+    assert!(b.finish().unwrap().output_binding.is_none());
+}
