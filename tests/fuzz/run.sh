@@ -48,6 +48,7 @@ seed() {  # seed TARGET FILE...
 for s in remote-build remote-test remote-cache-hit local-only failing-build; do
     seed bep_binary "$FIX/$s/bep.bin"
     seed bep_events "$FIX/$s/bep.bin"
+    seed event_readers "$FIX/$s/bep.bin"
     seed bep_json "$FIX/$s/bep.json"
     seed execlog_binary "$FIX/$s/execution_log.bin"
     seed remote_grpc_log "$FIX/$s/remote_grpc.log"
@@ -65,6 +66,9 @@ done
 # checked by crates/artifact/tests/fuzz_seeds.rs), so mutations get past the
 # signature.
 seed verify seeds/verify/*.proof.tar
+# event_readers: also single hostile events of the third review (oneof splits, a
+# masked or second BuildStarted), cut from the 4.2.3 capture.
+seed event_readers seeds/event_readers/*.bin
 
 t0=$(date +%s)
 cargo +nightly fuzz build -O >&2

@@ -159,6 +159,7 @@ fn ledger(ops: &[Op]) -> Vec<u8> {
             adapter: "buildgrid".into(),
             invocation_id: ID.into(),
             instance_names: vec![String::new()],
+            ..Default::default()
         }),
     );
     let operations = ops

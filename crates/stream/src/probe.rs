@@ -421,7 +421,13 @@ mod tests {
             Err(ShapeError::FieldTwice { field: 20, .. })
         ));
         // A field this schema does not declare is skipped, as every decoder skips it.
-        let unknown = [progress_id(), progress.clone(), field(99, b""), field(99, b"")].concat();
+        let unknown = [
+            progress_id(),
+            progress.clone(),
+            field(99, b""),
+            field(99, b""),
+        ]
+        .concat();
         assert_eq!(
             shape(&unknown).unwrap().payload,
             Some((3, &field(2, b"x")[..]))
