@@ -304,10 +304,13 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     assert_eq!(code, 1, "{checks}");
     // Intact and signed: only the claims fail.
     assert!(check(&checks, "rederived").0);
-    // Without the executor, the forgery would pass every client-side check.
-    for name in ["executor_forced", "remote_executions", "image_pinned"] {
+    // Without the executor, the forgery would pass every client-side check;
+    // with its ledger, image_pinned reads only the images the executor ran.
+    for name in ["executor_forced", "remote_executions"] {
         assert!(check(&checks, name).0, "{name}: {}", check(&checks, name).1);
     }
+    let (ok, detail) = check(&checks, "image_pinned");
+    assert!(!ok && detail.contains("executed no action"), "{detail}");
     assert_eq!(ev["remote_executions"], 8);
     assert_eq!(ev["attestation"]["executed"], 0);
     let (ok, detail) = check(&checks, "executor_attested");

@@ -353,7 +353,7 @@ fn image_pinned_attested(ev: &Evidence) -> (bool, String) {
         .collect();
     if !unpinned.is_empty() {
         problems.push(format!(
-            "the executor ran action(s) on worker image(s) not pinned by @sha256: digest: {}",
+            "worker image(s) not pinned by @sha256: digest, in the Actions the executor ran: {}",
             unpinned.join(", ")
         ));
     }

@@ -833,10 +833,11 @@ impl EvidenceBuilder {
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());
-        // With a ledger the executor's images are the only ones: the
-        // client's claim never stands in for them, even when the executor
-        // names none.
-        let worker_images = match attestation.as_ref() {
+        // With a ledger that shows executions, the executor's images are the
+        // only ones: the client's claim never stands in for them, even when
+        // the executor names none. (With none executed, the client's claim
+        // is shown, as before; image_pinned never reads it then.)
+        let worker_images = match attestation.as_ref().filter(|a| a.executed > 0) {
             Some(a) => a
                 .images
                 .iter()
@@ -867,9 +868,8 @@ impl EvidenceBuilder {
                     .sum::<u64>()
                     == a.executed,
             ),
-            Some(_) => None,
-            None if remote_images.is_empty() => None,
-            None => Some(remote_images.iter().all(|i| i.pinned)),
+            _ if remote_images.is_empty() => None,
+            _ => Some(remote_images.iter().all(|i| i.pinned)),
         };
 
         let exec_log = self.exec.take().map(|e| ExecLogSummary {

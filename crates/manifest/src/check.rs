@@ -99,10 +99,11 @@ pub(crate) fn check_class(
     opts: &CheckOptions,
 ) -> ClassCheck {
     let mut reasons = Vec::new();
-    let mut good: Vec<&ProofRecord> = Vec::new();
+    // Each verified proof with the date its age is taken from.
+    let mut good: Vec<(&ProofRecord, String)> = Vec::new();
     for r in &c.proofs {
         match check_record(r, c, proofs, m, opts) {
-            Ok(()) => good.push(r),
+            Ok(date) => good.push((r, date)),
             Err(why) => reasons.push(format!(
                 "proof {} ({}): {why}",
                 short(&r.artifact_sha256),
@@ -117,16 +118,14 @@ pub(crate) fn check_class(
                 c.mode.as_str()
             ));
         }
-        if let (Some(max), Some(newest)) = (
-            opts.max_age_days,
-            good.iter().max_by(|a, b| a.date.cmp(&b.date)),
-        ) {
-            match age_days(&newest.date, opts.now) {
+        if let (Some(max), Some(newest)) =
+            (opts.max_age_days, good.iter().map(|(_, date)| date).max())
+        {
+            match age_days(newest, opts.now) {
                 Some(age) if age > max as i64 => reasons.push(format!(
-                    "the newest verified proof ({}) is {age} days old, more than --max-age {max}; record a fresh proof",
-                    newest.date
+                    "the newest verified proof ({newest}) is {age} days old, more than --max-age {max}; record a fresh proof"
                 )),
-                None => reasons.push(format!("proof date {:?} is not RFC 3339", newest.date)),
+                None => reasons.push(format!("proof date {newest:?} is not RFC 3339")),
                 _ => {}
             }
         }
@@ -175,7 +174,7 @@ fn check_record(
     proofs: &ProofDir,
     m: &Manifest,
     opts: &CheckOptions,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let Some(found) = proofs.by_sha256(&r.artifact_sha256) else {
         let base = r.location.rsplit('/').next().unwrap_or(&r.location);
         let by_name = proofs
@@ -228,8 +227,32 @@ fn check_record(
             problems.join("; ")
         ));
     }
-    Ok(())
+    // The age of a proof is not the client's to say: with an executor
+    // ledger, the executor's last completion; else the stream's own date,
+    // which, under --max-age, may not lie in the future.
+    let (date, source) = match facts
+        .evidence
+        .as_ref()
+        .and_then(|e| e.attestation.as_ref())
+        .and_then(|a| a.last_completed_at.clone())
+    {
+        Some(d) => (d, "the executor's last completed action"),
+        None => (r.date.clone(), "the build's own finish time"),
+    };
+    if let Ok(t) = OffsetDateTime::parse(&date, &time::format_description::well_known::Rfc3339) {
+        if opts.max_age_days.is_some() && t > opts.now + FUTURE_SKEW {
+            return Err(format!(
+                "{} is dated {date} ({source}), after this check ran ({}): a proof cannot come from the future; record a fresh proof",
+                found.file_name, opts.now
+            ));
+        }
+    }
+    Ok(date)
 }
+
+/// Clock skew tolerated between the machines that dated a proof and the
+/// one checking it.
+const FUTURE_SKEW: time::Duration = time::Duration::minutes(10);
 
 /// Fields of the manifest's record that differ from the artifact's.
 pub fn record_differences(manifest: &ProofRecord, artifact: &ProofRecord) -> Vec<String> {

@@ -158,6 +158,22 @@ fn fails_on_proofs_older_than_max_age() {
         .any(|r| r.contains("more than --max-age 30"))));
 }
 
+/// Issue 20, finding 7: a proof dated after the check (a client's 2099
+/// BuildFinished) never ages, so it fails.
+#[test]
+fn fails_on_proofs_dated_in_the_future() {
+    let m = parse_manifest(&manifest_text()).unwrap();
+    let date = &m.classes["checkout-web/unit"].proofs[0].date;
+    let t = OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339).unwrap();
+    let before = t - time::Duration::days(1);
+    let r = check_manifest(&manifest_text(), &proofs(), &opts(Some(30), before));
+    assert_eq!(r.failing().count(), 17);
+    assert!(r.failing().all(|c| c
+        .reasons
+        .iter()
+        .any(|r| r.contains("a proof cannot come from the future"))));
+}
+
 #[test]
 fn fails_on_default_mode_while_gates_are_open() {
     let text = edit(&manifest_text(), |v| {

@@ -10,9 +10,10 @@ use crate::bes::OnFinalized;
 
 /// Finalizes `invocation_id` once, whichever replica (or thread) gets here first: under
 /// the store's exclusive lock, and only if it is not finalized yet, derives the outcome,
-/// runs `hook` (signs the proof) and then records the outcome. Returns `None` when another
-/// holder is at it or it was already finalized. A crash after signing and before
-/// recording leaves it unfinalized, so it is signed again (same artifact path) next time.
+/// runs `hook` (`proof serve`: the proof queue, which records a pending-proof marker) and
+/// then records the outcome. Returns `None` when another holder is at it or it was already
+/// finalized. A crash after the hook and before recording leaves it unfinalized, so the hook
+/// runs again next time (an artifact already signed is never replaced).
 pub fn finalize_once(
     store: &dyn Store,
     invocation_id: &str,
