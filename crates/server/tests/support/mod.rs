@@ -68,6 +68,17 @@ fn any(name: &str, m: &impl Message) -> prost_types::Any {
 /// An operation that ran `action` to exit code `exit`, padded with `pad`
 /// bytes of stdout_raw.
 pub fn operation(name: String, action: &[u8], exit: i32, pad: usize) -> Operation {
+    operation_with(name, action, exit, pad, ActionResult::default())
+}
+
+/// [`operation`] whose ActionResult starts from `result` (outputs, times).
+pub fn operation_with(
+    name: String,
+    action: &[u8],
+    exit: i32,
+    pad: usize,
+    result: ActionResult,
+) -> Operation {
     Operation {
         name,
         metadata: Some(any(
@@ -87,9 +98,9 @@ pub fn operation(name: String, action: &[u8], exit: i32, pad: usize) -> Operatio
                     stdout_raw: vec![b'x'; pad],
                     execution_metadata: Some(ExecutedActionMetadata {
                         worker: "fake-bot".into(),
-                        ..Default::default()
+                        ..result.execution_metadata.clone().unwrap_or_default()
                     }),
-                    ..Default::default()
+                    ..result
                 }),
                 ..Default::default()
             },
@@ -127,9 +138,25 @@ impl FakeExecutor {
         };
         let mut blobs = HashMap::new();
         let mut ops = Vec::new();
+        // What an honest executor ran for the fixture's build: its outputs
+        // (spread over the operations), inside the build's own time.
+        let (outputs, started) = fixture_outputs_and_start();
         for i in 0..8 {
             let (a, c) = action(i, image.as_deref());
-            ops.push(operation(format!("op-{i}"), &a, 0, 0));
+            let at = |secs| prost_types::Timestamp {
+                seconds: started.seconds + secs,
+                nanos: started.nanos,
+            };
+            let result = ActionResult {
+                output_files: outputs.iter().skip(i).step_by(8).cloned().collect(),
+                execution_metadata: Some(ExecutedActionMetadata {
+                    queued_timestamp: Some(at(1)),
+                    worker_completed_timestamp: Some(at(2)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            ops.push(operation_with(format!("op-{i}"), &a, 0, 0, result));
             for b in [a, c] {
                 let d = digest_of(&b);
                 blobs.insert((d.hash, d.size_bytes), b);
@@ -260,6 +287,51 @@ pub fn dead_executor() -> String {
         }
     });
     format!("grpc://{addr}")
+}
+
+/// The output files the fixture's BEP names by `bytestream://…/blobs/HASH/SIZE`
+/// (each once), and its BuildStarted time.
+fn fixture_outputs_and_start() -> (Vec<proof_proto::reapi::OutputFile>, prost_types::Timestamp) {
+    use proof_proto::bep::{build_event::Payload, file::File as FileKind, BuildEvent};
+    let mut outputs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut started = prost_types::Timestamp::default();
+    for e in fixture_events() {
+        match BuildEvent::decode(&e[..]).unwrap().payload {
+            Some(Payload::Started(st)) => {
+                started = st.start_time.unwrap_or(prost_types::Timestamp {
+                    seconds: st.start_time_millis / 1000,
+                    nanos: (st.start_time_millis % 1000) as i32 * 1_000_000,
+                })
+            }
+            Some(Payload::NamedSetOfFiles(set)) => {
+                for f in set.files {
+                    let Some(FileKind::Uri(uri)) = f.file else {
+                        continue;
+                    };
+                    let Some((_, blob)) = uri.split_once("/blobs/") else {
+                        continue;
+                    };
+                    let Some((hash, size)) = blob.split_once('/') else {
+                        continue;
+                    };
+                    if seen.insert(hash.to_string()) {
+                        outputs.push(proof_proto::reapi::OutputFile {
+                            path: f.name.clone(),
+                            digest: Some(Digest {
+                                hash: hash.into(),
+                                size_bytes: size.parse().unwrap(),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(!outputs.is_empty(), "the fixture names its outputs");
+    (outputs, started)
 }
 
 pub fn fixture_events() -> Vec<Vec<u8>> {
