@@ -11,6 +11,7 @@ use bytes::Bytes;
 use proof_proto::bep;
 
 pub mod chromium;
+pub mod forge;
 pub mod pg;
 
 /// The repository root.

@@ -13,15 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use proof_e2e::forge::{claim_remote, IMAGE};
 use proof_e2e::{
     bep_invocation_id, delimited_records, fixture, keypair, repo_root, rig, run_proof, verify_json,
     Rig, Server,
 };
-use proof_proto::bep::{build_event, file, BuildEvent};
-use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
+use proof_proto::bep::{build_event, BuildEvent};
 use prost::Message;
-
-const IMAGE: &str = "docker://example.invalid/worker@sha256:8621c0a36753232616aae4571118fc3f48e9ef17ddd36c18ce0f4995d4722217";
 
 fn nonce() -> String {
     format!(
@@ -97,64 +95,25 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path, repo: &str) {
 /// pinned container-image and --spawn_strategy=remote, and the REPO build
 /// metadata names `repo`.
 fn forged_local_only(repo: &str, executor: &str) -> Vec<Vec<u8>> {
-    let mut edited = (0, 0, 0, 0);
+    let mut claimed = Vec::new();
+    let mut repos = 0;
     let out: Vec<Vec<u8>> = delimited_records(&fixture("local-only", "bep.bin"))
         .into_iter()
         .map(|bytes| {
             let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
-            match ev.payload.as_mut() {
-                Some(build_event::Payload::Progress(p)) if p.stderr.contains("8 linux-sandbox") => {
-                    p.stderr = p.stderr.replace("8 linux-sandbox", "8 remote");
-                    edited.0 += 1;
-                }
-                Some(build_event::Payload::BuildToolLogs(logs)) => {
-                    for log in logs.log.iter_mut().filter(|l| l.name == "process stats") {
-                        if let Some(file::File::Contents(c)) = &mut log.file {
-                            let text = String::from_utf8(c.clone()).unwrap();
-                            assert!(text.contains("8 linux-sandbox"), "{text}");
-                            *c = text.replace("8 linux-sandbox", "8 remote").into_bytes();
-                            edited.1 += 1;
-                        }
-                    }
-                }
-                Some(build_event::Payload::StructuredCommandLine(cl))
-                    if cl.command_line_label == "canonical" =>
-                {
-                    let section = cl
-                        .sections
-                        .iter_mut()
-                        .find(|s| s.section_label == "command options")
-                        .unwrap();
-                    let Some(SectionType::OptionList(list)) = &mut section.section_type else {
-                        panic!("no option list")
-                    };
-                    for (name, value) in [
-                        ("remote_executor", executor.to_string()),
-                        (
-                            "remote_default_exec_properties",
-                            format!("container-image={IMAGE}"),
-                        ),
-                        ("spawn_strategy", "remote".to_string()),
-                    ] {
-                        list.option.push(ClOption {
-                            combined_form: format!("--{name}={value}"),
-                            option_name: name.into(),
-                            option_value: value,
-                            ..ClOption::default()
-                        });
-                    }
-                    edited.2 += 1;
-                }
-                Some(build_event::Payload::BuildMetadata(m)) => {
-                    m.metadata.insert("REPO".into(), repo.into());
-                    edited.3 += 1;
-                }
-                _ => {}
+            claimed.extend(claim_remote(&mut ev, executor));
+            if let Some(build_event::Payload::BuildMetadata(m)) = ev.payload.as_mut() {
+                m.metadata.insert("REPO".into(), repo.into());
+                repos += 1;
             }
             ev.encode_to_vec()
         })
         .collect();
-    assert_eq!(edited, (1, 1, 1, 1), "the fixture changed shape");
+    assert_eq!(
+        (claimed.len(), repos),
+        (3, 1),
+        "the fixture changed shape: {claimed:?}"
+    );
     out
 }
 

@@ -20,14 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use proof_e2e::forge::{claim_remote, Claimed, IMAGE};
 use proof_e2e::{
     bep_invocation_id, delimited_records, keypair, rig, run_proof, verify_json, Server,
 };
 use proof_proto::bep::{build_event, file, BuildEvent, File};
-use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
 use prost::Message;
 
-const IMAGE: &str = "docker://example.invalid/worker@sha256:8621c0a36753232616aae4571118fc3f48e9ef17ddd36c18ce0f4995d4722217";
 /// The spoke's targets with outputs built by an action.
 const BUILT: [&str; 5] = [
     "//:greeter",
@@ -141,48 +140,12 @@ fn forge(events: &[Vec<u8>], executor: &str, rewrite: bool) -> Vec<Vec<u8>> {
         .iter()
         .map(|bytes| {
             let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
+            match claim_remote(&mut ev, executor) {
+                Some(Claimed::CommandLine) => edited.1 += 1,
+                Some(_) => edited.0 += 1,
+                None => {}
+            }
             match ev.payload.as_mut() {
-                Some(build_event::Payload::Progress(p)) if p.stderr.contains(" processes: ") => {
-                    p.stderr = p.stderr.replace("linux-sandbox", "remote");
-                    edited.0 += 1;
-                }
-                Some(build_event::Payload::BuildToolLogs(logs)) => {
-                    for log in logs.log.iter_mut().filter(|l| l.name == "process stats") {
-                        if let Some(file::File::Contents(c)) = &mut log.file {
-                            let text = String::from_utf8(c.clone()).unwrap();
-                            *c = text.replace("linux-sandbox", "remote").into_bytes();
-                            edited.0 += 1;
-                        }
-                    }
-                }
-                Some(build_event::Payload::StructuredCommandLine(cl))
-                    if cl.command_line_label == "canonical" =>
-                {
-                    let section = cl
-                        .sections
-                        .iter_mut()
-                        .find(|s| s.section_label == "command options")
-                        .unwrap();
-                    let Some(SectionType::OptionList(list)) = &mut section.section_type else {
-                        panic!("no option list")
-                    };
-                    for (name, value) in [
-                        ("remote_executor", executor.to_string()),
-                        (
-                            "remote_default_exec_properties",
-                            format!("container-image={IMAGE}"),
-                        ),
-                        ("spawn_strategy", "remote".to_string()),
-                    ] {
-                        list.option.push(ClOption {
-                            combined_form: format!("--{name}={value}"),
-                            option_name: name.into(),
-                            option_value: value,
-                            ..ClOption::default()
-                        });
-                    }
-                    edited.1 += 1;
-                }
                 Some(build_event::Payload::NamedSetOfFiles(s)) if rewrite => {
                     for f in &mut s.files {
                         fix(f, &mut edited.2);

@@ -15,15 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use proof_e2e::forge::claim_remote;
 use proof_e2e::{
     bep_invocation_id, chromium, delimited_records, fixture, http_get, keypair, rig, Rig, Server,
 };
-use proof_proto::bep::{build_event, file, BuildEvent};
-use proof_proto::command_line::{command_line_section::SectionType, Option as ClOption};
+use proof_proto::bep::{build_event, BuildEvent};
 use proof_server::replay::{replay, Faults, ReplayOptions};
 use prost::Message;
-
-const IMAGE: &str = "docker://example.invalid/worker@sha256:8621c0a36753232616aae4571118fc3f48e9ef17ddd36c18ce0f4995d4722217";
 
 /// A fresh UUID-shaped id (time and pid), never seen by the shared executor.
 fn fresh_id(tag: u16) -> String {
@@ -81,63 +79,25 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path) {
 /// process summary says "8 remote", the canonical command line gains
 /// --remote_executor, a pinned container-image and --spawn_strategy=remote.
 fn forged_local_only(executor: &str, id: &str) -> Vec<Bytes> {
-    let mut edited = (0, 0, 0, 0);
+    let mut claimed = Vec::new();
+    let mut started = 0;
     let out = delimited_records(&fixture("local-only", "bep.bin"))
         .into_iter()
         .map(|bytes| {
             let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
-            match ev.payload.as_mut() {
-                Some(build_event::Payload::Started(s)) => {
-                    s.uuid = id.to_string();
-                    edited.0 += 1;
-                }
-                Some(build_event::Payload::Progress(p)) if p.stderr.contains("8 linux-sandbox") => {
-                    p.stderr = p.stderr.replace("8 linux-sandbox", "8 remote");
-                    edited.1 += 1;
-                }
-                Some(build_event::Payload::BuildToolLogs(logs)) => {
-                    for log in logs.log.iter_mut().filter(|l| l.name == "process stats") {
-                        if let Some(file::File::Contents(c)) = &mut log.file {
-                            let text = String::from_utf8(c.clone()).unwrap();
-                            *c = text.replace("8 linux-sandbox", "8 remote").into_bytes();
-                            edited.2 += 1;
-                        }
-                    }
-                }
-                Some(build_event::Payload::StructuredCommandLine(cl))
-                    if cl.command_line_label == "canonical" =>
-                {
-                    let section = cl
-                        .sections
-                        .iter_mut()
-                        .find(|s| s.section_label == "command options")
-                        .unwrap();
-                    let Some(SectionType::OptionList(list)) = &mut section.section_type else {
-                        panic!("no option list")
-                    };
-                    for (name, value) in [
-                        ("remote_executor", executor.to_string()),
-                        (
-                            "remote_default_exec_properties",
-                            format!("container-image={IMAGE}"),
-                        ),
-                        ("spawn_strategy", "remote".to_string()),
-                    ] {
-                        list.option.push(ClOption {
-                            combined_form: format!("--{name}={value}"),
-                            option_name: name.into(),
-                            option_value: value,
-                            ..ClOption::default()
-                        });
-                    }
-                    edited.3 += 1;
-                }
-                _ => {}
+            if let Some(build_event::Payload::Started(s)) = ev.payload.as_mut() {
+                s.uuid = id.to_string();
+                started += 1;
             }
+            claimed.extend(claim_remote(&mut ev, executor));
             Bytes::from(ev.encode_to_vec())
         })
         .collect();
-    assert_eq!(edited, (1, 1, 1, 1), "the fixture changed shape");
+    assert_eq!(
+        (claimed.len(), started),
+        (3, 1),
+        "the fixture changed shape: {claimed:?}"
+    );
     out
 }
 
