@@ -229,6 +229,20 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let att = &ev["attestation"];
     assert_eq!(att["invocation_id"], id.as_str());
     assert_eq!(att["executed"], 8, "{att}");
+    // The suite's rig answers ListOperations at most RIG_MAX_PAGE_SIZE a page
+    // (tests/run-all.sh: 5): a real build's proof passes over several pages
+    // (issue 25).
+    if let Some(max) = std::env::var("RIG_MAX_LIST_OPERATIONS_PAGE_SIZE")
+        .ok()
+        .and_then(|m| m.parse::<u64>().ok())
+    {
+        let pages = ledger_pages(&real);
+        assert_eq!(
+            pages,
+            8_u64.div_ceil(max).max(1),
+            "8 operations at {max} a page"
+        );
+    }
     assert_eq!(att["cached"], 0, "{att}");
     let workers: Vec<&str> = att["workers"]
         .as_array()
@@ -466,4 +480,28 @@ fn an_unreachable_executor_fails_closed_and_a_tenant_promotes_only_its_repos() {
     assert_eq!(c["ok"], false, "{c}");
     assert!(c.to_string().contains("pass --tenants FILE"), "{c}");
     drop(server);
+}
+
+/// The ListOperations pages in a proof's `executor.bin`.
+fn ledger_pages(artifact: &Path) -> u64 {
+    use proof_proto::ledger::{ledger_record, LedgerRecord};
+    use std::io::{Read, Seek, SeekFrom};
+    let scanned = proof_artifact::tar::scan(std::fs::File::open(artifact).unwrap()).unwrap();
+    let m = scanned
+        .member(proof_artifact::tar::EXECUTOR)
+        .expect("a server-signed proof carries executor.bin");
+    let mut f = std::fs::File::open(artifact).unwrap();
+    f.seek(SeekFrom::Start(m.offset)).unwrap();
+    let mut ledger = vec![0; m.size as usize];
+    f.read_exact(&mut ledger).unwrap();
+    proof_stream::delimited::split_delimited(&ledger, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                LedgerRecord::decode(*r).unwrap().record,
+                Some(ledger_record::Record::Page(_))
+            )
+        })
+        .count() as u64
 }
