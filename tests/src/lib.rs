@@ -487,3 +487,45 @@ pub fn synthetic_stream(invocation_id: &str, n: usize) -> Vec<Bytes> {
     assert_eq!(v.len(), n);
     v
 }
+
+/// `--action_env=PROOF_<TAG>_NONCE=<unique>`: a nonce in every action key, so the
+/// rig's shared action cache never answers for a test's actions.
+pub fn action_nonce(tag: &str) -> String {
+    format!(
+        "--action_env=PROOF_{tag}_NONCE={}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_nanos()
+    )
+}
+
+/// Waits (at most 120 s) for the server to sign `DIR/ID.proof.tar` (renamed into
+/// place whole).
+pub fn wait_for_proof(dir: &Path, id: &str) -> PathBuf {
+    let path = dir.join(format!("{id}.proof.tar"));
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no proof {} within 120 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    path
+}
+
+/// One check of `proof verify --json`'s checks by name: (ok, detail).
+pub fn verify_check(checks: &serde_json::Value, name: &str) -> (bool, String) {
+    let c = &checks[name];
+    assert!(c.is_object(), "no check {name} in {checks}");
+    (
+        c["ok"].as_bool().expect("a check's ok is a bool"),
+        c["detail"]
+            .as_str()
+            .expect("a check's detail is text")
+            .to_string(),
+    )
+}

@@ -11,26 +11,15 @@
 //! `set -a; . /tmp/rbe-proof-rig/run/rig.env; set +a`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proof_e2e::forge::{claim_remote, IMAGE};
 use proof_e2e::{
-    bep_invocation_id, delimited_records, fixture, keypair, repo_root, rig, run_proof, verify_json,
-    Rig, Server,
+    action_nonce, bep_invocation_id, delimited_records, fixture, keypair, repo_root, rig,
+    run_proof, verify_check, verify_json, wait_for_proof, Rig, Server,
 };
 use proof_proto::bep::{build_event, BuildEvent};
 use prost::Message;
-
-fn nonce() -> String {
-    format!(
-        "--action_env=PROOF_ATTEST_NONCE={}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 /// `proof verify --json` with `flags`: (exit code, checks by name, evidence).
 fn verify(
@@ -40,31 +29,6 @@ fn verify(
 ) -> (i32, serde_json::Value, serde_json::Value) {
     let (code, checks, report) = verify_json(public, artifact, flags);
     (code, checks, report["evidence"].clone())
-}
-
-fn check(checks: &serde_json::Value, name: &str) -> (bool, String) {
-    let c = &checks[name];
-    assert!(c.is_object(), "no check {name} in {checks}");
-    (
-        c["ok"].as_bool().unwrap(),
-        c["detail"].as_str().unwrap().to_string(),
-    )
-}
-
-/// Waits for the server to sign `DIR/ID.proof.tar`.
-fn wait_for_proof(dir: &Path, id: &str) -> PathBuf {
-    let path = dir.join(format!("{id}.proof.tar"));
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no proof {} within 120 s",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The file is renamed into place whole; give the writer's log a moment.
-    path
 }
 
 /// A real remote build of a fresh copy of the spoke, every action executed
@@ -80,7 +44,7 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path, repo: &str) {
             "//...",
             &format!("--bes_backend={bes}"),
             "--noremote_accept_cached",
-            &nonce(),
+            &action_nonce("ATTEST"),
             &format!("--build_metadata=REPO={repo}"),
             &format!("--build_event_binary_file={}", bep.display()),
         ],
@@ -223,7 +187,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let id = bep_invocation_id(&bep);
     let real = wait_for_proof(&proofs, &id);
     let (code, checks, ev) = verify(&public, &real, &[]);
-    let (ok, detail) = check(&checks, "executor_attested");
+    let (ok, detail) = verify_check(&checks, "executor_attested");
     assert!(ok, "{detail}");
     assert_eq!(code, 0, "{checks}");
     let att = &ev["attestation"];
@@ -276,24 +240,28 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let (code, checks, ev) = verify(&public, &art, &[]);
     assert_eq!(code, 1, "{checks}");
     // Intact and signed: only the claims fail.
-    assert!(check(&checks, "rederived").0);
+    assert!(verify_check(&checks, "rederived").0);
     // Without the executor, the forgery would pass every client-side check;
     // with its ledger, image_pinned reads only the images the executor ran.
     for name in ["executor_forced", "remote_executions"] {
-        assert!(check(&checks, name).0, "{name}: {}", check(&checks, name).1);
+        assert!(
+            verify_check(&checks, name).0,
+            "{name}: {}",
+            verify_check(&checks, name).1
+        );
     }
-    let (ok, detail) = check(&checks, "image_pinned");
+    let (ok, detail) = verify_check(&checks, "image_pinned");
     assert!(!ok && detail.contains("executed no action"), "{detail}");
     assert_eq!(ev["remote_executions"], 8);
     assert_eq!(ev["attestation"]["executed"], 0);
-    let (ok, detail) = check(&checks, "executor_attested");
+    let (ok, detail) = verify_check(&checks, "executor_attested");
     assert!(!ok);
     assert!(
         detail.contains(&format!("executed 0 actions for invocation {forged_id}"))
             && detail.contains("claims 8 remote executions"),
         "{detail}"
     );
-    let (ok, detail) = check(&checks, "sources_agree");
+    let (ok, detail) = verify_check(&checks, "sources_agree");
     assert!(!ok);
     assert!(
         detail.contains("claims 8 remote executions")
@@ -333,7 +301,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     let art = out.join(format!("{forged_id}.proof.tar"));
     let (code, checks, _) = verify(&public, &art, &[]);
     assert_eq!(code, 1);
-    let (ok, detail) = check(&checks, "sources_agree");
+    let (ok, detail) = verify_check(&checks, "sources_agree");
     assert!(!ok);
     assert!(
         detail.contains("the BEP's process stats log claims 8 remote executions")
@@ -343,7 +311,7 @@ fn a_real_remote_build_is_attested_and_the_forged_stream_is_not() {
     // And it carries no executor ledger: --require-executor-attestation fails.
     let (code, checks, _) = verify(&public, &art, &["--require-executor-attestation"]);
     assert_eq!(code, 1);
-    assert!(check(&checks, "executor_attested")
+    assert!(verify_check(&checks, "executor_attested")
         .1
         .contains("holds no executor ledger"));
 }
@@ -410,7 +378,7 @@ fn an_unreachable_executor_fails_closed_and_a_tenant_promotes_only_its_repos() {
     assert_eq!(code, 1, "{checks}");
     assert_eq!(ev["attestation"]["reachable"], false);
     assert_eq!(ev["origin"]["tenant"], "pay");
-    let (ok, detail) = check(&checks, "executor_attested");
+    let (ok, detail) = verify_check(&checks, "executor_attested");
     assert!(!ok);
     assert!(
         detail.contains(&format!("the executor {closed} could not be asked"))

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use proof_e2e::forge::{claim_remote, Claimed, IMAGE};
 use proof_e2e::{
-    bep_invocation_id, delimited_records, keypair, rig, run_proof, verify_json, Server,
+    action_nonce, bep_invocation_id, delimited_records, keypair, rig, run_proof, verify_check,
+    verify_json, wait_for_proof, Server,
 };
 use proof_proto::bep::{build_event, file, BuildEvent, File};
 use prost::Message;
@@ -44,33 +45,6 @@ fn fresh_uuid() -> String {
         .expect("/proc/sys/kernel/random/uuid")
         .trim()
         .to_string()
-}
-
-fn nonce() -> String {
-    format!("--action_env=PROOF_BIND_NONCE={}", fresh_uuid())
-}
-
-fn check(checks: &serde_json::Value, name: &str) -> (bool, String) {
-    let c = &checks[name];
-    assert!(c.is_object(), "no check {name} in {checks}");
-    (
-        c["ok"].as_bool().unwrap(),
-        c["detail"].as_str().unwrap().to_string(),
-    )
-}
-
-fn wait_for_proof(dir: &Path, id: &str) -> PathBuf {
-    let path = dir.join(format!("{id}.proof.tar"));
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no proof {} within 120 s",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    path
 }
 
 fn write_delimited(path: &Path, events: &[Vec<u8>]) {
@@ -233,7 +207,7 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
             "//...",
             &format!("--bes_backend={}", server.target()),
             "--noremote_accept_cached",
-            &nonce(),
+            &action_nonce("BIND"),
             &format!("--build_event_binary_file={}", real_bep.display()),
         ],
     );
@@ -243,7 +217,7 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
     let real = wait_for_proof(&proofs, &id);
     let (code, checks, report) = verify_json(&public, &real, &[]);
     let ev = &report["evidence"];
-    let (ok, detail) = check(&checks, "outputs_bound");
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
     println!("real build: outputs_bound: {detail}");
     assert!(ok, "{detail}");
     assert_eq!(code, 0, "{checks}");
@@ -293,11 +267,11 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
     let (code, checks, report) = verify_json(&public, &art, &[]);
     let ev = &report["evidence"];
     assert_eq!(code, 1, "{checks}");
-    assert!(check(&checks, "rederived").0);
+    assert!(verify_check(&checks, "rederived").0);
     // The executor did run 12 actions for X, but before the stream: the
     // count is borrowed, and executor_attested counts only the window.
     assert_eq!(ev["attestation"]["executed"], 12, "{}", ev["attestation"]);
-    let (ok, detail) = check(&checks, "executor_attested");
+    let (ok, detail) = verify_check(&checks, "executor_attested");
     assert!(!ok);
     assert!(
         detail.contains(&format!(
@@ -305,7 +279,7 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
         )) && detail.contains("the client claims 8"),
         "{detail}"
     );
-    let (ok, detail) = check(&checks, "outputs_bound");
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
     println!("forged (file://): outputs_bound: {detail}");
     assert!(!ok);
     for label in BUILT {
@@ -353,7 +327,7 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
     let (code, checks, report) = verify_json(&public, &art, &[]);
     let ev = &report["evidence"];
     assert_eq!(code, 1, "{checks}");
-    let (ok, detail) = check(&checks, "outputs_bound");
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
     println!("forged (bytestream://): outputs_bound: {detail}");
     assert!(!ok);
     for label in BUILT {

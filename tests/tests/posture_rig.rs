@@ -9,18 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proof_e2e::{keypair, rig, run_proof, verify_json, Rig};
-
-fn nonce() -> String {
-    format!(
-        "--action_env=PROOF_POSTURE_NONCE={}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
+use proof_e2e::{action_nonce, keypair, rig, run_proof, verify_json, Rig};
 
 /// `proof record` into `out`; returns the artifact path.
 fn record(key: &Path, out: &Path, args: &[&str]) -> PathBuf {
@@ -81,7 +70,7 @@ fn corroboration_passes_for_a_real_remote_run_and_fails_for_a_forged_log() {
             "//...".into(),
             "--bes_backend=".into(),
             "--remote_instance_name=main".into(),
-            nonce(),
+            action_nonce("POSTURE"),
             format!("--build_event_binary_file={}", bep.display()),
             format!("--experimental_remote_grpc_log={}", grpc.display()),
         ],
@@ -166,7 +155,7 @@ fn a_read_only_lane_passes_and_an_uploading_lane_fails() {
     let ws = tmp.path().join("ws");
     rig.spoke(&ws);
     let proofs = tmp.path().join("proofs");
-    let nonce = nonce();
+    let nonce = action_nonce("POSTURE");
     // (name, extra flags, read_only expected)
     let lanes: [(&str, Vec<String>, bool); 2] = [
         (
@@ -276,7 +265,7 @@ fn an_input_fetched_from_the_network_fails_and_the_same_from_the_repository_cach
     let (key, public) = keypair(tmp.path());
     let served = tmp.path().join("served");
     std::fs::create_dir_all(&served).unwrap();
-    let content = format!("posture input {}\n", nonce());
+    let content = format!("posture input {}\n", action_nonce("POSTURE"));
     std::fs::write(served.join("input.txt"), &content).unwrap();
     let sha = {
         let out = Command::new("sha256sum")

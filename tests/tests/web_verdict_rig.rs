@@ -11,13 +11,14 @@
 //! Needs the rig: `bash tests/run-all.sh`, or `source /work/rig-env.sh`-style
 //! `set -a; . /tmp/rbe-proof-rig/run/rig.env; set +a`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proof_e2e::forge::claim_remote;
 use proof_e2e::{
-    bep_invocation_id, chromium, delimited_records, fixture, http_get, keypair, rig, Rig, Server,
+    bep_invocation_id, chromium, delimited_records, fixture, http_get, keypair, rig,
+    wait_for_proof, Rig, Server,
 };
 use proof_proto::bep::{build_event, BuildEvent};
 use proof_server::replay::{replay, Faults, ReplayOptions};
@@ -36,21 +37,6 @@ fn fresh_id(tag: u16) -> String {
         (n >> 36) as u16 & 0xfff,
         n as u64 & 0xffff_ffff_ffff
     )
-}
-
-/// Waits for `DIR/ID.proof.tar`.
-fn wait_for_proof(dir: &Path, id: &str) -> PathBuf {
-    let path = dir.join(format!("{id}.proof.tar"));
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no proof {} within 120 s",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    path
 }
 
 /// A real remote build of a fresh copy of the spoke, every action executed
