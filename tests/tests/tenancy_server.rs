@@ -1366,3 +1366,41 @@ async fn a_masked_or_second_build_started_is_refused() {
     assert_eq!(code, Code::InvalidArgument, "{msg}");
     assert!(msg.contains("second BuildStarted"), "{msg}");
 }
+
+/// [trust 4] finding 11: an id of 81-128 characters was stored but could never
+/// get a proof (a proof file is named by it); it is refused before anything is
+/// stored.
+#[tokio::test]
+async fn an_invocation_id_too_long_for_a_proof_is_refused() {
+    let s = InProc::start(&tenants_toml("")).await;
+    let bep = fixture_events();
+    let id = invocation_id(&bep);
+    let long = format!(
+        "{id}-{}",
+        "x".repeat(proof_artifact::MAX_INVOCATION_ID_LEN - id.len())
+    );
+    assert_eq!(long.len(), proof_artifact::MAX_INVOCATION_ID_LEN + 1);
+    let (code, msg) = refused(
+        replay(
+            rewrite_uuid(&bep, &id, &long),
+            &opts(&s.target(), &long, Some("token-a"), "a"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(
+        msg.contains("longer than the 80 a proof can be named with"),
+        "{msg}"
+    );
+    s.nothing_stored();
+    // 80 characters are fine.
+    let ok = &long[..proof_artifact::MAX_INVOCATION_ID_LEN];
+    replay(
+        rewrite_uuid(&bep, &id, ok),
+        &opts(&s.target(), ok, Some("token-a"), "a"),
+    )
+    .await
+    .unwrap();
+    assert!(s.store.get(ok).unwrap().is_some());
+}
