@@ -124,251 +124,48 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// What every rule reads, and where a rule notes an input it lacked.
+struct Inputs<'a> {
+    kpis: &'a Kpis,
+    ev: &'a Evidence,
+    t: &'a Thresholds,
+}
+
+/// One rule: a finding when it matches; inputs it could not read go into
+/// `missing`.
+type Rule = fn(&Inputs, &mut Vec<String>) -> Option<Finding>;
+
+/// The rules in precedence order (the first finding is the dominant cause).
+const RULES: [Rule; 7] = [
+    quota,
+    backend_health,
+    eligibility,
+    external_input,
+    worker_image,
+    queueing,
+    cache_miss,
+];
+
 /// Evaluates every rule in precedence order.
 pub fn explain_with(kpis: &Kpis, ev: &Evidence, t: &Thresholds) -> Diagnosis {
-    let mut findings = Vec::new();
+    let inputs = Inputs { kpis, ev, t };
     let mut missing = Vec::new();
-    let s = &kpis.signals;
-
-    // quota
-    if !s.resource_exhausted.is_empty() {
-        findings.push(Finding {
-            cause: Cause::Quota,
-            summary: format!(
-                "the remote service refused work with RESOURCE_EXHAUSTED ({} occurrence(s)): a quota or capacity limit was hit",
-                s.resource_exhausted.len()
-            ),
-            evidence: vec![fact(
-                "signals.resource_exhausted",
-                json!(s.resource_exhausted),
-                "BEP progress/aborted/finished text and exec-log spawn status",
-            )],
-        });
-    }
-
-    // backend_health
-    if !s.remote_failures.is_empty() {
-        let mut evidence = vec![fact(
-            "signals.remote_failures",
-            json!(s.remote_failures),
-            "BEP Aborted REMOTE_ENVIRONMENT_FAILURE, TestResult REMOTE_FAILURE, exit code 34 REMOTE_ERROR, gRPC error lines, exec-log remote spawn status",
-        )];
-        if let Some(n) = s.failed_remote_spawns {
-            evidence.push(fact(
-                "signals.failed_remote_spawns",
-                json!(n),
-                "execution log",
-            ));
-        }
-        findings.push(Finding {
-            cause: Cause::BackendHealth,
-            summary: format!(
-                "the remote backend failed: {}",
-                s.remote_failures.first().map(String::as_str).unwrap_or("")
-            ),
-            evidence,
-        });
-    }
-
-    // eligibility
-    let mix = kpis.process_mix.as_ref();
-    let local = mix.map_or(0, |m| m.local + m.worker);
-    let ex = &ev.executor;
-    if !ex.forced && (ex.remote_executor.is_none() || local > 0) {
-        let mut evidence = vec![
-            fact(
-                "evidence.executor.not_forced_reasons",
-                json!(ex.not_forced_reasons),
-                "effective command options",
-            ),
-            fact(
-                "evidence.executor.remote_executor",
-                json!(ex.remote_executor),
-                "effective command options",
-            ),
-        ];
-        if let Some(m) = mix {
-            evidence.push(fact(
-                "process_mix.local+worker",
-                json!(local),
-                count_source(m.source),
-            ));
-        }
-        findings.push(Finding {
-            cause: Cause::Eligibility,
-            summary: format!(
-                "spawns were not forced onto the remote executor{}: {}",
-                if local > 0 {
-                    format!(" and {local} ran on the Bazel host")
-                } else {
-                    String::new()
-                },
-                ex.not_forced_reasons.join("; ")
-            ),
-            evidence,
-        });
-    }
-
-    // external_input
-    if !s.failed_fetches.is_empty() {
-        findings.push(Finding {
-            cause: Cause::ExternalInput,
-            summary: format!(
-                "{} external fetch(es) failed, e.g. {}",
-                s.failed_fetches.len(),
-                s.failed_fetches[0]
-            ),
-            evidence: vec![fact(
-                "signals.failed_fetches",
-                json!(s.failed_fetches),
-                "BEP Fetch events with success = false",
-            )],
-        });
-    }
-
-    // worker_image
-    let used: Vec<&proof_evidence::WorkerImage> = ev
-        .worker_images
+    let findings: Vec<Finding> = RULES
         .iter()
-        .filter(|w| w.remote_spawns != Some(0))
+        .filter_map(|rule| rule(&inputs, &mut missing))
         .collect();
-    let unpinned: Vec<&str> = used
-        .iter()
-        .filter(|w| !w.pinned)
-        .map(|w| w.image.as_str())
-        .collect();
-    if !unpinned.is_empty() || used.len() > 1 {
-        let summary = if unpinned.is_empty() {
-            format!(
-                "{} different worker images ran remote spawns in one build: {}",
-                used.len(),
-                used.iter()
-                    .map(|w| w.image.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            format!(
-                "worker image(s) not pinned by @sha256 digest: {}; the executor may run a different image than intended and results do not share a cache key across image updates",
-                unpinned.join(", ")
-            )
-        };
-        findings.push(Finding {
-            cause: Cause::WorkerImage,
-            summary,
-            evidence: vec![fact(
-                "evidence.worker_images",
-                serde_json::to_value(&used).unwrap_or(Value::Null),
-                "exec-log platform container-image or --remote_default_exec_properties",
-            )],
-        });
-    }
-
-    // queueing
-    let queue = if let Some(share) = kpis.remote_time.as_ref().and_then(|r| r.queue_share) {
-        let r = kpis.remote_time.as_ref().map_or(Value::Null, |r| json!(r));
-        Some((
-            share,
-            fact(
-                "remote_time",
-                r,
-                "execution log SpawnMetrics of remote spawns",
-            ),
-            "of remote spawn time",
-        ))
-    } else {
-        missing.push("remote spawn time split: the execution log is absent or has no SpawnMetrics (Bazel 4.x); the critical-path log is used instead".to_string());
-        kpis.critical_path
-            .as_ref()
-            .filter(|c| c.remote_pct.unwrap_or(0.0) >= 50.0)
-            .and_then(|c| c.breakdown_pct.get("queue").map(|q| (q / 100.0, c)))
-            .map(|(share, c)| {
-                (
-                    share,
-                    fact(
-                        "critical_path.breakdown_pct.queue",
-                        json!(c.breakdown_pct.get("queue")),
-                        "\"critical path\" BuildToolLogs entry",
-                    ),
-                    "of the (remote) critical path",
-                )
-            })
-    };
-    if let Some((share, f, of_what)) = queue {
-        if share >= t.queue_dominant_share {
-            findings.push(Finding {
-                cause: Cause::Queueing,
-                summary: format!(
-                    "remote actions spent {} {of_what} waiting in the executor's queue: the executor lacked free workers",
-                    pct(share)
-                ),
-                evidence: vec![f],
-            });
-        }
-    }
-
-    // cache_miss
-    if let Some(m) = mix {
-        let lookups = m.lookups();
-        let hits = m.remote_cache_hit + m.disk_cache_hit;
-        if lookups > 0 && m.remote_execution >= t.cache_miss_min_remote_executions {
-            let rate = hits as f64 / lookups as f64;
-            if rate < t.cache_miss_max_hit_rate {
-                findings.push(Finding {
-                    cause: Cause::CacheMiss,
-                    summary: format!(
-                        "only {hits} of {lookups} spawns were cache hits ({}); {} had to execute remotely",
-                        pct(rate),
-                        m.remote_execution
-                    ),
-                    evidence: vec![
-                        fact("cache.remote_hit_rate", json!(kpis.cache.remote_hit_rate), count_source(m.source)),
-                        fact("cache.disk_hit_rate", json!(kpis.cache.disk_hit_rate), count_source(m.source)),
-                        fact("process_mix.remote_execution", json!(m.remote_execution), count_source(m.source)),
-                    ],
-                });
-            }
-        }
-    } else {
-        missing.push(
-            "process counts: the stream has no runner_count, process stats or execution log"
-                .to_string(),
-        );
-    }
     if !kpis.exec_log {
         missing.push(
             "execution log: per-spawn start times, failures and CAS traffic are unknown"
                 .to_string(),
         );
     }
-
     let (dominant_cause, summary, evidence) = match findings.first() {
         Some(f) => (f.cause, f.summary.clone(), f.evidence.clone()),
-        None => {
-            let summary = match (&ev.exit_code, kpis.process_mix.as_ref()) {
-                (Some(c), _) if c.code != 0 => format!(
-                    "no remote-execution problem found; the build failed with {} ({}){}",
-                    c.name,
-                    c.code,
-                    kpis.signals
-                        .failed_spawns
-                        .filter(|n| *n > 0)
-                        .map(|n| format!(" and {n} spawn(s) failed in their own commands"))
-                        .unwrap_or_default()
-                ),
-                (_, Some(m)) => format!(
-                    "no problem found: {} remote executions, {} remote cache hits, {} local",
-                    m.remote_execution,
-                    m.remote_cache_hit + m.disk_cache_hit,
-                    m.local + m.worker
-                ),
-                _ => "no problem found in what the stream shows".to_string(),
-            };
-            (Cause::None, summary, Vec::new())
-        }
+        None => (Cause::None, no_problem_summary(kpis, ev), Vec::new()),
     };
     Diagnosis {
-        diagnosis_version: super::diagnosis::DIAGNOSIS_VERSION.to_string(),
+        diagnosis_version: DIAGNOSIS_VERSION.to_string(),
         invocation_id: kpis.invocation_id.clone(),
         dominant_cause,
         summary,
@@ -377,4 +174,267 @@ pub fn explain_with(kpis: &Kpis, ev: &Evidence, t: &Thresholds) -> Diagnosis {
         missing,
         thresholds: t.clone(),
     }
+}
+
+/// The summary when no rule matched.
+fn no_problem_summary(kpis: &Kpis, ev: &Evidence) -> String {
+    match (&ev.exit_code, kpis.process_mix.as_ref()) {
+        (Some(c), _) if c.code != 0 => format!(
+            "no remote-execution problem found; the build failed with {} ({}){}",
+            c.name,
+            c.code,
+            kpis.signals
+                .failed_spawns
+                .filter(|n| *n > 0)
+                .map(|n| format!(" and {n} spawn(s) failed in their own commands"))
+                .unwrap_or_default()
+        ),
+        (_, Some(m)) => format!(
+            "no problem found: {} remote executions, {} remote cache hits, {} local",
+            m.remote_execution,
+            m.remote_cache_hit + m.disk_cache_hit,
+            m.local + m.worker
+        ),
+        _ => "no problem found in what the stream shows".to_string(),
+    }
+}
+
+/// quota: the remote service answered RESOURCE_EXHAUSTED.
+fn quota(i: &Inputs, _: &mut Vec<String>) -> Option<Finding> {
+    let s = &i.kpis.signals;
+    if s.resource_exhausted.is_empty() {
+        return None;
+    }
+    Some(Finding {
+        cause: Cause::Quota,
+        summary: format!(
+            "the remote service refused work with RESOURCE_EXHAUSTED ({} occurrence(s)): a quota or capacity limit was hit",
+            s.resource_exhausted.len()
+        ),
+        evidence: vec![fact(
+            "signals.resource_exhausted",
+            json!(s.resource_exhausted),
+            "BEP progress/aborted/finished text and exec-log spawn status",
+        )],
+    })
+}
+
+/// backend_health: remote failures reported by Bazel.
+fn backend_health(i: &Inputs, _: &mut Vec<String>) -> Option<Finding> {
+    let s = &i.kpis.signals;
+    if s.remote_failures.is_empty() {
+        return None;
+    }
+    let mut evidence = vec![fact(
+        "signals.remote_failures",
+        json!(s.remote_failures),
+        "BEP Aborted REMOTE_ENVIRONMENT_FAILURE, TestResult REMOTE_FAILURE, exit code 34 REMOTE_ERROR, gRPC error lines, exec-log remote spawn status",
+    )];
+    if let Some(n) = s.failed_remote_spawns {
+        evidence.push(fact(
+            "signals.failed_remote_spawns",
+            json!(n),
+            "execution log",
+        ));
+    }
+    Some(Finding {
+        cause: Cause::BackendHealth,
+        summary: format!(
+            "the remote backend failed: {}",
+            s.remote_failures.first().map(String::as_str).unwrap_or("")
+        ),
+        evidence,
+    })
+}
+
+/// eligibility: spawns were not forced onto the executor, or ran locally.
+fn eligibility(i: &Inputs, _: &mut Vec<String>) -> Option<Finding> {
+    let mix = i.kpis.process_mix.as_ref();
+    let local = mix.map_or(0, |m| m.local + m.worker);
+    let ex = &i.ev.executor;
+    if ex.forced || (ex.remote_executor.is_some() && local == 0) {
+        return None;
+    }
+    let mut evidence = vec![
+        fact(
+            "evidence.executor.not_forced_reasons",
+            json!(ex.not_forced_reasons),
+            "effective command options",
+        ),
+        fact(
+            "evidence.executor.remote_executor",
+            json!(ex.remote_executor),
+            "effective command options",
+        ),
+    ];
+    if let Some(m) = mix {
+        evidence.push(fact(
+            "process_mix.local+worker",
+            json!(local),
+            count_source(m.source),
+        ));
+    }
+    Some(Finding {
+        cause: Cause::Eligibility,
+        summary: format!(
+            "spawns were not forced onto the remote executor{}: {}",
+            if local > 0 {
+                format!(" and {local} ran on the Bazel host")
+            } else {
+                String::new()
+            },
+            ex.not_forced_reasons.join("; ")
+        ),
+        evidence,
+    })
+}
+
+/// external_input: external fetches failed.
+fn external_input(i: &Inputs, _: &mut Vec<String>) -> Option<Finding> {
+    let s = &i.kpis.signals;
+    let first = s.failed_fetches.first()?;
+    Some(Finding {
+        cause: Cause::ExternalInput,
+        summary: format!(
+            "{} external fetch(es) failed, e.g. {first}",
+            s.failed_fetches.len(),
+        ),
+        evidence: vec![fact(
+            "signals.failed_fetches",
+            json!(s.failed_fetches),
+            "BEP Fetch events with success = false",
+        )],
+    })
+}
+
+/// worker_image: an image not pinned by digest, or several images in one
+/// build.
+fn worker_image(i: &Inputs, _: &mut Vec<String>) -> Option<Finding> {
+    let used: Vec<&proof_evidence::WorkerImage> =
+        i.ev.worker_images
+            .iter()
+            .filter(|w| w.remote_spawns != Some(0))
+            .collect();
+    let unpinned: Vec<&str> = used
+        .iter()
+        .filter(|w| !w.pinned)
+        .map(|w| w.image.as_str())
+        .collect();
+    if unpinned.is_empty() && used.len() <= 1 {
+        return None;
+    }
+    let summary = if unpinned.is_empty() {
+        format!(
+            "{} different worker images ran remote spawns in one build: {}",
+            used.len(),
+            used.iter()
+                .map(|w| w.image.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "worker image(s) not pinned by @sha256 digest: {}; the executor may run a different image than intended and results do not share a cache key across image updates",
+            unpinned.join(", ")
+        )
+    };
+    Some(Finding {
+        cause: Cause::WorkerImage,
+        summary,
+        evidence: vec![fact(
+            "evidence.worker_images",
+            serde_json::to_value(&used).unwrap_or(Value::Null),
+            "exec-log platform container-image or --remote_default_exec_properties",
+        )],
+    })
+}
+
+/// queueing: remote actions waited for workers (from the execution log's
+/// SpawnMetrics, else from the remote critical path).
+fn queueing(i: &Inputs, missing: &mut Vec<String>) -> Option<Finding> {
+    let kpis = i.kpis;
+    let (share, f, of_what) = if let Some(share) =
+        kpis.remote_time.as_ref().and_then(|r| r.queue_share)
+    {
+        let r = kpis.remote_time.as_ref().map_or(Value::Null, |r| json!(r));
+        (
+            share,
+            fact(
+                "remote_time",
+                r,
+                "execution log SpawnMetrics of remote spawns",
+            ),
+            "of remote spawn time",
+        )
+    } else {
+        missing.push("remote spawn time split: the execution log is absent or has no SpawnMetrics (Bazel 4.x); the critical-path log is used instead".to_string());
+        let c = kpis
+            .critical_path
+            .as_ref()
+            .filter(|c| c.remote_pct.unwrap_or(0.0) >= 50.0)?;
+        let q = c.breakdown_pct.get("queue")?;
+        (
+            q / 100.0,
+            fact(
+                "critical_path.breakdown_pct.queue",
+                json!(c.breakdown_pct.get("queue")),
+                "\"critical path\" BuildToolLogs entry",
+            ),
+            "of the (remote) critical path",
+        )
+    };
+    if share < i.t.queue_dominant_share {
+        return None;
+    }
+    Some(Finding {
+        cause: Cause::Queueing,
+        summary: format!(
+            "remote actions spent {} {of_what} waiting in the executor's queue: the executor lacked free workers",
+            pct(share)
+        ),
+        evidence: vec![f],
+    })
+}
+
+/// cache_miss: enough remote executions and a low combined hit rate.
+fn cache_miss(i: &Inputs, missing: &mut Vec<String>) -> Option<Finding> {
+    let kpis = i.kpis;
+    let Some(m) = kpis.process_mix.as_ref() else {
+        missing.push(
+            "process counts: the stream has no runner_count, process stats or execution log"
+                .to_string(),
+        );
+        return None;
+    };
+    let lookups = m.lookups();
+    let hits = m.remote_cache_hit + m.disk_cache_hit;
+    if lookups == 0 || m.remote_execution < i.t.cache_miss_min_remote_executions {
+        return None;
+    }
+    let rate = hits as f64 / lookups as f64;
+    if rate >= i.t.cache_miss_max_hit_rate {
+        return None;
+    }
+    let src = count_source(m.source);
+    Some(Finding {
+        cause: Cause::CacheMiss,
+        summary: format!(
+            "only {hits} of {lookups} spawns were cache hits ({}); {} had to execute remotely",
+            pct(rate),
+            m.remote_execution
+        ),
+        evidence: vec![
+            fact(
+                "cache.remote_hit_rate",
+                json!(kpis.cache.remote_hit_rate),
+                src,
+            ),
+            fact("cache.disk_hit_rate", json!(kpis.cache.disk_hit_rate), src),
+            fact(
+                "process_mix.remote_execution",
+                json!(m.remote_execution),
+                src,
+            ),
+        ],
+    })
 }
