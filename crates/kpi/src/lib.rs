@@ -394,54 +394,9 @@ impl KpiBuilder {
         use build_event::Payload as P;
         match payload {
             P::Started(s) => self.start_ms = ts_ms(s.start_time.as_ref(), s.start_time_millis),
-            P::Finished(f) => {
-                self.finish_ms = ts_ms(f.finish_time.as_ref(), f.finish_time_millis);
-                let code = f.exit_code.unwrap_or_default();
-                let detail = f.failure_detail.map(|d| d.message).unwrap_or_default();
-                if code.code == EXIT_REMOTE_ERROR {
-                    push_line(
-                        &mut self.signals.remote_failures,
-                        &format!(
-                            "BuildFinished exit code {} {} {detail}",
-                            code.code, code.name
-                        ),
-                    );
-                }
-                if detail.contains("RESOURCE_EXHAUSTED") {
-                    push_line(&mut self.signals.resource_exhausted, &detail);
-                }
-            }
-            P::Progress(p) => {
-                for chunk in [&p.stderr, &p.stdout] {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    let clean = text::strip_ansi(chunk);
-                    for line in clean.lines() {
-                        if line.contains("RESOURCE_EXHAUSTED") {
-                            push_line(&mut self.signals.resource_exhausted, line);
-                        } else if BACKEND_PATTERNS.iter().any(|p| line.contains(p)) {
-                            push_line(&mut self.signals.remote_failures, line);
-                        }
-                        if line.contains("discarding analysis cache") {
-                            self.discarded = true;
-                        }
-                        if let Some((_, Some(cp))) = text::parse_elapsed_line(line) {
-                            self.progress_cp_ms = Some(cp);
-                        }
-                    }
-                }
-            }
-            P::Aborted(a) => {
-                if a.description.contains("RESOURCE_EXHAUSTED") {
-                    push_line(&mut self.signals.resource_exhausted, &a.description);
-                } else if a.reason == AbortReason::RemoteEnvironmentFailure as i32 {
-                    push_line(
-                        &mut self.signals.remote_failures,
-                        &format!("Aborted REMOTE_ENVIRONMENT_FAILURE: {}", a.description),
-                    );
-                }
-            }
+            P::Finished(f) => self.on_finished(f),
+            P::Progress(p) => self.on_progress(&p),
+            P::Aborted(a) => self.on_aborted(&a),
             P::Fetch(f) if !f.success => {
                 let url = match &id {
                     Some(build_event_id::Id::Fetch(fid)) => fid.url.clone(),
@@ -449,42 +404,8 @@ impl KpiBuilder {
                 };
                 push_line(&mut self.signals.failed_fetches, &url);
             }
-            P::TestResult(r) => {
-                let label = match &id {
-                    Some(build_event_id::Id::TestResult(t)) => t.label.clone(),
-                    _ => String::new(),
-                };
-                if r.status == TestStatus::RemoteFailure as i32 {
-                    push_line(
-                        &mut self.signals.remote_failures,
-                        &format!("test {label}: REMOTE_FAILURE {}", r.status_details),
-                    );
-                }
-                let info = r.execution_info.unwrap_or_default();
-                if let Some(at) = ts_ms(
-                    r.test_attempt_start.as_ref(),
-                    r.test_attempt_start_millis_epoch,
-                ) {
-                    if info.cached_remotely {
-                        self.test_first_hit_ms = min_opt(self.test_first_hit_ms, at);
-                    } else if info.strategy == "remote" && !r.cached_locally {
-                        self.test_first_remote_ms = min_opt(self.test_first_remote_ms, at);
-                    }
-                }
-            }
-            P::BuildToolLogs(logs) => {
-                for log in logs.log {
-                    if log.name != "critical path" {
-                        continue;
-                    }
-                    if let Some(proof_proto::bep::file::File::Contents(bytes)) = log.file {
-                        let t = String::from_utf8_lossy(&bytes);
-                        if let Some(first) = t.lines().next() {
-                            self.critical_path_log = text::parse_critical_path_line(first);
-                        }
-                    }
-                }
-            }
+            P::TestResult(r) => self.on_test_result(id.as_ref(), r),
+            P::BuildToolLogs(logs) => self.on_build_tool_logs(logs),
             P::BuildMetrics(m) => {
                 if let Some(t) = m.target_metrics {
                     self.targets_loaded = u64::try_from(t.targets_loaded).ok();
@@ -495,6 +416,102 @@ impl KpiBuilder {
         Ok(())
     }
 
+    /// BuildFinished: the finish time; exit code 34 and RESOURCE_EXHAUSTED
+    /// in the failure detail are signals.
+    fn on_finished(&mut self, f: proof_proto::bep::BuildFinished) {
+        self.finish_ms = ts_ms(f.finish_time.as_ref(), f.finish_time_millis);
+        let code = f.exit_code.unwrap_or_default();
+        let detail = f.failure_detail.map(|d| d.message).unwrap_or_default();
+        if code.code == EXIT_REMOTE_ERROR {
+            push_line(
+                &mut self.signals.remote_failures,
+                &format!(
+                    "BuildFinished exit code {} {} {detail}",
+                    code.code, code.name
+                ),
+            );
+        }
+        if detail.contains("RESOURCE_EXHAUSTED") {
+            push_line(&mut self.signals.resource_exhausted, &detail);
+        }
+    }
+
+    /// Progress: backend error lines, a discarded analysis cache and the
+    /// "Elapsed time ... Critical Path" line.
+    fn on_progress(&mut self, p: &proof_proto::bep::Progress) {
+        for chunk in [&p.stderr, &p.stdout] {
+            if chunk.is_empty() {
+                continue;
+            }
+            let clean = text::strip_ansi(chunk);
+            for line in clean.lines() {
+                if line.contains("RESOURCE_EXHAUSTED") {
+                    push_line(&mut self.signals.resource_exhausted, line);
+                } else if BACKEND_PATTERNS.iter().any(|p| line.contains(p)) {
+                    push_line(&mut self.signals.remote_failures, line);
+                }
+                if line.contains("discarding analysis cache") {
+                    self.discarded = true;
+                }
+                if let Some((_, Some(cp))) = text::parse_elapsed_line(line) {
+                    self.progress_cp_ms = Some(cp);
+                }
+            }
+        }
+    }
+
+    fn on_aborted(&mut self, a: &proof_proto::bep::Aborted) {
+        if a.description.contains("RESOURCE_EXHAUSTED") {
+            push_line(&mut self.signals.resource_exhausted, &a.description);
+        } else if a.reason == AbortReason::RemoteEnvironmentFailure as i32 {
+            push_line(
+                &mut self.signals.remote_failures,
+                &format!("Aborted REMOTE_ENVIRONMENT_FAILURE: {}", a.description),
+            );
+        }
+    }
+
+    /// TestResult: REMOTE_FAILURE, and the first remote-cached and first
+    /// remotely run test attempt.
+    fn on_test_result(&mut self, id: Option<&build_event_id::Id>, r: proof_proto::bep::TestResult) {
+        let label = match id {
+            Some(build_event_id::Id::TestResult(t)) => t.label.as_str(),
+            _ => "",
+        };
+        if r.status == TestStatus::RemoteFailure as i32 {
+            push_line(
+                &mut self.signals.remote_failures,
+                &format!("test {label}: REMOTE_FAILURE {}", r.status_details),
+            );
+        }
+        let info = r.execution_info.unwrap_or_default();
+        if let Some(at) = ts_ms(
+            r.test_attempt_start.as_ref(),
+            r.test_attempt_start_millis_epoch,
+        ) {
+            if info.cached_remotely {
+                self.test_first_hit_ms = min_opt(self.test_first_hit_ms, at);
+            } else if info.strategy == "remote" && !r.cached_locally {
+                self.test_first_remote_ms = min_opt(self.test_first_remote_ms, at);
+            }
+        }
+    }
+
+    /// BuildToolLogs: the first line of the inline "critical path" log.
+    fn on_build_tool_logs(&mut self, logs: proof_proto::bep::BuildToolLogs) {
+        for log in logs.log {
+            if log.name != "critical path" {
+                continue;
+            }
+            if let Some(proof_proto::bep::file::File::Contents(bytes)) = log.file {
+                let t = String::from_utf8_lossy(&bytes);
+                if let Some(first) = t.lines().next() {
+                    self.critical_path_log = text::parse_critical_path_line(first);
+                }
+            }
+        }
+    }
+
     /// Reads a whole execution log (binary or compact; detected). May be
     /// called more than once; the spawns add up.
     pub fn push_exec_log(&mut self, log: impl Read) -> Result<(), KpiError> {
@@ -502,87 +519,8 @@ impl KpiBuilder {
         let acc = self.exec.get_or_insert_with(ExecAcc::default);
         for spawn in reader {
             let s = spawn?;
-            acc.spawns += 1;
             let class = proof_evidence::runners::classify(&s.runner);
-            *acc.by_class.entry(class).or_insert(0) += 1;
-            let failed = s.exit_code != 0 || !s.status.is_empty();
-            if failed {
-                acc.failed += 1;
-            }
-            if s.status.contains("RESOURCE_EXHAUSTED") {
-                push_line(
-                    &mut self.signals.resource_exhausted,
-                    &format!(
-                        "spawn {} {}: status {}",
-                        s.mnemonic, s.target_label, s.status
-                    ),
-                );
-            }
-            match class {
-                RunnerClass::RemoteExecution => {
-                    if failed {
-                        acc.failed_remote += 1;
-                    }
-                    if !s.status.is_empty()
-                        && !ACTION_STATUSES.contains(&s.status.as_str())
-                        && !s.status.contains("RESOURCE_EXHAUSTED")
-                    {
-                        push_line(
-                            &mut self.signals.remote_failures,
-                            &format!(
-                                "remote spawn {} {}: status {} (exit {})",
-                                s.mnemonic, s.target_label, s.status, s.exit_code
-                            ),
-                        );
-                    }
-                    if let Some(at) = s.start_ms {
-                        acc.first_remote_ms = min_opt(acc.first_remote_ms, at);
-                    }
-                    if s.has_metrics {
-                        let r = acc.remote.get_or_insert(RemoteTime {
-                            spawns: 0,
-                            total_ms: 0,
-                            queue_ms: 0,
-                            fetch_ms: 0,
-                            upload_ms: 0,
-                            execution_wall_ms: 0,
-                            setup_ms: 0,
-                            network_ms: 0,
-                            queue_share: None,
-                        });
-                        r.spawns += 1;
-                        r.total_ms += s.total_ms;
-                        r.queue_ms += s.queue_ms;
-                        r.fetch_ms += s.fetch_ms;
-                        r.upload_ms += s.upload_ms;
-                        r.execution_wall_ms += s.execution_wall_ms;
-                        r.setup_ms += s.setup_ms;
-                        r.network_ms += s.network_ms;
-                        if s.metric_input_bytes > 0 || s.metric_input_files > 0 {
-                            acc.metric_input.0 += 1;
-                            acc.metric_input.1 += s.metric_input_bytes;
-                            acc.metric_input.2 += s.metric_input_files;
-                        }
-                    }
-                    if let (Some(b), Some(f)) = (s.listed_input_bytes, s.listed_input_files) {
-                        let l = acc.listed_input.get_or_insert((0, 0));
-                        l.0 += b;
-                        l.1 += f;
-                    }
-                    if let Some(b) = s.output_bytes {
-                        *acc.remote_out.get_or_insert(0) += b;
-                    }
-                }
-                RunnerClass::RemoteCacheHit | RunnerClass::DiskCacheHit => {
-                    if let Some(at) = s.start_ms {
-                        acc.first_hit_ms = min_opt(acc.first_hit_ms, at);
-                    }
-                    if let Some(b) = s.output_bytes {
-                        *acc.hit_out.get_or_insert(0) += b;
-                    }
-                }
-                _ => {}
-            }
+            acc.count(&mut self.signals, class, &s);
             match s.action_digest {
                 Some(digest) => self.actions.push(ActionOutcome {
                     digest,
@@ -600,32 +538,15 @@ impl KpiBuilder {
 
     /// The KPIs, given the evidence derived from the same stream.
     pub fn finish(mut self, ev: &Evidence) -> Kpis {
-        let since_start = |at: Option<i64>| -> Option<u64> {
-            let (s, a) = (self.start_ms?, at?);
-            Some(u64::try_from(a.saturating_sub(s)).unwrap_or(0))
-        };
         let exec = self.exec.take();
-        let timing =
-            |log: Option<i64>, test: Option<i64>| match (since_start(log), since_start(test)) {
-                (Some(ms), _) => Timing {
-                    ms: Some(ms),
-                    source: Some(TimingSource::ExecLogStartTime),
-                },
-                (None, Some(ms)) => Timing {
-                    ms: Some(ms),
-                    source: Some(TimingSource::BepTestResult),
-                },
-                _ => Timing::default(),
-            };
-        let ttfch = timing(
+        let time_to_first_cache_hit = self.timing(
             exec.as_ref().and_then(|e| e.first_hit_ms),
             self.test_first_hit_ms,
         );
-        let ttfre = timing(
+        let time_to_first_remote_execution = self.timing(
             exec.as_ref().and_then(|e| e.first_remote_ms),
             self.test_first_remote_ms,
         );
-
         let process_mix = match &exec {
             Some(e) => Some(mix(CountSource::ExecLog, &e.by_class, None)),
             None => ev.processes.sources.first().map(|f| {
@@ -636,59 +557,13 @@ impl KpiBuilder {
                 )
             }),
         };
-
         let bm = &ev.build_metrics;
-        let local_action_cache = match (bm.action_cache_hits, bm.action_cache_misses) {
-            (Some(h), Some(m)) => {
-                let (h, m) = (u64::try_from(h).unwrap_or(0), u64::try_from(m).unwrap_or(0));
-                Some(LocalActionCache {
-                    hits: h,
-                    misses: m,
-                    hit_rate: ratio(h, h + m),
-                })
-            }
-            _ => None,
-        };
-        let cache = match &process_mix {
-            Some(m) => CacheKpis {
-                lookups: Some(m.lookups()),
-                remote_cache_hits: Some(m.remote_cache_hit),
-                disk_cache_hits: Some(m.disk_cache_hit),
-                remote_hit_rate: ratio(m.remote_cache_hit, m.lookups()),
-                disk_hit_rate: ratio(m.disk_cache_hit, m.lookups()),
-                local_action_cache,
-            },
-            None => CacheKpis {
-                local_action_cache,
-                ..CacheKpis::default()
-            },
-        };
-
+        let cache = cache_kpis(bm, process_mix.as_ref());
         let remote_time = exec.as_ref().and_then(|e| e.remote.clone()).map(|mut r| {
             r.queue_share = ratio(r.queue_ms, r.total_ms);
             r
         });
-        let cas = exec.as_ref().map(|e| {
-            let (input_source, bytes, files) = if e.metric_input.0 > 0 {
-                (
-                    Some(CasSource::SpawnMetrics),
-                    Some(e.metric_input.1),
-                    Some(e.metric_input.2),
-                )
-            } else if let Some((b, f)) = e.listed_input {
-                (Some(CasSource::ListedInputs), Some(b), Some(f))
-            } else {
-                (None, None, None)
-            };
-            CasTraffic {
-                input_source,
-                remote_input_bytes: bytes,
-                remote_input_files: files,
-                remote_output_bytes: e.remote_out,
-                cache_hit_output_bytes: e.hit_out,
-            }
-        });
-
+        let cas = exec.as_ref().map(ExecAcc::cas_traffic);
         let analysis_cache = AnalysisCache {
             packages_loaded: bm.packages_loaded.and_then(|v| u64::try_from(v).ok()),
             targets_configured: bm.targets_configured.and_then(|v| u64::try_from(v).ok()),
@@ -698,31 +573,7 @@ impl KpiBuilder {
             }),
             discarded: self.discarded,
         };
-
-        let critical_path = if let Some(ms) = bm.critical_path_ms {
-            let log = self.critical_path_log.take().unwrap_or_default();
-            Some(CriticalPath {
-                ms: Some(ms),
-                source: CriticalPathSource::TimingMetrics,
-                remote_pct: log.remote_pct,
-                breakdown_pct: log.breakdown_pct,
-            })
-        } else if let Some(log) = self.critical_path_log.take() {
-            Some(CriticalPath {
-                ms: log.ms,
-                source: CriticalPathSource::CriticalPathLog,
-                remote_pct: log.remote_pct,
-                breakdown_pct: log.breakdown_pct,
-            })
-        } else {
-            self.progress_cp_ms.map(|ms| CriticalPath {
-                ms: Some(ms),
-                source: CriticalPathSource::ProgressLine,
-                remote_pct: None,
-                breakdown_pct: BTreeMap::new(),
-            })
-        };
-
+        let critical_path = self.critical_path(bm);
         let wall_time_ms = match (self.start_ms, self.finish_ms) {
             (Some(s), Some(f)) if f >= s => u64::try_from(f - s).ok(),
             _ => bm
@@ -730,7 +581,6 @@ impl KpiBuilder {
                 .and_then(|v| u64::try_from(v).ok())
                 .filter(|v| *v > 0),
         };
-
         let mut signals = std::mem::take(&mut self.signals);
         if let Some(e) = &exec {
             signals.failed_spawns = Some(e.failed);
@@ -743,8 +593,8 @@ impl KpiBuilder {
             repo: ev.build_metadata.get("REPO").cloned(),
             exec_log: exec.is_some(),
             wall_time_ms,
-            time_to_first_cache_hit: ttfch,
-            time_to_first_remote_execution: ttfre,
+            time_to_first_cache_hit,
+            time_to_first_remote_execution,
             process_mix,
             cache,
             remote_time,
@@ -755,6 +605,196 @@ impl KpiBuilder {
             actions: std::mem::take(&mut self.actions),
             spawns_without_digest: exec.as_ref().map(|e| e.without_digest),
         }
+    }
+
+    /// Time from BuildStarted to the first such spawn: from the execution
+    /// log when it has one, else from the BEP's test attempts.
+    fn timing(&self, log: Option<i64>, test: Option<i64>) -> Timing {
+        let since_start = |at: Option<i64>| -> Option<u64> {
+            let (s, a) = (self.start_ms?, at?);
+            Some(u64::try_from(a.saturating_sub(s)).unwrap_or(0))
+        };
+        match (since_start(log), since_start(test)) {
+            (Some(ms), _) => Timing {
+                ms: Some(ms),
+                source: Some(TimingSource::ExecLogStartTime),
+            },
+            (None, Some(ms)) => Timing {
+                ms: Some(ms),
+                source: Some(TimingSource::BepTestResult),
+            },
+            _ => Timing::default(),
+        }
+    }
+
+    /// The critical path: BuildMetrics timing first, then the "critical
+    /// path" log, then the progress line.
+    fn critical_path(&mut self, bm: &proof_evidence::BuildMetricsFacts) -> Option<CriticalPath> {
+        if let Some(ms) = bm.critical_path_ms {
+            let log = self.critical_path_log.take().unwrap_or_default();
+            return Some(CriticalPath {
+                ms: Some(ms),
+                source: CriticalPathSource::TimingMetrics,
+                remote_pct: log.remote_pct,
+                breakdown_pct: log.breakdown_pct,
+            });
+        }
+        if let Some(log) = self.critical_path_log.take() {
+            return Some(CriticalPath {
+                ms: log.ms,
+                source: CriticalPathSource::CriticalPathLog,
+                remote_pct: log.remote_pct,
+                breakdown_pct: log.breakdown_pct,
+            });
+        }
+        self.progress_cp_ms.map(|ms| CriticalPath {
+            ms: Some(ms),
+            source: CriticalPathSource::ProgressLine,
+            remote_pct: None,
+            breakdown_pct: BTreeMap::new(),
+        })
+    }
+}
+
+impl ExecAcc {
+    /// Counts one spawn of the execution log.
+    fn count(&mut self, signals: &mut Signals, class: RunnerClass, s: &execlog::SpawnFacts) {
+        self.spawns += 1;
+        *self.by_class.entry(class).or_insert(0) += 1;
+        let failed = s.exit_code != 0 || !s.status.is_empty();
+        if failed {
+            self.failed += 1;
+        }
+        if s.status.contains("RESOURCE_EXHAUSTED") {
+            push_line(
+                &mut signals.resource_exhausted,
+                &format!(
+                    "spawn {} {}: status {}",
+                    s.mnemonic, s.target_label, s.status
+                ),
+            );
+        }
+        match class {
+            RunnerClass::RemoteExecution => self.count_remote(signals, s, failed),
+            RunnerClass::RemoteCacheHit | RunnerClass::DiskCacheHit => {
+                if let Some(at) = s.start_ms {
+                    self.first_hit_ms = min_opt(self.first_hit_ms, at);
+                }
+                if let Some(b) = s.output_bytes {
+                    *self.hit_out.get_or_insert(0) += b;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A remotely executed spawn: backend failures, first start, the time
+    /// split and the CAS traffic.
+    fn count_remote(&mut self, signals: &mut Signals, s: &execlog::SpawnFacts, failed: bool) {
+        if failed {
+            self.failed_remote += 1;
+        }
+        if !s.status.is_empty()
+            && !ACTION_STATUSES.contains(&s.status.as_str())
+            && !s.status.contains("RESOURCE_EXHAUSTED")
+        {
+            push_line(
+                &mut signals.remote_failures,
+                &format!(
+                    "remote spawn {} {}: status {} (exit {})",
+                    s.mnemonic, s.target_label, s.status, s.exit_code
+                ),
+            );
+        }
+        if let Some(at) = s.start_ms {
+            self.first_remote_ms = min_opt(self.first_remote_ms, at);
+        }
+        if s.has_metrics {
+            let r = self.remote.get_or_insert(RemoteTime {
+                spawns: 0,
+                total_ms: 0,
+                queue_ms: 0,
+                fetch_ms: 0,
+                upload_ms: 0,
+                execution_wall_ms: 0,
+                setup_ms: 0,
+                network_ms: 0,
+                queue_share: None,
+            });
+            r.spawns += 1;
+            r.total_ms += s.total_ms;
+            r.queue_ms += s.queue_ms;
+            r.fetch_ms += s.fetch_ms;
+            r.upload_ms += s.upload_ms;
+            r.execution_wall_ms += s.execution_wall_ms;
+            r.setup_ms += s.setup_ms;
+            r.network_ms += s.network_ms;
+            if s.metric_input_bytes > 0 || s.metric_input_files > 0 {
+                self.metric_input.0 += 1;
+                self.metric_input.1 += s.metric_input_bytes;
+                self.metric_input.2 += s.metric_input_files;
+            }
+        }
+        if let (Some(b), Some(f)) = (s.listed_input_bytes, s.listed_input_files) {
+            let l = self.listed_input.get_or_insert((0, 0));
+            l.0 += b;
+            l.1 += f;
+        }
+        if let Some(b) = s.output_bytes {
+            *self.remote_out.get_or_insert(0) += b;
+        }
+    }
+
+    /// CAS traffic: SpawnMetrics input figures when any spawn has them,
+    /// else the listed inputs.
+    fn cas_traffic(&self) -> CasTraffic {
+        let (input_source, bytes, files) = if self.metric_input.0 > 0 {
+            (
+                Some(CasSource::SpawnMetrics),
+                Some(self.metric_input.1),
+                Some(self.metric_input.2),
+            )
+        } else if let Some((b, f)) = self.listed_input {
+            (Some(CasSource::ListedInputs), Some(b), Some(f))
+        } else {
+            (None, None, None)
+        };
+        CasTraffic {
+            input_source,
+            remote_input_bytes: bytes,
+            remote_input_files: files,
+            remote_output_bytes: self.remote_out,
+            cache_hit_output_bytes: self.hit_out,
+        }
+    }
+}
+
+/// Cache KPIs from the process mix and the local action cache statistics.
+fn cache_kpis(bm: &proof_evidence::BuildMetricsFacts, mix: Option<&ProcessMix>) -> CacheKpis {
+    let local_action_cache = match (bm.action_cache_hits, bm.action_cache_misses) {
+        (Some(h), Some(m)) => {
+            let (h, m) = (u64::try_from(h).unwrap_or(0), u64::try_from(m).unwrap_or(0));
+            Some(LocalActionCache {
+                hits: h,
+                misses: m,
+                hit_rate: ratio(h, h + m),
+            })
+        }
+        _ => None,
+    };
+    match mix {
+        Some(m) => CacheKpis {
+            lookups: Some(m.lookups()),
+            remote_cache_hits: Some(m.remote_cache_hit),
+            disk_cache_hits: Some(m.disk_cache_hit),
+            remote_hit_rate: ratio(m.remote_cache_hit, m.lookups()),
+            disk_hit_rate: ratio(m.disk_cache_hit, m.lookups()),
+            local_action_cache,
+        },
+        None => CacheKpis {
+            local_action_cache,
+            ..CacheKpis::default()
+        },
     }
 }
 
