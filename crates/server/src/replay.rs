@@ -219,15 +219,10 @@ async fn attempt(
     highest_acked: u64,
     report: &mut ReplayReport,
 ) -> Result<(), Attempt> {
-    let channel = match connect(&opts.target).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(Attempt::Retry {
-                status: tonic::Status::unavailable(e.to_string()),
-                got_ack: false,
-            })
-        }
-    };
+    let channel = connect(&opts.target).await.map_err(|e| Attempt::Retry {
+        status: tonic::Status::unavailable(e.to_string()),
+        got_ack: false,
+    })?;
     let mut client = PublishBuildEventClient::new(channel).max_decoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel::<PublishBuildToolEventStreamRequest>(64);
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -239,96 +234,158 @@ async fn attempt(
             req.metadata_mut().insert(k, v);
         }
     }
-    // Re-send: optionally some acked ones (lost acks), then every unacked one.
-    let resend_from = highest_acked.saturating_sub(opts.faults.resend_acked) + 1;
+    let to_send = resend_plan(
+        opts.faults.resend_acked,
+        report.rpcs,
+        highest_acked,
+        unacked,
+    );
+    let stream = match client.publish_build_tool_event_stream(req).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Err(classify(status, false)),
+    };
+    let mut rpc = OneRpc {
+        events,
+        opts,
+        tx: Some(tx),
+        to_send,
+        unacked,
+        next,
+        disconnects,
+        sent: 0,
+        got_ack: false,
+    };
+    rpc.run(stream, report).await
+}
+
+/// What to re-send first on a new RPC: optionally some acked events (as if
+/// their acks were lost; on retries only), then every unacked one. The
+/// re-sent acked events count as unacked again, in front of the real ones;
+/// re-sends of a previous retry that broke before their acks are dropped.
+fn resend_plan(
+    resend_acked: u64,
+    rpcs: u32,
+    highest_acked: u64,
+    unacked: &mut VecDeque<u64>,
+) -> VecDeque<u64> {
     let mut to_send: VecDeque<u64> = VecDeque::new();
-    if report.rpcs > 1 && opts.faults.resend_acked > 0 {
-        for s in resend_from..=highest_acked {
-            to_send.push_back(s);
-        }
-        // Those count as unacked again, in front of the real ones.
+    if rpcs > 1 && resend_acked > 0 {
+        let resend_from = highest_acked.saturating_sub(resend_acked) + 1;
+        to_send.extend(resend_from..=highest_acked);
         let mut front: VecDeque<u64> = (resend_from..=highest_acked).collect();
-        // Drop the re-sends of a previous retry that broke before their acks.
         front.extend(unacked.drain(..).filter(|s| *s > highest_acked));
         *unacked = front;
     }
     to_send.extend(unacked.iter().copied().filter(|s| *s > highest_acked));
-    let mut stream = match client.publish_build_tool_event_stream(req).await {
-        Ok(r) => r.into_inner(),
-        Err(status) => return Err(classify(status, false)),
-    };
-    let total = events.len() as u64;
-    let mut sent_on_rpc = 0u64;
-    let mut got_ack = false;
-    let mut tx = Some(tx);
-    loop {
-        // Send while there is something to send and the channel has room.
-        while let Some(t) = tx.as_ref() {
-            let seq = if let Some(s) = to_send.front().copied() {
-                s
-            } else if *next <= total {
-                *next
+    to_send
+}
+
+/// One RPC of a replay: sends while the channel has room, reads acks in
+/// order, half-closes after the last event.
+struct OneRpc<'a> {
+    events: &'a [Event],
+    opts: &'a ReplayOptions,
+    /// `None` once half-closed.
+    tx: Option<mpsc::Sender<PublishBuildToolEventStreamRequest>>,
+    /// Re-sends still to go, before any new event.
+    to_send: VecDeque<u64>,
+    unacked: &'a mut VecDeque<u64>,
+    next: &'a mut u64,
+    disconnects: &'a mut Vec<u64>,
+    sent: u64,
+    got_ack: bool,
+}
+
+impl OneRpc<'_> {
+    async fn run(
+        &mut self,
+        mut stream: tonic::Streaming<proof_proto::bes::PublishBuildToolEventStreamResponse>,
+        report: &mut ReplayReport,
+    ) -> Result<(), Attempt> {
+        loop {
+            self.send_ready()?;
+            let msg = if self.tx.is_some() {
+                match tokio::time::timeout(Duration::from_millis(5), stream.message()).await {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
             } else {
-                // Everything sent: half-close.
-                tx = None;
+                stream.message().await
+            };
+            match msg {
+                Ok(Some(resp)) => self.on_ack(resp.sequence_number as u64, report)?,
+                Ok(None) => return self.on_close(),
+                Err(status) => return Err(classify(status, self.got_ack)),
+            }
+        }
+    }
+
+    /// Sends while there is something to send and the channel has room;
+    /// half-closes when everything was sent; breaks the RPC at an injected
+    /// disconnect.
+    fn send_ready(&mut self) -> Result<(), Attempt> {
+        let total = self.events.len() as u64;
+        while let Some(t) = self.tx.as_ref() {
+            let seq = if let Some(s) = self.to_send.front().copied() {
+                s
+            } else if *self.next <= total {
+                *self.next
+            } else {
+                self.tx = None;
                 break;
             };
-            let permit = match t.try_reserve() {
-                Ok(p) => p,
-                Err(_) => break,
+            let Ok(permit) = t.try_reserve() else {
+                break;
             };
-            permit.send(request(opts, seq, events[(seq - 1) as usize].clone()));
-            if to_send.front() == Some(&seq) {
-                to_send.pop_front();
+            permit.send(request(
+                self.opts,
+                seq,
+                self.events[(seq - 1) as usize].clone(),
+            ));
+            if self.to_send.front() == Some(&seq) {
+                self.to_send.pop_front();
             } else {
-                *next += 1;
-                unacked.push_back(seq);
+                *self.next += 1;
+                self.unacked.push_back(seq);
             }
-            sent_on_rpc += 1;
-            if let Some(pos) = disconnects.iter().position(|&d| d == sent_on_rpc) {
-                disconnects.remove(pos);
+            self.sent += 1;
+            if let Some(pos) = self.disconnects.iter().position(|&d| d == self.sent) {
+                self.disconnects.remove(pos);
                 // Cancel the RPC as a broken connection would.
                 return Err(Attempt::Retry {
                     status: tonic::Status::unavailable("injected disconnect"),
-                    got_ack,
+                    got_ack: self.got_ack,
                 });
             }
         }
-        let msg = if tx.is_some() {
-            match tokio::time::timeout(Duration::from_millis(5), stream.message()).await {
-                Ok(m) => m,
-                Err(_) => continue,
+        Ok(())
+    }
+
+    /// An ack must be for the oldest unacked event.
+    fn on_ack(&mut self, seq: u64, report: &mut ReplayReport) -> Result<(), Attempt> {
+        match self.unacked.front() {
+            Some(&oldest) if oldest == seq => {
+                self.unacked.pop_front();
+                report.acked.push(seq);
+                self.got_ack = true;
+                Ok(())
             }
+            other => Err(Attempt::Protocol(format!(
+                "ack for sequence_number {seq}, but the oldest unacked event is {other:?}"
+            ))),
+        }
+    }
+
+    /// The server closed with OK: only right when everything was acked.
+    fn on_close(&self) -> Result<(), Attempt> {
+        let total = self.events.len() as u64;
+        if self.unacked.is_empty() && *self.next > total && self.to_send.is_empty() {
+            Ok(())
         } else {
-            stream.message().await
-        };
-        match msg {
-            Ok(Some(resp)) => {
-                let seq = resp.sequence_number as u64;
-                match unacked.front() {
-                    Some(&oldest) if oldest == seq => {
-                        unacked.pop_front();
-                        report.acked.push(seq);
-                        got_ack = true;
-                    }
-                    other => {
-                        return Err(Attempt::Protocol(format!(
-                        "ack for sequence_number {seq}, but the oldest unacked event is {other:?}"
-                    )))
-                    }
-                }
-            }
-            Ok(None) => {
-                return if unacked.is_empty() && *next > total && to_send.is_empty() {
-                    Ok(())
-                } else {
-                    Err(Attempt::Protocol(format!(
-                        "server closed the stream with OK but {} events are unacked",
-                        unacked.len()
-                    )))
-                };
-            }
-            Err(status) => return Err(classify(status, got_ack)),
+            Err(Attempt::Protocol(format!(
+                "server closed the stream with OK but {} events are unacked",
+                self.unacked.len()
+            )))
         }
     }
 }
@@ -337,5 +394,44 @@ fn classify(status: tonic::Status, got_ack: bool) -> Attempt {
     match status.code() {
         tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Attempt::Final(status),
         _ => Attempt::Retry { status, got_ack },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_rpc_sends_only_what_is_unacked() {
+        let mut unacked: VecDeque<u64> = [4, 5].into();
+        assert_eq!(resend_plan(2, 1, 3, &mut unacked), VecDeque::from([4, 5]));
+        assert_eq!(unacked, VecDeque::from([4, 5]));
+    }
+
+    #[test]
+    fn a_retry_resends_acked_events_in_front_and_counts_them_unacked_again() {
+        // Acked up to 6; 7 and 8 were sent but not acked; 2 acks "lost".
+        let mut unacked: VecDeque<u64> = [7, 8].into();
+        assert_eq!(
+            resend_plan(2, 2, 6, &mut unacked),
+            VecDeque::from([5, 6, 7, 8])
+        );
+        assert_eq!(unacked, VecDeque::from([5, 6, 7, 8]));
+        // The retry broke after re-sending 5 and 6 without their acks: the
+        // next plan does not repeat them twice.
+        assert_eq!(
+            resend_plan(2, 3, 6, &mut unacked),
+            VecDeque::from([5, 6, 7, 8])
+        );
+        assert_eq!(unacked, VecDeque::from([5, 6, 7, 8]));
+    }
+
+    #[test]
+    fn resending_more_than_was_acked_starts_at_the_first_event() {
+        let mut unacked: VecDeque<u64> = VecDeque::new();
+        assert_eq!(
+            resend_plan(10, 2, 3, &mut unacked),
+            VecDeque::from([1, 2, 3])
+        );
     }
 }
