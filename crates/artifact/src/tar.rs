@@ -288,90 +288,26 @@ pub fn scan_tapped<R: Read>(input: R, tap: &mut dyn Tap) -> Result<Scanned, TarE
     let mut statement = Vec::new();
     let mut summary = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut h = [0u8; BLOCK];
-        let at = r.pos;
-        r.exact(&mut h, "a member header")?;
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let name_len = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let found = String::from_utf8_lossy(&h[..name_len]).into_owned();
-        let last = members
-            .last()
-            .and_then(|m| ORDER.iter().position(|(n, _)| *n == m.name));
-        let expected = next_members(last);
-        let Some(name) = expected
-            .iter()
-            .copied()
-            .find(|n| n.as_bytes() == &h[..name_len])
-        else {
-            return layout(if expected.is_empty() {
-                format!("unexpected extra member {found:?} at byte {at}; {SUMMARY} must be the last member")
-            } else {
-                format!(
-                    "member {} at byte {at} is {found:?}; expected {} (order: {})",
-                    members.len() + 1,
-                    expected.join(" or "),
-                    order_text()
-                )
-            });
-        };
-        let Some(size) = parse_size(&h) else {
-            return layout(format!(
-                "member {name} at byte {at}: the size field is not 11 octal digits and a NUL"
-            ));
-        };
-        let canonical = header(name, size)?;
-        if canonical != h {
-            let first = canonical
-                .iter()
-                .zip(h.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            return layout(format!(
-                "member {name} at byte {at}: header byte {first} differs from the canonical ustar header (mode 0644, uid/gid 0, mtime 0, no uname/gname, typeflag '0', correct checksum)"
-            ));
-        }
-        let keep = name == STATEMENT || name == SUMMARY;
-        if keep && size > MAX_IN_MEMORY_MEMBER {
-            return layout(format!(
-                "member {name} is {size} bytes, more than the limit of {MAX_IN_MEMORY_MEMBER}"
-            ));
-        }
+    while let Some((name, size)) = member_header(&mut r, &members)? {
         let offset = r.pos;
-        let mut hasher = Sha256::new();
-        let mut left = size;
         let tapped = tap.begin(name, &statement);
-        while left > 0 {
-            let n = buf.len().min(left as usize);
-            r.exact(&mut buf[..n], name)?;
-            hasher.update(&buf[..n]);
-            if tapped {
-                tap.data(&buf[..n]);
-            }
-            if name == STATEMENT {
-                statement.extend_from_slice(&buf[..n]);
-            } else if name == SUMMARY {
-                summary.extend_from_slice(&buf[..n]);
-            }
-            left -= n as u64;
-        }
-        if tapped {
+        let kept = match name {
+            STATEMENT => Some(&mut statement),
+            SUMMARY => Some(&mut summary),
+            _ => None,
+        };
+        let sha256 = if tapped {
+            let sha256 = member_data(&mut r, name, size, &mut buf, tap, kept)?;
             tap.end();
-        }
-        let pad = padding(size);
-        r.exact(&mut buf[..pad], "padding")?;
-        if buf[..pad].iter().any(|&b| b != 0) {
-            return layout(format!(
-                "member {name}: the padding after its data is not all zero bytes"
-            ));
-        }
+            sha256
+        } else {
+            member_data(&mut r, name, size, &mut buf, &mut NoTap, kept)?
+        };
         members.push(Member {
             name,
             offset,
             size,
-            sha256: hasher.finalize().into(),
+            sha256,
         });
     }
     if members.last().map(|m| m.name) != Some(SUMMARY) {
@@ -382,6 +318,112 @@ pub fn scan_tapped<R: Read>(input: R, tap: &mut dyn Tap) -> Result<Scanned, TarE
             order_text()
         ));
     }
+    let end = end_of_archive(&mut r)?;
+    Ok(Scanned {
+        members,
+        statement,
+        summary,
+        sha256: r.whole.finalize().into(),
+        len: end,
+    })
+}
+
+/// Reads the next member's header and checks it: a name allowed after the
+/// members so far, an octal size, and the canonical header bytes. `None` at
+/// the first zero block of the end-of-archive marker.
+fn member_header<R: Read>(
+    r: &mut Counting<R>,
+    members: &[Member],
+) -> Result<Option<(&'static str, u64)>, TarError> {
+    let mut h = [0u8; BLOCK];
+    let at = r.pos;
+    r.exact(&mut h, "a member header")?;
+    if h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let name_len = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+    let found = String::from_utf8_lossy(&h[..name_len]).into_owned();
+    let last = members
+        .last()
+        .and_then(|m| ORDER.iter().position(|(n, _)| *n == m.name));
+    let expected = next_members(last);
+    let Some(name) = expected
+        .iter()
+        .copied()
+        .find(|n| n.as_bytes() == &h[..name_len])
+    else {
+        return layout(if expected.is_empty() {
+            format!(
+                "unexpected extra member {found:?} at byte {at}; {SUMMARY} must be the last member"
+            )
+        } else {
+            format!(
+                "member {} at byte {at} is {found:?}; expected {} (order: {})",
+                members.len() + 1,
+                expected.join(" or "),
+                order_text()
+            )
+        });
+    };
+    let Some(size) = parse_size(&h) else {
+        return layout(format!(
+            "member {name} at byte {at}: the size field is not 11 octal digits and a NUL"
+        ));
+    };
+    let canonical = header(name, size)?;
+    if canonical != h {
+        let first = canonical
+            .iter()
+            .zip(h.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return layout(format!(
+            "member {name} at byte {at}: header byte {first} differs from the canonical ustar header (mode 0644, uid/gid 0, mtime 0, no uname/gname, typeflag '0', correct checksum)"
+        ));
+    }
+    if (name == STATEMENT || name == SUMMARY) && size > MAX_IN_MEMORY_MEMBER {
+        return layout(format!(
+            "member {name} is {size} bytes, more than the limit of {MAX_IN_MEMORY_MEMBER}"
+        ));
+    }
+    Ok(Some((name, size)))
+}
+
+/// Reads a member's data and its zero padding, hashing it, passing it to
+/// `tap` and keeping it in `kept` when given; returns its sha256.
+fn member_data<R: Read>(
+    r: &mut Counting<R>,
+    name: &'static str,
+    size: u64,
+    buf: &mut [u8],
+    tap: &mut dyn Tap,
+    mut kept: Option<&mut Vec<u8>>,
+) -> Result<[u8; 32], TarError> {
+    let mut hasher = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        r.exact(&mut buf[..n], name)?;
+        hasher.update(&buf[..n]);
+        tap.data(&buf[..n]);
+        if let Some(k) = kept.as_deref_mut() {
+            k.extend_from_slice(&buf[..n]);
+        }
+        left -= n as u64;
+    }
+    let pad = padding(size);
+    r.exact(&mut buf[..pad], "padding")?;
+    if buf[..pad].iter().any(|&b| b != 0) {
+        return layout(format!(
+            "member {name}: the padding after its data is not all zero bytes"
+        ));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Reads the second zero block of the end-of-archive marker and checks that
+/// nothing follows it; returns the archive's length.
+fn end_of_archive<R: Read>(r: &mut Counting<R>) -> Result<u64, TarError> {
     let mut second = [0u8; BLOCK];
     r.exact(&mut second, "the end-of-archive marker")?;
     if second.iter().any(|&b| b != 0) {
@@ -391,7 +433,7 @@ pub fn scan_tapped<R: Read>(input: R, tap: &mut dyn Tap) -> Result<Scanned, TarE
     let mut extra = [0u8; 1];
     loop {
         match r.inner.read(&mut extra) {
-            Ok(0) => break,
+            Ok(0) => return Ok(end),
             Ok(_) => {
                 return layout(format!(
                     "trailing bytes after the end-of-archive marker at byte {end}"
@@ -401,13 +443,6 @@ pub fn scan_tapped<R: Read>(input: R, tap: &mut dyn Tap) -> Result<Scanned, TarE
             Err(e) => return Err(TarError::Io(e)),
         }
     }
-    Ok(Scanned {
-        members,
-        statement,
-        summary,
-        sha256: r.whole.finalize().into(),
-        len: end,
-    })
 }
 
 #[cfg(test)]
