@@ -1360,99 +1360,21 @@ enum Num {
 }
 
 /// Converts `s` as the general path's visitors do; `None`: a value it
-/// refuses (or one this path leaves to it).
+/// refuses (or one this path leaves to it). The flag says the value is the
+/// type's default.
 fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
-    /// Integers as JSON numbers or decimal strings. (The general path also
-    /// takes integral floats such as `1e3`; Bazel does not write them, so
-    /// they are left to it.)
-    fn int<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(s: &Scalar) -> Option<T> {
-        match *s {
-            Scalar::Str(v) => std::str::from_utf8(v).ok()?.parse().ok(),
-            Scalar::U64(v) => T::try_from(v).ok(),
-            Scalar::I64(v) => T::try_from(v).ok(),
-            Scalar::Bool(_) => None,
-        }
-    }
-    let f64_of = |s: &Scalar| -> Option<f64> {
-        match *s {
-            Scalar::I64(v) => Some(v as f64),
-            Scalar::U64(v) => Some(v as f64),
-            Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f64>() {
-                Ok(x) => Some(x),
-                Err(_) if v == b"Infinity" => Some(f64::INFINITY),
-                Err(_) if v == b"-Infinity" => Some(f64::NEG_INFINITY),
-                Err(_) if v == b"NaN" => Some(f64::NAN),
-                Err(_) => None,
-            },
-            Scalar::Bool(_) => None,
-        }
-    };
-    Some(match ty {
-        Ty::Int32 => {
-            let v: i32 = int(s)?;
-            (Num::Varint(v as u64), v == 0)
-        }
-        Ty::Sint32 => {
-            let v: i32 = int(s)?;
-            (
-                Num::Varint(u64::from(((v << 1) ^ (v >> 31)) as u32)),
-                v == 0,
-            )
-        }
-        Ty::Sfixed32 => {
-            let v: i32 = int(s)?;
-            (Num::Fixed32(v as u32), v == 0)
-        }
-        Ty::Int64 => {
-            let v: i64 = int(s)?;
-            (Num::Varint(v as u64), v == 0)
-        }
-        Ty::Sint64 => {
-            let v: i64 = int(s)?;
-            (Num::Varint(((v << 1) ^ (v >> 63)) as u64), v == 0)
-        }
-        Ty::Sfixed64 => {
-            let v: i64 = int(s)?;
-            (Num::Fixed64(v as u64), v == 0)
-        }
-        Ty::Uint32 => {
-            let v: u32 = int(s)?;
-            (Num::Varint(u64::from(v)), v == 0)
-        }
-        Ty::Fixed32 => {
-            let v: u32 = int(s)?;
-            (Num::Fixed32(v), v == 0)
-        }
-        Ty::Uint64 => {
-            let v: u64 = int(s)?;
-            (Num::Varint(v), v == 0)
-        }
-        Ty::Fixed64 => {
-            let v: u64 = int(s)?;
-            (Num::Fixed64(v), v == 0)
-        }
+    match ty {
         Ty::Double => {
-            let v = f64_of(s)?;
-            (Num::Fixed64(v.to_bits()), v == 0.0)
+            let v = json_f64(s)?;
+            Some((Num::Fixed64(v.to_bits()), v == 0.0))
         }
         Ty::Float => {
-            let v = match *s {
-                Scalar::I64(v) => v as f32,
-                Scalar::U64(v) => v as f32,
-                Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f32>() {
-                    Ok(x) => x,
-                    Err(_) if v == b"Infinity" => f32::INFINITY,
-                    Err(_) if v == b"-Infinity" => f32::NEG_INFINITY,
-                    Err(_) if v == b"NaN" => f32::NAN,
-                    Err(_) => return None,
-                },
-                Scalar::Bool(_) => return None,
-            };
-            (Num::Fixed32(v.to_bits()), v == 0.0)
+            let v = json_f32(s)?;
+            Some((Num::Fixed32(v.to_bits()), v == 0.0))
         }
         Ty::Bool => match *s {
-            Scalar::Bool(b) => (Num::Varint(u64::from(b)), !b),
-            _ => return None,
+            Scalar::Bool(b) => Some((Num::Varint(u64::from(b)), !b)),
+            _ => None,
         },
         Ty::Enum(e) => {
             let v: i32 = match *s {
@@ -1460,9 +1382,9 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
                 Scalar::Str(name) => plan().enums[e].get(name)?,
                 Scalar::I64(v) => i32::try_from(v).ok()?,
                 Scalar::U64(v) => i32::try_from(v).ok()?,
-                _ => return None,
+                Scalar::Bool(_) => return None,
             };
-            (Num::Varint(v as u64), false)
+            Some((Num::Varint(v as u64), false))
         }
         Ty::String
         | Ty::Bytes
@@ -1470,8 +1392,105 @@ fn number(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
         | Ty::StringMap
         | Ty::Timestamp
         | Ty::Duration
-        | Ty::Unsupported => return None,
+        | Ty::Unsupported => None,
+        _ => integer(ty, s),
+    }
+}
+
+/// An integer field's value, encoded for its type.
+fn integer(ty: Ty, s: &Scalar) -> Option<(Num, bool)> {
+    Some(match ty {
+        Ty::Int32 => {
+            let v: i32 = json_int(s)?;
+            (Num::Varint(v as u64), v == 0)
+        }
+        Ty::Sint32 => {
+            let v: i32 = json_int(s)?;
+            (
+                Num::Varint(u64::from(((v << 1) ^ (v >> 31)) as u32)),
+                v == 0,
+            )
+        }
+        Ty::Sfixed32 => {
+            let v: i32 = json_int(s)?;
+            (Num::Fixed32(v as u32), v == 0)
+        }
+        Ty::Int64 => {
+            let v: i64 = json_int(s)?;
+            (Num::Varint(v as u64), v == 0)
+        }
+        Ty::Sint64 => {
+            let v: i64 = json_int(s)?;
+            (Num::Varint(((v << 1) ^ (v >> 63)) as u64), v == 0)
+        }
+        Ty::Sfixed64 => {
+            let v: i64 = json_int(s)?;
+            (Num::Fixed64(v as u64), v == 0)
+        }
+        Ty::Uint32 => {
+            let v: u32 = json_int(s)?;
+            (Num::Varint(u64::from(v)), v == 0)
+        }
+        Ty::Fixed32 => {
+            let v: u32 = json_int(s)?;
+            (Num::Fixed32(v), v == 0)
+        }
+        Ty::Uint64 => {
+            let v: u64 = json_int(s)?;
+            (Num::Varint(v), v == 0)
+        }
+        Ty::Fixed64 => {
+            let v: u64 = json_int(s)?;
+            (Num::Fixed64(v), v == 0)
+        }
+        _ => return None,
     })
+}
+
+/// Integers as JSON numbers or decimal strings. (The general path also
+/// takes integral floats such as `1e3`; Bazel does not write them, so they
+/// are left to it.)
+fn json_int<T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr>(s: &Scalar) -> Option<T> {
+    match *s {
+        Scalar::Str(v) => std::str::from_utf8(v).ok()?.parse().ok(),
+        Scalar::U64(v) => T::try_from(v).ok(),
+        Scalar::I64(v) => T::try_from(v).ok(),
+        Scalar::Bool(_) => None,
+    }
+}
+
+/// A double from a JSON number or string (`Infinity`, `-Infinity`, `NaN`
+/// included).
+fn json_f64(s: &Scalar) -> Option<f64> {
+    match *s {
+        Scalar::I64(v) => Some(v as f64),
+        Scalar::U64(v) => Some(v as f64),
+        Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f64>() {
+            Ok(x) => Some(x),
+            Err(_) if v == b"Infinity" => Some(f64::INFINITY),
+            Err(_) if v == b"-Infinity" => Some(f64::NEG_INFINITY),
+            Err(_) if v == b"NaN" => Some(f64::NAN),
+            Err(_) => None,
+        },
+        Scalar::Bool(_) => None,
+    }
+}
+
+/// A float from a JSON number or string, rounded once from the text (not
+/// through f64).
+fn json_f32(s: &Scalar) -> Option<f32> {
+    match *s {
+        Scalar::I64(v) => Some(v as f32),
+        Scalar::U64(v) => Some(v as f32),
+        Scalar::Str(v) => match std::str::from_utf8(v).ok()?.parse::<f32>() {
+            Ok(x) => Some(x),
+            Err(_) if v == b"Infinity" => Some(f32::INFINITY),
+            Err(_) if v == b"-Infinity" => Some(f32::NEG_INFINITY),
+            Err(_) if v == b"NaN" => Some(f32::NAN),
+            Err(_) => None,
+        },
+        Scalar::Bool(_) => None,
+    }
 }
 
 /// A `bytes` value from its JSON string, as prost-reflect reads it: standard base64, or
