@@ -5,7 +5,7 @@
 #   2. tests/rig/start-rig.sh        BuildGrid + bot on 127.0.0.1 ($RIG_PORT, 50051); BuildGrid
 #                                    0.4.x keeps its jobs in a cluster of its own, $RIG_DIR/pg
 #   3. cargo test --workspace --all-targets --no-fail-fast, then cargo test --workspace --doc
-#   4. run_extras                    bounded fuzz runs, benchmark smoke (TODO)
+#   4. run_extras                    bounded fuzz runs (the benchmarks run as smoke runs in step 3)
 #   5. tests/rig/stop-rig.sh         always (EXIT trap), if this script started the rig
 # Next to the rig: tests/pg/start-pg.sh (a throwaway PostgreSQL cluster in $PG_DIR,
 # default /tmp/rbe-proof-pg), stopped and removed by tests/pg/stop-pg.sh at exit.

@@ -23,8 +23,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Fuzzing (nightly, cargo-fuzz): `cd crates/artifact/fuzz && cargo +nightly
-//! fuzz run envelope` (also `tar_reader`, `verify`). Benchmark:
+//! Fuzzing (nightly, cargo-fuzz): `cd tests/fuzz && cargo +nightly fuzz run
+//! envelope` (also `tar_reader`, `verify`; `bash tests/fuzz/run.sh` runs all). Benchmark:
 //! `cargo bench -p proof-artifact --bench verify`.
 
 pub mod dsse;

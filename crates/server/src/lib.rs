@@ -3,6 +3,9 @@
 //! - [`bes`]: the Build Event Service backend (`PublishBuildEvent`).
 //! - [`replay`]: a client that pushes a recorded stream the way Bazel does.
 //! - [`metrics`]: counters of the backend.
+//! - [`proofs`]: the proof queue: signs a proof for every finalized invocation.
+//! - [`recover`]: finalization after a restart and the abandoned-stream sweep.
+//! - [`tenants`]: tenant admission of the BES backend.
 
 pub mod bes;
 pub mod metrics;
