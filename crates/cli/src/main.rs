@@ -14,6 +14,7 @@ mod explain;
 mod invocations;
 mod manifest;
 mod proofs;
+mod retention;
 mod serve;
 mod signing;
 mod tenants;
@@ -101,6 +102,8 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Retention: remove the journals of old finalized invocations, keeping tombstones and proofs.
+    Gc(retention::GcArgs),
     /// Apply the PostgreSQL store's pending schema migrations (`proof serve` also does at start).
     Migrate {
         #[command(flatten)]
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
             store,
             out,
         } => invocations::export(&store.store, &invocation_id, &out),
+        Command::Gc(a) => retention::run(a),
         Command::Migrate { store } => invocations::migrate(&store.store),
         Command::Replay(a) => serve::replay(a),
         Command::Keygen { out } => proofs::keygen(&out),

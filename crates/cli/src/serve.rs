@@ -111,6 +111,27 @@ pub struct ServeArgs {
     /// executor for up to --executor-deadline-secs).
     #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
     proof_workers: usize,
+    /// Retention: every --retention-interval, remove the journals of finalized
+    /// invocations received longer ago than this (e.g. 90d), as `proof gc` does.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// With --retention: how often it runs (the first run is at start).
+    #[arg(
+        long = "retention-interval",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration,
+        default_value = "1h",
+        requires = "retention"
+    )]
+    retention_interval: Duration,
+    /// With --retention: keep every invocation whose proof a class of this manifest
+    /// records (re-read at each run; repeatable).
+    #[arg(
+        long = "retention-keep-manifest",
+        value_name = "FILE",
+        requires = "retention"
+    )]
+    retention_keep_manifest: Vec<PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -186,6 +207,15 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
     };
     // The web shows each invocation's proof state from its signed proof,
     // verified with this server's public key.
+    if let Some(older_than) = a.retention {
+        start_retention(
+            store.clone(),
+            older_than,
+            a.retention_interval,
+            a.retention_keep_manifest.clone(),
+            proofs.clone(),
+        )?;
+    }
     let web_proofs = proof_web::ProofsConfig {
         dir: proofs.clone(),
         trusted: vec![signing.key.verifying_key()],
@@ -284,6 +314,61 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         eprintln!("proof serve: stopped");
         Ok(EXIT_OK)
     })
+}
+
+/// `serve --retention`: a thread of its own runs `proof gc` every `interval`.
+fn start_retention(
+    store: Arc<dyn Store>,
+    older_than: Duration,
+    interval: Duration,
+    keep_manifests: Vec<PathBuf>,
+    proofs: PathBuf,
+) -> Result<()> {
+    outln!(
+        "proof serve: retention: journals of finalized invocations older than {} are removed every {}",
+        humantime::format_duration(older_than),
+        humantime::format_duration(interval)
+    );
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            let mut keep = std::collections::HashSet::new();
+            let mut ok = true;
+            for m in &keep_manifests {
+                match crate::retention::manifest_ids(m) {
+                    Ok(ids) => keep.extend(ids),
+                    Err(e) => {
+                        // Never remove what an unreadable manifest might keep.
+                        tracing::error!(error = %format!("{e:#}"), "retention skipped: cannot read the manifest");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                let opts = proof_server::retention::GcOptions {
+                    older_than,
+                    dry_run: false,
+                    keep,
+                    proofs_dir: Some(proofs.clone()),
+                    now_ms: crate::invocations::now_ms(),
+                };
+                match proof_server::retention::gc(store.as_ref(), &opts, &mut |_| {}) {
+                    Ok(r) => tracing::info!(
+                        examined = r.examined,
+                        removed = r.removed,
+                        freed_bytes = r.freed_bytes,
+                        kept_open = r.kept_open,
+                        kept_manifest = r.kept_manifest,
+                        kept_proof_pending = r.kept_proof_pending,
+                        "retention run"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "retention run failed"),
+                }
+            }
+            std::thread::sleep(interval.max(Duration::from_secs(1)));
+        })
+        .context("cannot start the retention thread")?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod proofs;
 pub mod recover;
 pub mod replay;
+pub mod retention;
 pub mod tenants;
 
 use std::net::SocketAddr;

@@ -27,8 +27,9 @@ use postgres::{GenericClient, NoTls, Row};
 use proof_store::journal::{self, JournalReader, ReadError};
 use proof_store::{
     check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
-    InvocationSource, InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter,
-    RecordIter, RecordKind, SqlParam, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
+    InvocationSource, InvocationState, JournalRecord, JournalRemoved, LifecycleEvent,
+    LifecycleInfo, ListFilter, RecordIter, RecordKind, SqlParam, Store, StoreError,
+    MAX_PENDING_LIFECYCLE_ROWS,
 };
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
@@ -166,6 +167,18 @@ CREATE UNIQUE INDEX lifecycle_build ON lifecycle (build_id, tenant, kind)
 CREATE INDEX lifecycle_pending ON lifecycle (tenant, id) WHERE pending;
 "#,
     },
+    Migration {
+        version: 3,
+        description: "retention tombstones (journals removed by `proof gc`)",
+        sql: r#"
+CREATE TABLE retention (
+    invocation_id text COLLATE "C" PRIMARY KEY REFERENCES invocations ON DELETE CASCADE,
+    removed_at_ms bigint NOT NULL,
+    freed_bytes   bigint NOT NULL,
+    proof_file    text
+);
+"#,
+    },
 ];
 
 /// Advisory lock key (transaction level) that serializes migrations.
@@ -276,6 +289,12 @@ const STATE_COLS: &str = "last_seq, event_count, record_count, saw_build_finishe
     saw_last_message, saw_stream_finished, finalized, complete, incomplete_reason, bytes, \
     journal_bytes";
 const META_COLS: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms";
+/// What `get` and `list` select: meta, state, summary and the retention tombstone.
+const RECORD_FROM: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms, \
+    last_seq, event_count, record_count, saw_build_finished, saw_last_message, \
+    saw_stream_finished, finalized, complete, incomplete_reason, bytes, journal_bytes, summary, \
+    r.removed_at_ms, r.freed_bytes, r.proof_file \
+    FROM invocations LEFT JOIN retention r USING (invocation_id)";
 
 /// Reads the state columns starting at column `at`.
 fn state_at(r: &Row, at: usize) -> InvocationState {
@@ -630,11 +649,18 @@ impl PgStore {
             &meta.invocation_id,
             meta.tenant.as_deref(),
         )?;
+        let removed_at: Option<i64> = r.get(18);
+        let journal_removed = removed_at.map(|at_ms| JournalRemoved {
+            at_ms,
+            freed_bytes: u(r.get(19)),
+            proof_file: r.get(20),
+        });
         Ok(InvocationRecord {
             meta,
             state,
             summary,
             lifecycle,
+            journal_removed,
         })
     }
 }
@@ -839,12 +865,22 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let row = c
             .query_opt(
-                &format!("SELECT {META_COLS}, last_seq FROM invocations WHERE invocation_id = $1"),
+                &format!(
+                    "SELECT {META_COLS}, last_seq, r.removed_at_ms, r.proof_file FROM invocations \
+                     LEFT JOIN retention r USING (invocation_id) WHERE invocation_id = $1"
+                ),
                 &[&id],
             )
             .map_err(db(format!("reading invocation {id:?}")))?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         drop(c);
+        if let Some(at_ms) = row.get::<_, Option<i64>>(7) {
+            return Err(StoreError::JournalRemoved {
+                id: id.to_string(),
+                at_ms,
+                proof_file: row.get(8),
+            });
+        }
         let meta = meta_at(&row, 0);
         let upto = u(row.get(6));
         let source = FrameSource {
@@ -983,10 +1019,7 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let row = c
             .query_opt(
-                &format!(
-                    "SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations \
-                     WHERE invocation_id = $1"
-                ),
+                &format!("SELECT {RECORD_FROM} WHERE invocation_id = $1"),
                 &[&invocation_id],
             )
             .map_err(db(format!("reading invocation {invocation_id:?}")))?;
@@ -998,9 +1031,7 @@ impl Store for PgStore {
 
     fn list(&self, f: &ListFilter) -> Result<Vec<InvocationRecord>, StoreError> {
         let (filter, params) = f.to_sql(|n| format!("${n}"));
-        let sql = format!(
-            "SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations WHERE true{filter}"
-        );
+        let sql = format!("SELECT {RECORD_FROM} WHERE true{filter}");
         let args: Vec<Box<dyn ToSql + Sync>> = params
             .into_iter()
             .map(|p| -> Box<dyn ToSql + Sync> {
@@ -1034,6 +1065,55 @@ impl Store for PgStore {
         .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
         tx.commit()
             .map_err(db(format!("committing the deletion of {id:?}")))
+    }
+
+    /// One transaction: lock the row, check it is finalized, delete its frames, write the
+    /// tombstone. A crash (of this process or of the database) before `COMMIT` removes
+    /// nothing; after it, everything.
+    fn remove_journal(
+        &self,
+        invocation_id: &str,
+        proof_file: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        let ctx = || format!("removing the journal of {id:?}");
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(db(ctx()))?;
+        let Some(st) = Self::row_state(&mut tx, id, true)? else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        let done = tx
+            .query_opt("SELECT 1 FROM retention WHERE invocation_id = $1", &[&id])
+            .map_err(db(ctx()))?;
+        if done.is_some() {
+            return Ok(0);
+        }
+        if !st.finalized {
+            return Err(StoreError::NotFinalized(id.to_string()));
+        }
+        let freed: i64 = tx
+            .query_one(
+                "WITH d AS (DELETE FROM frames WHERE invocation_id = $1 RETURNING data) \
+                 SELECT COALESCE(sum(octet_length(data)), 0)::bigint FROM d",
+                &[&id],
+            )
+            .map_err(db(ctx()))?
+            .get(0);
+        tx.execute(
+            "INSERT INTO retention (invocation_id, removed_at_ms, freed_bytes, proof_file) \
+             VALUES ($1, $2, $3, $4)",
+            &[&id, &now_ms, &freed, &proof_file],
+        )
+        .map_err(db(ctx()))?;
+        tx.execute(
+            "UPDATE invocations SET journal_bytes = 0 WHERE invocation_id = $1",
+            &[&id],
+        )
+        .map_err(db(ctx()))?;
+        tx.commit().map_err(db(ctx()))?;
+        Ok(u(freed))
     }
 
     fn exclusive(
