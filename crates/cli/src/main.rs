@@ -59,7 +59,7 @@ struct StoreArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Build Event Service backend (point Bazel's --bes_backend at it).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Import a --build_event_binary_file or --build_event_json_file (format detected).
     Ingest {
         file: PathBuf,
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(a) => serve::serve(a),
+        Command::Serve(a) => serve::serve(*a),
         Command::Ingest { file, store, json } => invocations::ingest(&file, &store.store, json),
         Command::List {
             store,

@@ -111,6 +111,19 @@ pub struct ServeArgs {
     /// executor for up to --executor-deadline-secs).
     #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
     proof_workers: usize,
+    /// On SIGTERM/Ctrl-C: /readyz answers 503 and new RPCs are refused at once; open
+    /// RPCs may run this many seconds more, then end with UNAVAILABLE (Bazel resumes
+    /// them on another replica); then finalizations in flight are finished and it exits.
+    #[arg(long = "drain-timeout", value_name = "SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+    /// After the drain, wait at most this many seconds for finalizations and proofs in
+    /// flight (what is left is finished by the next start or another replica's sweep).
+    #[arg(long = "finalize-timeout", value_name = "SECS", default_value_t = 30)]
+    finalize_timeout_secs: u64,
+    /// How often the abandon sweep runs, in seconds (it also adopts finished streams a
+    /// dead replica left unfinalized). Default: --abandon-after/4, at most 60.
+    #[arg(long = "sweep-interval", value_name = "SECS")]
+    sweep_interval_secs: Option<u64>,
     /// Retention: every --retention-interval, remove the journals of finalized
     /// invocations received longer ago than this (e.g. 90d), as `proof gc` does.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -238,6 +251,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         },
     )
     .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    let proof_queue = queue.clone();
     let on_finalized: Option<Arc<dyn OnFinalized>> = Some(queue);
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
@@ -304,9 +318,34 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 ..Default::default()
             },
         };
-        proof_server::serve_grpc(listener, cfg, shutdown_signal())
+        let finalize_bound = Duration::from_secs(a.finalize_timeout_secs);
+        let drain = proof_server::DrainOptions {
+            drain: proof_server::drain::Drain::with_metrics(cfg.metrics.clone()),
+            bound: Duration::from_secs(a.drain_timeout_secs),
+            finalize_bound,
+            sweep_every: a
+                .sweep_interval_secs
+                .map(|s| Duration::from_secs(s.max(1))),
+        };
+        let report = proof_server::serve_grpc_drained(listener, cfg, drain, shutdown_signal())
             .await
             .context("the gRPC server failed")?;
+        if let Some(r) = report {
+            // Proofs queued by the last finalizations: signed now if they can be
+            // (their pending markers survive anyway).
+            let idle = tokio::task::spawn_blocking(move || proof_queue.wait_idle(finalize_bound))
+                .await
+                .unwrap_or(false);
+            outln!(
+                "proof serve: drained in {:.1}s: {} RPC(s) open at the signal, {} ended with UNAVAILABLE at the {}s bound, {} finalization(s) finished{}",
+                r.elapsed.as_secs_f64(),
+                r.rpcs_at_start,
+                r.rpcs_cut,
+                a.drain_timeout_secs,
+                r.finalizations_waited,
+                if idle { "" } else { "; proofs still pending (signed at the next start)" }
+            );
+        }
         let _ = stop_http.send(());
         if let Some(h) = http {
             h.await?.context("the HTTP server failed")?;

@@ -337,7 +337,7 @@ async fn tenant_layer(
     let Some(tenants) = state.tenants.clone() else {
         return REQUEST_TENANT.scope(None, next.run(req)).await;
     };
-    if req.uri().path() == "/healthz" {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
     let auth = req
@@ -353,7 +353,22 @@ async fn tenant_layer(
     }
 }
 
-/// The HTTP routes; with `tenants`, every route but `/healthz` requires
+/// Readiness for a load balancer: 200 while serving, 503 once the replica drains
+/// (SIGTERM; `/healthz` stays 200 until the process exits).
+async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    if state
+        .cfg
+        .metrics
+        .draining
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+/// The HTTP routes; with `tenants`, every route but `/healthz` and `/readyz` requires
 /// `Authorization: Bearer TOKEN` and shows only that tenant's invocations.
 pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) -> Router {
     let state: State = Arc::new(Inner::new(cfg, tenants, CACHE_CAP));
@@ -364,6 +379,7 @@ pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) 
         .route("/fleet", get(html::fleet_page))
         .route("/metrics", get(prom::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/v1/invocations", get(api::list))
         .route("/api/v1/invocations/{id}", get(api::one))
         .route("/api/v1/invocations/{id}/evidence", get(api::evidence))
