@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Row};
+
+mod tls;
 use proof_store::journal::{self, JournalReader, ReadError};
 use proof_store::{
     check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
@@ -31,13 +33,43 @@ use proof_store::{
     LifecycleInfo, ListFilter, RecordIter, RecordKind, SqlParam, Store, StoreError,
     MAX_PENDING_LIFECYCLE_ROWS,
 };
+use tls::Connector;
+pub use tls::{split_url, SslMode, TlsSettings};
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
 
-/// The pool's connection manager: connects with the store's settings, validates a
-/// connection before each use (so connections cut by a database restart are replaced).
+/// The pool's connection manager: connects with the store's settings (and TLS), validates
+/// a connection before each use (so connections cut by a database restart are replaced).
 #[derive(Debug)]
-struct Manager(postgres::Config);
+struct Manager {
+    config: postgres::Config,
+    connector: Connector,
+    tls: TlsSettings,
+    /// The host(s) of the URL, for messages.
+    host: String,
+}
+
+/// A failed connection, explained (TLS causes say what to change).
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl Manager {
+    fn connect_client(&self) -> Result<postgres::Client, ConnectError> {
+        let r = match &self.connector {
+            Connector::Plain => self.config.connect(NoTls),
+            Connector::Tls(c) => self.config.connect(c.clone()),
+        };
+        r.map_err(|e| ConnectError(self.tls.explain(&self.host, &describe(&e))))
+    }
+}
 
 /// A pooled connection. `postgres::Client` closes itself by blocking on its own runtime,
 /// which panics on a thread that drives async tasks (a store dropped inside the server's
@@ -69,14 +101,16 @@ impl Drop for PgConn {
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<PgConn, postgres::Error> {
-        self.0.connect(NoTls).map(|c| PgConn(Some(c)))
+    fn connect(&self) -> Result<PgConn, ConnectError> {
+        self.connect_client().map(|c| PgConn(Some(c)))
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
-        conn.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
+        conn.simple_query("")
+            .map(|_| ())
+            .map_err(|e| ConnectError(describe(&e)))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -378,7 +412,9 @@ impl PgStore {
 
     fn unmigrated(url: &str, opts: &PgOptions) -> Result<Self, StoreError> {
         let display = redact(url);
-        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+        let (wire, tls) = split_url(url)?;
+        let connector = tls.connector()?;
+        let mut config: postgres::Config = wire.parse().map_err(|e| StoreError::Database {
             context: format!(
                 "parsing the store URL {display} (expected postgres://USER[:PASSWORD]@HOST:PORT/DATABASE)"
             ),
@@ -389,7 +425,22 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("proof");
-        let manager = Manager(config);
+        let host = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let manager = Manager {
+            config,
+            connector,
+            tls,
+            host,
+        };
         let pool = r2d2::Pool::builder()
             .max_size(opts.max_connections.max(2))
             .min_idle(Some(0))
@@ -402,6 +453,19 @@ impl PgStore {
             display,
             encoders: journal::EncoderPool::default(),
         })
+    }
+
+    /// Whether this process's connections to the database are encrypted (TLS), as the
+    /// server sees it (`pg_stat_ssl`).
+    pub fn tls_in_use(&self) -> Result<bool, StoreError> {
+        let mut c = self.conn()?;
+        let row = c
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .map_err(db("reading pg_stat_ssl"))?;
+        Ok(row.get(0))
     }
 
     /// The store URL without its password.
@@ -701,9 +765,9 @@ fn bound_pending(
 #[derive(Debug)]
 struct LogErrors;
 
-impl r2d2::HandleError<postgres::Error> for LogErrors {
-    fn handle_error(&self, error: postgres::Error) {
-        tracing::warn!(error = %describe(&error), "PostgreSQL connection failed");
+impl r2d2::HandleError<ConnectError> for LogErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::warn!(error = %error, "PostgreSQL connection failed");
     }
 }
 
@@ -1337,13 +1401,22 @@ fn ident(name: &str) -> Result<&str, StoreError> {
 }
 
 fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
-    let config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+    let (wire, tls) = split_url(url)?;
+    let config: postgres::Config = wire.parse().map_err(|e| StoreError::Database {
         context: format!("parsing {}", redact(url)),
         source: Box::new(e),
     })?;
-    let mut c = config
-        .connect(NoTls)
-        .map_err(db(format!("connecting to {}", redact(url))))?;
+    let connector = tls.connector()?;
+    let manager = Manager {
+        config,
+        connector,
+        tls,
+        host: String::new(),
+    };
+    let mut c = manager.connect_client().map_err(|e| StoreError::Database {
+        context: format!("connecting to {}", redact(url)),
+        source: Box::new(e),
+    })?;
     c.batch_execute(sql).map_err(db(sql.to_string()))
 }
 
