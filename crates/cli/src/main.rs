@@ -104,6 +104,8 @@ enum Command {
     },
     /// Retention: remove the journals of old finalized invocations, keeping tombstones and proofs.
     Gc(retention::GcArgs),
+    /// A consistent copy of a directory store, taken beside a running `proof serve`.
+    Backup(retention::BackupArgs),
     /// Apply the PostgreSQL store's pending schema migrations (`proof serve` also does at start).
     Migrate {
         #[command(flatten)]
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
             out,
         } => invocations::export(&store.store, &invocation_id, &out),
         Command::Gc(a) => retention::run(a),
+        Command::Backup(a) => retention::backup(a),
         Command::Migrate { store } => invocations::migrate(&store.store),
         Command::Replay(a) => serve::replay(a),
         Command::Keygen { out } => proofs::keygen(&out),

@@ -119,3 +119,77 @@ pub fn run(a: GcArgs) -> Result<u8> {
     );
     Ok(EXIT_OK)
 }
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    /// Where to write the copy: a new (or empty) directory.
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub store: crate::StoreArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `proof backup DEST`: a consistent online copy of a directory store, beside a running
+/// `proof serve` (docs/operations.md).
+pub fn backup(a: BackupArgs) -> Result<u8> {
+    if is_pg_store(&a.store.store) {
+        anyhow::bail!(
+            "{} is a PostgreSQL store: back it up with pg_dump (docs/operations.md, \"Backup and restore\"); `proof backup` copies directory stores",
+            store_display(&a.store.store)
+        );
+    }
+    let started = std::time::Instant::now();
+    let store = proof_store::FsStore::open_read_only(&a.store.store)?;
+    eprintln!(
+        "proof: backup: copying {} to {} (a snapshot of the index, then each journal up to it)",
+        a.store.store.display(),
+        a.dest.display()
+    );
+    let rep = store.backup_to(&a.dest).with_context(|| {
+        format!(
+            "cannot back up {} to {}",
+            a.store.store.display(),
+            a.dest.display()
+        )
+    })?;
+    drop(store);
+    // The copy is a store whose recovery finds nothing to repair.
+    let copy = proof_store::FsStore::open(&a.dest)
+        .with_context(|| format!("the backup in {} does not open", a.dest.display()))?;
+    let recovery = copy.recovery_report().clone();
+    drop(copy);
+    if !recovery.is_clean() {
+        anyhow::bail!(
+            "the backup in {} is not clean: its recovery repaired {recovery:?}; take it again",
+            a.dest.display()
+        );
+    }
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
+        return Ok(EXIT_OK);
+    }
+    outln!(
+        "backup of {} in {}: {} invocations ({} journals, {} bytes; {} tombstones), {} proof files, {} key files; verified (opens clean) in {:.1}s{}",
+        a.store.store.display(),
+        a.dest.display(),
+        rep.invocations,
+        rep.journals,
+        rep.journal_bytes,
+        rep.tombstones,
+        rep.proof_files,
+        rep.key_files,
+        started.elapsed().as_secs_f64(),
+        if rep.vanished.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} journal(s) deleted or removed meanwhile: {:?}",
+                rep.vanished.len(),
+                rep.vanished
+            )
+        }
+    );
+    Ok(EXIT_OK)
+}

@@ -19,6 +19,9 @@ use crate::types::{
 use crate::vfs::{RealFs, Vfs, VfsFile};
 use crate::{RecordIter, Store};
 
+mod backup;
+pub use backup::BackupReport;
+
 /// A torn or corrupt journal tail found and cut by recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {

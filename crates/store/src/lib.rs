@@ -14,7 +14,7 @@ mod types;
 pub mod vfs;
 
 pub use error::StoreError;
-pub use fs::{FsStore, RecoveryReport, TornTail};
+pub use fs::{BackupReport, FsStore, RecoveryReport, TornTail};
 pub use types::{
     check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
     InvocationSource, InvocationState, JournalRecord, JournalRemoved, LifecycleEvent,
