@@ -127,6 +127,9 @@ pub enum WebError {
     NotFound(String),
     #[error("invocation {id} cannot be analyzed: {message}")]
     Unanalyzable { id: String, message: String },
+    /// Retention removed the events (a tombstone): its record and proof stay.
+    #[error("{message}")]
+    Gone { id: String, message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{0}; GET /api/v1/invocations/ID/proof says why")]
@@ -142,6 +145,7 @@ impl WebError {
         match self {
             WebError::NotFound(_) | WebError::NoArtifact(_) => StatusCode::NOT_FOUND,
             WebError::Unanalyzable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::Gone { .. } => StatusCode::GONE,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Store(_) | WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -247,7 +251,15 @@ impl Inner {
             message,
         };
         let mut analyzer = proof_kpi::Analyzer::new();
-        let records = self.timed(|| self.cfg.store.read(id))?;
+        let records = match self.timed(|| self.cfg.store.read(id)) {
+            Err(e @ proof_store::StoreError::JournalRemoved { .. }) => {
+                return Err(WebError::Gone {
+                    id: id.clone(),
+                    message: e.to_string(),
+                })
+            }
+            r => r?,
+        };
         for r in records {
             let r = r?;
             if r.kind == RecordKind::BepEvent {
