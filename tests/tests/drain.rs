@@ -355,3 +355,56 @@ fn bazel_through_haproxy_survives_sigterm_of_the_replica_holding_its_stream() {
     assert!(report.ok, "{:?}", report.first_failure());
     drop(servers);
 }
+
+/// A stream whose finish a replica acked before it died unfinalized is adopted by a
+/// survivor's sweep within `--sweep-interval` (default: --abandon-after/4, at most 60 s).
+#[test]
+fn sweep_interval_bounds_adoption_of_a_finished_unfinalized_stream() {
+    proof_bin();
+    let db = proof_e2e::pg::Db::fresh();
+    let replicas = proof_e2e::pg::Replicas::start(
+        1,
+        &db.url,
+        &["--abandon-after", "3600", "--sweep-interval", "1"],
+    );
+    let store = db.store();
+    // Let the replica's start-up pass run first: only its sweep can adopt what follows.
+    std::thread::sleep(Duration::from_millis(500));
+    let bep = proof_e2e::fixture("remote-build", "bep.bin");
+    let id = proof_e2e::bep_invocation_id(&bep);
+    let mut records = proof_store::JournalRecord::bep_events(
+        delimited_records(&bep).into_iter().map(Bytes::from),
+    );
+    records.push(proof_store::JournalRecord {
+        seq: records.len() as u64 + 1,
+        kind: proof_store::RecordKind::StreamFinished,
+        payload: Bytes::new(),
+    });
+    let meta = proof_store::InvocationMeta {
+        invocation_id: id.clone(),
+        build_id: Some("adopt-build".into()),
+        source: proof_store::InvocationSource::Bes,
+        tenant: None,
+        instance: None,
+        created_at_ms: 1,
+    };
+    // What a replica killed right after acking the finish leaves behind.
+    let flags = proof_store::AppendFlags {
+        saw_build_finished: true,
+        saw_last_message: true,
+        saw_stream_finished: true,
+    };
+    store.append_as(&meta, &records, flags).unwrap();
+    let t = Instant::now();
+    while !store.state(&id).unwrap().unwrap().finalized {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not adopted within 5 s with --sweep-interval 1"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    println!("adopted and finalized after {took:?} (--sweep-interval 1)");
+    assert!(store.state(&id).unwrap().unwrap().complete);
+    drop(replicas);
+}
