@@ -429,7 +429,14 @@ fn gc_killed_mid_run_on_postgresql_leaves_whole_journals_or_tombstones() {
     }
     assert!(seen_partial > 0, "no kill landed in the middle of a gc run");
     // A full run finishes the job.
+    let t = std::time::Instant::now();
     let v = json(&["gc", "--store", &db.url, "--older-than", "0s", "--json"]);
+    println!(
+        "the last run removed {} journals ({} bytes) in {:?}",
+        v["removed"],
+        v["freed_bytes"],
+        t.elapsed()
+    );
     assert_eq!(
         v["already_removed"].as_u64().unwrap() + v["removed"].as_u64().unwrap(),
         N as u64
