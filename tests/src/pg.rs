@@ -250,6 +250,18 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backends: &[String]) -> Haproxy {
+        Self::start_checked(backends, None)
+    }
+
+    /// Like [`Haproxy::start`], but each replica's health check is `GET /readyz` on its
+    /// HTTP address (`http[i]`, the replica's `--http`): a draining replica (503) is taken
+    /// out of rotation at the next check, before it closes its gRPC listener.
+    pub fn start_with_readiness(backends: &[String], http: &[String]) -> Haproxy {
+        assert_eq!(backends.len(), http.len());
+        Self::start_checked(backends, Some(http))
+    }
+
+    fn start_checked(backends: &[String], http: Option<&[String]>) -> Haproxy {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let sock = dir.path().join("admin.sock");
@@ -262,8 +274,14 @@ impl Haproxy {
              backend proof\n    balance roundrobin\n",
             sock.display()
         );
+        if http.is_some() {
+            cfg += "    option httpchk GET /readyz\n";
+        }
         for (i, b) in backends.iter().enumerate() {
-            cfg += &format!("    server r{i} {b} proto h2 check inter 200ms fall 1 rise 2\n");
+            let port = http.map_or(String::new(), |h| {
+                format!(" port {}", h[i].rsplit(':').next().expect("HOST:PORT"))
+            });
+            cfg += &format!("    server r{i} {b} proto h2 check{port} inter 200ms fall 1 rise 2\n");
         }
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();

@@ -140,6 +140,14 @@ pub fn record_json(store: &dyn Store, rec: &InvocationRecord) -> Result<Value> {
         "received_at_ms": rec.meta.created_at_ms,
         "lifecycle": rec.lifecycle,
     });
+    let mut v = v;
+    if let Some(t) = &rec.journal_removed {
+        // A tombstone: the events are gone, the outcome and the proof stay.
+        v["journal"] = json!("journal removed by retention");
+        v["journal_removed_at_ms"] = json!(t.at_ms);
+        v["journal_freed_bytes"] = json!(t.freed_bytes);
+        v["proof_file"] = json!(t.proof_file);
+    }
     Ok(v)
 }
 
@@ -237,7 +245,7 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
     for r in &recs {
         let v = record_json(store.as_ref(), r)?;
         outln!(
-            "{}  {:<6} {:<5} {:>7} events  {:<10}  {}",
+            "{}  {:<6} {:<5} {:>7} events  {:<10}  {}{}",
             r.meta.invocation_id,
             v["command"].as_str().unwrap_or("?"),
             r.meta.source.as_str(),
@@ -248,6 +256,11 @@ pub fn list(dir: &Path, json: bool, limit: usize, tenant: Option<String>) -> Res
                 "incomplete"
             },
             v["exit_code"]["name"].as_str().unwrap_or("-"),
+            if r.journal_removed.is_some() {
+                "  (journal removed by retention)"
+            } else {
+                ""
+            },
         );
     }
     Ok(EXIT_OK)

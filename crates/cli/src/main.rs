@@ -14,6 +14,7 @@ mod explain;
 mod invocations;
 mod manifest;
 mod proofs;
+mod retention;
 mod serve;
 mod signing;
 mod tenants;
@@ -58,7 +59,7 @@ struct StoreArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Build Event Service backend (point Bazel's --bes_backend at it).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Import a --build_event_binary_file or --build_event_json_file (format detected).
     Ingest {
         file: PathBuf,
@@ -101,6 +102,10 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Retention: remove the journals of old finalized invocations, keeping tombstones and proofs.
+    Gc(retention::GcArgs),
+    /// A consistent copy of a directory store, taken beside a running `proof serve`.
+    Backup(retention::BackupArgs),
     /// Apply the PostgreSQL store's pending schema migrations (`proof serve` also does at start).
     Migrate {
         #[command(flatten)]
@@ -138,7 +143,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(a) => serve::serve(a),
+        Command::Serve(a) => serve::serve(*a),
         Command::Ingest { file, store, json } => invocations::ingest(&file, &store.store, json),
         Command::List {
             store,
@@ -157,6 +162,8 @@ fn main() -> ExitCode {
             store,
             out,
         } => invocations::export(&store.store, &invocation_id, &out),
+        Command::Gc(a) => retention::run(a),
+        Command::Backup(a) => retention::backup(a),
         Command::Migrate { store } => invocations::migrate(&store.store),
         Command::Replay(a) => serve::replay(a),
         Command::Keygen { out } => proofs::keygen(&out),

@@ -111,6 +111,40 @@ pub struct ServeArgs {
     /// executor for up to --executor-deadline-secs).
     #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
     proof_workers: usize,
+    /// On SIGTERM/Ctrl-C: /readyz answers 503 and new RPCs are refused at once; open
+    /// RPCs may run this many seconds more, then end with UNAVAILABLE (Bazel resumes
+    /// them on another replica); then finalizations in flight are finished and it exits.
+    #[arg(long = "drain-timeout", value_name = "SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+    /// After the drain, wait at most this many seconds for finalizations and proofs in
+    /// flight (what is left is finished by the next start or another replica's sweep).
+    #[arg(long = "finalize-timeout", value_name = "SECS", default_value_t = 30)]
+    finalize_timeout_secs: u64,
+    /// How often the abandon sweep runs, in seconds (it also adopts finished streams a
+    /// dead replica left unfinalized). Default: --abandon-after/4, at most 60.
+    #[arg(long = "sweep-interval", value_name = "SECS")]
+    sweep_interval_secs: Option<u64>,
+    /// Retention: every --retention-interval, remove the journals of finalized
+    /// invocations received longer ago than this (e.g. 90d), as `proof gc` does.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// With --retention: how often it runs (the first run is at start).
+    #[arg(
+        long = "retention-interval",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration,
+        default_value = "1h",
+        requires = "retention"
+    )]
+    retention_interval: Duration,
+    /// With --retention: keep every invocation whose proof a class of this manifest
+    /// records (re-read at each run; repeatable).
+    #[arg(
+        long = "retention-keep-manifest",
+        value_name = "FILE",
+        requires = "retention"
+    )]
+    retention_keep_manifest: Vec<PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -186,6 +220,15 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
     };
     // The web shows each invocation's proof state from its signed proof,
     // verified with this server's public key.
+    if let Some(older_than) = a.retention {
+        start_retention(
+            store.clone(),
+            older_than,
+            a.retention_interval,
+            a.retention_keep_manifest.clone(),
+            proofs.clone(),
+        )?;
+    }
     let web_proofs = proof_web::ProofsConfig {
         dir: proofs.clone(),
         trusted: vec![signing.key.verifying_key()],
@@ -208,6 +251,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         },
     )
     .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    let proof_queue = queue.clone();
     let on_finalized: Option<Arc<dyn OnFinalized>> = Some(queue);
     let tenants = match &a.tenants {
         Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
@@ -274,9 +318,34 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 ..Default::default()
             },
         };
-        proof_server::serve_grpc(listener, cfg, shutdown_signal())
+        let finalize_bound = Duration::from_secs(a.finalize_timeout_secs);
+        let drain = proof_server::DrainOptions {
+            drain: proof_server::drain::Drain::with_metrics(cfg.metrics.clone()),
+            bound: Duration::from_secs(a.drain_timeout_secs),
+            finalize_bound,
+            sweep_every: a
+                .sweep_interval_secs
+                .map(|s| Duration::from_secs(s.max(1))),
+        };
+        let report = proof_server::serve_grpc_drained(listener, cfg, drain, shutdown_signal())
             .await
             .context("the gRPC server failed")?;
+        if let Some(r) = report {
+            // Proofs queued by the last finalizations: signed now if they can be
+            // (their pending markers survive anyway).
+            let idle = tokio::task::spawn_blocking(move || proof_queue.wait_idle(finalize_bound))
+                .await
+                .unwrap_or(false);
+            outln!(
+                "proof serve: drained in {:.1}s: {} RPC(s) open at the signal, {} ended with UNAVAILABLE at the {}s bound, {} finalization(s) finished{}",
+                r.elapsed.as_secs_f64(),
+                r.rpcs_at_start,
+                r.rpcs_cut,
+                a.drain_timeout_secs,
+                r.finalizations_waited,
+                if idle { "" } else { "; proofs still pending (signed at the next start)" }
+            );
+        }
         let _ = stop_http.send(());
         if let Some(h) = http {
             h.await?.context("the HTTP server failed")?;
@@ -284,6 +353,61 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         eprintln!("proof serve: stopped");
         Ok(EXIT_OK)
     })
+}
+
+/// `serve --retention`: a thread of its own runs `proof gc` every `interval`.
+fn start_retention(
+    store: Arc<dyn Store>,
+    older_than: Duration,
+    interval: Duration,
+    keep_manifests: Vec<PathBuf>,
+    proofs: PathBuf,
+) -> Result<()> {
+    outln!(
+        "proof serve: retention: journals of finalized invocations older than {} are removed every {}",
+        humantime::format_duration(older_than),
+        humantime::format_duration(interval)
+    );
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || loop {
+            let mut keep = std::collections::HashSet::new();
+            let mut ok = true;
+            for m in &keep_manifests {
+                match crate::retention::manifest_ids(m) {
+                    Ok(ids) => keep.extend(ids),
+                    Err(e) => {
+                        // Never remove what an unreadable manifest might keep.
+                        tracing::error!(error = %format!("{e:#}"), "retention skipped: cannot read the manifest");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                let opts = proof_server::retention::GcOptions {
+                    older_than,
+                    dry_run: false,
+                    keep,
+                    proofs_dir: Some(proofs.clone()),
+                    now_ms: crate::invocations::now_ms(),
+                };
+                match proof_server::retention::gc(store.as_ref(), &opts, &mut |_| {}) {
+                    Ok(r) => tracing::info!(
+                        examined = r.examined,
+                        removed = r.removed,
+                        freed_bytes = r.freed_bytes,
+                        kept_open = r.kept_open,
+                        kept_manifest = r.kept_manifest,
+                        kept_proof_pending = r.kept_proof_pending,
+                        "retention run"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "retention run failed"),
+                }
+            }
+            std::thread::sleep(interval.max(Duration::from_secs(1)));
+        })
+        .context("cannot start the retention thread")?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

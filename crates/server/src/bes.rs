@@ -309,6 +309,10 @@ struct Inner {
     started: Instant,
     limits: RpcLimits,
     peers: Peers,
+    /// Set by `proof serve`: refuse new RPCs and end open ones when draining.
+    drain: Option<Arc<crate::drain::Drain>>,
+    /// How often the abandon sweep runs (default: `--abandon-after`/4, 100 ms..60 s).
+    sweep_every: Option<Duration>,
 }
 
 impl BesService {
@@ -332,6 +336,8 @@ impl BesService {
             started: Instant::now(),
             limits: RpcLimits::default(),
             peers: Peers::default(),
+            drain: None,
+            sweep_every: None,
         };
         Self {
             inner: Arc::new(inner),
@@ -346,18 +352,43 @@ impl BesService {
         self
     }
 
+    /// Drains with `drain` (see [`crate::drain`]); call before serving.
+    pub fn with_drain(mut self, drain: Arc<crate::drain::Drain>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_drain is called before the service is shared")
+            .drain = Some(drain);
+        self
+    }
+
+    /// Runs the abandon sweep every `every` instead of `after`/4; call before serving.
+    pub fn with_sweep_every(mut self, every: Option<Duration>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_sweep_every is called before the service is shared")
+            .sweep_every = every;
+        self
+    }
+
     /// Finalizes, as incomplete, every invocation that stored nothing for
     /// `after` and has no open RPC (a Bazel that died or gave up mid-stream).
     /// Invocations found in the store at start-up count from the start.
     /// Runs until the runtime stops.
     pub fn sweep_abandoned(&self, after: Duration) {
         let inner = self.inner.clone();
-        let every = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let every = inner.sweep_every.unwrap_or_else(|| {
+            (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+        });
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let sweeper = inner.clone();
-                let swept = tokio::task::spawn_blocking(move || sweeper.sweep(after)).await;
+                // Its finalizations (streams adopted from a dead replica) are finished
+                // before a drain lets the process exit.
+                let tracked = inner.drain.as_ref().map(|d| d.track_finalization());
+                let swept = tokio::task::spawn_blocking(move || {
+                    let _tracked = tracked;
+                    sweeper.sweep(after)
+                })
+                .await;
                 match swept {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => {
@@ -1105,10 +1136,22 @@ impl Inner {
         Ok(done)
     }
 
+    /// New RPCs are refused once the drain began (the client retries elsewhere).
+    fn refuse_if_draining(&self) -> Result<(), Status> {
+        match &self.drain {
+            Some(d) if d.phase() != crate::drain::Phase::Serving => Err(Status::unavailable(
+                "this proof serve replica is shutting down; retry on another replica",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn spawn_finalize(self: &Arc<Self>, id: String) {
         self.activity.lock().expect("activity lock").remove(&id);
         let inner = self.clone();
+        let tracked = self.drain.as_ref().map(|d| d.track_finalization());
         tokio::task::spawn_blocking(move || {
+            let _tracked = tracked;
             let hook = inner.on_finalized.as_deref();
             match finalize_once(inner.store.as_ref(), &id, hook) {
                 Ok(Some(f)) => {
@@ -1133,6 +1176,7 @@ impl Inner {
         principal: Option<String>,
         tx: mpsc::Sender<Result<PublishBuildToolEventStreamResponse, Status>>,
         _permit: PeerPermit,
+        _tracked: Option<crate::drain::Tracked>,
     ) {
         let mut rpc = Rpc {
             seq: RpcSequencer::new(),
@@ -1149,8 +1193,30 @@ impl Inner {
             reserved: false,
         };
         let mut wait = self.limits.first_message_timeout;
+        let drain = self.drain.clone();
+        let closing = async move {
+            match drain {
+                Some(d) => d.closing().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(closing);
         loop {
-            let Ok(next) = tokio::time::timeout(wait, inbound.next()).await else {
+            let next = tokio::select! {
+                biased;
+                () = &mut closing => {
+                    // The drain bound passed: end here (everything acked is stored);
+                    // Bazel resumes on a new RPC, which the balancer sends elsewhere.
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "this proof serve replica is shutting down; resume the stream on another replica",
+                        )))
+                        .await;
+                    break;
+                }
+                next = tokio::time::timeout(wait, inbound.next()) => next,
+            };
+            let Ok(next) = next else {
                 Metrics::add(&self.metrics.stream_errors_idle, 1);
                 let _ = tx
                     .send(Err(Status::deadline_exceeded(format!(
@@ -1288,6 +1354,7 @@ impl PublishBuildEvent for BesService {
         &self,
         request: Request<PublishLifecycleEventRequest>,
     ) -> Result<Response<()>, Status> {
+        self.inner.refuse_if_draining()?;
         let metadata = request.metadata().clone();
         let principal = request.extensions().get::<Principal>().map(|p| p.0.clone());
         let req = request.into_inner();
@@ -1398,14 +1465,16 @@ impl PublishBuildEvent for BesService {
                     r.status
                 })?,
         };
+        self.inner.refuse_if_draining()?;
         let permit = self.inner.peer_permit(request.remote_addr())?;
         let metadata = request.metadata().clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
+        let tracked = self.inner.drain.as_ref().map(|d| d.track_rpc());
         tokio::spawn(
             self.inner
                 .clone()
-                .run(inbound, metadata, principal, tx, permit),
+                .run(inbound, metadata, principal, tx, permit, tracked),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

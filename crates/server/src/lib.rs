@@ -8,10 +8,12 @@
 //! - [`tenants`]: tenant admission of the BES backend.
 
 pub mod bes;
+pub mod drain;
 pub mod metrics;
 pub mod proofs;
 pub mod recover;
 pub mod replay;
+pub mod retention;
 pub mod tenants;
 
 use std::net::SocketAddr;
@@ -76,11 +78,57 @@ pub async fn serve_grpc(
     cfg: GrpcConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_inner(listener, cfg, None, None, shutdown).await
+}
+
+/// How [`serve_grpc_drained`] drains (`proof serve --drain-timeout`, docs/operations.md).
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    pub drain: Arc<drain::Drain>,
+    /// How long open RPCs may run after the signal before they are ended with UNAVAILABLE.
+    pub bound: std::time::Duration,
+    /// How long to wait, after that, for finalizations in flight.
+    pub finalize_bound: std::time::Duration,
+    /// The abandon sweep's interval (default: `abandon_after`/4, 100 ms..60 s).
+    pub sweep_every: Option<std::time::Duration>,
+}
+
+/// [`serve_grpc`] with a graceful drain: when `signal` resolves, the drain runs
+/// ([`drain::Drain::run`]: not ready, new RPCs refused, open ones bounded, finalizations
+/// finished) and only then does the listener close. Returns the drain's report.
+pub async fn serve_grpc_drained(
+    listener: TcpListener,
+    cfg: GrpcConfig,
+    opts: DrainOptions,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<drain::DrainReport>, tonic::transport::Error> {
+    let report = Arc::new(std::sync::Mutex::new(None));
+    let (d, out) = (opts.drain.clone(), report.clone());
+    let (bound, finalize_bound) = (opts.bound, opts.finalize_bound);
+    let shutdown = async move {
+        signal.await;
+        let r = d.run(bound, finalize_bound).await;
+        *out.lock().expect("drain report") = Some(r);
+    };
+    serve_inner(listener, cfg, Some(opts.drain), opts.sweep_every, shutdown).await?;
+    let r = report.lock().expect("drain report").clone();
+    Ok(r)
+}
+
+async fn serve_inner(
+    listener: TcpListener,
+    cfg: GrpcConfig,
+    drain: Option<Arc<drain::Drain>>,
+    sweep_every: Option<std::time::Duration>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     {
         // Streams that finished but were never finalized (a crash between the
         // last ack and finalization): Bazel will not come back for them.
         let (store, hook) = (cfg.store.clone(), cfg.on_finalized.clone());
+        let tracked = drain.as_ref().map(|d| d.track_finalization());
         tokio::task::spawn_blocking(move || {
+            let _tracked = tracked;
             match recover::finalize_pending(store.as_ref(), hook.as_deref()) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(invocations = n, "finalized at start-up"),
@@ -89,8 +137,12 @@ pub async fn serve_grpc(
         });
     }
     let auth = Authenticate::new(cfg.admission.clone(), cfg.metrics.clone());
-    let svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission)
-        .with_limits(cfg.limits);
+    let mut svc = BesService::new(cfg.store, cfg.metrics, cfg.on_finalized, cfg.admission)
+        .with_limits(cfg.limits)
+        .with_sweep_every(sweep_every);
+    if let Some(d) = drain {
+        svc = svc.with_drain(d);
+    }
     if let Some(after) = cfg.abandon_after {
         svc.sweep_abandoned(after);
     }

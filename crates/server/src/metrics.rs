@@ -42,6 +42,8 @@ pub struct Metrics {
     pub proofs_signed_fail: AtomicU64,
     /// Failed checks of the signed proofs, by check name.
     pub proof_check_failures: Mutex<BTreeMap<String, u64>>,
+    /// The replica is draining (SIGTERM): `/readyz` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {

@@ -24,19 +24,52 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Row};
+
+mod tls;
 use proof_store::journal::{self, JournalReader, ReadError};
 use proof_store::{
     check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
-    InvocationSource, InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListFilter,
-    RecordIter, RecordKind, SqlParam, Store, StoreError, MAX_PENDING_LIFECYCLE_ROWS,
+    InvocationSource, InvocationState, JournalRecord, JournalRemoved, LifecycleEvent,
+    LifecycleInfo, ListFilter, RecordIter, RecordKind, SqlParam, Store, StoreError,
+    MAX_PENDING_LIFECYCLE_ROWS,
 };
+use tls::Connector;
+pub use tls::{split_url, SslMode, TlsSettings};
 type Pool = r2d2::Pool<Manager>;
 type Conn = r2d2::PooledConnection<Manager>;
 
-/// The pool's connection manager: connects with the store's settings, validates a
-/// connection before each use (so connections cut by a database restart are replaced).
+/// The pool's connection manager: connects with the store's settings (and TLS), validates
+/// a connection before each use (so connections cut by a database restart are replaced).
 #[derive(Debug)]
-struct Manager(postgres::Config);
+struct Manager {
+    config: postgres::Config,
+    connector: Connector,
+    tls: TlsSettings,
+    /// The host(s) of the URL, for messages.
+    host: String,
+}
+
+/// A failed connection, explained (TLS causes say what to change).
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl Manager {
+    fn connect_client(&self) -> Result<postgres::Client, ConnectError> {
+        let r = match &self.connector {
+            Connector::Plain => self.config.connect(NoTls),
+            Connector::Tls(c) => self.config.connect(c.clone()),
+        };
+        r.map_err(|e| ConnectError(self.tls.explain(&self.host, &describe(&e))))
+    }
+}
 
 /// A pooled connection. `postgres::Client` closes itself by blocking on its own runtime,
 /// which panics on a thread that drives async tasks (a store dropped inside the server's
@@ -68,14 +101,16 @@ impl Drop for PgConn {
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<PgConn, postgres::Error> {
-        self.0.connect(NoTls).map(|c| PgConn(Some(c)))
+    fn connect(&self) -> Result<PgConn, ConnectError> {
+        self.connect_client().map(|c| PgConn(Some(c)))
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
-        conn.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
+        conn.simple_query("")
+            .map(|_| ())
+            .map_err(|e| ConnectError(describe(&e)))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -164,6 +199,18 @@ CREATE UNIQUE INDEX lifecycle_inv ON lifecycle (invocation_id, tenant, kind)
 CREATE UNIQUE INDEX lifecycle_build ON lifecycle (build_id, tenant, kind)
     WHERE invocation_id = '';
 CREATE INDEX lifecycle_pending ON lifecycle (tenant, id) WHERE pending;
+"#,
+    },
+    Migration {
+        version: 3,
+        description: "retention tombstones (journals removed by `proof gc`)",
+        sql: r#"
+CREATE TABLE retention (
+    invocation_id text COLLATE "C" PRIMARY KEY REFERENCES invocations ON DELETE CASCADE,
+    removed_at_ms bigint NOT NULL,
+    freed_bytes   bigint NOT NULL,
+    proof_file    text
+);
 "#,
     },
 ];
@@ -276,6 +323,12 @@ const STATE_COLS: &str = "last_seq, event_count, record_count, saw_build_finishe
     saw_last_message, saw_stream_finished, finalized, complete, incomplete_reason, bytes, \
     journal_bytes";
 const META_COLS: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms";
+/// What `get` and `list` select: meta, state, summary and the retention tombstone.
+const RECORD_FROM: &str = "invocation_id, build_id, source, tenant, instance, created_at_ms, \
+    last_seq, event_count, record_count, saw_build_finished, saw_last_message, \
+    saw_stream_finished, finalized, complete, incomplete_reason, bytes, journal_bytes, summary, \
+    r.removed_at_ms, r.freed_bytes, r.proof_file \
+    FROM invocations LEFT JOIN retention r USING (invocation_id)";
 
 /// Reads the state columns starting at column `at`.
 fn state_at(r: &Row, at: usize) -> InvocationState {
@@ -359,7 +412,9 @@ impl PgStore {
 
     fn unmigrated(url: &str, opts: &PgOptions) -> Result<Self, StoreError> {
         let display = redact(url);
-        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+        let (wire, tls) = split_url(url)?;
+        let connector = tls.connector()?;
+        let mut config: postgres::Config = wire.parse().map_err(|e| StoreError::Database {
             context: format!(
                 "parsing the store URL {display} (expected postgres://USER[:PASSWORD]@HOST:PORT/DATABASE)"
             ),
@@ -370,7 +425,22 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("proof");
-        let manager = Manager(config);
+        let host = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let manager = Manager {
+            config,
+            connector,
+            tls,
+            host,
+        };
         let pool = r2d2::Pool::builder()
             .max_size(opts.max_connections.max(2))
             .min_idle(Some(0))
@@ -383,6 +453,19 @@ impl PgStore {
             display,
             encoders: journal::EncoderPool::default(),
         })
+    }
+
+    /// Whether this process's connections to the database are encrypted (TLS), as the
+    /// server sees it (`pg_stat_ssl`).
+    pub fn tls_in_use(&self) -> Result<bool, StoreError> {
+        let mut c = self.conn()?;
+        let row = c
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .map_err(db("reading pg_stat_ssl"))?;
+        Ok(row.get(0))
     }
 
     /// The store URL without its password.
@@ -630,11 +713,18 @@ impl PgStore {
             &meta.invocation_id,
             meta.tenant.as_deref(),
         )?;
+        let removed_at: Option<i64> = r.get(18);
+        let journal_removed = removed_at.map(|at_ms| JournalRemoved {
+            at_ms,
+            freed_bytes: u(r.get(19)),
+            proof_file: r.get(20),
+        });
         Ok(InvocationRecord {
             meta,
             state,
             summary,
             lifecycle,
+            journal_removed,
         })
     }
 }
@@ -675,9 +765,9 @@ fn bound_pending(
 #[derive(Debug)]
 struct LogErrors;
 
-impl r2d2::HandleError<postgres::Error> for LogErrors {
-    fn handle_error(&self, error: postgres::Error) {
-        tracing::warn!(error = %describe(&error), "PostgreSQL connection failed");
+impl r2d2::HandleError<ConnectError> for LogErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::warn!(error = %error, "PostgreSQL connection failed");
     }
 }
 
@@ -839,12 +929,22 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let row = c
             .query_opt(
-                &format!("SELECT {META_COLS}, last_seq FROM invocations WHERE invocation_id = $1"),
+                &format!(
+                    "SELECT {META_COLS}, last_seq, r.removed_at_ms, r.proof_file FROM invocations \
+                     LEFT JOIN retention r USING (invocation_id) WHERE invocation_id = $1"
+                ),
                 &[&id],
             )
             .map_err(db(format!("reading invocation {id:?}")))?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         drop(c);
+        if let Some(at_ms) = row.get::<_, Option<i64>>(7) {
+            return Err(StoreError::JournalRemoved {
+                id: id.to_string(),
+                at_ms,
+                proof_file: row.get(8),
+            });
+        }
         let meta = meta_at(&row, 0);
         let upto = u(row.get(6));
         let source = FrameSource {
@@ -983,10 +1083,7 @@ impl Store for PgStore {
         let mut c = self.conn()?;
         let row = c
             .query_opt(
-                &format!(
-                    "SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations \
-                     WHERE invocation_id = $1"
-                ),
+                &format!("SELECT {RECORD_FROM} WHERE invocation_id = $1"),
                 &[&invocation_id],
             )
             .map_err(db(format!("reading invocation {invocation_id:?}")))?;
@@ -998,9 +1095,7 @@ impl Store for PgStore {
 
     fn list(&self, f: &ListFilter) -> Result<Vec<InvocationRecord>, StoreError> {
         let (filter, params) = f.to_sql(|n| format!("${n}"));
-        let sql = format!(
-            "SELECT {META_COLS}, {STATE_COLS}, summary FROM invocations WHERE true{filter}"
-        );
+        let sql = format!("SELECT {RECORD_FROM} WHERE true{filter}");
         let args: Vec<Box<dyn ToSql + Sync>> = params
             .into_iter()
             .map(|p| -> Box<dyn ToSql + Sync> {
@@ -1034,6 +1129,55 @@ impl Store for PgStore {
         .map_err(db(format!("deleting the lifecycle of {id:?}")))?;
         tx.commit()
             .map_err(db(format!("committing the deletion of {id:?}")))
+    }
+
+    /// One transaction: lock the row, check it is finalized, delete its frames, write the
+    /// tombstone. A crash (of this process or of the database) before `COMMIT` removes
+    /// nothing; after it, everything.
+    fn remove_journal(
+        &self,
+        invocation_id: &str,
+        proof_file: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        let ctx = || format!("removing the journal of {id:?}");
+        let mut c = self.conn()?;
+        let mut tx = c.transaction().map_err(db(ctx()))?;
+        let Some(st) = Self::row_state(&mut tx, id, true)? else {
+            return Err(StoreError::NotFound(id.to_string()));
+        };
+        let done = tx
+            .query_opt("SELECT 1 FROM retention WHERE invocation_id = $1", &[&id])
+            .map_err(db(ctx()))?;
+        if done.is_some() {
+            return Ok(0);
+        }
+        if !st.finalized {
+            return Err(StoreError::NotFinalized(id.to_string()));
+        }
+        let freed: i64 = tx
+            .query_one(
+                "WITH d AS (DELETE FROM frames WHERE invocation_id = $1 RETURNING data) \
+                 SELECT COALESCE(sum(octet_length(data)), 0)::bigint FROM d",
+                &[&id],
+            )
+            .map_err(db(ctx()))?
+            .get(0);
+        tx.execute(
+            "INSERT INTO retention (invocation_id, removed_at_ms, freed_bytes, proof_file) \
+             VALUES ($1, $2, $3, $4)",
+            &[&id, &now_ms, &freed, &proof_file],
+        )
+        .map_err(db(ctx()))?;
+        tx.execute(
+            "UPDATE invocations SET journal_bytes = 0 WHERE invocation_id = $1",
+            &[&id],
+        )
+        .map_err(db(ctx()))?;
+        tx.commit().map_err(db(ctx()))?;
+        Ok(u(freed))
     }
 
     fn exclusive(
@@ -1257,13 +1401,22 @@ fn ident(name: &str) -> Result<&str, StoreError> {
 }
 
 fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
-    let config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+    let (wire, tls) = split_url(url)?;
+    let config: postgres::Config = wire.parse().map_err(|e| StoreError::Database {
         context: format!("parsing {}", redact(url)),
         source: Box::new(e),
     })?;
-    let mut c = config
-        .connect(NoTls)
-        .map_err(db(format!("connecting to {}", redact(url))))?;
+    let connector = tls.connector()?;
+    let manager = Manager {
+        config,
+        connector,
+        tls,
+        host: String::new(),
+    };
+    let mut c = manager.connect_client().map_err(|e| StoreError::Database {
+        context: format!("connecting to {}", redact(url)),
+        source: Box::new(e),
+    })?;
     c.batch_execute(sql).map_err(db(sql.to_string()))
 }
 

@@ -69,6 +69,22 @@ pub enum StoreError {
     #[error("store directory {dir} is in use by another FsStore (another server process?); stop it or use another directory (reading beside it works: FsStore::open_read_only, `proof list`)")]
     Locked { dir: PathBuf },
 
+    /// Retention removed the journal of this invocation; only its tombstone is left.
+    #[error("the journal of invocation {id:?} was removed by retention (`proof gc`) at unix ms {at_ms}; its events cannot be read any more{}", match proof_file { Some(p) => format!(" (its signed proof is kept: {p})"), None => String::new() })]
+    JournalRemoved {
+        id: String,
+        at_ms: i64,
+        proof_file: Option<String>,
+    },
+
+    /// Retention was asked to remove the journal of an invocation that is not finalized.
+    #[error("invocation {0:?} is not finalized (its stream may still be open); retention never removes such a journal")]
+    NotFinalized(String),
+
+    /// This store does not implement the operation.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// A write was asked of a store opened with [`crate::FsStore::open_read_only`].
     #[error("the store at {dir} is open read-only (a reader beside the process that owns it); write through `proof serve`, or stop it and open the store for writing")]
     ReadOnly { dir: PathBuf },

@@ -14,10 +14,13 @@ use crate::index;
 use crate::journal::{self, JournalReader, ReadError};
 use crate::types::{
     check_owner, validate_build_id, validate_invocation_id, AppendFlags, InvocationMeta,
-    InvocationRecord, InvocationState, JournalRecord, LifecycleEvent, ListFilter,
+    InvocationRecord, InvocationState, JournalRecord, JournalRemoved, LifecycleEvent, ListFilter,
 };
 use crate::vfs::{RealFs, Vfs, VfsFile};
 use crate::{RecordIter, Store};
+
+mod backup;
+pub use backup::BackupReport;
 
 /// A torn or corrupt journal tail found and cut by recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub struct RecoveryReport {
     pub missing_journals: Vec<String>,
     /// Deletions interrupted by a crash, finished now.
     pub finished_deletes: Vec<String>,
+    /// Retention removals interrupted by a crash (tombstone written, journal file still
+    /// there), finished now.
+    pub finished_removals: Vec<String>,
     /// Leftover temporary files of interrupted journal creation, removed.
     pub removed_temp_files: Vec<PathBuf>,
     /// Files that could not be recovered (unreadable header, I/O errors); left untouched.
@@ -65,6 +71,7 @@ impl RecoveryReport {
             && self.corrected_states.is_empty()
             && self.missing_journals.is_empty()
             && self.finished_deletes.is_empty()
+            && self.finished_removals.is_empty()
             && self.removed_temp_files.is_empty()
             && self.errors.is_empty()
     }
@@ -304,6 +311,25 @@ impl<V: Vfs> FsStore<V> {
             }
             by_id.insert(id, (finalized, jlen));
         }
+        // Retention tombstones: the journal is gone or goes now (the tombstone was written,
+        // with synchronous=FULL, before the file was removed).
+        let removed = index::removed_ids(&lock(&self.db))?;
+        for id in &removed {
+            if by_id.remove(id).is_none() || validate_invocation_id(id).is_err() {
+                continue;
+            }
+            let path = self.journal_path(id);
+            match self.vfs.remove_file(&path) {
+                Ok(()) => {
+                    self.sync_dir(&self.shard_dir(id))?;
+                    rep.finished_removals.push(id.clone());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => rep
+                    .errors
+                    .push((path, format!("finishing a retention removal: {e}"))),
+            }
+        }
 
         let mut seen = std::collections::HashSet::new();
         let shards = fs::read_dir(&self.journals).map_err(StoreError::io(format!(
@@ -340,6 +366,10 @@ impl<V: Vfs> FsStore<V> {
                     continue;
                 }
                 seen.insert(id.to_string());
+                if removed.contains(id) {
+                    // A tombstone whose file could not be removed above (reported there).
+                    continue;
+                }
                 let file_len = ent.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
                 match by_id.get(id) {
                     Some(&(true, jlen)) if jlen == file_len => continue,
@@ -795,6 +825,13 @@ impl<V: Vfs> Store for FsStore<V> {
         let Some(state) = self.state(id)? else {
             return Err(StoreError::NotFound(id.to_string()));
         };
+        if let Some(t) = index::removed(&lock(&self.db), id)? {
+            return Err(StoreError::JournalRemoved {
+                id: id.to_string(),
+                at_ms: t.at_ms,
+                proof_file: t.proof_file,
+            });
+        }
         let path = self.journal_path(id);
         let file = File::open(&path).map_err(StoreError::io(format!(
             "opening journal {}",
@@ -953,6 +990,56 @@ impl<V: Vfs> Store for FsStore<V> {
         }
         let _held = Held(self, invocation_id);
         f().map(|()| true)
+    }
+
+    /// Writes the tombstone first (`synchronous=FULL`), then unlinks the journal and
+    /// fsyncs its shard: a crash in between leaves a tombstone whose file recovery removes.
+    fn remove_journal(
+        &self,
+        invocation_id: &str,
+        proof_file: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.writable()?;
+        let id = invocation_id;
+        validate_invocation_id(id)?;
+        self.with_slot(id, |slot| {
+            let db = lock(&self.db);
+            let Some(row) = index::get(&db, id)?.filter(|r| !r.deleted) else {
+                return Err(StoreError::NotFound(id.to_string()));
+            };
+            if index::removed(&db, id)?.is_some() {
+                return Ok(0);
+            }
+            if !row.state.finalized {
+                return Err(StoreError::NotFinalized(id.to_string()));
+            }
+            slot.live = None;
+            let path = self.journal_path(id);
+            let freed = fs::metadata(&path)
+                .map(|m| m.len())
+                .unwrap_or(row.state.journal_bytes);
+            let t = JournalRemoved {
+                at_ms: now_ms,
+                freed_bytes: freed,
+                proof_file: proof_file.map(str::to_string),
+            };
+            index::with_full_sync(&db, |c| index::set_removed(c, id, &t))?;
+            match self.vfs.remove_file(&path) {
+                Ok(()) => self.sync_dir(&self.shard_dir(id))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        context: format!(
+                            "removing journal {} (its tombstone is written; the next open finishes the removal)",
+                            path.display()
+                        ),
+                        source: e,
+                    })
+                }
+            }
+            Ok(freed)
+        })
     }
 
     fn release(&self, invocation_id: &str) {

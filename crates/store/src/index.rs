@@ -6,8 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::StoreError;
 use crate::types::{
-    InvocationMeta, InvocationRecord, InvocationSource, InvocationState, LifecycleEvent,
-    LifecycleInfo, ListFilter, SqlParam,
+    InvocationMeta, InvocationRecord, InvocationSource, InvocationState, JournalRemoved,
+    LifecycleEvent, LifecycleInfo, ListFilter, SqlParam,
 };
 
 const SCHEMA: &str = "
@@ -53,11 +53,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS lifecycle_inv ON lifecycle(invocation_id, tena
 CREATE UNIQUE INDEX IF NOT EXISTS lifecycle_build ON lifecycle(build_id, tenant, kind)
     WHERE invocation_id = '';
 CREATE INDEX IF NOT EXISTS lifecycle_pending ON lifecycle(tenant) WHERE pending = 1;
-PRAGMA user_version = 2;
+-- Retention tombstones (version 3): the journal of these invocations was removed (or is
+-- being removed: recovery finishes it); the row in `invocations` stays.
+CREATE TABLE IF NOT EXISTS retention (
+    invocation_id TEXT PRIMARY KEY NOT NULL,
+    removed_at_ms INTEGER NOT NULL,
+    freed_bytes   INTEGER NOT NULL,
+    proof_file    TEXT
+);
+PRAGMA user_version = 3;
 ";
 
 /// The schema version this build writes and reads.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// From version 1 (lifecycle keyed by build, invocation and kind, without tenant): rows
 /// take the tenant of the invocation (or an invocation of the build) they belong to;
@@ -299,8 +307,69 @@ pub(crate) fn set_deleted(conn: &Connection, id: &str) -> Result<(), StoreError>
 pub(crate) fn remove(conn: &Connection, id: &str) -> Result<(), StoreError> {
     conn.execute("DELETE FROM invocations WHERE invocation_id=?1", [id])
         .and_then(|_| conn.execute("DELETE FROM lifecycle WHERE invocation_id=?1", [id]))
+        .and_then(|_| conn.execute("DELETE FROM retention WHERE invocation_id=?1", [id]))
         .map_err(StoreError::index(format!("removing {id:?}")))?;
     Ok(())
+}
+
+/// The retention tombstone of `id`, if its journal was removed.
+pub(crate) fn removed(conn: &Connection, id: &str) -> Result<Option<JournalRemoved>, StoreError> {
+    conn.prepare_cached(
+        "SELECT removed_at_ms, freed_bytes, proof_file FROM retention WHERE invocation_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([id], |r| {
+            Ok(JournalRemoved {
+                at_ms: r.get(0)?,
+                freed_bytes: r.get::<_, i64>(1)? as u64,
+                proof_file: r.get(2)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(StoreError::index(format!(
+        "reading the retention tombstone of {id:?}"
+    )))
+}
+
+/// Writes the retention tombstone of `id` and zeroes its journal length, in one
+/// transaction (the caller runs it with `synchronous=FULL`, before removing the file).
+pub(crate) fn set_removed(
+    conn: &Connection,
+    id: &str,
+    t: &JournalRemoved,
+) -> Result<(), StoreError> {
+    let ctx = || format!("recording the retention tombstone of {id:?}");
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(StoreError::index(ctx()))?;
+    tx.execute(
+        "INSERT OR IGNORE INTO retention (invocation_id, removed_at_ms, freed_bytes, proof_file) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![id, t.at_ms, i(t.freed_bytes), t.proof_file],
+    )
+    .and_then(|_| {
+        tx.execute(
+            "UPDATE invocations SET journal_bytes = 0 WHERE invocation_id = ?1",
+            [id],
+        )
+    })
+    .map_err(StoreError::index(ctx()))?;
+    tx.commit().map_err(StoreError::index(ctx()))
+}
+
+/// Ids of every invocation with a retention tombstone.
+pub(crate) fn removed_ids(
+    conn: &Connection,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut st = conn
+        .prepare("SELECT invocation_id FROM retention")
+        .map_err(StoreError::index("listing retention tombstones"))?;
+    let ids = st
+        .query_map([], |r| r.get(0))
+        .and_then(|it| it.collect::<rusqlite::Result<_>>())
+        .map_err(StoreError::index("listing retention tombstones"))?;
+    Ok(ids)
 }
 
 /// (id, finalized, journal_bytes, deleted) of every row.
@@ -504,11 +573,13 @@ pub(crate) fn to_record(conn: &Connection, row: Row_) -> Result<InvocationRecord
         &row.meta.invocation_id,
         row.meta.tenant.as_deref(),
     )?;
+    let journal_removed = removed(conn, &row.meta.invocation_id)?;
     Ok(InvocationRecord {
         meta: row.meta,
         state: row.state,
         summary,
         lifecycle,
+        journal_removed,
     })
 }
 

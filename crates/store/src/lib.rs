@@ -14,11 +14,11 @@ mod types;
 pub mod vfs;
 
 pub use error::StoreError;
-pub use fs::{FsStore, RecoveryReport, TornTail};
+pub use fs::{BackupReport, FsStore, RecoveryReport, TornTail};
 pub use types::{
     check_owner, validate_invocation_id, AppendFlags, InvocationMeta, InvocationRecord,
-    InvocationSource, InvocationState, JournalRecord, LifecycleEvent, LifecycleInfo, ListCursor,
-    ListFilter, RecordKind, SqlParam, MAX_INVOCATION_ID_LEN,
+    InvocationSource, InvocationState, JournalRecord, JournalRemoved, LifecycleEvent,
+    LifecycleInfo, ListCursor, ListFilter, RecordKind, SqlParam, MAX_INVOCATION_ID_LEN,
 };
 pub use vfs::{RealFs, Vfs, VfsFile};
 
@@ -148,5 +148,24 @@ pub trait Store: Send + Sync + 'static {
     /// the store may drop cached handles. Appends still work afterwards.
     fn release(&self, invocation_id: &str) {
         let _ = invocation_id;
+    }
+
+    /// Retention: removes the journal (every frame) of a finalized invocation and keeps its
+    /// record as a tombstone ([`InvocationRecord::journal_removed`], with `proof_file`).
+    /// Returns the bytes freed; 0 if the journal was already removed. Fails with
+    /// [`StoreError::NotFinalized`] (removing nothing) if the invocation is not finalized.
+    /// Crash safe: after a crash the invocation either still has its whole journal or is a
+    /// tombstone; it never reads as present with frames missing. Callers hold
+    /// [`Store::exclusive`] so that no finalization or signing runs at the same time.
+    fn remove_journal(
+        &self,
+        invocation_id: &str,
+        proof_file: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let _ = (invocation_id, proof_file, now_ms);
+        Err(StoreError::Unsupported(
+            "this store does not support retention".into(),
+        ))
     }
 }

@@ -211,6 +211,23 @@ pub struct InvocationRecord {
     /// Set by the caller in `mark_complete` (bazel_version, command, exit_code, stream_sha256, ...).
     pub summary: Option<serde_json::Value>,
     pub lifecycle: LifecycleInfo,
+    /// Set once retention removed the journal ([`crate::Store::remove_journal`]): the
+    /// record is then a tombstone (meta, state, summary and lifecycle stay; `read` fails
+    /// with [`StoreError::JournalRemoved`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_removed: Option<JournalRemoved>,
+}
+
+/// What retention records when it removes an invocation's journal: the tombstone's own
+/// fields (the id, tenant, times and `stream_sha256` stay in the record's meta and summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRemoved {
+    /// Unix time in milliseconds when the journal was removed.
+    pub at_ms: i64,
+    /// Bytes of journal (compressed frames) freed.
+    pub freed_bytes: u64,
+    /// The signed proof that outlives the journal (as the caller named it), if any.
+    pub proof_file: Option<String>,
 }
 
 /// Position in a newest-first listing: list strictly older than this.

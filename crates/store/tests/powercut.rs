@@ -474,6 +474,11 @@ struct Inv {
     deleting: bool,
     /// `delete` returned `Ok`: the invocation must never come back.
     deleted: bool,
+    /// `remove_journal` (retention) was called (it may have been cut short).
+    removing: bool,
+    /// `remove_journal` returned `Ok`, or recovery showed its tombstone: from now on a
+    /// tombstone, never a journal again.
+    removed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -488,6 +493,9 @@ struct Stats {
     rebuilt_rows: u64,
     invocations: u64,
     deletes: u64,
+    removals: u64,
+    removals_cut_short: u64,
+    removals_finished_by_recovery: u64,
     file_syncs: u64,
     dir_syncs: u64,
 }
@@ -510,6 +518,7 @@ fn verify(
     }
     stats.torn_tails_cut += rep.torn.len() as u64;
     stats.rebuilt_rows += rep.rebuilt_rows.len() as u64;
+    stats.removals_finished_by_recovery += rep.finished_removals.len() as u64;
     for inv in invs.iter_mut() {
         let events = &streams[inv.stream].1;
         let state = store
@@ -522,6 +531,12 @@ fn verify(
             continue;
         }
         let Some(state) = state else {
+            if inv.removing && !index_kept {
+                // Retention removed the journal, and the index (with the tombstone) was
+                // lost with the power: nothing is left to rebuild the row from.
+                inv.deleted = true;
+                continue;
+            }
             if inv.deleting {
                 // The deletion was cut short but its removal of the journal was durable.
                 inv.deleted = true;
@@ -535,6 +550,54 @@ fn verify(
             }
             continue;
         };
+        // Retention: a tombstone, or the whole journal; never a journal with frames missing.
+        let rec = store
+            .get(&inv.id)
+            .map_err(|e| format!("{}: get failed: {e}", inv.id))?
+            .ok_or_else(|| format!("{}: state without a record", inv.id))?;
+        if let Some(t) = &rec.journal_removed {
+            if !inv.removing {
+                return Err(format!(
+                    "{}: tombstone of a journal that retention was never asked to remove",
+                    inv.id
+                ));
+            }
+            if !state.finalized || state.event_count != events.len() as u64 {
+                return Err(format!(
+                    "{}: the tombstone lost the outcome: {state:?}",
+                    inv.id
+                ));
+            }
+            match store.read(&inv.id) {
+                Err(StoreError::JournalRemoved { .. }) => {}
+                Err(e) => return Err(format!("{}: tombstone read: {e}", inv.id)),
+                Ok(_) => return Err(format!("{}: tombstone still reads", inv.id)),
+            }
+            if store.journal_path(&inv.id).exists() {
+                return Err(format!(
+                    "{}: tombstone {t:?} but the journal file is still there",
+                    inv.id
+                ));
+            }
+            inv.removed = true;
+            continue;
+        }
+        if inv.removed {
+            if index_kept {
+                return Err(format!(
+                    "{}: retention removed the journal ({} events) but the invocation is back without its tombstone",
+                    inv.id, inv.acked
+                ));
+            }
+            // Unreachable in practice: the file is gone, so no row can be rebuilt.
+            return Err(format!("{}: a removed journal came back", inv.id));
+        }
+        if inv.removing {
+            // Cut short before its tombstone was durable: the journal is whole (checked
+            // below) and retention may run again.
+            stats.removals_cut_short += 1;
+            inv.removing = false;
+        }
         if rep.missing_journals.contains(&inv.id) {
             return Err(format!(
                 "{}: journal file lost ({} events acked)",
@@ -653,6 +716,8 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
                 done: false,
                 deleting: false,
                 deleted: false,
+                removing: false,
+                removed: false,
             });
             stats.invocations += 1;
         }
@@ -660,20 +725,40 @@ fn campaign(seed: u64, cuts: u64, forget: Forget) -> Result<Stats, String> {
         // round's work if that comes first.
         fs.set_budget(Some(rng.below(24)));
         let deletable: Vec<usize> = (0..invs.len())
-            .filter(|&i| invs[i].done && !invs[i].deleting)
+            .filter(|&i| invs[i].done && !invs[i].deleting && !invs[i].removing)
+            .collect();
+        // Retention removes only finalized journals.
+        let removable: Vec<usize> = (0..invs.len())
+            .filter(|&i| invs[i].finalized && !invs[i].deleting && !invs[i].removing)
             .collect();
         'round: for _ in 0..rng.below(16) + 1 {
-            // Now and then a finalized invocation is deleted (denied/aborted streams are).
+            // Now and then a finalized invocation is deleted (denied/aborted streams are),
+            // or its journal removed by retention (`proof gc`).
             let delete = !deletable.is_empty() && rng.below(6) == 0;
+            let remove = !delete && !removable.is_empty() && rng.below(5) == 0;
             let k = if delete {
                 deletable[rng.below(deletable.len() as u64) as usize]
+            } else if remove {
+                removable[rng.below(removable.len() as u64) as usize]
             } else {
                 active[rng.below(active.len() as u64) as usize]
             };
             let inv = &mut invs[k];
             let events = &streams[inv.stream].1;
-            let r: Result<(), StoreError> = if delete {
-                if inv.deleting {
+            let r: Result<(), StoreError> = if remove {
+                if inv.removing || inv.deleting {
+                    continue;
+                }
+                inv.removing = true;
+                store
+                    .remove_journal(&inv.id, Some("proofs/x.proof.tar"), 1)
+                    .map(|freed| {
+                        assert!(freed > 0, "{}: nothing freed", inv.id);
+                        inv.removed = true;
+                        stats.removals += 1;
+                    })
+            } else if delete {
+                if inv.deleting || inv.removing {
                     continue;
                 }
                 inv.deleting = true;
@@ -784,6 +869,7 @@ fn power_cuts_keep_every_acked_event() {
     assert!(stats.torn_tails_cut > 0, "seed {seed}: {stats:?}");
     assert!(stats.cuts_during_recovery > 0, "seed {seed}: {stats:?}");
     assert!(stats.deletes > 0, "seed {seed}: {stats:?}");
+    assert!(stats.removals > 0, "seed {seed}: {stats:?}");
     assert!(stats.index_dropped > 0, "seed {seed}: {stats:?}");
 }
 

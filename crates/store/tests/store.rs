@@ -304,3 +304,83 @@ fn a_version_1_index_is_migrated_by_the_writer() {
         Some(7)
     );
 }
+
+/// `backup_to` beside a writer: the copy opens clean and holds what the store held at the
+/// snapshot (journals up to their recorded length, tombstones, finalization), nothing of
+/// a batch appended later, and the writer continues undisturbed.
+#[test]
+fn backup_copies_a_consistent_snapshot_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    for id in ["done", "open", "gone", "removed"] {
+        store.open_invocation(&meta(id)).unwrap();
+        store
+            .append(id, &recs(1, 30), AppendFlags::default())
+            .unwrap();
+    }
+    store
+        .mark_complete("done", true, None, &json!({"stream_sha256": "ab"}))
+        .unwrap();
+    store
+        .mark_complete("removed", true, None, &json!({}))
+        .unwrap();
+    store
+        .remove_journal("removed", Some("p/removed.proof.tar"), 7)
+        .unwrap();
+    store.delete("gone").unwrap();
+    std::fs::create_dir_all(dir.path().join("proofs/.pending")).unwrap();
+    std::fs::write(dir.path().join("proofs/done.proof.tar"), b"artifact").unwrap();
+    std::fs::write(dir.path().join("proofs/.proof-x.tmp"), b"half").unwrap();
+    std::fs::write(dir.path().join("proofs/.pending/open"), b"").unwrap();
+    let reader = FsStore::open_read_only(dir.path()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("backup");
+    let rep = reader.backup_to(&dest).unwrap();
+    // The writer goes on; the copy does not see it.
+    store
+        .append("open", &recs(31, 5), AppendFlags::default())
+        .unwrap();
+    assert_eq!(
+        (
+            rep.invocations,
+            rep.journals,
+            rep.tombstones,
+            rep.proof_files
+        ),
+        (3, 2, 1, 2),
+        "{rep:?}"
+    );
+    assert!(
+        reader.backup_to(&dest).is_err(),
+        "a non-empty destination is refused"
+    );
+    let copy = FsStore::open(&dest).unwrap();
+    assert!(
+        copy.recovery_report().is_clean(),
+        "{:?}",
+        copy.recovery_report()
+    );
+    check_records(&read_all(&copy, "done"), 30);
+    check_records(&read_all(&copy, "open"), 30);
+    assert!(copy.get("done").unwrap().unwrap().state.complete);
+    assert!(!copy.state("open").unwrap().unwrap().finalized);
+    assert!(copy.get("gone").unwrap().is_none());
+    let t = copy
+        .get("removed")
+        .unwrap()
+        .unwrap()
+        .journal_removed
+        .unwrap();
+    assert_eq!(t.proof_file.as_deref(), Some("p/removed.proof.tar"));
+    assert!(matches!(
+        copy.read("removed"),
+        Err(StoreError::JournalRemoved { .. })
+    ));
+    assert!(dest.join("proofs/done.proof.tar").is_file());
+    assert!(dest.join("proofs/.pending/open").is_file());
+    assert!(!dest.join("proofs/.proof-x.tmp").exists());
+    // The copy takes the stream's next batch (it resumes there).
+    copy.append("open", &recs(31, 5), AppendFlags::default())
+        .unwrap();
+    drop(copy);
+}

@@ -193,7 +193,7 @@ pub(crate) async fn proof(
         let mut v = s.verdict(&rec).json(&id, true);
         v["client_claims"] = match s.analysis(&rec) {
             Ok(a) => client_claims_json(&a),
-            Err(WebError::Unanalyzable { .. }) => Value::Null,
+            Err(WebError::Unanalyzable { .. } | WebError::Gone { .. }) => Value::Null,
             Err(e) => return Err(e),
         };
         Ok(v)
@@ -324,7 +324,7 @@ pub(crate) fn fleet_of(s: &Inner, q: &FleetQuery) -> Result<FleetView, WebError>
                 proofs.push(FleetBuilder::tenant_of(&entry), state);
                 b.push(entry);
             }
-            Err(e @ WebError::Unanalyzable { .. }) => {
+            Err(e @ (WebError::Unanalyzable { .. } | WebError::Gone { .. })) => {
                 let tenant = rec.meta.tenant.as_deref().filter(|t| !t.is_empty());
                 proofs.push(tenant.unwrap_or(NO_TENANT).to_string(), state);
                 skipped.push(json!({

@@ -644,6 +644,16 @@ pub(crate) async fn invocation_page(
                 &format!("rbe-proof: {id}"),
                 &invocation_body(&rec, &a, &verdict),
             )),
+            Err(WebError::Gone { message, .. }) => Ok(page(
+                &format!("rbe-proof: {id}"),
+                &format!(
+                    "<h1>Invocation <code>{}</code></h1>{}<p>Journal removed by retention: {}</p><p>{} events were stored.</p>",
+                    esc(&id),
+                    proof_box(&id, &verdict),
+                    esc(&message),
+                    rec.state.event_count
+                ),
+            )),
             Err(WebError::Unanalyzable { message, .. }) => Ok(page(
                 &format!("rbe-proof: {id}"),
                 &format!(

@@ -127,6 +127,9 @@ pub enum WebError {
     NotFound(String),
     #[error("invocation {id} cannot be analyzed: {message}")]
     Unanalyzable { id: String, message: String },
+    /// Retention removed the events (a tombstone): its record and proof stay.
+    #[error("{message}")]
+    Gone { id: String, message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{0}; GET /api/v1/invocations/ID/proof says why")]
@@ -142,6 +145,7 @@ impl WebError {
         match self {
             WebError::NotFound(_) | WebError::NoArtifact(_) => StatusCode::NOT_FOUND,
             WebError::Unanalyzable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::Gone { .. } => StatusCode::GONE,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Store(_) | WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -247,7 +251,15 @@ impl Inner {
             message,
         };
         let mut analyzer = proof_kpi::Analyzer::new();
-        let records = self.timed(|| self.cfg.store.read(id))?;
+        let records = match self.timed(|| self.cfg.store.read(id)) {
+            Err(e @ proof_store::StoreError::JournalRemoved { .. }) => {
+                return Err(WebError::Gone {
+                    id: id.clone(),
+                    message: e.to_string(),
+                })
+            }
+            r => r?,
+        };
         for r in records {
             let r = r?;
             if r.kind == RecordKind::BepEvent {
@@ -337,7 +349,7 @@ async fn tenant_layer(
     let Some(tenants) = state.tenants.clone() else {
         return REQUEST_TENANT.scope(None, next.run(req)).await;
     };
-    if req.uri().path() == "/healthz" {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
     let auth = req
@@ -353,7 +365,22 @@ async fn tenant_layer(
     }
 }
 
-/// The HTTP routes; with `tenants`, every route but `/healthz` requires
+/// Readiness for a load balancer: 200 while serving, 503 once the replica drains
+/// (SIGTERM; `/healthz` stays 200 until the process exits).
+async fn readyz(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    if state
+        .cfg
+        .metrics
+        .draining
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+/// The HTTP routes; with `tenants`, every route but `/healthz` and `/readyz` requires
 /// `Authorization: Bearer TOKEN` and shows only that tenant's invocations.
 pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) -> Router {
     let state: State = Arc::new(Inner::new(cfg, tenants, CACHE_CAP));
@@ -364,6 +391,7 @@ pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) 
         .route("/fleet", get(html::fleet_page))
         .route("/metrics", get(prom::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/v1/invocations", get(api::list))
         .route("/api/v1/invocations/{id}", get(api::one))
         .route("/api/v1/invocations/{id}/evidence", get(api::evidence))

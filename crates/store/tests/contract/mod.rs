@@ -48,6 +48,7 @@ macro_rules! store_contract {
             read_while_appending_sees_a_consistent_prefix,
             exclusive_admits_one_holder_at_a_time,
             unsynced_appends_are_kept_once_synced,
+            retention_removes_finalized_journals_only,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -988,4 +989,79 @@ pub fn unsynced_appends_are_kept_once_synced(b: &dyn Backend) {
     // Syncing an invocation with nothing pending, or one that does not exist, is harmless.
     store.sync("u-sync").unwrap();
     store.sync("nobody").unwrap();
+}
+
+pub fn retention_removes_finalized_journals_only(b: &dyn Backend) {
+    let store = b.open();
+    for id in ["old", "open", "kept"] {
+        store.open_invocation(&meta(id)).unwrap();
+        store
+            .append(id, &recs(1, 40), AppendFlags::default())
+            .unwrap();
+    }
+    let summary = json!({"command": "build", "stream_sha256": "ab"});
+    store.mark_complete("old", true, None, &summary).unwrap();
+    store.mark_complete("kept", true, None, &summary).unwrap();
+    let before = store.get("old").unwrap().unwrap();
+    assert!(before.journal_removed.is_none());
+    assert!(before.state.journal_bytes > 0);
+
+    // An open (unfinalized) invocation is refused and left whole.
+    let e = store.remove_journal("open", None, 5).unwrap_err();
+    assert!(matches!(e, StoreError::NotFinalized(_)), "{e}");
+    check_records(&read_all(store.as_ref(), "open"), 40);
+    assert!(matches!(
+        store.remove_journal("nope", None, 5),
+        Err(StoreError::NotFound(_))
+    ));
+
+    let freed = store
+        .remove_journal("old", Some("proofs/old.proof.tar"), 1234)
+        .unwrap();
+    assert_eq!(
+        freed, before.state.journal_bytes,
+        "freed = the journal's size"
+    );
+    // Idempotent: nothing more to free.
+    assert_eq!(store.remove_journal("old", None, 9999).unwrap(), 0);
+    let check = |store: &dyn Store| {
+        let r = store.get("old").unwrap().expect("the tombstone stays");
+        let t = r.journal_removed.clone().expect("marked removed");
+        assert_eq!(t.at_ms, 1234);
+        assert_eq!(t.freed_bytes, freed);
+        assert_eq!(t.proof_file.as_deref(), Some("proofs/old.proof.tar"));
+        // Meta, outcome and summary stay.
+        assert_eq!(r.meta, before.meta);
+        assert!(r.state.finalized && r.state.complete);
+        assert_eq!(r.state.record_count, 40);
+        assert_eq!(r.state.event_count, before.state.event_count);
+        assert_eq!(r.state.journal_bytes, 0, "no journal left");
+        assert_eq!(r.summary.as_ref(), Some(&summary));
+        let e = store.read("old").err().expect("no events any more");
+        assert!(matches!(e, StoreError::JournalRemoved { .. }), "{e}");
+        assert!(e.to_string().contains("removed by retention"), "{e}");
+        // The list shows the tombstone; the others are untouched.
+        let all = store.list(&ListFilter::default()).unwrap();
+        assert_eq!(all.len(), 3);
+        for r in &all {
+            assert_eq!(
+                r.journal_removed.is_some(),
+                r.meta.invocation_id == "old",
+                "{}",
+                r.meta.invocation_id
+            );
+        }
+        check_records(&read_all(store, "kept"), 40);
+        check_records(&read_all(store, "open"), 40);
+    };
+    check(store.as_ref());
+    drop(store);
+    let store = b.open();
+    check(store.as_ref());
+    // The open one still takes appends; delete removes a tombstone too.
+    store
+        .append("open", &recs(41, 1), AppendFlags::default())
+        .unwrap();
+    store.delete("old").unwrap();
+    assert!(store.get("old").unwrap().is_none());
 }
