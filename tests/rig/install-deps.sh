@@ -4,9 +4,9 @@
 #
 #   apt (Debian):  bazel-bootstrap (Bazel 4.2.3, pulls in build-essential and
 #                  a JDK), python3-venv, zstd, openssl, chromium (web tests),
-#                  postgresql + haproxy (replicated `proof serve` tests, tests/pg),
-#                  libssl-dev + pkg-config (TLS to PostgreSQL: postgres-native-tls
-#                  links OpenSSL; openssl makes the TLS tests' self-signed CA)
+#                  postgresql + haproxy (replicated `proof serve` tests, tests/pg);
+#                  openssl makes the PG TLS tests' self-signed CA (the binary
+#                  needs no system OpenSSL: native-tls builds a vendored one)
 #   pip (PyPI):    buildgrid==0.4.4 and psycopg2-binary into $RIG_DIR/venv
 #                  (via start-rig.sh --install-only), for the loopback
 #                  remote-execution rig (its scheduler runs on PostgreSQL)
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(bazel-bootstrap python3 python3-venv zstd openssl libssl-dev pkg-config chromium postgresql haproxy)
+APT_PACKAGES=(bazel-bootstrap python3 python3-venv zstd openssl chromium postgresql haproxy)
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -14,7 +14,7 @@
 //!
 //! Three Bazel runs: the decoy, one real remote `test //...`, one local
 //! build. Needs the rig: `bash tests/run-all.sh`, or
-//! `source /work/rig-env.sh`-style exports (see tests/run-all.sh).
+//! `. tests/rig/env.sh` (see tests/run-all.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

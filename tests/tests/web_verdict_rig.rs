@@ -8,8 +8,8 @@
 //! signing; a stream cut short is `no proof`; a stream still open is
 //! `pending`. Headless Chromium screenshots both pages
 //! (target/web-screenshots/verdict-*.png). One Bazel build.
-//! Needs the rig: `bash tests/run-all.sh`, or `source /work/rig-env.sh`-style
-//! `set -a; . /tmp/rbe-proof-rig/run/rig.env; set +a`.
+//! Needs the rig: `bash tests/run-all.sh`, or `. tests/rig/env.sh` with the rig
+//! and PostgreSQL started by hand.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
