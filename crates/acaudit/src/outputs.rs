@@ -188,7 +188,7 @@ mod tests {
             ))),
             ..Default::default()
         };
-        let events = vec![
+        let events = [
             ev(
                 build_event_id::Id::NamedSet(build_event_id::NamedSetOfFilesId { id: "1".into() }),
                 build_event::Payload::NamedSetOfFiles(NamedSetOfFiles {

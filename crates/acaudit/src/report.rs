@@ -193,7 +193,7 @@ pub fn finish(
         let verdict = judge(&item.attested, answer, &plan.known_workers);
         *counts.entry(verdict.as_str().to_string()).or_default() += 1;
         let current = match answer {
-            Current::Found(r) => Some(ResultView::of(r)),
+            Current::Found(r) => Some(ResultView::of(r.as_ref())),
             _ => None,
         };
         let entry = AuditEntry {
@@ -437,7 +437,7 @@ mod tests {
         let clean = finish(
             &p,
             &[
-                Current::Found(result("bot-1", "hello.txt", "11")),
+                Current::Found(Box::new(result("bot-1", "hello.txt", "11"))),
                 Current::NotFound,
             ],
             "grpc://x",
@@ -451,8 +451,8 @@ mod tests {
         let poisoned = finish(
             &p,
             &[
-                Current::Found(result("bot-1", "hello.txt", "22")),
-                Current::Found(result("bot-1", "upper.txt", "22")),
+                Current::Found(Box::new(result("bot-1", "hello.txt", "22"))),
+                Current::Found(Box::new(result("bot-1", "upper.txt", "22"))),
             ],
             "grpc://x",
             "2026-01-01T00:00:00Z",

@@ -64,7 +64,7 @@ impl Verdict {
 /// What the executor answered for the entry now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Current {
-    Found(ActionResult),
+    Found(Box<ActionResult>),
     /// NOT_FOUND.
     NotFound,
     /// Could not be asked, or the answer was not usable (an error status
@@ -162,7 +162,7 @@ pub fn judge(
         Current::NotFound => Verdict::Missing,
         Current::Unusable(_) => Verdict::Unreachable,
         Current::Found(r) => {
-            let now = ResultView::of(r);
+            let now = ResultView::of(r.as_ref());
             if attested.iter().any(|a| a.same_as(&now)) {
                 Verdict::Same
             } else if now.worker.is_empty() || !known_workers.contains(&now.worker) {
@@ -190,40 +190,49 @@ mod tests {
         let mut same = result("bot-1", "hello.txt", "11");
         // Timestamps and inline bytes do not count.
         same.stdout_raw = b"hello".to_vec();
-        assert_eq!(judge(&att, &Current::Found(same), &w), Verdict::Same);
+        assert_eq!(
+            judge(&att, &Current::Found(Box::new(same)), &w),
+            Verdict::Same
+        );
         // The attack of issue 22: another blob, the worker name kept.
         let poisoned = result("bot-1", "hello.txt", "99");
         assert_eq!(
-            judge(&att, &Current::Found(poisoned.clone()), &w),
+            judge(&att, &Current::Found(Box::new(poisoned.clone())), &w),
             Verdict::Changed
         );
         assert!(Verdict::Changed.is_suspect());
         // The same rewrite by a writer no ledger ever showed, or by none.
         let stranger = result("laptop-7", "hello.txt", "99");
         assert_eq!(
-            judge(&att, &Current::Found(stranger), &w),
+            judge(&att, &Current::Found(Box::new(stranger)), &w),
             Verdict::UnattestedWriter
         );
         let anonymous = result("", "hello.txt", "11");
         assert_eq!(
-            judge(&att, &Current::Found(anonymous), &w),
+            judge(&att, &Current::Found(Box::new(anonymous)), &w),
             Verdict::UnattestedWriter
         );
         // Only the worker changed: still not the attested result.
         let other_bot = result("bot-2", "hello.txt", "11");
         let w2: BTreeSet<String> = ["bot-1".to_string(), "bot-2".to_string()].into();
         assert_eq!(
-            judge(&att, &Current::Found(other_bot), &w2),
+            judge(&att, &Current::Found(Box::new(other_bot)), &w2),
             Verdict::Changed
         );
         // An executable bit flipped is a change.
         let mut exe = result("bot-1", "hello.txt", "11");
         exe.output_files[0].is_executable = true;
-        assert_eq!(judge(&att, &Current::Found(exe), &w), Verdict::Changed);
+        assert_eq!(
+            judge(&att, &Current::Found(Box::new(exe)), &w),
+            Verdict::Changed
+        );
         // An exit code changed is a change.
         let mut code = result("bot-1", "hello.txt", "11");
         code.exit_code = 1;
-        assert_eq!(judge(&att, &Current::Found(code), &w), Verdict::Changed);
+        assert_eq!(
+            judge(&att, &Current::Found(Box::new(code)), &w),
+            Verdict::Changed
+        );
         assert_eq!(judge(&att, &Current::NotFound, &w), Verdict::Missing);
         assert_eq!(
             judge(&att, &Current::Unusable("x".into()), &w),
@@ -231,7 +240,10 @@ mod tests {
         );
         // Any of several attested results counts.
         let two = vec![att[0].clone(), ResultView::of(&poisoned)];
-        assert_eq!(judge(&two, &Current::Found(poisoned), &w), Verdict::Same);
+        assert_eq!(
+            judge(&two, &Current::Found(Box::new(poisoned)), &w),
+            Verdict::Same
+        );
     }
 
     #[test]
