@@ -20,6 +20,7 @@
 //! The gRPC calls live in `proof-executor` (`ac` module); the command line
 //! in `proof-cli` (`proof audit`, `proof probe-ac`).
 
+pub mod e2;
 pub mod ledger;
 pub mod outputs;
 pub mod probe;

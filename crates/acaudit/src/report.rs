@@ -147,6 +147,10 @@ pub struct AuditReport {
     pub executor: String,
     /// RFC 3339.
     pub audited_at: String,
+    /// What was audited, e.g. "the promoted classes of MANIFEST" (set by
+    /// the caller).
+    #[serde(default)]
+    pub scope: String,
     pub proofs_audited: Vec<String>,
     pub proofs_skipped: Vec<Skipped>,
     pub entries_audited: u64,
@@ -257,6 +261,7 @@ pub fn finish(
     AuditReport {
         executor: executor.to_string(),
         audited_at: audited_at.to_string(),
+        scope: String::new(),
         proofs_audited: plan.proofs.clone(),
         proofs_skipped: skipped,
         entries_audited: entries.len() as u64,

@@ -1,0 +1,374 @@
+//! Action-cache authority (issue 22) on real Bazel (Debian's 4.2.3) and a
+//! real BuildGrid:
+//! - a real remote build's proof, then `proof audit` against the rig's
+//!   ActionCache: exit 0, every entry `same`;
+//! - the attack of the issue: a client with AC write access points the
+//!   entry of `//:hello` at another blob, keeping the worker name and every
+//!   other field (`UpdateActionResult`) → `proof audit` exits 1 naming
+//!   exactly that action and its target; restored → exit 0;
+//! - `proof probe-ac` writes a canary on the writable instance (exit 1) and
+//!   the audit still sees every real entry `same`; on the read-only
+//!   instance of the rig's template (a BuildGrid of the test's own) it is
+//!   denied (exit 0), and its signed result feeds `proof report`'s E2
+//!   section;
+//! - an unreachable executor → exit 2 with a clear message; a hostile
+//!   executor answering oversized or absurd ActionResults → bounded, no
+//!   panic.
+//!
+//! Needs the rig: `bash tests/run-all.sh`, or start it and
+//! `cd WORKTREE && . /work/rig-env.sh`-style exports (tests/run-all.sh).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proof_e2e::{
+    action_nonce, bep_invocation_id, keypair, proof_bin, rig, wait_for_proof, Rig, Server,
+};
+use proof_executor::ac::{block_on, parse_digest, AcAsk, AcClient};
+use proof_proto::reapi::action_cache_server::{ActionCache, ActionCacheServer};
+use proof_proto::reapi::{
+    ActionResult, Digest, ExecutedActionMetadata, GetActionResultRequest, OutputFile,
+    UpdateActionResultRequest,
+};
+
+/// `proof ARGS`: (exit code, stdout, stderr), printed.
+fn proof(args: &[&str]) -> (i32, String, String) {
+    let t = Instant::now();
+    let out = Command::new(proof_bin()).args(args).output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!(
+        "proof {} -> {:?} in {:.2}s\n{o}{e}",
+        args.join(" "),
+        out.status.code(),
+        t.elapsed().as_secs_f64()
+    );
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+fn audit_json(executor: &str, proofs: &Path, public: &Path) -> (i32, serde_json::Value, String) {
+    let (code, out, err) = proof(&[
+        "audit",
+        "--executor",
+        executor,
+        "--proofs",
+        proofs.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    (code, v, err)
+}
+
+/// A real remote build of a fresh copy of the spoke, every action executed.
+fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path) {
+    rig.spoke(ws);
+    let out = rig.bazel(
+        ws,
+        &[
+            "build",
+            "--config=proof",
+            "//...",
+            &format!("--bes_backend={bes}"),
+            "--noremote_accept_cached",
+            &action_nonce("ACAUDIT"),
+            &format!("--build_event_binary_file={}", bep.display()),
+        ],
+    );
+    rig.shutdown(ws);
+    assert_eq!(out.code, 0, "bazel failed:\n{}", out.output);
+    assert!(out.output.contains("8 remote"), "{}", out.output);
+}
+
+/// A hostile ActionCache: mode 0 answers an 8 MiB ActionResult, mode 1 an
+/// absurd one (50 000 outputs with non-hex digests, a stranger's worker
+/// name, exit code -1), mode 2 never answers.
+struct Hostile(Arc<AtomicU8>);
+
+#[tonic::async_trait]
+impl ActionCache for Hostile {
+    async fn get_action_result(
+        &self,
+        _: tonic::Request<GetActionResultRequest>,
+    ) -> Result<tonic::Response<ActionResult>, tonic::Status> {
+        let r = match self.0.load(Ordering::SeqCst) {
+            0 => ActionResult {
+                stdout_raw: vec![b'x'; 8 * 1024 * 1024],
+                ..Default::default()
+            },
+            1 => ActionResult {
+                output_files: (0..50_000)
+                    .map(|i| OutputFile {
+                        path: format!("../../etc/{i}\n|"),
+                        digest: Some(Digest {
+                            hash: "not-hex|".into(),
+                            size_bytes: -1,
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                exit_code: -1,
+                execution_metadata: Some(ExecutedActionMetadata {
+                    worker: "evil\u{202e}bot".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            _ => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                ActionResult::default()
+            }
+        };
+        Ok(tonic::Response::new(r))
+    }
+
+    async fn update_action_result(
+        &self,
+        _: tonic::Request<UpdateActionResultRequest>,
+    ) -> Result<tonic::Response<ActionResult>, tonic::Status> {
+        Err(tonic::Status::permission_denied("hostile"))
+    }
+}
+
+/// Starts the hostile ActionCache on `listener` in a thread of its own.
+fn start_hostile(listener: std::net::TcpListener, mode: Arc<AtomicU8>) {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(ActionCacheServer::new(Hostile(mode)))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                    .await
+                    .unwrap();
+            });
+    });
+}
+
+fn entry_with_target<'a>(report: &'a serde_json::Value, target: &str) -> &'a serde_json::Value {
+    let hits: Vec<&serde_json::Value> = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["targets"].as_array().unwrap().iter().any(|t| t == target))
+        .collect();
+    assert_eq!(hits.len(), 1, "one action makes {target}: {report:#}");
+    hits[0]
+}
+
+#[test]
+fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
+    let rig = rig();
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(tmp.path());
+    let proofs = tmp.path().join("proofs");
+    // A port for the hostile executor, declared as an alias of the rig's
+    // executor (as an operator declares another address of it).
+    let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hostile_ep = format!("grpc://{}", hostile.local_addr().unwrap());
+    let server = Server::start(
+        "127.0.0.1:0",
+        &tmp.path().join("store"),
+        &[
+            "--key",
+            key.to_str().unwrap(),
+            "--proofs",
+            proofs.to_str().unwrap(),
+            "--executor",
+            &rig.remote_executor,
+            "--executor-alias",
+            &hostile_ep,
+        ],
+    );
+    let bep = tmp.path().join("build.bep");
+    remote_build(&rig, &tmp.path().join("ws"), &server.target(), &bep);
+    let id = bep_invocation_id(&bep);
+    wait_for_proof(&proofs, &id);
+
+    // 1. Clean: every entry the proof attested is what the cache serves.
+    let t = Instant::now();
+    let (code, clean, err) = audit_json(&rig.remote_executor, &proofs, &public);
+    let clean_secs = t.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{clean:#}\n{err}");
+    let n = clean["entries_audited"].as_u64().unwrap();
+    assert_eq!(n, 8, "the spoke's 8 executed actions: {clean:#}");
+    assert_eq!(clean["counts"]["same"], 8, "{clean:#}");
+    assert!(clean["suspects"].as_array().unwrap().is_empty());
+    assert!(err.contains("8/8 AC entries read"), "{err}");
+    println!("clean audit of {n} entries: {clean_secs:.2}s");
+
+    let hello = entry_with_target(&clean, "//:hello").clone();
+    let upper = entry_with_target(&clean, "//:upper").clone();
+    let instance = hello["instance_name"].as_str().unwrap().to_string();
+    let action = hello["action_digest"].as_str().unwrap().to_string();
+    let other_blob = upper["attested"][0]["output_files"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 2. The write-posture probe on the rig's writable instance: written
+    // (a failure), and no real entry was touched.
+    let (code, out, _) = proof(&[
+        "probe-ac",
+        "--executor",
+        &rig.remote_executor,
+        "--instance",
+        &instance,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let probe: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(probe["posture"], "writable");
+    assert_eq!(probe["write_status"], "OK");
+    assert_eq!(
+        probe["readback"]["found"]["worker"],
+        proof_acaudit::probe::CANARY_WORKER
+    );
+    let canary = probe["canary_digest"].as_str().unwrap();
+    assert!(clean["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action_digest"] != canary));
+    let (code, after_probe, err) = audit_json(&rig.remote_executor, &proofs, &public);
+    assert_eq!(code, 0, "{after_probe:#}\n{err}");
+    assert_eq!(after_probe["counts"]["same"], 8);
+
+    // 3. The attack: //:hello's entry points at another blob of the CAS
+    // (//:upper's output, the same size), worker name and all else kept.
+    let client = AcClient::new(&rig.remote_executor, &[]).unwrap();
+    let ask = AcAsk {
+        instance_name: instance.clone(),
+        digest: parse_digest(&action).unwrap(),
+    };
+    fn quiet(_: usize, _: usize) {}
+    let original = match block_on(client.get_many(std::slice::from_ref(&ask), 1, &quiet))
+        .unwrap()
+        .remove(0)
+    {
+        proof_acaudit::Current::Found(r) => *r,
+        other => panic!("{other:?}"),
+    };
+    let mut poisoned = original.clone();
+    assert_eq!(poisoned.output_files.len(), 1);
+    poisoned.output_files[0].digest = parse_digest(&other_blob);
+    assert_ne!(poisoned, original);
+    let (code, msg) = block_on(client.update(&instance, &ask.digest, &poisoned)).unwrap();
+    assert_eq!(code, 0, "{msg}");
+
+    let (code, bad, err) = audit_json(&rig.remote_executor, &proofs, &public);
+    assert_eq!(code, 1, "{bad:#}\n{err}");
+    assert_eq!(bad["counts"]["same"], 7, "{bad:#}");
+    assert_eq!(bad["counts"]["changed"], 1, "{bad:#}");
+    let suspects = bad["suspects"].as_array().unwrap();
+    assert_eq!(suspects.len(), 1, "{bad:#}");
+    let s = &suspects[0];
+    assert_eq!(s["verdict"], "changed");
+    assert_eq!(s["action_digest"], action.as_str());
+    assert_eq!(s["instance_name"], instance.as_str());
+    assert_eq!(s["targets"], serde_json::json!(["//:hello"]));
+    assert_eq!(s["proofs"], serde_json::json!([format!("{id}.proof.tar")]));
+    assert_eq!(
+        s["writer"],
+        original.execution_metadata.as_ref().unwrap().worker
+    );
+    assert_ne!(s["current_result_digest"], s["attested_result_digests"][0]);
+    assert!(s["first_seen"].as_str().unwrap().ends_with('Z'));
+    // The text names it too, with the attested and current digests.
+    let (code, text, _) = proof(&[
+        "audit",
+        "--executor",
+        &rig.remote_executor,
+        "--proofs",
+        proofs.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("CHANGED"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&action) && line.contains("target //:hello"),
+        "{line}"
+    );
+    assert!(text.contains(&format!("-> current {other_blob}")), "{text}");
+    assert_eq!(text.matches("CHANGED").count(), 1, "{text}");
+
+    // 4. Restored: clean again.
+    let (code, msg) = block_on(client.update(&instance, &ask.digest, &original)).unwrap();
+    assert_eq!(code, 0, "{msg}");
+    let (code, restored, err) = audit_json(&rig.remote_executor, &proofs, &public);
+    assert_eq!(code, 0, "{restored:#}\n{err}");
+    assert_eq!(restored["counts"]["same"], 8);
+
+    // 5. Unreachable executor: exit 2, and it says so.
+    let closed = format!("grpc://127.0.0.1:{}", proof_e2e::pg::free_port());
+    let (code, out, err) = proof(&[
+        "audit",
+        "--executor",
+        &closed,
+        "--proofs",
+        proofs.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!("the executor at {closed} cannot be reached"))
+            && err.contains("check --executor"),
+        "{err}"
+    );
+
+    // 6. A hostile executor (the alias the proof names): oversized answers
+    // are refused unread, absurd ones judged, silence times out.
+    let mode = Arc::new(AtomicU8::new(0));
+    start_hostile(hostile, mode.clone());
+    let t = Instant::now();
+    let (code, huge, err) = audit_json(&hostile_ep, &proofs, &public);
+    assert_eq!(code, 2, "{huge:#}\n{err}");
+    assert_eq!(huge["counts"]["unreachable"], 8, "{huge:#}");
+    let detail = huge["entries"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("OutOfRange"), "{detail}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    mode.store(1, Ordering::SeqCst);
+    let t = Instant::now();
+    let (code, absurd, err) = audit_json(&hostile_ep, &proofs, &public);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(absurd["counts"]["unattested-writer"], 8);
+    assert_eq!(absurd["suspects"][0]["writer"], "evil\u{202e}bot");
+    println!(
+        "absurd answers audited in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(t.elapsed() < Duration::from_secs(60));
+    mode.store(2, Ordering::SeqCst);
+    let mut silent = AcClient::new(&hostile_ep, &[]).unwrap();
+    silent.call_timeout = Duration::from_secs(1);
+    let t = Instant::now();
+    let answers = block_on(silent.get_many(&[ask.clone(), ask], 2, &quiet)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    for a in answers {
+        let proof_acaudit::Current::Unusable(why) = a else {
+            panic!("{a:?}")
+        };
+        assert!(
+            why.contains("DeadlineExceeded") || why.contains("Cancelled"),
+            "{why}"
+        );
+    }
+    drop(server);
+}
