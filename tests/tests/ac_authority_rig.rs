@@ -372,3 +372,157 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     }
     drop(server);
 }
+
+/// `proof probe-ac --executor EP --instance NAME --key KEY --out OUT --json`.
+fn probe_ac(ep: &str, instance: &str, key: &Path, out: &Path) -> (i32, serde_json::Value) {
+    let (code, text, err) = proof(&[
+        "probe-ac",
+        "--executor",
+        ep,
+        "--instance",
+        instance,
+        "--header",
+        "authorization: Bearer lane-token-not-recorded",
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(!text.contains("lane-token-not-recorded") && !err.contains("lane-token"));
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+#[test]
+fn probe_ac_is_denied_on_the_read_only_lane_written_on_the_writable_one_and_reported() {
+    let _rig = rig();
+    // The rig's own template, with its "readonly" instance, on a BuildGrid
+    // of this test's own (the shared rig is not restarted).
+    let bg = proof_e2e::buildgrid::start("acprobe");
+    let ep = bg.endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(tmp.path());
+
+    let ro_file = tmp.path().join("readonly.probe.json");
+    let (code, ro) = probe_ac(&ep, "readonly", &key, &ro_file);
+    assert_eq!(code, 0, "{ro:#}");
+    assert_eq!(ro["posture"], "read-only");
+    assert_eq!(ro["passed"], true);
+    assert_eq!(ro["write_status"], "UNIMPLEMENTED");
+    assert_eq!(ro["readback"], "not-found");
+    assert_eq!(ro["header_names"], serde_json::json!(["authorization"]));
+
+    let rw_file = tmp.path().join("writable.probe.json");
+    let (code, rw) = probe_ac(&ep, "", &key, &rw_file);
+    assert_eq!(code, 1, "{rw:#}");
+    assert_eq!(rw["posture"], "writable");
+    assert_eq!(rw["passed"], false);
+    assert_eq!(rw["write_status"], "OK");
+    assert_eq!(
+        rw["readback"]["found"]["worker"],
+        proof_acaudit::probe::CANARY_WORKER
+    );
+    // The read-only lane reads the very same cache: the canary written on
+    // "" is served there too (so denial is not an empty, separate cache).
+    let canary = rw["canary_digest"].as_str().unwrap();
+    fn quiet(_: usize, _: usize) {}
+    let through = block_on(AcClient::new(&ep, &[]).unwrap().get_many(
+        &[AcAsk {
+            instance_name: "readonly".into(),
+            digest: parse_digest(canary).unwrap(),
+        }],
+        1,
+        &quiet,
+    ))
+    .unwrap();
+    assert!(
+        matches!(&through[0], proof_acaudit::Current::Found(r) if r.output_files.is_empty()),
+        "{through:?}"
+    );
+    // And its preimage can never be a build's Action.
+    assert_ne!(ro["canary_digest"], rw["canary_digest"]);
+
+    // The E2 section of `proof report`: the postures as probed, and the
+    // last audit's figures.
+    let audit_file = tmp.path().join("audit.json");
+    let empty = tmp.path().join("no-proofs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, audit_out, _) = proof(&[
+        "audit",
+        "--executor",
+        &ep,
+        "--proofs",
+        empty.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 2, "nothing to audit is not clean");
+    std::fs::write(&audit_file, &audit_out).unwrap();
+    let manifest =
+        proof_e2e::repo_root().join("examples/platform/config/rbe-target-eligibility.json");
+    let report = |probes: &[&Path]| {
+        let mut args = vec![
+            "report".to_string(),
+            "--manifest".into(),
+            manifest.display().to_string(),
+            "--key".into(),
+            public.display().to_string(),
+            "--ac-audit".into(),
+            audit_file.display().to_string(),
+        ];
+        for p in probes {
+            args.extend(["--ac-probe".into(), p.display().to_string()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        proof(&refs)
+    };
+    let (code, md, err) = report(&[&ro_file, &rw_file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(md.contains("## E2: action-cache authority"), "{md}");
+    assert!(md.contains("**Does not hold yet.**"), "{md}");
+    assert!(
+        md.contains(&format!("| `readonly` | `{ep}` |"))
+            && md.contains("| UNIMPLEMENTED | not found | read-only (pass) |"),
+        "{md}"
+    );
+    assert!(md.contains("| OK | canary served"), "{md}");
+    assert!(md.contains("writable (FAIL)"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "Last AC audit of `{ep}`: 0 AC entries behind the executor-attested proofs of"
+        )),
+        "{md}"
+    );
+
+    // A probe result edited to claim read-only does not verify.
+    let text = std::fs::read_to_string(&rw_file).unwrap();
+    let mut env: serde_json::Value = serde_json::from_str(&text).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = String::from_utf8(b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let forged = payload
+        .replace("\"posture\":\"writable\"", "\"posture\":\"read-only\"")
+        .replace("\"passed\":false", "\"passed\":true");
+    assert_ne!(forged, payload);
+    env["payload"] = b64.encode(forged).into();
+    let forged_file = tmp.path().join("forged.probe.json");
+    std::fs::write(&forged_file, serde_json::to_string(&env).unwrap() + "\n").unwrap();
+    let (code, _, err) = report(&[&forged_file]);
+    assert_eq!(code, 2);
+    assert!(err.contains("signature"), "{err}");
+    // Nor does one signed by another key.
+    let other = tempfile::tempdir().unwrap();
+    let (other_key, _) = keypair(other.path());
+    let stranger = tmp.path().join("stranger.probe.json");
+    let (code, _) = probe_ac(&ep, "readonly", &other_key, &stranger);
+    assert_eq!(code, 0);
+    let (code, _, err) = report(&[&stranger]);
+    assert_eq!(code, 2);
+    assert!(err.contains("signature"), "{err}");
+    drop(bg);
+}
