@@ -168,6 +168,36 @@ fn entry_with_target<'a>(report: &'a serde_json::Value, target: &str) -> &'a ser
     hits[0]
 }
 
+/// The continuous audit's interval in this test.
+const INTERVAL: Duration = Duration::from_secs(3);
+
+/// `proof_ac_poison_suspects{instance="NAME"}` on /metrics.
+fn suspects_metric(http: &str, instance: &str) -> Option<u64> {
+    let (status, body) = proof_e2e::http_get(http, "/metrics", None);
+    assert_eq!(status, 200);
+    let key = format!("proof_ac_poison_suspects{{instance=\"{instance}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Polls /metrics (every 100 ms, at most 60 s) until `instance` shows `n`
+/// suspects; returns how long it took.
+fn wait_for_suspects(http: &str, instance: &str, n: u64) -> Duration {
+    let t = Instant::now();
+    loop {
+        if suspects_metric(http, instance) == Some(n) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no proof_ac_poison_suspects {n} within 60 s:\n{}",
+            proof_e2e::http_get(http, "/metrics", None).1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     let rig = rig();
@@ -190,8 +220,13 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
             &rig.remote_executor,
             "--executor-alias",
             &hostile_ep,
+            "--http",
+            "127.0.0.1:0",
+            "--audit-interval",
+            &format!("{}s", INTERVAL.as_secs()),
         ],
     );
+    let http = server.printed("HTTP on http://").trim().to_string();
     let bep = tmp.path().join("build.bep");
     remote_build(&rig, &tmp.path().join("ws"), &server.target(), &bep);
     let id = bep_invocation_id(&bep);
@@ -265,8 +300,36 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     assert_eq!(poisoned.output_files.len(), 1);
     poisoned.output_files[0].digest = parse_digest(&other_blob);
     assert_ne!(poisoned, original);
+    // The server's continuous audit has seen the proof, clean.
+    wait_for_suspects(&http, &instance, 0);
     let (code, msg) = block_on(client.update(&instance, &ask.digest, &poisoned)).unwrap();
     assert_eq!(code, 0, "{msg}");
+    // The continuous audit flags it within one interval (plus one run).
+    let flagged = wait_for_suspects(&http, &instance, 1);
+    println!("continuous audit flagged the rewrite after {flagged:?} (interval {INTERVAL:?})");
+    assert!(flagged <= INTERVAL + Duration::from_secs(2), "{flagged:?}");
+    let (status, page) = proof_e2e::http_get(&http, "/ac-audit", None);
+    assert_eq!(status, 200);
+    let table = &page[page
+        .find("id=\"ac-suspects\"")
+        .unwrap_or_else(|| panic!("{page}"))..];
+    assert!(
+        table.contains(&action) && table.contains("//:hello") && table.contains(">changed<"),
+        "{page}"
+    );
+    assert_eq!(table.matches("<tr>").count(), 2, "one suspect row: {page}");
+    let (_, metrics) = proof_e2e::http_get(&http, "/metrics", None);
+    assert!(
+        metrics.contains("proof_ac_entries_audited_total "),
+        "{metrics}"
+    );
+    let last_ok: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("proof_ac_audit_last_success_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(last_ok > 0.0);
 
     let (code, bad, err) = audit_json(&rig.remote_executor, &proofs, &public);
     assert_eq!(code, 1, "{bad:#}\n{err}");
@@ -314,6 +377,10 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     let (code, restored, err) = audit_json(&rig.remote_executor, &proofs, &public);
     assert_eq!(code, 0, "{restored:#}\n{err}");
     assert_eq!(restored["counts"]["same"], 8);
+    let cleared = wait_for_suspects(&http, &instance, 0);
+    assert!(cleared <= INTERVAL + Duration::from_secs(2), "{cleared:?}");
+    let (_, page) = proof_e2e::http_get(&http, "/ac-audit", None);
+    assert!(page.contains("id=\"ac-clean\""), "{page}");
 
     // 5. Unreachable executor: exit 2, and it says so.
     let closed = format!("grpc://127.0.0.1:{}", proof_e2e::pg::free_port());

@@ -26,6 +26,7 @@ pub mod outputs;
 pub mod probe;
 pub mod report;
 pub mod verdict;
+pub mod watch;
 
 pub use ledger::{read_ledger, AttestedEntry, AttestedLedger};
 pub use outputs::TargetOutputs;

@@ -482,3 +482,106 @@ pub fn e2_section(
     };
     Ok(proof_acaudit::e2::section(probes, audit.as_ref()))
 }
+
+/// `30s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 5m, 1h"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} is not a duration: use e.g. 30s, 5m, 1h")),
+    };
+    if d.is_zero() {
+        return Err("the audit interval must be longer than 0".into());
+    }
+    Ok(d)
+}
+
+/// What the continuous audit of `proof serve` needs.
+pub struct Watch {
+    pub executor: String,
+    pub proofs: PathBuf,
+    pub keys: Vec<VerifyingKey>,
+    pub manifest: Option<PathBuf>,
+    pub interval: std::time::Duration,
+    pub concurrency: usize,
+    pub metrics: std::sync::Arc<proof_server::Metrics>,
+}
+
+/// Starts the continuous audit on a thread of its own: one run now, then
+/// one every interval (from the start of the last), for the life of the
+/// process.
+pub fn start_watch(w: Watch) -> Result<()> {
+    let client = AcClient::new(&w.executor, &[])?;
+    w.metrics.ac_audit.enable();
+    std::thread::Builder::new()
+        .name("ac-audit".into())
+        .spawn(move || loop {
+            let t = Instant::now();
+            let status = &w.metrics.ac_audit;
+            let run = load_proofs(&w.proofs, &w.keys, w.manifest.as_deref(), &w.executor)
+                .and_then(|(proofs, skipped)| {
+                    run_audit(
+                        &client,
+                        &proofs,
+                        skipped,
+                        w.concurrency,
+                        &|i, d| status.first_seen(i, d),
+                        &|_, _| {},
+                    )
+                });
+            match run {
+                Ok(mut r) => {
+                    r.scope = match &w.manifest {
+                        Some(m) => format!("the promoted classes of {}", m.display()),
+                        None => format!("the executor-attested proofs of {}", w.proofs.display()),
+                    };
+                    if r.suspects.is_empty() {
+                        tracing::info!(summary = %r.summary, "AC audit");
+                    } else {
+                        for s in &r.suspects {
+                            tracing::warn!(verdict = s.verdict.as_str(), instance = %s.instance_name, action = %s.action_digest, targets = ?s.targets, proofs = ?s.proofs, writer = %s.writer, "AC poison suspect");
+                        }
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or_default();
+                    status.record(r, now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "AC audit failed");
+                    status.record_failure(format!("{e:#}"));
+                }
+            }
+            std::thread::sleep(w.interval.saturating_sub(t.elapsed()));
+        })
+        .context("cannot start the AC audit thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub proofs_signed_fail: AtomicU64,
     /// Failed checks of the signed proofs, by check name.
     pub proof_check_failures: Mutex<BTreeMap<String, u64>>,
+    /// The continuous AC audit (`proof serve --audit-interval`), shown by
+    /// `/metrics` and `/ac-audit`.
+    pub ac_audit: proof_acaudit::watch::AuditStatus,
 }
 
 impl Metrics {
