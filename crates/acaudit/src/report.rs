@@ -316,10 +316,28 @@ fn differences(att: &ResultView, cur: &ResultView) -> Vec<String> {
             cur.output_directories.join(", ")
         ));
     }
-    if att.stdout_digest != cur.stdout_digest || att.stderr_digest != cur.stderr_digest {
+    if att.output_symlinks != cur.output_symlinks {
         out.push(format!(
-            "stdout/stderr: attested {} {} -> current {} {}",
-            att.stdout_digest, att.stderr_digest, cur.stdout_digest, cur.stderr_digest
+            "output symlinks: attested [{}] -> current [{}]",
+            att.output_symlinks.join(", "),
+            cur.output_symlinks.join(", ")
+        ));
+    }
+    if att.stdout_digest != cur.stdout_digest
+        || att.stderr_digest != cur.stderr_digest
+        || att.stdout_raw != cur.stdout_raw
+        || att.stderr_raw != cur.stderr_raw
+    {
+        out.push(format!(
+            "stdout/stderr (digest, inline): attested {} {} [{}] [{}] -> current {} {} [{}] [{}]",
+            att.stdout_digest,
+            att.stderr_digest,
+            att.stdout_raw,
+            att.stderr_raw,
+            cur.stdout_digest,
+            cur.stderr_digest,
+            cur.stdout_raw,
+            cur.stderr_raw
         ));
     }
     out.push(format!(

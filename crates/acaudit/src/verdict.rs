@@ -3,10 +3,11 @@
 //!
 //! Two results are the *same* when everything a later build consumes is
 //! equal: every output file (path, digest, executable bit), every output
-//! directory (path, tree digest), the exit code, the stdout/stderr digests,
-//! and the writer (`execution_metadata.worker`). Timestamps and inline
-//! stdout/stderr bytes are not compared (an executor may re-serialize them;
-//! a later build is served the digests, not them).
+//! directory (path, tree digest), every output symlink (path, target), the
+//! exit code, the stdout/stderr digests, and the writer
+//! (`execution_metadata.worker`), and inline stdout/stderr bytes when there
+//! are any. Timestamps and other execution metadata are not compared (no
+//! build consumes them).
 
 use std::collections::BTreeSet;
 
@@ -97,8 +98,27 @@ pub struct ResultView {
     /// `PATH HASH/SIZE` of each output directory's tree, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_directories: Vec<String>,
+    /// `KIND PATH -> TARGET` of each output symlink (file, directory or
+    /// either), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_symlinks: Vec<String>,
     pub stdout_digest: String,
     pub stderr_digest: String,
+    /// `SHA256/SIZE` of inline stdout / stderr bytes, when the executor
+    /// inlined them (a build prints, and Bazel keeps as a test's log, the
+    /// inline bytes rather than the digest's blob).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout_raw: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_raw: String,
+}
+
+fn raw_digest(b: &[u8]) -> String {
+    if b.is_empty() {
+        String::new()
+    } else {
+        format!("{}/{}", hex::encode(sha2::Sha256::digest(b)), b.len())
+    }
 }
 
 impl ResultView {
@@ -120,6 +140,19 @@ impl ResultView {
             .map(|d| format!("{} {}", d.path, digest_string(d.tree_digest.as_ref())))
             .collect();
         output_directories.sort();
+        let mut output_symlinks: Vec<String> = [
+            ("file", &r.output_file_symlinks),
+            ("directory", &r.output_directory_symlinks),
+            ("any", &r.output_symlinks),
+        ]
+        .into_iter()
+        .flat_map(|(kind, links)| {
+            links
+                .iter()
+                .map(move |l| format!("{kind} {} -> {}", l.path, l.target))
+        })
+        .collect();
+        output_symlinks.sort();
         ResultView {
             result_digest: format!(
                 "{}/{}",
@@ -134,8 +167,11 @@ impl ResultView {
                 .unwrap_or_default(),
             output_files,
             output_directories,
+            output_symlinks,
             stdout_digest: digest_string(r.stdout_digest.as_ref()),
             stderr_digest: digest_string(r.stderr_digest.as_ref()),
+            stdout_raw: raw_digest(&r.stdout_raw),
+            stderr_raw: raw_digest(&r.stderr_raw),
         }
     }
 
@@ -145,8 +181,11 @@ impl ResultView {
             && self.worker == other.worker
             && self.output_files == other.output_files
             && self.output_directories == other.output_directories
+            && self.output_symlinks == other.output_symlinks
             && self.stdout_digest == other.stdout_digest
             && self.stderr_digest == other.stderr_digest
+            && self.stdout_raw == other.stdout_raw
+            && self.stderr_raw == other.stderr_raw
     }
 }
 
@@ -188,8 +227,14 @@ mod tests {
         let att = vec![ResultView::of(&result("bot-1", "hello.txt", "11"))];
         let w = workers();
         let mut same = result("bot-1", "hello.txt", "11");
-        // Timestamps and inline bytes do not count.
-        same.stdout_raw = b"hello".to_vec();
+        // Timestamps do not count.
+        same.execution_metadata
+            .as_mut()
+            .unwrap()
+            .worker_start_timestamp = Some(prost_types::Timestamp {
+            seconds: 5,
+            nanos: 0,
+        });
         assert_eq!(
             judge(&att, &Current::Found(Box::new(same)), &w),
             Verdict::Same
@@ -226,6 +271,13 @@ mod tests {
             judge(&att, &Current::Found(Box::new(exe)), &w),
             Verdict::Changed
         );
+        // Inline stdout (a remote test's log) is a change.
+        let mut raw = result("bot-1", "hello.txt", "11");
+        raw.stdout_raw = b"PASSED".to_vec();
+        assert_eq!(
+            judge(&att, &Current::Found(Box::new(raw)), &w),
+            Verdict::Changed
+        );
         // An exit code changed is a change.
         let mut code = result("bot-1", "hello.txt", "11");
         code.exit_code = 1;
@@ -243,6 +295,31 @@ mod tests {
         assert_eq!(
             judge(&two, &Current::Found(Box::new(poisoned)), &w),
             Verdict::Same
+        );
+    }
+
+    /// The cheapest rewrite that kept every field the audit first compared:
+    /// an output symlink added (ActionResult.output_symlinks, field 12,
+    /// which Bazel materializes as an output), every other field kept.
+    #[test]
+    fn an_added_output_symlink_is_a_change() {
+        let att = vec![ResultView::of(&result("bot-1", "hello.txt", "11"))];
+        let mut bytes = result("bot-1", "hello.txt", "11").encode_to_vec();
+        // field 12 (output_symlinks), length-delimited: OutputSymlink {
+        // path = "hello.txt" (1), target = "/etc/passwd" (2) }
+        let mut sym = Vec::new();
+        for (tag, v) in [(0x0a_u8, "hello.txt"), (0x12, "/etc/passwd")] {
+            sym.push(tag);
+            sym.push(v.len() as u8);
+            sym.extend_from_slice(v.as_bytes());
+        }
+        bytes.push(0x62);
+        bytes.push(sym.len() as u8);
+        bytes.extend_from_slice(&sym);
+        let forged = ActionResult::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            judge(&att, &Current::Found(Box::new(forged)), &workers()),
+            Verdict::Changed
         );
     }
 
