@@ -79,6 +79,7 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path) {
             &format!("--bes_backend={bes}"),
             "--noremote_accept_cached",
             &action_nonce("ACAUDIT"),
+            "--build_metadata=REPO=acme/payments-api",
             &format!("--build_event_binary_file={}", bep.display()),
         ],
     );
@@ -198,6 +199,46 @@ fn wait_for_suspects(http: &str, instance: &str, n: u64) -> Duration {
     }
 }
 
+/// A copy of the example manifest in `dir` that accepts unauthenticated
+/// proofs (the test's server has no tenants file), with `proof` promoted
+/// into class payments-api/package (cache-first, so promotion makes it
+/// executor-backed).
+fn manifest_with(dir: &Path, proof_file: &Path, public: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        proof_e2e::repo_root().join("examples/platform/config/rbe-target-eligibility.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = serde_json::Map::new();
+    for (k, val) in v.as_object().unwrap() {
+        if k == "allow_unauthenticated_proofs" {
+            continue;
+        }
+        out.insert(k.clone(), val.clone());
+        if k == "schema_version" {
+            out.insert("allow_unauthenticated_proofs".into(), true.into());
+        }
+    }
+    let path = dir.join("manifest.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&serde_json::Value::Object(out)).unwrap() + "\n",
+    )
+    .unwrap();
+    let (code, _, err) = proof(&[
+        "promote",
+        proof_file.to_str().unwrap(),
+        "--manifest",
+        path.to_str().unwrap(),
+        "--class",
+        "payments-api/package",
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    path
+}
+
 #[test]
 fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     let rig = rig();
@@ -230,7 +271,7 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     let bep = tmp.path().join("build.bep");
     remote_build(&rig, &tmp.path().join("ws"), &server.target(), &bep);
     let id = bep_invocation_id(&bep);
-    wait_for_proof(&proofs, &id);
+    let artifact = wait_for_proof(&proofs, &id);
 
     // 1. Clean: every entry the proof attested is what the cache serves.
     let t = Instant::now();
@@ -243,6 +284,48 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     assert!(clean["suspects"].as_array().unwrap().is_empty());
     assert!(err.contains("8/8 AC entries read"), "{err}");
     println!("clean audit of {n} entries: {clean_secs:.2}s");
+
+    // Behind the manifest's promoted classes: the proof promoted into
+    // payments-api/package is audited and its class named; the example
+    // manifest, which does not record it, leaves nothing to audit (exit 2).
+    let manifest = manifest_with(tmp.path(), &artifact, &public);
+    let audit_m = |m: &Path| {
+        let (code, out, err) = proof(&[
+            "audit",
+            "--executor",
+            &rig.remote_executor,
+            "--proofs",
+            proofs.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+            "--manifest",
+            m.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            err,
+        )
+    };
+    let (code, promoted, err) = audit_m(&manifest);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(promoted["entries_audited"], 8);
+    assert!(promoted["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["classes"] == serde_json::json!(["payments-api/package"])));
+    let example =
+        proof_e2e::repo_root().join("examples/platform/config/rbe-target-eligibility.json");
+    let (code, none, err) = audit_m(&example);
+    assert_eq!(code, 2, "{none:#}");
+    assert_eq!(none["entries_audited"], 0);
+    assert!(
+        err.contains("behind the manifest's promoted classes"),
+        "{err}"
+    );
 
     let hello = entry_with_target(&clean, "//:hello").clone();
     let upper = entry_with_target(&clean, "//:upper").clone();
@@ -358,6 +441,8 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
         proofs.to_str().unwrap(),
         "--key",
         public.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
     let line = text
@@ -365,14 +450,26 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
         .find(|l| l.starts_with("CHANGED"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.contains(&action) && line.contains("target //:hello"),
+        line.contains(&action)
+            && line.contains("target //:hello")
+            && line.contains("class payments-api/package")
+            && line.contains(&format!("proof {id}.proof.tar"))
+            && line.contains(&format!("instance {instance:?}")),
         "{line}"
     );
     assert!(text.contains(&format!("-> current {other_blob}")), "{text}");
     assert_eq!(text.matches("CHANGED").count(), 1, "{text}");
 
-    // 4. Restored: clean again.
-    let (code, msg) = block_on(client.update(&instance, &ask.digest, &original)).unwrap();
+    // 4. Restored from the hand-off alone (the attested result it carries,
+    // written back): clean again.
+    use base64::Engine as _;
+    use prost::Message as _;
+    let handed = base64::engine::general_purpose::STANDARD
+        .decode(s["attested_results_base64"][0].as_str().unwrap())
+        .unwrap();
+    let restore = ActionResult::decode(handed.as_slice()).unwrap();
+    assert_eq!(restore.output_files, original.output_files);
+    let (code, msg) = block_on(client.update(&instance, &ask.digest, &restore)).unwrap();
     assert_eq!(code, 0, "{msg}");
     let (code, restored, err) = audit_json(&rig.remote_executor, &proofs, &public);
     assert_eq!(code, 0, "{restored:#}\n{err}");

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::AttestedLedger;
@@ -42,6 +43,9 @@ pub struct PlanItem {
     /// `HASH/SIZE`.
     pub action_digest: String,
     pub attested: Vec<ResultView>,
+    /// The attested ActionResults as encoded (in `attested` order): what a
+    /// restore writes back.
+    pub attested_encoded: Vec<Vec<u8>>,
     pub relied_on_by: Vec<Reliance>,
 }
 
@@ -66,6 +70,7 @@ pub fn plan(proofs: &[ProofInput]) -> Plan {
                     instance_name: e.instance_name.clone(),
                     action_digest: e.action_digest.clone(),
                     attested: Vec::new(),
+                    attested_encoded: Vec::new(),
                     relied_on_by: Vec::new(),
                 });
             let mut targets = BTreeSet::new();
@@ -73,6 +78,7 @@ pub fn plan(proofs: &[ProofInput]) -> Plan {
                 let v = ResultView::of(r);
                 if !item.attested.contains(&v) {
                     item.attested.push(v);
+                    item.attested_encoded.push(prost::Message::encode_to_vec(r));
                 }
                 targets.extend(p.outputs.targets_of(r));
             }
@@ -122,6 +128,9 @@ pub struct Suspect {
     pub action_digest: String,
     /// `SHA256/SIZE` of the ActionResult(s) the proofs attested.
     pub attested_result_digests: Vec<String>,
+    /// The attested ActionResult(s), protobuf-encoded, base64 (standard):
+    /// what restoring the entry writes back with UpdateActionResult.
+    pub attested_results_base64: Vec<String>,
     /// `SHA256/SIZE` of the ActionResult served now.
     pub current_result_digest: String,
     /// `execution_metadata.worker` of the result served now.
@@ -225,6 +234,11 @@ pub fn finish(
                     .attested
                     .iter()
                     .map(|a| a.result_digest.clone())
+                    .collect(),
+                attested_results_base64: item
+                    .attested_encoded
+                    .iter()
+                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
                     .collect(),
                 current_result_digest: cur.map(|c| c.result_digest.clone()).unwrap_or_default(),
                 writer: cur.map(|c| c.worker.clone()).unwrap_or_default(),
