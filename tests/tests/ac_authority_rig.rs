@@ -172,11 +172,11 @@ fn entry_with_target<'a>(report: &'a serde_json::Value, target: &str) -> &'a ser
 /// The continuous audit's interval in this test.
 const INTERVAL: Duration = Duration::from_secs(3);
 
-/// `proof_ac_poison_suspects{instance="NAME"}` on /metrics.
+/// `proof_ac_poison_suspects{instance_name="NAME"}` on /metrics.
 fn suspects_metric(http: &str, instance: &str) -> Option<u64> {
     let (status, body) = proof_e2e::http_get(http, "/metrics", None);
     assert_eq!(status, 200);
-    let key = format!("proof_ac_poison_suspects{{instance=\"{instance}\"}} ");
+    let key = format!("proof_ac_poison_suspects{{instance_name=\"{instance}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
         .map(|v| v.trim().parse().unwrap())

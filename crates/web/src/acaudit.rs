@@ -39,7 +39,7 @@ pub(crate) fn render_metrics(out: &mut String, s: &Snapshot) {
     for (instance, n) in s.suspects_by_instance() {
         let _ = writeln!(
             out,
-            "proof_ac_poison_suspects{{instance=\"{}\"}} {n}",
+            "proof_ac_poison_suspects{{instance_name=\"{}\"}} {n}",
             crate::prom::label(&instance)
         );
     }
