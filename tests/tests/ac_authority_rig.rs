@@ -138,6 +138,75 @@ impl ActionCache for Hostile {
     }
 }
 
+/// Not an ActionResult: field 2 (ActionResult.output_files, a message) as a
+/// varint, so the client's decoding fails.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Malformed {
+    #[prost(uint64, tag = "2")]
+    output_files_as_varint: u64,
+}
+
+/// An ActionCache whose GetActionResult answers [`Malformed`] bytes.
+#[derive(Clone)]
+struct MalformedCache;
+
+impl tonic::server::NamedService for MalformedCache {
+    const NAME: &'static str = "build.bazel.remote.execution.v2.ActionCache";
+}
+
+struct MalformedAnswer;
+
+impl tonic::server::UnaryService<GetActionResultRequest> for MalformedAnswer {
+    type Response = Malformed;
+    type Future = std::future::Ready<Result<tonic::Response<Malformed>, tonic::Status>>;
+    fn call(&mut self, _: tonic::Request<GetActionResultRequest>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(Malformed {
+            output_files_as_varint: 7,
+        })))
+    }
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for MalformedCache {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Malformed, GetActionResultRequest>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(MalformedAnswer, req)
+                .await)
+        })
+    }
+}
+
+/// Starts the malformed ActionCache on `listener` in a thread of its own.
+fn start_malformed(listener: std::net::TcpListener) {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(MalformedCache)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                    .await
+                    .unwrap();
+            });
+    });
+}
+
 /// Starts the hostile ActionCache on `listener` in a thread of its own.
 fn start_hostile(listener: std::net::TcpListener, mode: Arc<AtomicU8>) {
     listener.set_nonblocking(true).unwrap();
@@ -249,6 +318,8 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
     // executor (as an operator declares another address of it).
     let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hostile_ep = format!("grpc://{}", hostile.local_addr().unwrap());
+    let malformed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let malformed_ep = format!("grpc://{}", malformed.local_addr().unwrap());
     let server = Server::start(
         "127.0.0.1:0",
         &tmp.path().join("store"),
@@ -261,6 +332,8 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
             &rig.remote_executor,
             "--executor-alias",
             &hostile_ep,
+            "--executor-alias",
+            &malformed_ep,
             "--http",
             "127.0.0.1:0",
             "--audit-interval",
@@ -519,6 +592,13 @@ fn the_audit_names_a_rewritten_ac_entry_and_clears_when_restored() {
         t.elapsed().as_secs_f64()
     );
     assert!(t.elapsed() < Duration::from_secs(60));
+    // Bytes that are not an ActionResult: unusable, named, exit 2.
+    start_malformed(malformed);
+    let (code, bad_bytes, err) = audit_json(&malformed_ep, &proofs, &public);
+    assert_eq!(code, 2, "{bad_bytes:#}\n{err}");
+    assert_eq!(bad_bytes["counts"]["unreachable"], 8, "{bad_bytes:#}");
+    let detail = bad_bytes["entries"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("decode"), "{detail}");
     mode.store(2, Ordering::SeqCst);
     let mut silent = AcClient::new(&hostile_ep, &[]).unwrap();
     silent.call_timeout = Duration::from_secs(1);
