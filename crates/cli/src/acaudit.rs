@@ -82,18 +82,9 @@ fn promoted(manifest: &Path) -> Result<BTreeMap<String, Vec<String>>> {
     Ok(out)
 }
 
-/// Reads, verifies and decodes one proof for the audit; Err is why it is
-/// skipped.
-fn load_one(
-    path: &Path,
-    keys: &[VerifyingKey],
-    executor: &str,
-    classes: Vec<String>,
-) -> std::result::Result<ProofInput, String> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// Reads one proof file (at most [`MAX_PROOF_BYTES`]): its bytes and
+/// their SHA-256.
+fn read_proof(path: &Path) -> std::result::Result<(Vec<u8>, String), String> {
     let len = std::fs::metadata(path)
         .map_err(|e| format!("cannot read it: {e}"))?
         .len();
@@ -102,8 +93,20 @@ fn load_one(
             "{len} bytes: larger than the audit's limit of {MAX_PROOF_BYTES}"
         ));
     }
-    // One read: what is verified is exactly what is audited.
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let sha = proof_manifest::io::sha256_hex(&bytes);
+    Ok((bytes, sha))
+}
+
+/// Verifies and decodes one proof's `bytes` (one read: what is verified,
+/// matched against the manifest and audited are the same bytes); Err is
+/// why it is skipped.
+fn load_one(
+    file_name: String,
+    bytes: &[u8],
+    keys: &[VerifyingKey],
+    executor: &str,
+) -> std::result::Result<ProofInput, String> {
     let report = proof_artifact::verify(Cursor::new(&bytes), keys, &Policy::default())
         .map_err(|e| format!("cannot verify it: {e}"))?;
     if !report.ok {
@@ -133,7 +136,7 @@ fn load_one(
             }
         ));
     }
-    let scanned = proof_artifact::tar::scan(bytes.as_slice())
+    let scanned = proof_artifact::tar::scan(bytes)
         .map_err(|e| format!("cannot read its members: {e}"))?;
     let member = |name: &str| {
         scanned.member(name).map(|m| {
@@ -152,7 +155,7 @@ fn load_one(
     Ok(ProofInput {
         proof: file_name,
         invocation_id: ev.invocation_id.clone(),
-        classes,
+        classes: Vec::new(),
         ledger,
         outputs,
     })
@@ -169,12 +172,28 @@ fn zstd_decode(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Proofs already verified and decoded, by path, while their file (size,
+/// modification time) is unchanged: the continuous audit verifies each
+/// proof once, not once per run.
+#[derive(Default)]
+pub struct ProofCache {
+    by_path: std::collections::HashMap<PathBuf, CachedProof>,
+}
+
+struct CachedProof {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    sha: String,
+    loaded: std::result::Result<ProofInput, String>,
+}
+
 /// Every auditable proof of `dir` (file-name order), and those skipped.
 pub fn load_proofs(
     dir: &Path,
     keys: &[VerifyingKey],
     manifest: Option<&Path>,
     executor: &str,
+    cache: &mut ProofCache,
 ) -> Result<(Vec<ProofInput>, Vec<Skipped>)> {
     let classes = match manifest {
         Some(m) => Some(promoted(m)?),
@@ -193,36 +212,52 @@ pub fn load_proofs(
     paths.sort();
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
+    let mut kept = std::collections::HashMap::new();
     for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cls = match &classes {
-            None => Vec::new(),
-            Some(by_sha) => {
-                let sha = match std::fs::read(&path) {
-                    Ok(b) => proof_manifest::io::sha256_hex(&b),
-                    Err(e) => {
-                        skipped.push(Skipped {
-                            proof: name,
-                            why: format!("cannot read it: {e}"),
-                        });
-                        continue;
-                    }
-                };
-                match by_sha.get(&sha) {
-                    Some(c) => c.clone(),
-                    // Not behind a promoted class: not audited, not listed.
-                    None => continue,
+        let meta = std::fs::metadata(&path).ok();
+        let (len, modified) = (
+            meta.as_ref().map_or(0, |m| m.len()),
+            meta.as_ref().and_then(|m| m.modified().ok()),
+        );
+        let entry = match cache.by_path.remove(&path) {
+            Some(c) if meta.is_some() && c.len == len && c.modified == modified => c,
+            _ => match read_proof(&path) {
+                Ok((bytes, sha)) => CachedProof {
+                    len,
+                    modified,
+                    loaded: load_one(name.clone(), &bytes, keys, executor),
+                    sha,
+                },
+                Err(why) => {
+                    skipped.push(Skipped { proof: name, why });
+                    continue;
                 }
-            }
+            },
         };
-        match load_one(&path, keys, executor, cls) {
-            Ok(p) => inputs.push(p),
-            Err(why) => skipped.push(Skipped { proof: name, why }),
+        let cls = match &classes {
+            None => Some(Vec::new()),
+            // Not behind a promoted class: not audited, not listed.
+            Some(by_sha) => by_sha.get(&entry.sha).cloned(),
+        };
+        if let Some(cls) = cls {
+            match &entry.loaded {
+                Ok(p) => inputs.push(ProofInput {
+                    classes: cls,
+                    ..p.clone()
+                }),
+                Err(why) => skipped.push(Skipped {
+                    proof: name,
+                    why: why.clone(),
+                }),
+            }
         }
+        kept.insert(path, entry);
     }
+    cache.by_path = kept;
     Ok((inputs, skipped))
 }
 
@@ -265,7 +300,13 @@ pub fn audit(a: AuditArgs) -> Result<u8> {
     let keys = load_verifying_keys(&a.keys)?;
     let client = AcClient::new(&a.executor, &a.headers)?;
     let t = Instant::now();
-    let (proofs, skipped) = load_proofs(&a.proofs, &keys, a.manifest.as_deref(), &a.executor)?;
+    let (proofs, skipped) = load_proofs(
+        &a.proofs,
+        &keys,
+        a.manifest.as_deref(),
+        &a.executor,
+        &mut ProofCache::default(),
+    )?;
     eprintln!(
         "proof audit: {} executor-attested proof(s) to audit, {} skipped ({:.1} s)",
         proofs.len(),
@@ -525,10 +566,12 @@ pub fn start_watch(w: Watch) -> Result<()> {
     w.metrics.ac_audit.enable();
     std::thread::Builder::new()
         .name("ac-audit".into())
-        .spawn(move || loop {
+        .spawn(move || {
+            let mut cache = ProofCache::default();
+            loop {
             let t = Instant::now();
             let status = &w.metrics.ac_audit;
-            let run = load_proofs(&w.proofs, &w.keys, w.manifest.as_deref(), &w.executor)
+            let run = load_proofs(&w.proofs, &w.keys, w.manifest.as_deref(), &w.executor, &mut cache)
                 .and_then(|(proofs, skipped)| {
                     run_audit(
                         &client,
@@ -564,6 +607,7 @@ pub fn start_watch(w: Watch) -> Result<()> {
                 }
             }
             std::thread::sleep(w.interval.saturating_sub(t.elapsed()));
+            }
         })
         .context("cannot start the AC audit thread")?;
     Ok(())
