@@ -22,6 +22,8 @@ pub struct ProofInput {
     /// The manifest classes this proof stands behind (empty without
     /// `--manifest`).
     pub classes: Vec<String>,
+    /// The tenant that submitted the build (the proof's origin).
+    pub tenant: Option<String>,
     pub ledger: AttestedLedger,
     pub outputs: TargetOutputs,
 }
@@ -34,6 +36,9 @@ pub struct Reliance {
     pub classes: Vec<String>,
     /// The proof's targets with an output of this action.
     pub targets: Vec<String>,
+    /// The tenant whose build the proof is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// One AC entry to ask about.
@@ -87,6 +92,7 @@ pub fn plan(proofs: &[ProofInput]) -> Plan {
                 invocation_id: p.invocation_id.clone(),
                 classes: p.classes.clone(),
                 targets: targets.into_iter().collect(),
+                tenant: p.tenant.clone(),
             });
         }
     }
@@ -94,6 +100,29 @@ pub fn plan(proofs: &[ProofInput]) -> Plan {
         items: items.into_values().collect(),
         known_workers,
         proofs: proofs.iter().map(|p| p.proof.clone()).collect(),
+    }
+}
+
+impl Suspect {
+    /// This suspect as `tenant` may see it: only the proofs of `tenant`'s
+    /// builds that relied on it (`None` when none did).
+    pub fn for_tenant(&self, tenant: &str) -> Option<Suspect> {
+        let rel: Vec<Reliance> = self
+            .relied_on_by
+            .iter()
+            .filter(|r| r.tenant.as_deref() == Some(tenant))
+            .cloned()
+            .collect();
+        if rel.is_empty() {
+            return None;
+        }
+        Some(Suspect {
+            classes: union(&rel, |r| r.classes.clone()),
+            targets: union(&rel, |r| r.targets.clone()),
+            proofs: union(&rel, |r| vec![r.proof.clone()]),
+            relied_on_by: rel,
+            ..self.clone()
+        })
     }
 }
 
@@ -449,6 +478,7 @@ mod tests {
             proof: name.into(),
             invocation_id: format!("inv-{name}"),
             classes: vec!["spoke-build".into()],
+            tenant: None,
             ledger: read_ledger(&ledger("", ops)).unwrap(),
             outputs: TargetOutputs::default(),
         }
@@ -505,6 +535,14 @@ mod tests {
         assert_eq!(s.proofs, ["a.proof.tar", "b.proof.tar"]);
         assert_eq!(s.classes, ["spoke-build"]);
         assert_ne!(s.current_result_digest, s.attested_result_digests[0]);
+        // A tenant sees only its own proofs' reliance; another tenant nothing.
+        let mut s2 = s.clone();
+        s2.relied_on_by[0].tenant = Some("t1".into());
+        s2.relied_on_by[1].tenant = Some("t2".into());
+        let mine = s2.for_tenant("t1").unwrap();
+        assert_eq!(mine.proofs, ["a.proof.tar"]);
+        assert_eq!(mine.relied_on_by.len(), 1);
+        assert!(s2.for_tenant("t3").is_none());
         let text = render_text(&poisoned);
         assert!(text.contains("CHANGED"), "{text}");
         assert!(

@@ -141,6 +141,7 @@ mod tests {
             proof: "a.proof.tar".into(),
             invocation_id: "i".into(),
             classes: vec![],
+            tenant: None,
             ledger: read_ledger(&ledger(
                 "main",
                 vec![op("o", "aa", result("bot", "h", "11"), false)],

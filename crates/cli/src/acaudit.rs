@@ -136,8 +136,8 @@ fn load_one(
             }
         ));
     }
-    let scanned = proof_artifact::tar::scan(bytes)
-        .map_err(|e| format!("cannot read its members: {e}"))?;
+    let scanned =
+        proof_artifact::tar::scan(bytes).map_err(|e| format!("cannot read its members: {e}"))?;
     let member = |name: &str| {
         scanned.member(name).map(|m| {
             let start = usize::try_from(m.offset).unwrap_or(usize::MAX);
@@ -156,6 +156,7 @@ fn load_one(
         proof: file_name,
         invocation_id: ev.invocation_id.clone(),
         classes: Vec::new(),
+        tenant: ev.origin.as_ref().and_then(|o| o.tenant.clone()),
         ledger,
         outputs,
     })

@@ -68,9 +68,34 @@ pub(crate) fn render_metrics(out: &mut String, s: &Snapshot) {
     );
 }
 
-/// `/api/v1/ac-audit`: the last report (suspects first), or why there is none.
+/// The tenant of the request (tenants configured), if any.
+fn request_tenant() -> Option<String> {
+    crate::REQUEST_TENANT.try_with(Clone::clone).ok().flatten()
+}
+
+/// What `tenant` may see of the last report's suspects: those its own
+/// proofs relied on, with only its own proofs named.
+fn tenant_suspects(s: &Snapshot, tenant: &str) -> Vec<proof_acaudit::Suspect> {
+    s.last
+        .iter()
+        .flat_map(|r| &r.suspects)
+        .filter_map(|x| x.for_tenant(tenant))
+        .collect()
+}
+
+/// `/api/v1/ac-audit`: the last report, or why there is none. With
+/// tenants, a tenant sees only the suspects its own proofs relied on.
 pub(crate) async fn api(AxState(state): AxState<State>) -> Response {
     let s = state.cfg.metrics.ac_audit.snapshot();
+    if let Some(t) = request_tenant() {
+        return axum::Json(serde_json::json!({
+            "enabled": s.enabled,
+            "last_success_unix": s.last_success_unix,
+            "tenant": t,
+            "suspects": tenant_suspects(&s, &t),
+        }))
+        .into_response();
+    }
     axum::Json(serde_json::json!({
         "enabled": s.enabled,
         "last_success_unix": s.last_success_unix,
@@ -95,7 +120,25 @@ pub(crate) async fn page(AxState(state): AxState<State>) -> Response {
             esc(e)
         );
     }
-    match &s.last {
+    let tenant = request_tenant();
+    let scoped;
+    let last = match (&s.last, &tenant) {
+        (Some(r), Some(t)) => {
+            // A tenant sees its own proofs' suspects, not the fleet's.
+            scoped = proof_acaudit::AuditReport {
+                summary: format!(
+                    "Last audit at {}: suspects among the AC entries tenant {t}'s proofs relied on.",
+                    r.audited_at
+                ),
+                suspects: tenant_suspects(&s, t),
+                entries: Vec::new(),
+                ..r.clone()
+            };
+            Some(&scoped)
+        }
+        (r, _) => r.as_ref(),
+    };
+    match last {
         None => b.push_str("<p class=\"muted\">No audit has finished yet.</p>"),
         Some(r) => {
             let _ = write!(
