@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proof_proto::bep;
 
+pub mod buildgrid;
 pub mod chromium;
 pub mod forge;
 pub mod pg;

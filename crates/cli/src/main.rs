@@ -10,6 +10,7 @@
 #[macro_use]
 mod out;
 
+mod acaudit;
 mod explain;
 mod invocations;
 mod manifest;
@@ -128,6 +129,10 @@ enum Command {
     Report(manifest::ReportArgs),
     /// Explain an invocation: KPIs and the dominant cause of lost remote execution or speed.
     Explain(explain::ExplainArgs),
+    /// Audit the executor's ActionCache behind executor-attested proofs (docs/ac-authority.md).
+    Audit(acaudit::AuditArgs),
+    /// Probe a lane's ActionCache write posture with a canary entry (docs/ac-authority.md).
+    ProbeAc(acaudit::ProbeArgs),
     /// Tenants file helpers: hash a bearer token, check a file.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
@@ -173,6 +178,8 @@ fn main() -> ExitCode {
         Command::Report(a) => manifest::report(a),
         Command::Explain(a) => explain::explain(a),
         Command::Tenants(c) => tenants::run(c),
+        Command::Audit(a) => acaudit::audit(a),
+        Command::ProbeAc(a) => acaudit::probe(a),
     };
     out::flush();
     match result {

@@ -182,6 +182,14 @@ pub struct ReportArgs {
     keys: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
     format: ReportFormat,
+    /// Signed `proof probe-ac --out` results (verified with --key): the E2
+    /// section shows each lane's write posture as probed; repeatable.
+    #[arg(long = "ac-probe", value_name = "FILE")]
+    ac_probes: Vec<PathBuf>,
+    /// The last `proof audit --format json` output: the E2 section shows
+    /// its figures.
+    #[arg(long = "ac-audit", value_name = "FILE")]
+    ac_audit: Option<PathBuf>,
 }
 
 pub fn report(a: ReportArgs) -> Result<u8> {
@@ -202,9 +210,33 @@ pub fn report(a: ReportArgs) -> Result<u8> {
         None => None,
     };
     let r = proof_manifest::build_report(&m, dir.as_ref());
+    let e2 = if a.ac_probes.is_empty() && a.ac_audit.is_none() {
+        None
+    } else {
+        if !a.ac_probes.is_empty() && a.keys.is_empty() {
+            bail!("--ac-probe needs --key PUBLIC to verify the signed probe results");
+        }
+        let keys = load_verifying_keys(&a.keys)?;
+        Some(crate::acaudit::e2_section(
+            &a.ac_probes,
+            a.ac_audit.as_deref(),
+            &keys,
+        )?)
+    };
     match a.format {
-        ReportFormat::Md => out!("{}", render::report_md(&r)),
-        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
+        ReportFormat::Md => {
+            out!("{}", render::report_md(&r));
+            if let Some(e2) = &e2 {
+                out!("{}", proof_acaudit::e2::render_md(e2));
+            }
+        }
+        ReportFormat::Json => {
+            let mut v = serde_json::to_value(&r)?;
+            if let (Some(e2), Some(o)) = (&e2, v.as_object_mut()) {
+                o.insert("e2".into(), serde_json::to_value(e2)?);
+            }
+            outln!("{}", serde_json::to_string_pretty(&v)?)
+        }
     }
     Ok(EXIT_OK)
 }

@@ -145,6 +145,15 @@ pub struct ServeArgs {
         requires = "retention"
     )]
     retention_keep_manifest: Vec<PathBuf>,
+    /// With --executor: audit the executor's ActionCache behind this
+    /// server's proofs every DURATION (e.g. 5m): metrics
+    /// `proof_ac_*`, page /ac-audit (docs/ac-authority.md).
+    #[arg(long, value_name = "DURATION", requires = "executor", value_parser = crate::acaudit::parse_duration)]
+    audit_interval: Option<Duration>,
+    /// With --audit-interval: audit only the proofs of this manifest's
+    /// promoted classes.
+    #[arg(long, value_name = "FILE", requires = "audit_interval")]
+    audit_manifest: Option<PathBuf>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -234,6 +243,21 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         trusted: vec![signing.key.verifying_key()],
     };
     let metrics = Arc::new(Metrics::default());
+    if let (Some(interval), Some(url)) = (a.audit_interval, &a.executor) {
+        crate::acaudit::start_watch(crate::acaudit::Watch {
+            executor: url.clone(),
+            proofs: proofs.clone(),
+            keys: vec![signing.key.verifying_key()],
+            manifest: a.audit_manifest.clone(),
+            interval,
+            concurrency: 16,
+            metrics: metrics.clone(),
+        })?;
+        outln!(
+            "proof serve: auditing the ActionCache of {url} behind the proofs every {} s",
+            interval.as_secs_f64()
+        );
+    }
     let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,

@@ -18,6 +18,8 @@
 //! again with exponential backoff for a bounded time, then the ledger says
 //! "unreachable" (the proof fails closed, it never silently passes).
 
+pub mod ac;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,8 @@ pub enum LedgerError {
     Unreachable { endpoint: String, reason: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
+    #[error("--header {0:?} is not NAME: VALUE (an ASCII gRPC metadata name and value)")]
+    BadHeader(String),
 }
 
 /// Bounds on one ledger query: what a hostile or broken executor can make

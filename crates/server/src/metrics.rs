@@ -44,6 +44,9 @@ pub struct Metrics {
     pub proof_check_failures: Mutex<BTreeMap<String, u64>>,
     /// The replica is draining (SIGTERM): `/readyz` answers 503.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The continuous AC audit (`proof serve --audit-interval`), shown by
+    /// `/metrics` and `/ac-audit`.
+    pub ac_audit: proof_acaudit::watch::AuditStatus,
 }
 
 impl Metrics {

@@ -77,7 +77,7 @@ code{font:12px ui-monospace,monospace}.ok{color:#276749;font-weight:600}.bad{col
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:12px}.legend span{margin-right:12px}\
 .sw{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}";
 
-fn page(title: &str, body: &str) -> Html<String> {
+pub(crate) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
 <meta name=\"viewport\" content=\"width=device-width\"><style>{CSS}</style></head><body>\

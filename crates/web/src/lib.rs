@@ -25,6 +25,7 @@
 //! token's tenant: lists show only its invocations, another tenant's
 //! invocation is a 404 (`docs/tenants.md`).
 
+mod acaudit;
 mod api;
 mod html;
 mod prom;
@@ -389,6 +390,8 @@ pub fn router_for(cfg: WebConfig, tenants: Option<Arc<proof_tenancy::Tenants>>) 
         .route("/invocations", get(html::list_page))
         .route("/invocations/{id}", get(html::invocation_page))
         .route("/fleet", get(html::fleet_page))
+        .route("/ac-audit", get(acaudit::page))
+        .route("/api/v1/ac-audit", get(acaudit::api))
         .route("/metrics", get(prom::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -173,6 +173,7 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
         let (fleet, skipped) = (&view.fleet, &view.skipped);
         let mut text = String::new();
         render_server(&mut text, &s.cfg.metrics);
+        crate::acaudit::render_metrics(&mut text, &s.cfg.metrics.ac_audit.snapshot());
         let w = &s.web;
         let mut o = Out(text);
         o.counter(
