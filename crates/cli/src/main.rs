@@ -17,6 +17,7 @@ mod proofs;
 mod serve;
 mod signing;
 mod tenants;
+mod vsa;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +118,8 @@ enum Command {
     Record(proofs::RecordArgs),
     /// Verify proof artifacts: signature, digests, re-derived evidence, policy.
     Verify(proofs::VerifyArgs),
+    /// Check a SLSA verification summary (ID.vsa.dsse.json): signature, result, levels.
+    VerifyVsa(vsa::VerifyVsaArgs),
     /// Promote a target class in the RBE eligibility manifest with a verified proof artifact.
     Promote(manifest::PromoteArgs),
     /// Answer the platform's six RBE eligibility questions from the manifest (and artifacts).
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Keygen { out } => proofs::keygen(&out),
         Command::Record(a) => proofs::record(a),
         Command::Verify(a) => proofs::verify(a),
+        Command::VerifyVsa(a) => vsa::verify_vsa(a),
         Command::Promote(a) => manifest::promote(a),
         Command::Report(a) => manifest::report(a),
         Command::Explain(a) => explain::explain(a),

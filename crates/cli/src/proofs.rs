@@ -284,6 +284,8 @@ pub struct VerifyArgs {
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
+    #[command(flatten)]
+    pub vsa: crate::vsa::VsaOutArgs,
 }
 
 pub fn verify(a: VerifyArgs) -> Result<u8> {
@@ -318,11 +320,15 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
     if a.require_executor_attestation {
         policy = policy.check(proof_artifact::PolicyCheck::ExecutorAttested);
     }
+    let vsa = a.vsa.prepare(&a.artifacts)?;
     let mut worst = EXIT_OK;
     let mut json_out = Vec::new();
     for path in &a.artifacts {
         match proof_artifact::verify_path(path, &keys, &policy) {
             Ok(report) => {
+                if let Some(vsa) = &vsa {
+                    vsa.write(path, &report, &policy)?;
+                }
                 if !report.ok {
                     worst = worst.max(EXIT_FAILED);
                 }

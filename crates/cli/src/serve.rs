@@ -111,6 +111,16 @@ pub struct ServeArgs {
     /// executor for up to --executor-deadline-secs).
     #[arg(long, default_value_t = proof_server::proofs::QueueConfig::default().workers)]
     proof_workers: usize,
+    /// The server's URI, named as `verifier.id` in the SLSA verification
+    /// summary (ID.vsa.dsse.json) written beside every proof. Default: the
+    /// --public-url, else urn:rbe-proof:verifier:KEYID.
+    #[arg(long, value_name = "URI")]
+    verifier_id: Option<String>,
+    /// The base URL users reach this server's web pages at (e.g.
+    /// https://proofs.example.com): each VSA's resourceUri is then
+    /// URL/invocations/ID instead of urn:rbe-proof:invocation:ID.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -196,6 +206,14 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         dir: proofs,
         executor,
         metrics: Some(metrics.clone()),
+        vsa: Some(proof_server::vsa::VsaConfig {
+            verifier_id: a
+                .verifier_id
+                .clone()
+                .or_else(|| a.public_url.clone())
+                .unwrap_or_else(|| format!("urn:rbe-proof:verifier:{keyid}")),
+            results_base: a.public_url.clone(),
+        }),
     });
     // Proofs (and executor queries) run on their own threads, never on the
     // pool that stores and acks events; pending ones survive a restart.

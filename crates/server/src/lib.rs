@@ -10,6 +10,7 @@ pub mod proofs;
 pub mod recover;
 pub mod replay;
 pub mod tenants;
+pub mod vsa;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

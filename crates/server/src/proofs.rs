@@ -38,6 +38,8 @@ pub struct LedgerConfig {
     pub budget: Budget,
 }
 
+type Verdict = Result<proof_artifact::Report, proof_artifact::VerifyError>;
+
 /// Why no proof was written for an invocation.
 #[derive(Debug, Error)]
 pub enum ProofError {
@@ -61,6 +63,9 @@ pub struct ProofWriter {
     /// `Some`: every signed proof is verified as `proof verify` does (the
     /// server's own key, the default policy) and its verdict counted here.
     pub metrics: Option<Arc<Metrics>>,
+    /// `Some`: every signed proof also gets its SLSA verification summary,
+    /// `DIR/INVOCATION_ID.vsa.dsse.json` (`proof serve` always sets it).
+    pub vsa: Option<crate::vsa::VsaConfig>,
 }
 
 impl ProofWriter {
@@ -77,9 +82,8 @@ impl ProofWriter {
 
     /// Verifies the artifact just written, as `proof verify --key <the
     /// server's public key>` does, and counts its verdict and failed checks.
-    fn count_verdict(&self, metrics: &Metrics, id: &str, path: &std::path::Path) {
-        let trusted = [self.key.verifying_key()];
-        match proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default()) {
+    fn count_verdict(&self, metrics: &Metrics, id: &str, verdict: &Verdict) {
+        match verdict {
             Ok(report) => {
                 let failed: Vec<&str> = report
                     .checks
@@ -93,6 +97,27 @@ impl ProofWriter {
             Err(e) => {
                 tracing::error!(invocation = %id, error = %e, "the proof just written cannot be verified");
                 metrics.proof_signed(false, ["unreadable"]);
+            }
+        }
+    }
+
+    /// Verifies the artifact just written, as `proof verify --key <the
+    /// server's public key>` does (the default policy).
+    fn verdict(&self, path: &Path) -> Verdict {
+        let trusted = [self.key.verifying_key()];
+        proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default())
+    }
+
+    /// Writes the verdict's VSA beside the artifact (when configured).
+    fn write_vsa(&self, id: &str, artifact: &Path, verdict: &Verdict) {
+        let Some(cfg) = &self.vsa else { return };
+        let Ok(report) = verdict else { return };
+        match crate::vsa::write(cfg, &self.key, id, artifact, report) {
+            Ok(path) => {
+                tracing::info!(invocation = %id, path = %path.display(), pass = report.ok, "verification summary written")
+            }
+            Err(e) => {
+                tracing::error!(invocation = %id, error = %e, "cannot write the verification summary (VSA)")
             }
         }
     }
@@ -176,13 +201,22 @@ impl ProofWriter {
                     tenant = ?out.evidence.origin.as_ref().and_then(|o| o.tenant.as_deref()),
                     "proof artifact written"
                 );
-                if let Some(m) = &self.metrics {
-                    self.count_verdict(m, id, &out.path);
+                if self.metrics.is_some() || self.vsa.is_some() {
+                    let verdict = self.verdict(&out.path);
+                    if let Some(m) = &self.metrics {
+                        self.count_verdict(m, id, &verdict);
+                    }
+                    self.write_vsa(id, &out.path, &verdict);
                 }
                 Ok(())
             }
             Err(ProofError::Record(RecordError::Exists(path))) => {
                 tracing::info!(invocation = %id, path = %path.display(), "the proof was already written");
+                // A crash between the proof and its summary: write the summary now.
+                if self.vsa.is_some() && !crate::vsa::path(&path).exists() {
+                    let verdict = self.verdict(&path);
+                    self.write_vsa(id, &path, &verdict);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -74,6 +74,7 @@ fn setup(endpoint: &str, aliases: &[&str], budget: Budget) -> Setup {
             budget,
         }),
         metrics: None,
+        vsa: None,
     };
     Setup {
         _dir: dir,

@@ -104,6 +104,7 @@ pub fn proof_writer(
             budget: proof_executor::Budget::default(),
         }),
         metrics,
+        vsa: None,
     }
 }
 
