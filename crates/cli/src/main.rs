@@ -12,6 +12,7 @@ mod out;
 
 mod explain;
 mod invocations;
+mod log;
 mod manifest;
 mod proofs;
 mod serve;
@@ -118,6 +119,9 @@ enum Command {
     Record(proofs::RecordArgs),
     /// Verify proof artifacts: signature, digests, re-derived evidence, policy.
     Verify(proofs::VerifyArgs),
+    /// The transparency log of signed proofs: inclusion, consistency, monitor.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// Check a SLSA verification summary (ID.vsa.dsse.json): signature, result, levels.
     VerifyVsa(vsa::VerifyVsaArgs),
     /// Promote a target class in the RBE eligibility manifest with a verified proof artifact.
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         Command::Record(a) => proofs::record(a),
         Command::Verify(a) => proofs::verify(a),
         Command::VerifyVsa(a) => vsa::verify_vsa(a),
+        Command::Log(c) => log::run(c),
         Command::Promote(a) => manifest::promote(a),
         Command::Report(a) => manifest::report(a),
         Command::Explain(a) => explain::explain(a),

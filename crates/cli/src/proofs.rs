@@ -286,6 +286,11 @@ pub struct VerifyArgs {
     format: crate::manifest::CheckFormat,
     #[command(flatten)]
     pub vsa: crate::vsa::VsaOutArgs,
+    /// Also require the proof to be in the server's transparency log: its
+    /// inclusion sidecar ID.tlog.json (beside the artifact) proves the
+    /// statement is a leaf of a checkpoint signed by --key.
+    #[arg(long, conflicts_with = "manifest")]
+    require_log: bool,
 }
 
 pub fn verify(a: VerifyArgs) -> Result<u8> {
@@ -325,7 +330,12 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
     let mut json_out = Vec::new();
     for path in &a.artifacts {
         match proof_artifact::verify_path(path, &keys, &policy) {
-            Ok(report) => {
+            Ok(mut report) => {
+                if a.require_log {
+                    let c = crate::log::logged_check(path, &keys, report.ok);
+                    report.ok &= c.ok;
+                    report.checks.push(c);
+                }
                 if let Some(vsa) = &vsa {
                     vsa.write(path, &report, &policy)?;
                 }

@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// URL/invocations/ID instead of urn:rbe-proof:invocation:ID.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// Origin (name) of the transparency log every proof is appended to
+    /// (STORE/tlog; served at /log/ with --http). Default:
+    /// rbe-proof.invalid/log/KEYID16 (the first 16 hex digits of the keyid).
+    #[arg(long, value_name = "ORIGIN")]
+    log_origin: Option<String>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -201,6 +206,25 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         trusted: vec![signing.key.verifying_key()],
     };
     let metrics = Arc::new(Metrics::default());
+    let log = if crate::invocations::is_pg_store(&a.store) {
+        outln!("proof serve: no transparency log: it is kept only in a directory store so far");
+        None
+    } else {
+        let origin = a
+            .log_origin
+            .clone()
+            .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16]));
+        let dir = a.store.join("tlog");
+        let log = proof_tlog::Published::open(&dir, &origin, signing.key.clone())
+            .with_context(|| format!("cannot open the transparency log in {}", dir.display()))?;
+        outln!(
+            "proof serve: transparency log {origin} in {} ({} proofs; verifier key {})",
+            dir.display(),
+            log.log.with_tree(|t| t.size()),
+            proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
+        );
+        Some(Arc::new(log))
+    };
     let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
@@ -214,6 +238,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                 .unwrap_or_else(|| format!("urn:rbe-proof:verifier:{keyid}")),
             results_base: a.public_url.clone(),
         }),
+        log: log.clone(),
     });
     // Proofs (and executor queries) run on their own threads, never on the
     // pool that stores and acks events; pending ones survive a restart.
@@ -267,10 +292,11 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                     execlog_dir: a.execlog_dir.clone(),
                     proofs: Some(web_proofs),
                 };
-                Some(tokio::spawn(proof_web::serve_http_for(
+                Some(tokio::spawn(proof_web::serve_http_with_log(
                     l,
                     web,
                     tenants.clone(),
+                    log.clone(),
                     async move {
                         let _ = http_stopped.await;
                     },

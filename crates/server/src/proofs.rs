@@ -38,6 +38,16 @@ pub struct LedgerConfig {
     pub budget: Budget,
 }
 
+/// `DIR/ID.proof.tar` → `DIR/ID.tlog.json`: where a proof's inclusion proof travels.
+pub fn tlog_sidecar(artifact: &Path) -> PathBuf {
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".proof.tar").unwrap_or(&name);
+    artifact.with_file_name(format!("{stem}{}", proof_tlog::SIDECAR_SUFFIX))
+}
+
 type Verdict = Result<proof_artifact::Report, proof_artifact::VerifyError>;
 
 /// Why no proof was written for an invocation.
@@ -66,6 +76,10 @@ pub struct ProofWriter {
     /// `Some`: every signed proof also gets its SLSA verification summary,
     /// `DIR/INVOCATION_ID.vsa.dsse.json` (`proof serve` always sets it).
     pub vsa: Option<crate::vsa::VsaConfig>,
+    /// `Some`: every signed proof's statement is appended to this
+    /// transparency log and its inclusion proof written beside it as
+    /// `DIR/INVOCATION_ID.tlog.json` (docs/proof-format.md §9).
+    pub log: Option<Arc<proof_tlog::Published>>,
 }
 
 impl ProofWriter {
@@ -106,6 +120,35 @@ impl ProofWriter {
     fn verdict(&self, path: &Path) -> Verdict {
         let trusted = [self.key.verifying_key()];
         proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default())
+    }
+
+    /// Appends the artifact's statement to the transparency log (when
+    /// configured) and writes its inclusion sidecar.
+    fn log_proof(&self, id: &str, artifact: &Path) {
+        let Some(log) = &self.log else { return };
+        let statement = std::fs::File::open(artifact)
+            .ok()
+            .and_then(|f| proof_artifact::vsa::read_statement(std::io::BufReader::new(f)));
+        let Some(statement) = statement else {
+            tracing::error!(invocation = %id, "cannot read the statement of the proof just written; it is not logged");
+            return;
+        };
+        let side = tlog_sidecar(artifact);
+        match log
+            .log_statement(&statement)
+            .map_err(|e| e.to_string())
+            .and_then(|inc| {
+                proof_tlog::write_atomic(&side, &inc.to_bytes())
+                    .map(|()| inc)
+                    .map_err(|e| format!("cannot write {}: {e}", side.display()))
+            }) {
+            Ok(inc) => {
+                tracing::info!(invocation = %id, leaf_index = inc.leaf_index, tree_size = inc.tree_size, "proof logged")
+            }
+            Err(e) => {
+                tracing::error!(invocation = %id, error = %e, "cannot log the proof in the transparency log")
+            }
+        }
     }
 
     /// Writes the verdict's VSA beside the artifact (when configured).
@@ -201,6 +244,7 @@ impl ProofWriter {
                     tenant = ?out.evidence.origin.as_ref().and_then(|o| o.tenant.as_deref()),
                     "proof artifact written"
                 );
+                self.log_proof(id, &out.path);
                 if self.metrics.is_some() || self.vsa.is_some() {
                     let verdict = self.verdict(&out.path);
                     if let Some(m) = &self.metrics {
@@ -212,7 +256,11 @@ impl ProofWriter {
             }
             Err(ProofError::Record(RecordError::Exists(path))) => {
                 tracing::info!(invocation = %id, path = %path.display(), "the proof was already written");
-                // A crash between the proof and its summary: write the summary now.
+                // A crash between the proof and its log entry or summary:
+                // log it and write the summary now (appending is idempotent).
+                if self.log.is_some() && !tlog_sidecar(&path).exists() {
+                    self.log_proof(id, &path);
+                }
                 if self.vsa.is_some() && !crate::vsa::path(&path).exists() {
                     let verdict = self.verdict(&path);
                     self.write_vsa(id, &path, &verdict);

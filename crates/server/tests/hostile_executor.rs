@@ -75,6 +75,7 @@ fn setup(endpoint: &str, aliases: &[&str], budget: Budget) -> Setup {
         }),
         metrics: None,
         vsa: None,
+        log: None,
     };
     Setup {
         _dir: dir,

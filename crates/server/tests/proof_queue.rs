@@ -88,6 +88,7 @@ fn a_dead_executor_under_load_does_not_delay_other_streams_acks() {
         }),
         metrics: None,
         vsa: None,
+        log: None,
     });
     let queue = ProofQueue::start(writer, store.clone(), QueueConfig::default()).unwrap();
     let hook: Arc<dyn OnFinalized> = queue.clone();
@@ -226,6 +227,7 @@ fn a_pending_proof_is_signed_after_a_restart() {
         executor: None,
         metrics: None,
         vsa: None,
+        log: None,
     });
     let path = writer.path(&id);
     assert!(!path.exists());

@@ -11,14 +11,17 @@
 //! formats, and [`FileLog`], the crash-safe file that holds the leaves.
 
 mod checkpoint;
+pub mod client;
 mod file;
 mod inclusion;
+mod publish;
 mod tree;
 
 pub use checkpoint::{
     note_verifier_key, sign_checkpoint, verify_checkpoint, CheckpointError, Head,
 };
-pub use file::{FileLog, LogError};
+pub use file::{leaves_path, FileLog, LogError};
 pub use inclusion::{verify_sidecar, Inclusion, SIDECAR_SUFFIX};
+pub use publish::{write_atomic, PublishError, Published};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, Tree, TILE_HEIGHT};

@@ -105,6 +105,7 @@ pub fn proof_writer(
         }),
         metrics,
         vsa: None,
+        log: None,
     }
 }
 
