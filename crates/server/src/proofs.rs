@@ -138,7 +138,10 @@ impl ProofWriter {
             .log_statement(&statement)
             .map_err(|e| e.to_string())
             .and_then(|inc| {
-                proof_tlog::write_atomic(&side, &inc.to_bytes())
+                // Not synced: the leaf is (FileLog::append), and a sidecar
+                // lost to a crash is written again (the pending marker) or
+                // fetched with `proof log inclusion`.
+                proof_tlog::write_replace(&side, &inc.to_bytes(), false)
                     .map(|()| inc)
                     .map_err(|e| format!("cannot write {}: {e}", side.display()))
             }) {
@@ -258,7 +261,7 @@ impl ProofWriter {
                 tracing::info!(invocation = %id, path = %path.display(), "the proof was already written");
                 // A crash between the proof and its log entry or summary:
                 // log it and write the summary now (appending is idempotent).
-                if self.log.is_some() && !tlog_sidecar(&path).exists() {
+                if self.log.is_some() {
                     self.log_proof(id, &path);
                 }
                 if self.vsa.is_some() && !crate::vsa::path(&path).exists() {

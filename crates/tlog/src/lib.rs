@@ -22,6 +22,6 @@ pub use checkpoint::{
 };
 pub use file::{leaves_path, FileLog, LogError};
 pub use inclusion::{verify_sidecar, Inclusion, SIDECAR_SUFFIX};
-pub use publish::{write_atomic, PublishError, Published};
+pub use publish::{write_atomic, write_replace, PublishError, Published};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, Tree, TILE_HEIGHT};

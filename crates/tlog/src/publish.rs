@@ -46,15 +46,26 @@ impl std::fmt::Debug for Published {
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replace(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` by a rename (readers see the old or the new
+/// file, never a part); with `sync`, durably.
+pub fn write_replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    if sync {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Published {
@@ -82,11 +93,13 @@ impl Published {
         sign_checkpoint(&self.origin, size, root, &self.key)
     }
 
-    /// Writes `DIR/checkpoint` (what `proof log` reads from a store).
+    /// Writes `DIR/checkpoint` (what `proof log --store` reads). Not
+    /// synced: it is derived from the leaves, and one lost to a crash is
+    /// an older, equally valid checkpoint (rewritten at the next start).
     fn write_checkpoint(&self) -> Result<String, PublishError> {
         let note = self.checkpoint()?;
         let path = self.dir.join("checkpoint");
-        write_atomic(&path, note.as_bytes())
+        write_replace(&path, note.as_bytes(), false)
             .map_err(|source| PublishError::Write { path, source })?;
         Ok(note)
     }
@@ -107,7 +120,7 @@ impl Published {
         });
         let note = sign_checkpoint(&self.origin, size, root, &self.key)?;
         // Best effort for readers of the store; the sidecar carries its own.
-        let _ = self.write_checkpoint();
+        let _ = write_replace(&self.dir.join("checkpoint"), note.as_bytes(), false);
         Ok(Inclusion::new(index, size, root, &path, note))
     }
 
