@@ -329,6 +329,70 @@ fn every_signed_proof_has_a_vsa_that_standard_tools_verify_and_a_forgery_says_fa
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["verificationResult"], "FAILED", "{v}");
 
+    // The cheapest forgery that reaches RBE_PROOF_REMOTE_CLAIMED_V1: the
+    // same forged stream recorded offline (no executor ledger) by anyone
+    // with a key passes the client-side checks: PASSED with only the first
+    // two levels, which is why consumers require the attested ones.
+    let forged_bep = tmp.path().join("forged.bep");
+    let mut bytes = Vec::new();
+    for ev in forged_local_only(&rig.remote_executor, &fresh_id(0x75b)) {
+        prost::encoding::encode_varint(ev.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&ev);
+    }
+    std::fs::write(&forged_bep, &bytes).unwrap();
+    let rec = tmp.path().join("recorded");
+    let (code, out) = run_proof(&[
+        "record",
+        s(&forged_bep),
+        "--key",
+        s(&vkey),
+        "--out",
+        s(&rec),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let rec_tar = std::fs::read_dir(&rec)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec_vsa = tmp.path().join("recorded.vsa.dsse.json");
+    let (code, out) = run_proof(&[
+        "verify",
+        s(&rec_tar),
+        "--key",
+        s(&vpub),
+        "--vsa-out",
+        s(&rec_vsa),
+        "--vsa-key",
+        s(&vkey),
+    ]);
+    assert_eq!(code, 0, "the forgery passes every client-side check: {out}");
+    let (code, v) = standard_check(&rec_vsa, &vpub);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verificationResult"], "PASSED", "{v}");
+    assert_eq!(
+        v["verifiedLevels"],
+        serde_json::json!([
+            "RBE_PROOF_SIGNED_EVIDENCE_V1",
+            "RBE_PROOF_REMOTE_CLAIMED_V1"
+        ]),
+        "{v}"
+    );
+    let (code, out) = run_proof(&[
+        "verify-vsa",
+        s(&rec_vsa),
+        "--key",
+        s(&vpub),
+        "--expect-level",
+        "RBE_PROOF_EXECUTOR_ATTESTED_V1",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("does not name RBE_PROOF_EXECUTOR_ATTESTED_V1"),
+        "{out}"
+    );
+
     // 4. A crash after the proof, before its summary: the pending marker
     // is still there at the next start, and the summary is written then.
     server.kill9();
