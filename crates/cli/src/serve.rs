@@ -223,7 +223,7 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             log.log.with_tree(|t| t.size()),
             proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
         );
-        Some(Arc::new(log))
+        Some(log)
     };
     let writer = Arc::new(ProofWriter {
         key: signing.key,

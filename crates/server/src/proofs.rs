@@ -134,24 +134,42 @@ impl ProofWriter {
             return;
         };
         let side = tlog_sidecar(artifact);
-        match log
-            .log_statement(&statement)
-            .map_err(|e| e.to_string())
-            .and_then(|inc| {
-                // Not synced: the leaf is (FileLog::append), and a sidecar
-                // lost to a crash is written again (the pending marker) or
-                // fetched with `proof log inclusion`.
-                proof_tlog::write_replace(&side, &inc.to_bytes(), false)
-                    .map(|()| inc)
-                    .map_err(|e| format!("cannot write {}: {e}", side.display()))
-            }) {
-            Ok(inc) => {
-                tracing::info!(invocation = %id, leaf_index = inc.leaf_index, tree_size = inc.tree_size, "proof logged")
-            }
-            Err(e) => {
-                tracing::error!(invocation = %id, error = %e, "cannot log the proof in the transparency log")
-            }
-        }
+        let marker = pending_dir(&self.dir).join(id);
+        let who = id.to_string();
+        // Group commit: the committer syncs this leaf with others, signs a
+        // checkpoint after the sync, then writes the sidecar and only then
+        // removes the pending marker, so a crash before the sync leaves the
+        // marker and the proof is logged at the next start.
+        log.submit(
+            id,
+            statement,
+            Box::new(move |result| {
+                let written = result.and_then(|inc| {
+                    // Not synced: the leaf is, and a lost sidecar is written
+                    // again or fetched with `proof log inclusion`.
+                    proof_tlog::write_replace(&side, &inc.to_bytes(), false)
+                        .map(|()| inc)
+                        .map_err(|e| format!("cannot write {}: {e}", side.display()))
+                });
+                match written {
+                    Ok(inc) => {
+                        tracing::info!(invocation = %who, leaf_index = inc.leaf_index, tree_size = inc.tree_size, "proof logged");
+                        if let Err(e) = std::fs::remove_file(&marker) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(invocation = %who, error = %e, "cannot remove the pending-proof marker");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(invocation = %who, error = %e, "cannot log the proof in the transparency log; it is logged at the next start"),
+                }
+            }),
+        );
+    }
+
+    /// The pending marker of `id` is removed by the log's committer once
+    /// the proof is logged, not by the queue.
+    pub fn marker_deferred(&self, id: &str) -> bool {
+        self.log.as_ref().is_some_and(|l| l.in_flight(id))
     }
 
     /// Writes the verdict's VSA beside the artifact (when configured).
@@ -452,7 +470,7 @@ impl ProofQueue {
                         RecordError::Io { .. } | RecordError::Tar(_)
                     ))
             );
-            if !retry {
+            if !retry && !self.writer.marker_deferred(&id) {
                 if let Err(e) = std::fs::remove_file(self.marker(&id)) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(invocation = %id, error = %e, "cannot remove the pending-proof marker");

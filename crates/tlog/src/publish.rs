@@ -2,8 +2,11 @@
 //! its checkpoints. Appends a statement and hands back its inclusion
 //! sidecar; answers `/log/checkpoint` and `/log/tile/...`.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use thiserror::Error;
@@ -27,12 +30,25 @@ pub enum PublishError {
     },
 }
 
+/// Called once a submitted statement is logged (its leaf synced, its
+/// inclusion proof against a checkpoint signed after the sync), or not.
+pub type Done = Box<dyn FnOnce(Result<Inclusion, String>) + Send>;
+
+struct Job {
+    id: String,
+    statement: Vec<u8>,
+    done: Done,
+}
+
 /// A log the server appends to and publishes.
 pub struct Published {
     pub log: FileLog,
     pub origin: String,
     dir: PathBuf,
     key: SigningKey,
+    jobs: Mutex<Vec<Job>>,
+    wake: Condvar,
+    in_flight: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Published {
@@ -69,22 +85,95 @@ pub fn write_replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<(
 }
 
 impl Published {
-    /// Opens (creating) the log in `dir` (for a directory store: `STORE/tlog`).
-    pub fn open(dir: &Path, origin: &str, key: SigningKey) -> Result<Published, PublishError> {
+    /// Opens (creating) the log in `dir` (for a directory store:
+    /// `STORE/tlog`) and starts its committer thread ([`Published::submit`]).
+    pub fn open(dir: &Path, origin: &str, key: SigningKey) -> Result<Arc<Published>, PublishError> {
         if !signed_note::is_key_name_valid(origin) {
             return Err(CheckpointError::Note(format!(
                 "the log origin {origin:?} cannot name a key: it must be non-empty, without spaces or '+'"
             ))
             .into());
         }
-        let p = Published {
+        let p = Arc::new(Published {
             log: FileLog::open(dir)?,
             origin: origin.to_string(),
             dir: dir.to_path_buf(),
             key,
-        };
+            jobs: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            in_flight: Mutex::new(HashSet::new()),
+        });
         p.write_checkpoint()?;
+        let weak = Arc::downgrade(&p);
+        std::thread::Builder::new()
+            .name("tlog-commit".into())
+            .spawn(move || commit_loop(&weak))
+            .map_err(|source| PublishError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         Ok(p)
+    }
+
+    /// Queues `statement` (of invocation `id`) for the next group commit:
+    /// the committer thread appends everything queued with one `fdatasync`,
+    /// signs one checkpoint after it, and calls each `done` with its
+    /// inclusion proof. Returns at once.
+    pub fn submit(&self, id: &str, statement: Vec<u8>, done: Done) {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id.to_string());
+        self.jobs.lock().expect("jobs lock").push(Job {
+            id: id.to_string(),
+            statement,
+            done,
+        });
+        self.wake.notify_one();
+    }
+
+    /// `id` was submitted and its `done` has not returned yet.
+    pub fn in_flight(&self, id: &str) -> bool {
+        self.in_flight.lock().expect("in-flight lock").contains(id)
+    }
+
+    fn commit(&self, jobs: Vec<Job>) {
+        let items: Vec<&[u8]> = jobs.iter().map(|j| j.statement.as_slice()).collect();
+        let result = self.log.append_batch(&items).map_err(|e| e.to_string());
+        let signed = result.and_then(|indexes| {
+            let (size, root, paths) = self.log.with_tree(|t| {
+                let size = t.size();
+                let paths: Vec<_> = indexes
+                    .iter()
+                    .map(|&i| t.inclusion(i, size).expect("a logged leaf is in the tree"))
+                    .collect();
+                (size, t.root(), paths)
+            });
+            let note =
+                sign_checkpoint(&self.origin, size, root, &self.key).map_err(|e| e.to_string())?;
+            let _ = write_replace(&self.dir.join("checkpoint"), note.as_bytes(), false);
+            Ok(indexes
+                .into_iter()
+                .zip(paths)
+                .map(|(i, p)| Inclusion::new(i, size, root, &p, note.clone()))
+                .collect::<Vec<_>>())
+        });
+        match signed {
+            Ok(incs) => {
+                for (job, inc) in jobs.into_iter().zip(incs) {
+                    let id = job.id.clone();
+                    (job.done)(Ok(inc));
+                    self.in_flight.lock().expect("in-flight lock").remove(&id);
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let id = job.id.clone();
+                    (job.done)(Err(e.clone()));
+                    self.in_flight.lock().expect("in-flight lock").remove(&id);
+                }
+            }
+        }
     }
 
     /// The signed checkpoint of the log as it is now.
@@ -127,5 +216,22 @@ impl Published {
     /// The bytes of hash tile `path` (`tile/L/N[.p/W]`) of the log now.
     pub fn tile(&self, path: &str) -> Option<Vec<u8>> {
         self.log.with_tree(|t| t.tile(path, t.size()))
+    }
+}
+
+fn commit_loop(weak: &Weak<Published>) {
+    loop {
+        let Some(p) = weak.upgrade() else { return };
+        let jobs = {
+            let guard = p.jobs.lock().expect("jobs lock");
+            let (mut guard, _) = p
+                .wake
+                .wait_timeout_while(guard, Duration::from_secs(1), |j| j.is_empty())
+                .expect("jobs lock");
+            std::mem::take(&mut *guard)
+        };
+        if !jobs.is_empty() {
+            p.commit(jobs);
+        }
     }
 }
