@@ -226,8 +226,39 @@ fn every_signed_proof_is_logged_and_a_rewritten_log_is_caught() {
     assert!(out.contains("is not leaf 1"), "{out}");
 
     // 4. SIGKILL and restart: the log continues; the monitor sees growth.
+    // A crash after the last proof was written but before its leaf reached
+    // the disk: the leaf is gone, its sidecar too, its pending marker is
+    // still there. At the next start it is logged (same statement, same
+    // index) and its sidecar written.
     server.kill9();
+    let leaves = store.join("tlog/leaves");
+    let full = std::fs::read(&leaves).unwrap();
+    std::fs::write(&leaves, &full[..4 * 32]).unwrap();
+    let last_side = proofs.join(format!("{}.tlog.json", ids[4]));
+    std::fs::remove_file(&last_side).unwrap();
+    std::fs::write(proofs.join(".pending").join(&ids[4]), b"").unwrap();
     let (mut server, http) = start(&store, &key, &proofs);
+    wait_sidecar(&proofs, &ids[4]);
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&last_side).unwrap()).unwrap();
+    assert_eq!(side["leaf_index"], 4, "{side}");
+    assert_eq!(std::fs::read(&leaves).unwrap(), full, "the same leaf again");
+    let t = std::time::Instant::now();
+    while proofs.join(".pending").join(&ids[4]).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the marker stays after logging"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out) = run_proof(&[
+        "verify",
+        s(&proofs.join(format!("{}.proof.tar", ids[4]))),
+        "--key",
+        s(&public),
+        "--require-log",
+    ]);
+    assert_eq!(code, 0, "{out}");
     let more: Vec<String> = (0..3).map(|n| id(n, 2)).collect();
     for i in &more {
         send(&server.target(), i);
@@ -255,7 +286,6 @@ fn every_signed_proof_is_logged_and_a_rewritten_log_is_caught() {
 
     // 5. One leaf rewritten on disk (leaf 2 replaced), then a restart.
     server.kill9();
-    let leaves = store.join("tlog/leaves");
     let honest = std::fs::read(&leaves).unwrap();
     let mut bytes = honest.clone();
     bytes[2 * 32..3 * 32].copy_from_slice(&[0x42; 32]);
