@@ -206,25 +206,32 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         trusted: vec![signing.key.verifying_key()],
     };
     let metrics = Arc::new(Metrics::default());
+    let origin = a
+        .log_origin
+        .clone()
+        .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16]));
     let log = if crate::invocations::is_pg_store(&a.store) {
-        outln!("proof serve: no transparency log: it is kept only in a directory store so far");
-        None
+        // Every replica appends to one log in the database; the latest
+        // checkpoint file goes to the shared proofs directory.
+        let url = a.store.to_string_lossy().into_owned();
+        let pg = proof_store_pg::PgStore::connect(&url)?;
+        let shared = proof_store_pg::tlog::PgLeaves::open(pg)
+            .and_then(|l| proof_tlog::SharedLog::open(Box::new(l)))
+            .map_err(anyhow::Error::msg)?;
+        let dir = proofs.join(".tlog");
+        proof_tlog::Published::open_shared(shared, &dir, &origin, signing.key.clone())
+            .with_context(|| format!("cannot start the transparency log ({})", dir.display()))?
     } else {
-        let origin = a
-            .log_origin
-            .clone()
-            .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16]));
         let dir = a.store.join("tlog");
-        let log = proof_tlog::Published::open(&dir, &origin, signing.key.clone())
-            .with_context(|| format!("cannot open the transparency log in {}", dir.display()))?;
-        outln!(
-            "proof serve: transparency log {origin} in {} ({} proofs; verifier key {})",
-            dir.display(),
-            log.log.with_tree(|t| t.size()),
-            proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
-        );
-        Some(log)
+        proof_tlog::Published::open(&dir, &origin, signing.key.clone())
+            .with_context(|| format!("cannot open the transparency log in {}", dir.display()))?
     };
+    outln!(
+        "proof serve: transparency log {origin} ({} proofs; verifier key {})",
+        log.log.with_tree(|t| t.size()),
+        proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
+    );
+    let log = Some(log);
     let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,

@@ -15,6 +15,7 @@ pub mod client;
 mod file;
 mod inclusion;
 mod publish;
+mod shared;
 mod tree;
 
 pub use checkpoint::{
@@ -22,6 +23,7 @@ pub use checkpoint::{
 };
 pub use file::{leaves_path, FileLog, LogError};
 pub use inclusion::{verify_sidecar, Inclusion, SIDECAR_SUFFIX};
-pub use publish::{write_atomic, write_replace, PublishError, Published};
+pub use publish::{write_atomic, write_replace, Leaves, PublishError, Published};
+pub use shared::{LeafBackend, SharedLog};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, Tree, TILE_HEIGHT};

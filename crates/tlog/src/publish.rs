@@ -14,6 +14,8 @@ use thiserror::Error;
 use crate::checkpoint::{sign_checkpoint, CheckpointError};
 use crate::file::{FileLog, LogError};
 use crate::inclusion::Inclusion;
+use crate::shared::SharedLog;
+use crate::tree::Tree;
 
 /// Why a statement could not be logged.
 #[derive(Debug, Error)]
@@ -40,9 +42,40 @@ struct Job {
     done: Done,
 }
 
+/// Where a published log's leaves are: a file of the directory store, or
+/// a database shared by replicas.
+#[derive(Debug)]
+pub enum Leaves {
+    File(FileLog),
+    Shared(SharedLog),
+}
+
+impl Leaves {
+    fn append_batch(&self, items: &[&[u8]]) -> Result<Vec<u64>, String> {
+        match self {
+            Leaves::File(f) => f.append_batch(items).map_err(|e| e.to_string()),
+            Leaves::Shared(s) => s.append_batch(items),
+        }
+    }
+
+    /// Runs `f` on the tree (a shared log is brought up to date first; if
+    /// the database cannot be read, on the tree as last seen).
+    pub fn with_tree<T>(&self, f: impl FnOnce(&Tree) -> T) -> T {
+        match self {
+            Leaves::File(l) => l.with_tree(f),
+            Leaves::Shared(s) => {
+                if let Err(e) = s.refresh() {
+                    eprintln!("transparency log: cannot read the shared log: {e}");
+                }
+                s.with_tree(f)
+            }
+        }
+    }
+}
+
 /// A log the server appends to and publishes.
 pub struct Published {
-    pub log: FileLog,
+    pub log: Leaves,
     pub origin: String,
     dir: PathBuf,
     key: SigningKey,
@@ -88,6 +121,30 @@ impl Published {
     /// Opens (creating) the log in `dir` (for a directory store:
     /// `STORE/tlog`) and starts its committer thread ([`Published::submit`]).
     pub fn open(dir: &Path, origin: &str, key: SigningKey) -> Result<Arc<Published>, PublishError> {
+        Self::start(Leaves::File(FileLog::open(dir)?), dir, origin, key)
+    }
+
+    /// Starts publishing a log shared by replicas; `dir` (e.g. a directory
+    /// of the shared proofs directory) gets the latest checkpoint file.
+    pub fn open_shared(
+        shared: SharedLog,
+        dir: &Path,
+        origin: &str,
+        key: SigningKey,
+    ) -> Result<Arc<Published>, PublishError> {
+        std::fs::create_dir_all(dir).map_err(|source| PublishError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Self::start(Leaves::Shared(shared), dir, origin, key)
+    }
+
+    fn start(
+        log: Leaves,
+        dir: &Path,
+        origin: &str,
+        key: SigningKey,
+    ) -> Result<Arc<Published>, PublishError> {
         if !signed_note::is_key_name_valid(origin) {
             return Err(CheckpointError::Note(format!(
                 "the log origin {origin:?} cannot name a key: it must be non-empty, without spaces or '+'"
@@ -95,7 +152,7 @@ impl Published {
             .into());
         }
         let p = Arc::new(Published {
-            log: FileLog::open(dir)?,
+            log,
             origin: origin.to_string(),
             dir: dir.to_path_buf(),
             key,
@@ -139,7 +196,7 @@ impl Published {
 
     fn commit(&self, jobs: Vec<Job>) {
         let items: Vec<&[u8]> = jobs.iter().map(|j| j.statement.as_slice()).collect();
-        let result = self.log.append_batch(&items).map_err(|e| e.to_string());
+        let result = self.log.append_batch(&items);
         let signed = result.and_then(|indexes| {
             let (size, root, paths) = self.log.with_tree(|t| {
                 let size = t.size();
@@ -197,7 +254,13 @@ impl Published {
     /// its index) and returns its inclusion proof against a checkpoint
     /// signed now.
     pub fn log_statement(&self, statement: &[u8]) -> Result<Inclusion, PublishError> {
-        let index = self.log.append(statement)?;
+        let index = self
+            .log
+            .append_batch(&[statement])
+            .map_err(|e| PublishError::Write {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e),
+            })?[0];
         let (size, root, path) = self.log.with_tree(|t| {
             let size = t.size();
             (
