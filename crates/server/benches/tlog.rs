@@ -11,8 +11,8 @@
 //! both. The log starts with `PROOF_BENCH_LOG_LEAVES` (100 000) leaves.
 //! Prints the median and mean per proof of both, and the ratio.
 //!
-//! `cargo bench -p proof-server --bench tlog` (`-- --quick`: 10 proofs
-//! each, an empty-ish log). `PROOF_BENCH_DIR` picks the disk.
+//! `cargo bench -p proof-server --bench tlog` (`-- --quick`, and under
+//! `cargo test --all-targets`: 10 proofs each, 1,000 leaves). `PROOF_BENCH_DIR` picks the disk.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -52,7 +52,10 @@ fn stats(v: &mut [Duration]) -> (f64, f64) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var("BENCH_QUICK").is_ok();
+    // `cargo test --all-targets` runs this without `--bench`: a quick run.
+    let quick = std::env::args().any(|a| a == "--quick")
+        || !std::env::args().any(|a| a == "--bench")
+        || std::env::var("BENCH_QUICK").is_ok();
     let n: usize = if quick { 10 } else { 60 };
     let preload: u64 = std::env::var("PROOF_BENCH_LOG_LEAVES")
         .ok()
