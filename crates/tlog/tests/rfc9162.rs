@@ -4,7 +4,9 @@
 //! tree size 1..=64, every leaf, every pair of sizes, with the file-backed
 //! log closed and reopened (a restart) and with a torn tail cut off (a
 //! crash). A leaf rewritten on disk, or a truncation followed by different
-//! appends, is caught by consistency from an old checkpoint.
+//! appends, is caught by consistency from an old checkpoint. Hash tiles hold
+//! RFC 6962 subtree hashes; the tile-reading client refuses a fork at the
+//! same size, a fork that grew, a shrink and another log.
 
 use proof_tlog::{sign_checkpoint, verify_checkpoint, verify_sidecar, FileLog, Hash, Inclusion};
 use sha2::{Digest, Sha256};
@@ -281,4 +283,110 @@ fn the_inclusion_sidecar_verifies_only_the_logged_statement_under_the_log_key() 
     inc.root_hash = hex::encode([0u8; 32]);
     let err = verify_sidecar(&leaf(3), &inc.to_bytes(), &[key.verifying_key()], None).unwrap_err();
     assert!(err.contains("its signed checkpoint says"), "{err}");
+}
+
+#[test]
+fn hash_tiles_hold_rfc6962_subtree_hashes() {
+    let leaves: Vec<Vec<u8>> = (0..300).map(leaf).collect();
+    let t = proof_tlog::Tree::from_leaf_hashes(leaves.iter().map(|l| proof_tlog::leaf_hash(l)));
+    // Level 0: the leaf hashes; the right edge is a partial tile of 44.
+    let full = t.tile("tile/0/000", 300).unwrap();
+    for (i, h) in full.chunks_exact(32).enumerate() {
+        assert_eq!(h, sha(&[&[0], &leaves[i]]));
+    }
+    let edge = t.tile("tile/0/001.p/44", 300).unwrap();
+    assert_eq!(edge.len(), 44 * 32);
+    assert_eq!(&edge[43 * 32..], sha(&[&[0], &leaves[299]]));
+    // Level 1: one hash per full 256-leaf subtree, its MTH.
+    let up = t.tile("tile/1/000.p/1", 300).unwrap();
+    assert_eq!(up, mth(&leaves[..256]).to_vec());
+}
+
+/// A log served from memory, as `proof log --store` serves one from disk.
+struct Served {
+    tree: proof_tlog::Tree,
+    note: Vec<u8>,
+}
+
+impl proof_tlog::client::Fetch for Served {
+    fn checkpoint(&self) -> Result<Vec<u8>, String> {
+        Ok(self.note.clone())
+    }
+    fn tile(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.tree
+            .tile(path, self.tree.size())
+            .ok_or_else(|| format!("no tile {path}"))
+    }
+}
+
+#[test]
+fn consistency_client_refuses_a_fork_at_the_same_size_a_shrink_and_another_origin() {
+    use proof_tlog::client::{check_consistency, prove_inclusion, ClientError};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+    let origin = "rbe-proof.test/log";
+    let tree = |n: usize, fork: bool| {
+        proof_tlog::Tree::from_leaf_hashes((0..n).map(|i| {
+            if fork && i == 3 {
+                proof_tlog::leaf_hash(b"forked")
+            } else {
+                proof_tlog::leaf_hash(&leaf(i))
+            }
+        }))
+    };
+    let served = |t: proof_tlog::Tree, origin: &str| Served {
+        note: sign_checkpoint(origin, t.size(), t.root(), &key)
+            .unwrap()
+            .into_bytes(),
+        tree: t,
+    };
+    let old = served(tree(10, false), origin);
+    let trusted = [key.verifying_key()];
+    // Honest growth.
+    let grown = served(tree(300, false), origin);
+    let (o, n, _) = check_consistency(&grown, &trusted, &old.note).unwrap();
+    assert_eq!((o.size, n.size), (10, 300));
+    // The same size, another root (a fork signed by the key).
+    let fork = served(tree(10, true), origin);
+    assert!(matches!(
+        check_consistency(&fork, &trusted, &old.note),
+        Err(ClientError::Inconsistent { .. })
+    ));
+    // A fork that grew.
+    let fork = served(tree(300, true), origin);
+    assert!(matches!(
+        check_consistency(&fork, &trusted, &old.note),
+        Err(ClientError::Inconsistent { .. })
+    ));
+    // A shrink.
+    let small = served(tree(7, false), origin);
+    assert!(matches!(
+        check_consistency(&small, &trusted, &old.note),
+        Err(ClientError::Inconsistent { .. })
+    ));
+    // Another log's checkpoint.
+    let other = served(tree(300, false), "another.test/log");
+    assert!(matches!(
+        check_consistency(&other, &trusted, &old.note),
+        Err(ClientError::Checkpoint(_))
+    ));
+    // Inclusion through tiles: found at its index past the first tile, and
+    // a statement never logged is said to be so.
+    let inc = prove_inclusion(&grown, &trusted, &leaf(290)).unwrap();
+    assert_eq!((inc.leaf_index, inc.tree_size), (290, 300));
+    let path: Vec<[u8; 32]> = inc
+        .hashes
+        .iter()
+        .map(|h| hex::decode(h).unwrap().try_into().unwrap())
+        .collect();
+    assert!(verify_inclusion(
+        290,
+        300,
+        &leaf(290),
+        &path,
+        grown.tree.root().0
+    ));
+    assert!(matches!(
+        prove_inclusion(&grown, &trusted, b"never logged"),
+        Err(ClientError::NotLogged { size: 300 })
+    ));
 }
