@@ -31,6 +31,9 @@ echo
 echo "== 2. live ingest over loopback gRPC"
 cargo bench -q -p proof-server --bench ingest ${server_args[@]+"${server_args[@]}"}
 echo
+echo "== 2b. transparency log: finalization -> proof written, with vs without the log"
+cargo bench -q -p proof-server --bench tlog ${server_args[@]+"${server_args[@]}"}
+echo
 echo "== 3. real Bazel build on the rig: --config=proof vs without BES and exec log"
 if [ -f "${RIG_ENV:-/tmp/rbe-proof-rig/run/rig.env}" ]; then
     cargo build -q --release -p proof-cli

@@ -10,7 +10,9 @@
 #   --no-install    fail instead of installing anything that is missing
 #   --install-only  install what is missing (apt: bazel-bootstrap,
 #                   python3-venv, postgresql; pip: buildgrid and psycopg2-binary
-#                   into $RIG_DIR/venv), start nothing
+#                   into $RIG_DIR/venv, plus securesystemslib and
+#                   in-toto-attestation, with which the tests check proofs
+#                   and verification summaries), start nothing
 #
 # Environment (all optional):
 #   RIG_DIR            venv, state, logs, pid files  (default /tmp/rbe-proof-rig)
@@ -142,6 +144,14 @@ venv_has_extras() {
     "$VENV/bin/python" -c 'import psycopg2' >/dev/null 2>&1
 }
 
+# What the tests import from the venv to check proofs with standard tools
+# (tests/tests/vsa_interop.rs): DSSE with securesystemslib, in-toto Statements
+# with the in-toto attestation bindings. Added to an existing venv in place.
+TEST_PIP=(securesystemslib in-toto-attestation)
+venv_has_test_pkgs() {
+    "$VENV/bin/python" -c 'import securesystemslib, in_toto_attestation' >/dev/null 2>&1
+}
+
 venv_version() {
     [ -x "$VENV/bin/python" ] || return 0
     "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("buildgrid"))' 2>/dev/null || true
@@ -176,6 +186,11 @@ if [ "$INSTALL" = 1 ]; then
         "$PYTHON" -m venv "$VENV"
         "$VENV/bin/pip" install -q --disable-pip-version-check "buildgrid==$BUILDGRID_VERSION" ${PIP_EXTRA[@]+"${PIP_EXTRA[@]}"} \
             || die "pip could not install buildgrid==$BUILDGRID_VERSION ${PIP_EXTRA[*]} (network? PyPI?)"
+    fi
+    if ! venv_has_test_pkgs; then
+        say "adding ${TEST_PIP[*]} to $VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "${TEST_PIP[@]}" \
+            || die "pip could not install ${TEST_PIP[*]} (network? PyPI?)"
     fi
 fi
 T1=$(date +%s)

@@ -37,6 +37,7 @@ pub mod statement;
 pub mod summary;
 pub mod tar;
 pub mod verify;
+pub mod vsa;
 
 pub use keys::{
     generate, keyid, load_private_pem, load_public_pem, KeyError, SigningKey, VerifyingKey,

@@ -13,12 +13,14 @@ mod out;
 mod acaudit;
 mod explain;
 mod invocations;
+mod log;
 mod manifest;
 mod proofs;
 mod retention;
 mod serve;
 mod signing;
 mod tenants;
+mod vsa;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,6 +125,11 @@ enum Command {
     Record(proofs::RecordArgs),
     /// Verify proof artifacts: signature, digests, re-derived evidence, policy.
     Verify(proofs::VerifyArgs),
+    /// The transparency log of signed proofs: inclusion, consistency, monitor.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Check a SLSA verification summary (ID.vsa.dsse.json): signature, result, levels.
+    VerifyVsa(vsa::VerifyVsaArgs),
     /// Promote a target class in the RBE eligibility manifest with a verified proof artifact.
     Promote(manifest::PromoteArgs),
     /// Answer the platform's six RBE eligibility questions from the manifest (and artifacts).
@@ -174,6 +181,8 @@ fn main() -> ExitCode {
         Command::Keygen { out } => proofs::keygen(&out),
         Command::Record(a) => proofs::record(a),
         Command::Verify(a) => proofs::verify(a),
+        Command::VerifyVsa(a) => vsa::verify_vsa(a),
+        Command::Log(c) => log::run(c),
         Command::Promote(a) => manifest::promote(a),
         Command::Report(a) => manifest::report(a),
         Command::Explain(a) => explain::explain(a),

@@ -284,6 +284,13 @@ pub struct VerifyArgs {
     /// With --manifest: output format.
     #[arg(long, value_enum, default_value_t = crate::manifest::CheckFormat::Text, requires = "manifest")]
     format: crate::manifest::CheckFormat,
+    #[command(flatten)]
+    pub vsa: crate::vsa::VsaOutArgs,
+    /// Also require the proof to be in the server's transparency log: its
+    /// inclusion sidecar ID.tlog.json (beside the artifact) proves the
+    /// statement is a leaf of a checkpoint signed by --key.
+    #[arg(long, conflicts_with = "manifest")]
+    require_log: bool,
 }
 
 pub fn verify(a: VerifyArgs) -> Result<u8> {
@@ -318,11 +325,20 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
     if a.require_executor_attestation {
         policy = policy.check(proof_artifact::PolicyCheck::ExecutorAttested);
     }
+    let vsa = a.vsa.prepare(&a.artifacts)?;
     let mut worst = EXIT_OK;
     let mut json_out = Vec::new();
     for path in &a.artifacts {
         match proof_artifact::verify_path(path, &keys, &policy) {
-            Ok(report) => {
+            Ok(mut report) => {
+                if a.require_log {
+                    let c = crate::log::logged_check(path, &keys, report.ok);
+                    report.ok &= c.ok;
+                    report.checks.push(c);
+                }
+                if let Some(vsa) = &vsa {
+                    vsa.write(path, &report, &policy)?;
+                }
                 if !report.ok {
                     worst = worst.max(EXIT_FAILED);
                 }

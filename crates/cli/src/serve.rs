@@ -154,6 +154,21 @@ pub struct ServeArgs {
     /// promoted classes.
     #[arg(long, value_name = "FILE", requires = "audit_interval")]
     audit_manifest: Option<PathBuf>,
+    /// The server's URI, named as `verifier.id` in the SLSA verification
+    /// summary (ID.vsa.dsse.json) written beside every proof. Default: the
+    /// --public-url, else urn:rbe-proof:verifier:KEYID.
+    #[arg(long, value_name = "URI")]
+    verifier_id: Option<String>,
+    /// The base URL users reach this server's web pages at (e.g.
+    /// https://proofs.example.com): each VSA's resourceUri is then
+    /// URL/invocations/ID instead of urn:rbe-proof:invocation:ID.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Origin (name) of the transparency log every proof is appended to
+    /// (STORE/tlog; served at /log/ with --http). Default:
+    /// rbe-proof.invalid/log/KEYID16 (the first 16 hex digits of the keyid).
+    #[arg(long, value_name = "ORIGIN")]
+    log_origin: Option<String>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
@@ -258,11 +273,46 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             interval.as_secs_f64()
         );
     }
+    let origin = a
+        .log_origin
+        .clone()
+        .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16]));
+    let log = if crate::invocations::is_pg_store(&a.store) {
+        // Every replica appends to one log in the database; the latest
+        // checkpoint file goes to the shared proofs directory.
+        let url = a.store.to_string_lossy().into_owned();
+        let pg = proof_store_pg::PgStore::connect(&url)?;
+        let shared = proof_store_pg::tlog::PgLeaves::open(pg)
+            .and_then(|l| proof_tlog::SharedLog::open(Box::new(l)))
+            .map_err(anyhow::Error::msg)?;
+        let dir = proofs.join(".tlog");
+        proof_tlog::Published::open_shared(shared, &dir, &origin, signing.key.clone())
+            .with_context(|| format!("cannot start the transparency log ({})", dir.display()))?
+    } else {
+        let dir = a.store.join("tlog");
+        proof_tlog::Published::open(&dir, &origin, signing.key.clone())
+            .with_context(|| format!("cannot open the transparency log in {}", dir.display()))?
+    };
+    outln!(
+        "proof serve: transparency log {origin} ({} proofs; verifier key {})",
+        log.log.with_tree(|t| t.size()),
+        proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
+    );
+    let log = Some(log);
     let writer = Arc::new(ProofWriter {
         key: signing.key,
         dir: proofs,
         executor,
         metrics: Some(metrics.clone()),
+        vsa: Some(proof_server::vsa::VsaConfig {
+            verifier_id: a
+                .verifier_id
+                .clone()
+                .or_else(|| a.public_url.clone())
+                .unwrap_or_else(|| format!("urn:rbe-proof:verifier:{keyid}")),
+            results_base: a.public_url.clone(),
+        }),
+        log: log.clone(),
     });
     // Proofs (and executor queries) run on their own threads, never on the
     // pool that stores and acks events; pending ones survive a restart.
@@ -317,10 +367,11 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
                     execlog_dir: a.execlog_dir.clone(),
                     proofs: Some(web_proofs),
                 };
-                Some(tokio::spawn(proof_web::serve_http_for(
+                Some(tokio::spawn(proof_web::serve_http_with_log(
                     l,
                     web,
                     tenants.clone(),
+                    log.clone(),
                     async move {
                         let _ = http_stopped.await;
                     },

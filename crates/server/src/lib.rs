@@ -15,6 +15,7 @@ pub mod recover;
 pub mod replay;
 pub mod retention;
 pub mod tenants;
+pub mod vsa;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -38,6 +38,18 @@ pub struct LedgerConfig {
     pub budget: Budget,
 }
 
+/// `DIR/ID.proof.tar` → `DIR/ID.tlog.json`: where a proof's inclusion proof travels.
+pub fn tlog_sidecar(artifact: &Path) -> PathBuf {
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".proof.tar").unwrap_or(&name);
+    artifact.with_file_name(format!("{stem}{}", proof_tlog::SIDECAR_SUFFIX))
+}
+
+type Verdict = Result<proof_artifact::Report, proof_artifact::VerifyError>;
+
 /// Why no proof was written for an invocation.
 #[derive(Debug, Error)]
 pub enum ProofError {
@@ -61,6 +73,13 @@ pub struct ProofWriter {
     /// `Some`: every signed proof is verified as `proof verify` does (the
     /// server's own key, the default policy) and its verdict counted here.
     pub metrics: Option<Arc<Metrics>>,
+    /// `Some`: every signed proof also gets its SLSA verification summary,
+    /// `DIR/INVOCATION_ID.vsa.dsse.json` (`proof serve` always sets it).
+    pub vsa: Option<crate::vsa::VsaConfig>,
+    /// `Some`: every signed proof's statement is appended to this
+    /// transparency log and its inclusion proof written beside it as
+    /// `DIR/INVOCATION_ID.tlog.json` (docs/proof-format.md §9).
+    pub log: Option<Arc<proof_tlog::Published>>,
 }
 
 impl ProofWriter {
@@ -77,9 +96,8 @@ impl ProofWriter {
 
     /// Verifies the artifact just written, as `proof verify --key <the
     /// server's public key>` does, and counts its verdict and failed checks.
-    fn count_verdict(&self, metrics: &Metrics, id: &str, path: &std::path::Path) {
-        let trusted = [self.key.verifying_key()];
-        match proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default()) {
+    fn count_verdict(&self, metrics: &Metrics, id: &str, verdict: &Verdict) {
+        match verdict {
             Ok(report) => {
                 let failed: Vec<&str> = report
                     .checks
@@ -93,6 +111,77 @@ impl ProofWriter {
             Err(e) => {
                 tracing::error!(invocation = %id, error = %e, "the proof just written cannot be verified");
                 metrics.proof_signed(false, ["unreadable"]);
+            }
+        }
+    }
+
+    /// Verifies the artifact just written, as `proof verify --key <the
+    /// server's public key>` does (the default policy).
+    fn verdict(&self, path: &Path) -> Verdict {
+        let trusted = [self.key.verifying_key()];
+        proof_artifact::verify_path(path, &trusted, &proof_artifact::Policy::default())
+    }
+
+    /// Appends the artifact's statement to the transparency log (when
+    /// configured) and writes its inclusion sidecar.
+    fn log_proof(&self, id: &str, artifact: &Path) {
+        let Some(log) = &self.log else { return };
+        let statement = std::fs::File::open(artifact)
+            .ok()
+            .and_then(|f| proof_artifact::vsa::read_statement(std::io::BufReader::new(f)));
+        let Some(statement) = statement else {
+            tracing::error!(invocation = %id, "cannot read the statement of the proof just written; it is not logged");
+            return;
+        };
+        let side = tlog_sidecar(artifact);
+        let marker = pending_dir(&self.dir).join(id);
+        let who = id.to_string();
+        // Group commit: the committer syncs this leaf with others, signs a
+        // checkpoint after the sync, then writes the sidecar and only then
+        // removes the pending marker, so a crash before the sync leaves the
+        // marker and the proof is logged at the next start.
+        log.submit(
+            id,
+            statement,
+            Box::new(move |result| {
+                let written = result.and_then(|inc| {
+                    // Not synced: the leaf is, and a lost sidecar is written
+                    // again or fetched with `proof log inclusion`.
+                    proof_tlog::write_replace(&side, &inc.to_bytes(), false)
+                        .map(|()| inc)
+                        .map_err(|e| format!("cannot write {}: {e}", side.display()))
+                });
+                match written {
+                    Ok(inc) => {
+                        tracing::info!(invocation = %who, leaf_index = inc.leaf_index, tree_size = inc.tree_size, "proof logged");
+                        if let Err(e) = std::fs::remove_file(&marker) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(invocation = %who, error = %e, "cannot remove the pending-proof marker");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(invocation = %who, error = %e, "cannot log the proof in the transparency log; it is logged at the next start"),
+                }
+            }),
+        );
+    }
+
+    /// The pending marker of `id` is removed by the log's committer once
+    /// the proof is logged, not by the queue.
+    pub fn marker_deferred(&self, id: &str) -> bool {
+        self.log.as_ref().is_some_and(|l| l.in_flight(id))
+    }
+
+    /// Writes the verdict's VSA beside the artifact (when configured).
+    fn write_vsa(&self, id: &str, artifact: &Path, verdict: &Verdict) {
+        let Some(cfg) = &self.vsa else { return };
+        let Ok(report) = verdict else { return };
+        match crate::vsa::write(cfg, &self.key, id, artifact, report) {
+            Ok(path) => {
+                tracing::info!(invocation = %id, path = %path.display(), pass = report.ok, "verification summary written")
+            }
+            Err(e) => {
+                tracing::error!(invocation = %id, error = %e, "cannot write the verification summary (VSA)")
             }
         }
     }
@@ -176,13 +265,27 @@ impl ProofWriter {
                     tenant = ?out.evidence.origin.as_ref().and_then(|o| o.tenant.as_deref()),
                     "proof artifact written"
                 );
-                if let Some(m) = &self.metrics {
-                    self.count_verdict(m, id, &out.path);
+                self.log_proof(id, &out.path);
+                if self.metrics.is_some() || self.vsa.is_some() {
+                    let verdict = self.verdict(&out.path);
+                    if let Some(m) = &self.metrics {
+                        self.count_verdict(m, id, &verdict);
+                    }
+                    self.write_vsa(id, &out.path, &verdict);
                 }
                 Ok(())
             }
             Err(ProofError::Record(RecordError::Exists(path))) => {
                 tracing::info!(invocation = %id, path = %path.display(), "the proof was already written");
+                // A crash between the proof and its log entry or summary:
+                // log it and write the summary now (appending is idempotent).
+                if self.log.is_some() {
+                    self.log_proof(id, &path);
+                }
+                if self.vsa.is_some() && !crate::vsa::path(&path).exists() {
+                    let verdict = self.verdict(&path);
+                    self.write_vsa(id, &path, &verdict);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -367,7 +470,7 @@ impl ProofQueue {
                         RecordError::Io { .. } | RecordError::Tar(_)
                     ))
             );
-            if !retry {
+            if !retry && !self.writer.marker_deferred(&id) {
                 if let Err(e) = std::fs::remove_file(self.marker(&id)) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(invocation = %id, error = %e, "cannot remove the pending-proof marker");

@@ -86,6 +86,8 @@ async fn an_endless_executor_keeps_the_server_under_512_mib() {
             budget: Budget::default(),
         }),
         metrics: None,
+        vsa: None,
+        log: None,
     };
     let t = Instant::now();
     let out = tokio::task::block_in_place(|| writer.sign(&store, ID)).unwrap();

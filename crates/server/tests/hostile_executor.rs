@@ -74,6 +74,8 @@ fn setup(endpoint: &str, aliases: &[&str], budget: Budget) -> Setup {
             budget,
         }),
         metrics: None,
+        vsa: None,
+        log: None,
     };
     Setup {
         _dir: dir,

@@ -87,6 +87,8 @@ fn a_dead_executor_under_load_does_not_delay_other_streams_acks() {
             },
         }),
         metrics: None,
+        vsa: None,
+        log: None,
     });
     let queue = ProofQueue::start(writer, store.clone(), QueueConfig::default()).unwrap();
     let hook: Arc<dyn OnFinalized> = queue.clone();
@@ -224,6 +226,8 @@ fn a_pending_proof_is_signed_after_a_restart() {
         dir: proofs.clone(),
         executor: None,
         metrics: None,
+        vsa: None,
+        log: None,
     });
     let path = writer.path(&id);
     assert!(!path.exists());

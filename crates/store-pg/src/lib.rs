@@ -18,6 +18,8 @@
 //! under a transaction-level advisory lock so replicas starting together apply each once.
 //! See `docs/store.md`.
 
+pub mod tlog;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -29,6 +29,7 @@ mod acaudit;
 mod api;
 mod html;
 mod prom;
+pub mod tlog;
 pub mod verdict;
 
 use std::path::PathBuf;
@@ -417,6 +418,24 @@ pub async fn serve_http(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_http_for(listener, cfg, None, shutdown).await
+}
+
+/// [`serve_http_for`], also serving the transparency log under `/log/`
+/// ([`tlog`], public).
+pub async fn serve_http_with_log(
+    listener: tokio::net::TcpListener,
+    cfg: WebConfig,
+    tenants: Option<Arc<proof_tenancy::Tenants>>,
+    log: Option<Arc<proof_tlog::Published>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = router_for(cfg, tenants);
+    if let Some(log) = log {
+        app = tlog::router(log).merge(app);
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// [`serve_http`] with a tenants file (see [`router_for`]).

@@ -104,6 +104,8 @@ pub fn proof_writer(
             budget: proof_executor::Budget::default(),
         }),
         metrics,
+        vsa: None,
+        log: None,
     }
 }
 
