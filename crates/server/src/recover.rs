@@ -6,7 +6,11 @@
 use proof_ingest::{conclude, record_outcome, Finalized};
 use proof_store::{ListCursor, ListFilter, Store, StoreError};
 
-use crate::bes::OnFinalized;
+/// Called (on a blocking thread) after an invocation was finalized, e.g. to
+/// write its proof artifact.
+pub trait OnFinalized: Send + Sync + 'static {
+    fn on_finalized(&self, store: &dyn Store, finalized: &Finalized);
+}
 
 /// Finalizes `invocation_id` once, whichever replica (or thread) gets here first: under
 /// the store's exclusive lock, and only if it is not finalized yet, derives the outcome,
