@@ -261,9 +261,12 @@ fn a_produced_digest_binds_and_one_nobody_produced_does_not() {
     );
     let a = &b.targets["//:a"];
     assert_eq!((a.status, a.files_bound), (BindingStatus::Bound, 1));
-    assert_eq!(
-        why(&b, "//:b"),
-        format!("the executor produced no output with this digest for invocation {ID}")
+    assert!(
+        why(&b, "//:b").starts_with(&format!(
+            "the executor produced no output with this digest for invocation {ID}, and no earlier execution the server witnessed produced it"
+        )),
+        "{}",
+        why(&b, "//:b")
     );
     let f = &b.targets["//:b"].unbound[0];
     assert_eq!(f.file, "bazel-out/k8-fastbuild/bin/b.txt");
@@ -509,4 +512,179 @@ fn without_a_ledger_there_is_no_binding() {
         b.push_event(&e).unwrap();
     }
     assert!(b.finish().unwrap().output_binding.is_none());
+}
+
+/// `ledger(now)` followed by `earlier`'s operations as AttestedResult
+/// records of invocation "earlier" under `instance`.
+fn with_attested(now: &[Op], earlier: &[Op], instance: &str) -> Vec<u8> {
+    let mut out = ledger(now);
+    let old = ledger(earlier);
+    let recs = proof_stream::delimited::split_delimited(&old, usize::MAX).unwrap();
+    for r in recs {
+        if let Some(ledger_record::Record::Page(p)) = LedgerRecord::decode(r).unwrap().record {
+            for op in p.response.unwrap().operations {
+                push(
+                    &mut out,
+                    ledger_record::Record::Attested(proof_proto::ledger::AttestedResult {
+                        invocation_id: "earlier".into(),
+                        instance_name: instance.into(),
+                        operation: Some(op),
+                    }),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn bind_ledger(events: &[Vec<u8>], ledger: &[u8]) -> OutputBinding {
+    let mut b = EvidenceBuilder::new();
+    for e in events {
+        b.push_event(e).unwrap();
+    }
+    b.push_executor_ledger(ledger).unwrap();
+    b.finish().unwrap().output_binding.unwrap()
+}
+
+/// Targets //:tN with one output `fN` (the path the fixture's ActionResults use).
+fn targets(ns: &[u32]) -> Vec<Vec<u8>> {
+    let mut mid = Vec::new();
+    for n in ns {
+        mid.push(set(
+            &n.to_string(),
+            vec![out_file(&format!("f{n}"), &uri(*n))],
+            &[],
+        ));
+        mid.push(complete(&format!("//:t{n}"), true, &[&n.to_string()]));
+    }
+    stream(mid)
+}
+
+#[test]
+fn a_cache_hit_binds_only_to_an_attested_execution_of_the_same_output() {
+    let earlier = |outputs: &[u32]| Op {
+        queued: START - 500,
+        completed: START - 400,
+        ..ran(outputs)
+    };
+    // t1 executed now; t2 served from the cache, executed by an earlier
+    // invocation the server witnessed; t3 served from the cache with no
+    // witnessed execution (a rewritten entry points at digest 3).
+    let b = bind_ledger(
+        &targets(&[1, 2, 3]),
+        &with_attested(&[ran(&[1])], &[earlier(&[2]), earlier(&[4])], ""),
+    );
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Bound);
+    let t2 = &b.targets["//:t2"];
+    assert_eq!(
+        (t2.status, t2.files_cached_attested, t2.files_bound),
+        (BindingStatus::CachedAttested, 1, 0)
+    );
+    assert!(why(&b, "//:t3").contains("no earlier execution the server witnessed produced it"));
+    assert_eq!(
+        (
+            b.targets_bound,
+            b.targets_cached_attested,
+            b.targets_unbound
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((b.attested_results, b.files_cached_attested), (2, 1));
+    // Attested executions never count as this invocation's.
+    assert_eq!((b.operations_in_window, b.operations_outside), (1, 0));
+
+    // The same digest at another path does not bind (an entry rewritten
+    // to another action's output).
+    let mut mid = vec![set("0", vec![out_file("other", &uri(2))], &[])];
+    mid.push(complete("//:other", true, &["0"]));
+    let b = bind_ledger(
+        &stream(mid),
+        &with_attested(&[ran(&[1])], &[earlier(&[2])], ""),
+    );
+    assert_eq!(b.targets["//:other"].status, BindingStatus::Unbound);
+}
+
+#[test]
+fn attested_records_that_cannot_bind_are_refused_with_a_reason() {
+    let at = |completed: i64| Op {
+        queued: completed - 5,
+        completed,
+        ..ran(&[2])
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            with_attested(&[ran(&[1])], &[at(START - 100)], "other"),
+            "not one this ledger asked",
+        ),
+        (
+            with_attested(&[ran(&[1])], &[at(FINISH + 61)], ""),
+            "completed after this stream finished",
+        ),
+        (
+            with_attested(
+                &[ran(&[1])],
+                &[Op {
+                    cached: true,
+                    ..at(START - 100)
+                }],
+                "",
+            ),
+            "a cached answer, not an execution",
+        ),
+        (
+            with_attested(
+                &[ran(&[1])],
+                &[Op {
+                    exit: 1,
+                    ..at(START - 100)
+                }],
+                "",
+            ),
+            "exit code 1",
+        ),
+    ];
+    for (ledger, reason) in cases {
+        let b = bind_ledger(&targets(&[1, 2]), &ledger);
+        assert_eq!(
+            b.targets["//:t2"].status,
+            BindingStatus::Unbound,
+            "{reason}"
+        );
+        assert_eq!(b.attested_refused.len(), 1, "{reason}");
+        assert!(
+            b.attested_refused[0].contains(reason),
+            "{:?}",
+            b.attested_refused
+        );
+    }
+}
+
+#[test]
+fn the_server_indexes_executed_outputs_and_looks_up_claimed_ones() {
+    let events = targets(&[1, 2]);
+    let claimed = proof_evidence::binding::claimed_outputs(&events);
+    let paths: Vec<&str> = claimed.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "bazel-out/k8-fastbuild/bin/f1",
+            "bazel-out/k8-fastbuild/bin/f2"
+        ]
+    );
+    let witnessed = proof_evidence::binding::witnessed_results(&ledger(&[
+        ran(&[1]),
+        Op {
+            cached: true,
+            ..ran(&[2])
+        },
+        Op {
+            exit: 2,
+            ..ran(&[3])
+        },
+    ]))
+    .unwrap();
+    // Only the executed, successful operation is a witnessed result.
+    assert_eq!(witnessed.len(), 1);
+    assert_eq!(witnessed[0].0[0].0, "bazel-out/k8-fastbuild/bin/f1");
+    assert_eq!(witnessed[0].1.invocation_id, ID);
 }

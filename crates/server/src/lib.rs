@@ -4,6 +4,7 @@
 //! - [`replay`]: a client that pushes a recorded stream the way Bazel does.
 //! - [`metrics`]: counters of the backend.
 
+pub mod attested;
 pub mod bes;
 pub mod metrics;
 pub mod proofs;
