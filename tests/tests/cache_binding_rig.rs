@@ -523,3 +523,81 @@ fn a_no_remote_target_is_unbound_and_the_other_classes_still_promote() {
     }
     drop(server);
 }
+
+/// A Starlark rule whose one action writes a directory (3 files, one
+/// nested); `nonce` makes the action new, so it is executed.
+fn tree_rule(nonce: &str) -> String {
+    format!(
+        r#"def _impl(ctx):
+    d = ctx.actions.declare_directory(ctx.label.name + "_out")
+    ctx.actions.run_shell(
+        outputs = [d],
+        command = "mkdir -p $1/sub && echo {nonce} > $1/a.txt && echo b > $1/sub/b.txt && echo c > $1/sub/c.txt",
+        arguments = [d.path],
+    )
+    return [DefaultInfo(files = depset([d]))]
+
+tree_rule = rule(implementation = _impl)
+"#
+    )
+}
+
+#[test]
+fn files_inside_a_directory_output_bind_through_the_tree_the_executor_stored() {
+    let rig = rig();
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(tmp.path());
+    let (server, proofs) = serve(&rig, tmp.path(), &key);
+    let ws = tmp.path().join("tree");
+    rig.spoke(&ws);
+    let nonce = action_nonce("TREE");
+    std::fs::write(
+        ws.join("tree.bzl"),
+        tree_rule(&nonce.replace(['=', '-'], "_")),
+    )
+    .unwrap();
+    let build = ws.join("BUILD.bazel");
+    let text = std::fs::read_to_string(&build).unwrap();
+    std::fs::write(
+        &build,
+        format!("load(\":tree.bzl\", \"tree_rule\")\n\n{text}\ntree_rule(name = \"tree\")\n"),
+    )
+    .unwrap();
+    let bep = tmp.path().join("tree.bep");
+    let out = rig.bazel(
+        &ws,
+        &[
+            "build",
+            "--config=proof",
+            "//:tree",
+            &format!("--bes_backend={}", server.target()),
+            &format!("--build_event_binary_file={}", bep.display()),
+        ],
+    );
+    rig.shutdown(&ws);
+    assert_eq!(out.code, 0, "bazel failed:\n{}", out.output);
+    let id = bep_invocation_id(&bep);
+    let artifact = wait_for_proof(&proofs, &id);
+    let (code, checks, report) = verify_json(&public, &artifact, &[]);
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
+    println!("tree: exit {code}; outputs_bound ok={ok}: {detail}");
+    let ob = &report["evidence"]["output_binding"];
+    let t = &ob["targets"]["//:tree"];
+    assert_eq!(t["status"], "bound", "{ob}");
+    assert_eq!(t["files_bound"], 3, "{t}");
+    assert_eq!(ob["output_directories_read"], 1, "{ob}");
+    assert_eq!(ob["output_directories_unread"], 0, "{ob}");
+    assert!(ok, "{detail}");
+    assert_eq!(code, 0, "{checks}");
+    // The Tree blob is in the artifact, so verify read it offline.
+    let trees = ledger(&artifact)
+        .into_iter()
+        .filter(|r| {
+            matches!(&r.record, Some(ledger_record::Record::Blob(b))
+                if proof_proto::reapi::Tree::decode(b.data.as_slice())
+                    .is_ok_and(|t| t.root.is_some_and(|r| r.files.len() == 1 && r.directories.len() == 1)))
+        })
+        .count();
+    assert_eq!(trees, 1);
+    drop(server);
+}

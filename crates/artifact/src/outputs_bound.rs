@@ -117,6 +117,13 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
     if let Some(why) = &b.incomplete {
         problems.push(why.clone());
     }
+    let tree_problems = (b.output_directories_unread > 0).then(|| {
+        format!(
+            "{} output director(ies) whose Tree blob could not be read, so no file inside them binds: {}",
+            b.output_directories_unread,
+            b.tree_problems.join("; ")
+        )
+    });
     let unbound: Vec<String> = b
         .targets
         .iter()
@@ -170,19 +177,13 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
         ));
     }
     if !problems.is_empty() {
+        problems.extend(tree_problems);
         return (
             false,
             format!("{}{}{}", problems.join("; "), not_applicable(b), outside(b)),
         );
     }
-    let dirs = if b.output_directories_unread > 0 {
-        format!(
-            "; {} operation(s) produced output directories whose files are not bound (no Tree blobs in the ledger)",
-            b.output_directories_unread
-        )
-    } else {
-        String::new()
-    };
+    let dirs = tree_problems.map(|t| format!("; {t}")).unwrap_or_default();
     (
         true,
         format!(

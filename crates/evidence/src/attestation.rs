@@ -204,7 +204,7 @@ impl LedgerAccum {
     }
 
     /// The digest-verified blob `d`, or why there is none.
-    fn blob(&self, d: &Digest) -> Result<&[u8], String> {
+    pub(crate) fn blob(&self, d: &Digest) -> Result<&[u8], String> {
         let name = format!("{}/{}", d.hash, d.size_bytes);
         let Some(b) = self.blobs.get(&(d.hash.clone(), d.size_bytes)) else {
             return Err(format!("blob {name} was not read from the CAS"));

@@ -153,9 +153,17 @@ pub struct OutputBinding {
     /// The first [`MAX_NAMED_OUTSIDE`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside: Vec<OutsideOperation>,
-    /// Binding operations with output directories, whose files cannot be
-    /// bound yet (the ledger holds no Tree blobs).
+    /// Output directories of binding operations whose Tree blob the ledger
+    /// does not hold, or holds but does not match its digest or cannot be
+    /// read: their files do not bind.
     pub output_directories_unread: u64,
+    /// Output directories whose Tree blob was read (digest checked): their
+    /// files bind.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_directories_read: u64,
+    /// Why Tree blobs could not be read (the first [`MAX_NAMED_OUTSIDE`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree_problems: Vec<String>,
     pub targets_bound: u64,
     /// Targets whose outputs are all bound, some only to attested earlier
     /// executions (cache hits).
@@ -358,11 +366,12 @@ fn ts_string(n: Option<i128>) -> Option<String> {
 /// answers (`pages`).
 pub(crate) fn derive(
     acc: &BindingAccum,
-    pages: &[OperationsPage],
-    attested: &[AttestedResult],
-    instance_names: &[String],
+    ledger: &crate::attestation::LedgerAccum,
     invocation_id: &str,
 ) -> OutputBinding {
+    let pages: &[OperationsPage] = ledger.pages();
+    let attested = ledger.attested();
+    let instance_names = ledger.instance_names();
     let slack = i128::from(WINDOW_SLACK_SECONDS) * 1_000_000_000;
     let window = match (acc.started_nanos, acc.finished_nanos) {
         (Some(s), Some(f)) => Some((s - slack, f + slack)),
@@ -384,6 +393,8 @@ pub(crate) fn derive(
         operations_outside: 0,
         outside: Vec::new(),
         output_directories_unread: 0,
+        output_directories_read: 0,
+        tree_problems: Vec::new(),
         targets_bound: 0,
         targets_cached_attested: 0,
         targets_unbound: 0,
@@ -460,8 +471,23 @@ pub(crate) fn derive(
                 }
             }
             let Some(r) = result else { continue };
-            if placed.is_ok() && succeeded && !r.output_directories.is_empty() {
-                out.output_directories_unread += 1;
+            let mut in_trees = Vec::new();
+            if placed.is_ok() && succeeded {
+                for dir in &r.output_directories {
+                    match tree_files(ledger, dir) {
+                        Ok(files) => {
+                            out.output_directories_read += 1;
+                            in_trees.extend(files);
+                        }
+                        Err(why) => {
+                            out.output_directories_unread += 1;
+                            if out.tree_problems.len() < MAX_NAMED_OUTSIDE {
+                                out.tree_problems
+                                    .push(format!("{} ({name}): {why}", dir.path));
+                            }
+                        }
+                    }
+                }
             }
             // Output files, and the action's stdout/stderr: a remote test's
             // test.log is its test action's stdout.
@@ -476,7 +502,8 @@ pub(crate) fn derive(
                 .chain(r.stderr_digest.as_ref())
                 .map(|d| (d.hash.clone(), d.size_bytes))
                 .chain(raw(&r.stdout_raw))
-                .chain(raw(&r.stderr_raw));
+                .chain(raw(&r.stderr_raw))
+                .chain(in_trees);
             for key in produced {
                 let s = digests.entry(key).or_default();
                 match (&placed, succeeded, cached) {
@@ -552,6 +579,68 @@ pub(crate) fn derive(
 
 /// Where a `test.log` binds in [`attested_outputs`]: its action's stdout.
 const STDOUT: &str = "<stdout>";
+
+/// Most files and directories read from one output directory's Tree.
+pub const MAX_TREE_NODES: usize = 100_000;
+
+/// The (hash, size) of every file inside the output directory `dir`, from
+/// its Tree blob in the ledger (digest checked), or why not. A child
+/// Directory is found by the SHA-256 of its encoding in the Tree.
+fn tree_files(
+    ledger: &crate::attestation::LedgerAccum,
+    dir: &proof_proto::reapi::OutputDirectory,
+) -> Result<Vec<(String, i64)>, String> {
+    use proof_proto::reapi::{Directory, Tree};
+    let d = dir
+        .tree_digest
+        .as_ref()
+        .ok_or("the output directory names no Tree digest")?;
+    let tree = Tree::decode(ledger.blob(d)?)
+        .map_err(|e| format!("blob {}/{} is not a Tree: {e}", d.hash, d.size_bytes))?;
+    let root = tree.root.as_ref().ok_or("the Tree has no root")?;
+    let children: BTreeMap<(String, i64), &Directory> = tree
+        .children
+        .iter()
+        .map(|c| {
+            let b = c.encode_to_vec();
+            ((hex::encode(sha2::Sha256::digest(&b)), b.len() as i64), c)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    let mut nodes = 0usize;
+    while let Some(dir) = todo.pop() {
+        nodes += 1 + dir.files.len();
+        if nodes > MAX_TREE_NODES {
+            return Err(format!(
+                "the Tree has more than {MAX_TREE_NODES} files and directories: not read"
+            ));
+        }
+        for f in &dir.files {
+            let fd = f
+                .digest
+                .as_ref()
+                .ok_or_else(|| format!("file {:?} has no digest", f.name))?;
+            out.push((fd.hash.clone(), fd.size_bytes));
+        }
+        for sub in &dir.directories {
+            let sd = sub
+                .digest
+                .as_ref()
+                .ok_or_else(|| format!("directory {:?} has no digest", sub.name))?;
+            let child = children
+                .get(&(sd.hash.clone(), sd.size_bytes))
+                .ok_or_else(|| {
+                    format!(
+                        "directory {:?} ({}/{}) is not among the Tree's children",
+                        sub.name, sd.hash, sd.size_bytes
+                    )
+                })?;
+            todo.push(child);
+        }
+    }
+    Ok(out)
+}
 
 /// The ActionResult of a done, executed (not cached), successful
 /// operation, or why it is not one.
@@ -790,6 +879,17 @@ fn bind_files(
             }
             (Some(F::Contents(_)), _) => "inline contents: no digest to bind".to_string(),
             (Some(F::SymlinkTargetPath(_)), _) => "a symlink: no digest to bind".to_string(),
+            // A directory (tree artifact) entry: no bytes of its own, its
+            // files are listed under it and bind one by one.
+            (None, _)
+                if files.iter().any(|g| {
+                    g.path
+                        .strip_prefix(f.path.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                }) =>
+            {
+                continue;
+            }
             (None, _) => "no URI: no digest to bind".to_string(),
             (Some(F::Uri(_)), None) => {
                 "the URI names no bytestream blob digest (bytestream://HOST/blobs/SHA256/SIZE)"

@@ -826,15 +826,10 @@ impl EvidenceBuilder {
             disk_cache,
         };
 
-        let output_binding = self.ledger.as_ref().map(|l| {
-            binding::derive(
-                &self.binding,
-                l.pages(),
-                l.attested(),
-                l.instance_names(),
-                &started.uuid,
-            )
-        });
+        let output_binding = self
+            .ledger
+            .as_ref()
+            .map(|l| binding::derive(&self.binding, l, &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());

@@ -112,6 +112,8 @@ fn stream(middle: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// served from the cache, and when it was queued and completed.
 struct Op {
     outputs: Vec<u32>,
+    /// Output directories: (path, Tree digest).
+    dirs: Vec<(String, Digest)>,
     stdout: Option<u32>,
     exit: i32,
     cached: bool,
@@ -122,6 +124,7 @@ struct Op {
 fn ran(outputs: &[u32]) -> Op {
     Op {
         outputs: outputs.to_vec(),
+        dirs: Vec::new(),
         stdout: None,
         exit: 0,
         cached: false,
@@ -198,6 +201,15 @@ fn ledger(ops: &[Op]) -> Vec<u8> {
                                     size_bytes: i64::from(*d),
                                 }),
                                 ..OutputFile::default()
+                            })
+                            .collect(),
+                        output_directories: op
+                            .dirs
+                            .iter()
+                            .map(|(path, d)| proof_proto::reapi::OutputDirectory {
+                                path: path.clone(),
+                                tree_digest: Some(d.clone()),
+                                ..Default::default()
                             })
                             .collect(),
                         execution_metadata: Some(ExecutedActionMetadata {
@@ -687,4 +699,115 @@ fn the_server_indexes_executed_outputs_and_looks_up_claimed_ones() {
     assert_eq!(witnessed.len(), 1);
     assert_eq!(witnessed[0].0[0].0, "bazel-out/k8-fastbuild/bin/f1");
     assert_eq!(witnessed[0].1.invocation_id, ID);
+}
+
+fn file_node(name: &str, i: u32) -> proof_proto::reapi::FileNode {
+    proof_proto::reapi::FileNode {
+        name: name.into(),
+        digest: Some(Digest {
+            hash: hash(i),
+            size_bytes: i64::from(i),
+        }),
+        ..Default::default()
+    }
+}
+
+fn digest_of(b: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    Digest {
+        hash: hex::encode(sha2::Sha256::digest(b)),
+        size_bytes: b.len() as i64,
+    }
+}
+
+/// A Tree `d/` with `a` (digest 5) and `sub/b` (digest 6), encoded.
+fn tree_blob(b_digest: u32) -> Vec<u8> {
+    use proof_proto::reapi::{Directory, DirectoryNode, Tree};
+    let child = Directory {
+        files: vec![file_node("b", b_digest)],
+        ..Default::default()
+    };
+    Tree {
+        root: Some(Directory {
+            files: vec![file_node("a", 5)],
+            directories: vec![DirectoryNode {
+                name: "sub".into(),
+                digest: Some(digest_of(&child.encode_to_vec())),
+            }],
+            ..Default::default()
+        }),
+        children: vec![child],
+    }
+    .encode_to_vec()
+}
+
+/// `ledger(ops)` plus Blob records (digest, data).
+fn with_blobs(ops: &[Op], blobs: &[(Digest, Vec<u8>)]) -> Vec<u8> {
+    let mut out = ledger(ops);
+    for (d, data) in blobs {
+        push(
+            &mut out,
+            ledger_record::Record::Blob(proof_proto::ledger::Blob {
+                instance_name: String::new(),
+                digest: Some(d.clone()),
+                data: data.clone(),
+                ..Default::default()
+            }),
+        );
+    }
+    out
+}
+
+#[test]
+fn files_inside_an_output_directory_bind_through_its_tree_blob_and_a_forged_tree_is_refused() {
+    let tree = tree_blob(6);
+    let td = digest_of(&tree);
+    let op = || Op {
+        dirs: vec![("bazel-out/k8-fastbuild/bin/d".into(), td.clone())],
+        ..ran(&[])
+    };
+    let events = stream(vec![
+        set(
+            "0",
+            vec![out_file("d/a", &uri(5)), out_file("d/sub/b", &uri(6))],
+            &[],
+        ),
+        complete("//:d", true, &["0"]),
+    ]);
+    // The Tree blob as the CAS returned it: both files bind.
+    let b = bind_ledger(&events, &with_blobs(&[op()], &[(td.clone(), tree.clone())]));
+    let t = &b.targets["//:d"];
+    assert_eq!(
+        (t.status, t.files_bound),
+        (BindingStatus::Bound, 2),
+        "{t:?}"
+    );
+    assert_eq!(
+        (b.output_directories_read, b.output_directories_unread),
+        (1, 0)
+    );
+
+    // A forged Tree under the real digest (sub/b claims digest 7): its
+    // bytes do not match the digest, nothing inside binds.
+    let forged = tree_blob(7);
+    let b = bind_ledger(&events, &with_blobs(&[op()], &[(td.clone(), forged)]));
+    assert_eq!(b.targets["//:d"].status, BindingStatus::Unbound);
+    assert_eq!(
+        (b.output_directories_read, b.output_directories_unread),
+        (0, 1)
+    );
+    assert!(
+        b.tree_problems[0].contains("does not match its digest"),
+        "{:?}",
+        b.tree_problems
+    );
+
+    // No Tree blob at all: unread, unbound.
+    let b = bind_ledger(&events, &ledger(&[op()]));
+    assert_eq!(b.targets["//:d"].status, BindingStatus::Unbound);
+    assert!(
+        b.tree_problems[0].contains("was not read from the CAS"),
+        "{:?}",
+        b.tree_problems
+    );
 }
