@@ -601,3 +601,73 @@ fn files_inside_a_directory_output_bind_through_the_tree_the_executor_stored() {
     assert_eq!(trees, 1);
     drop(server);
 }
+
+#[test]
+fn proof_record_with_the_executor_gives_an_offline_proof_the_same_ledger_and_checks() {
+    let rig = rig();
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(tmp.path());
+    let ws = tmp.path().join("offline");
+    rig.spoke(&ws);
+    let bep = tmp.path().join("offline.bep");
+    // No BES: only the build's own files, recorded offline afterwards.
+    let out = rig.bazel(
+        &ws,
+        &[
+            "test",
+            "--config=proof",
+            "//...",
+            "--bes_backend=",
+            &action_nonce("RECORD"),
+            &format!("--build_event_binary_file={}", bep.display()),
+        ],
+    );
+    rig.shutdown(&ws);
+    assert_eq!(out.code, 0, "bazel failed:\n{}", out.output);
+    let id = bep_invocation_id(&bep);
+    let dir = tmp.path().join("proofs");
+    let (code, text) = run_proof(&[
+        "record",
+        bep.to_str().unwrap(),
+        "--executor",
+        &rig.remote_executor,
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let artifact = dir.join(format!("{id}.proof.tar"));
+    let (code, checks, report) = verify_json(&public, &artifact, &[]);
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
+    println!("record --executor: exit {code}; outputs_bound ok={ok}: {detail}");
+    assert!(ok, "{detail}");
+    assert!(verify_check(&checks, "executor_attested").0, "{checks}");
+    assert_eq!(code, 0, "{checks}");
+    let ev = &report["evidence"];
+    assert_eq!(ev["attestation"]["executed"], 8, "{}", ev["attestation"]);
+    assert_eq!(ev["origin"]["recorded_by"], "proof record");
+    let ob = &ev["output_binding"];
+    assert_eq!(ob["targets_bound"], 6, "{ob}");
+    assert!(
+        ob["window"]["times"].as_str().unwrap().starts_with(
+            "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them"
+        ),
+        "{ob}"
+    );
+
+    // Without --executor the same files give no ledger: outputs_bound is
+    // not required and executor_attested is not asked.
+    let plain = tmp.path().join("plain");
+    let (code, text) = run_proof(&[
+        "record",
+        bep.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (_, checks, _) = verify_json(&public, &plain.join(format!("{id}.proof.tar")), &[]);
+    assert!(checks.get("outputs_bound").is_none(), "{checks}");
+}

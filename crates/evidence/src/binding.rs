@@ -367,15 +367,28 @@ fn ts_string(n: Option<i128>) -> Option<String> {
 pub(crate) fn derive(
     acc: &BindingAccum,
     ledger: &crate::attestation::LedgerAccum,
+    origin: Option<&crate::Origin>,
     invocation_id: &str,
 ) -> OutputBinding {
     let pages: &[OperationsPage] = ledger.pages();
     let attested = ledger.attested();
     let instance_names = ledger.instance_names();
     let slack = i128::from(WINDOW_SLACK_SECONDS) * 1_000_000_000;
-    let window = match (acc.started_nanos, acc.finished_nanos) {
-        (Some(s), Some(f)) => Some((s - slack, f + slack)),
+    // The server's own times when it signed (`proof serve`): the client's
+    // stamps are claims. Else BuildStarted/BuildFinished as stamped.
+    let server_times = origin.and_then(|o| Some((o.opened_at_ms?, o.signed_at_ms?)));
+    let window = match (server_times, acc.started_nanos, acc.finished_nanos) {
+        (Some((o, s)), _, _) => Some((
+            i128::from(o) * 1_000_000 - slack,
+            i128::from(s) * 1_000_000 + slack,
+        )),
+        (None, Some(s), Some(f)) => Some((s - slack, f + slack)),
         _ => None,
+    };
+    let times = if server_times.is_some() {
+        "the server's own times: when it opened the invocation (no later than it received BuildStarted) to when it began signing (after it received BuildFinished)"
+    } else {
+        "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)"
     };
     let mut out = OutputBinding {
         window: window.and_then(|(from, to)| {
@@ -383,7 +396,7 @@ pub(crate) fn derive(
                 from: crate::rfc3339_nanos(from)?,
                 to: crate::rfc3339_nanos(to)?,
                 slack_seconds: WINDOW_SLACK_SECONDS,
-                times: "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)".into(),
+                times: times.into(),
             })
         }),
         operations_in_window: 0,

@@ -811,3 +811,42 @@ fn files_inside_an_output_directory_bind_through_its_tree_blob_and_a_forged_tree
         b.tree_problems
     );
 }
+
+#[test]
+fn the_servers_own_receive_times_make_the_window_when_it_signed() {
+    let with_origin = |opened: i64, signed: i64| {
+        let mut b = EvidenceBuilder::new();
+        for e in &targets(&[1]) {
+            b.push_event(e).unwrap();
+        }
+        let origin = proof_evidence::Origin {
+            recorded_by: "proof serve".into(),
+            tenant: None,
+            opened_at_ms: Some(opened * 1000),
+            signed_at_ms: Some(signed * 1000),
+        };
+        b.push_origin(origin.to_member().as_slice()).unwrap();
+        b.push_executor_ledger(ledger(&[ran(&[1])]).as_slice())
+            .unwrap();
+        b.finish().unwrap().output_binding.unwrap()
+    };
+    // Received live: the operation (START+10..START+20) lies inside.
+    let b = with_origin(START, FINISH + 2);
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Bound);
+    assert!(b
+        .window
+        .as_ref()
+        .unwrap()
+        .times
+        .starts_with("the server's own times"));
+    // The same stream replayed ten minutes later: the client's stamps still
+    // say START..FINISH, but the server received it later, so the executor's
+    // operation is not this stream's.
+    let b = with_origin(START + 600, FINISH + 605);
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Unbound);
+    assert_eq!(b.operations_outside, 1);
+    assert_eq!(
+        b.outside[0].why,
+        "queued before the stream started: not this build's"
+    );
+}

@@ -143,10 +143,17 @@ impl ProofWriter {
         if self.path(id).exists() {
             return Err(RecordError::Exists(self.path(id)).into());
         }
-        let tenant = store.get(id).map_err(err)?.and_then(|r| r.meta.tenant);
+        let record = store.get(id).map_err(err)?;
+        let signed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let origin = Origin {
             recorded_by: "proof serve".into(),
-            tenant,
+            tenant: record.as_ref().and_then(|r| r.meta.tenant.clone()),
+            // The window the executor's operations must lie in (issue 27):
+            // what this server saw, not what the client stamped.
+            opened_at_ms: record.as_ref().map(|r| r.meta.created_at_ms),
+            signed_at_ms: Some(signed_at_ms),
         };
         let index = crate::attested::AttestedIndex::new(&self.dir);
         let ledger = self.executor.as_ref().map(|cfg| {
