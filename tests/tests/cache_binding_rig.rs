@@ -18,7 +18,9 @@
 //!    (UpdateActionResult, another output digest, the worker name kept),
 //!    then `greeter.c` changes again: `//:who_ran_me` is served the
 //!    rewritten entry and is unbound, verify exits 1; the class holding it
-//!    (`//...`) does not promote, a class of bound targets does.
+//!    (`//...`) does not promote, a class of bound targets does;
+//! 5. the residual the docs state: `//:greeting`'s entry pointed at build
+//!    1's (older, but really executed) `greeting.txt` still binds.
 //!
 //! And a target tagged `no-remote` in an otherwise remote build is unbound;
 //! the classes without it still promote, and the PR check agrees.
@@ -473,6 +475,24 @@ fn cache_hits_bind_only_to_executions_the_server_witnessed() {
         let c = pr_check(&m, &proofs, &public, class);
         assert_eq!(c["ok"], true, "{c}");
     }
+
+    // 5. The documented residual (docs/posture.md): an entry rewritten to
+    // an OLDER output of the same path that an attested execution really
+    // produced still binds. //:greeting's entry for build 2's sources is
+    // pointed at build 1's greeting.txt; a build of build 2's sources is
+    // served those stale bytes and reports them cached-attested.
+    let (action, _) = executed_action(&second.artifact, "greeting.txt");
+    let (_, v1) = executed_action(&first.artifact, "greeting.txt");
+    let (stale, _) = rewrite_cache_entry(
+        &rig.remote_executor,
+        &action,
+        b"greetings from a remotely built binary\n",
+    );
+    assert_eq!(stale, v1, "build 1's greeting.txt");
+    let residual = b("stale", Some("greetings, changed once"));
+    assert_eq!(status(&residual, "//:greeting"), "cached_attested");
+    let t = &residual.evidence["output_binding"]["targets"]["//:greeting"];
+    assert_eq!(t["files_cached_attested"], 1, "{t}");
     drop(server);
 }
 
