@@ -270,6 +270,7 @@ fn rewrite_cache_entry(endpoint: &str, action: &Digest, data: &[u8]) -> (Digest,
                     instance_name: String::new(),
                     action_digest: Some(action.clone()),
                     action_result: Some(result),
+                    ..Default::default()
                 }),
                 "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult"
                     .parse()
