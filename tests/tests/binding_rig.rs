@@ -234,7 +234,15 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
     assert_eq!(t["files_bound"], 2, "{t}");
     assert_eq!(t["source_files"], 2, "{t}");
     assert!(detail.contains("6 built target(s) bound"), "{detail}");
+    assert!(
+        b["window"]["times"]
+            .as_str()
+            .unwrap()
+            .starts_with("the server's own times"),
+        "{b}"
+    );
     drop(server);
+    let real_done = Instant::now();
 
     // 3. A real local build of the spoke under X, started more than the
     // window's slack after the decoy's last operation.
@@ -336,12 +344,42 @@ fn a_decoy_under_the_same_invocation_id_binds_nothing_and_a_real_build_binds_eve
         assert_eq!(t["status"], "unbound", "{label}: {t}");
         let f = &t["unbound"][0];
         assert!(f["digest"].is_string(), "{t}");
-        assert_eq!(
-            f["why"],
-            format!("the executor produced no output with this digest for invocation {x}"),
+        assert!(
+            f["why"].as_str().unwrap().starts_with(&format!(
+                "the executor produced no output with this digest for invocation {x}, and no earlier execution the server witnessed produced it"
+            )),
             "{t}"
         );
     }
     assert_eq!(ev["output_binding"]["operations_outside"], 12);
+    drop(server);
+
+    // 6. The real build's own stream, replayed more than the slack after
+    // it ran: the client's stamps are unchanged, but the server received
+    // it later than the executor's operations, so none of them counts.
+    if let Some(wait) = DECOY_GAP.checked_sub(real_done.elapsed()) {
+        std::thread::sleep(wait);
+    }
+    let (server, proofs) = serve(tmp.path(), "late", &key, &rig.remote_executor);
+    replay(&real_bep, &server.target());
+    let art = wait_for_proof(&proofs, &id);
+    let (code, checks, report) = verify_json(&public, &art, &[]);
+    let ev = &report["evidence"];
+    assert_eq!(code, 1, "{checks}");
+    let (ok, detail) = verify_check(&checks, "outputs_bound");
+    println!("late replay: outputs_bound: {detail}");
+    assert!(!ok);
+    let b = &ev["output_binding"];
+    assert_eq!(b["operations_in_window"], 0, "{b}");
+    assert!(b["operations_outside"].as_u64().unwrap() >= 8, "{b}");
+    for label in BUILT {
+        let t = binding_of(ev, label);
+        assert_eq!(t["status"], "unbound", "{label}: {t}");
+        assert_eq!(
+            t["unbound"][0]["why"], "produced only by an operation outside the stream's window",
+            "{t}"
+        );
+    }
+    assert!(!verify_check(&checks, "executor_attested").0);
     drop(server);
 }

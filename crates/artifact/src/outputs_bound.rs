@@ -71,6 +71,30 @@ fn not_applicable(b: &OutputBinding) -> String {
     )
 }
 
+fn cached_attested(b: &OutputBinding) -> String {
+    if b.files_cached_attested == 0 {
+        return String::new();
+    }
+    let labels: Vec<&str> = b
+        .targets
+        .iter()
+        .filter(|(_, t)| t.status == BindingStatus::CachedAttested)
+        .map(|(l, _)| l.as_str())
+        .collect();
+    let shown: Vec<&str> = labels.iter().take(NAMED).copied().collect();
+    let more = if labels.len() > NAMED {
+        format!(" and {} more", labels.len() - NAMED)
+    } else {
+        String::new()
+    };
+    format!(
+        "; {} output file(s) served from the cache, each produced by an earlier execution the server witnessed (cached-attested), so {} target(s) are bound through the cache: {}{more}",
+        b.files_cached_attested,
+        labels.len(),
+        shown.join(", ")
+    )
+}
+
 /// Whether `ev` passes `outputs_bound`, and why (not).
 pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
     let Some(b) = &ev.output_binding else {
@@ -93,6 +117,13 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
     if let Some(why) = &b.incomplete {
         problems.push(why.clone());
     }
+    let tree_problems = (b.output_directories_unread > 0).then(|| {
+        format!(
+            "{} output director(ies) whose Tree blob could not be read, so no file inside them binds: {}",
+            b.output_directories_unread,
+            b.tree_problems.join("; ")
+        )
+    });
     let unbound: Vec<String> = b
         .targets
         .iter()
@@ -138,7 +169,7 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
             shown.join("; ")
         ));
     }
-    if unbound.is_empty() && b.targets_bound == 0 {
+    if unbound.is_empty() && b.targets_bound == 0 && b.targets_cached_attested == 0 {
         problems.push(format!(
             "no built target has an output produced by an execution {who} ran for invocation {} {}",
             ev.invocation_id,
@@ -146,28 +177,23 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
         ));
     }
     if !problems.is_empty() {
+        problems.extend(tree_problems);
         return (
             false,
             format!("{}{}{}", problems.join("; "), not_applicable(b), outside(b)),
         );
     }
-    let dirs = if b.output_directories_unread > 0 {
-        format!(
-            "; {} operation(s) produced output directories whose files are not bound (no Tree blobs in the ledger)",
-            b.output_directories_unread
-        )
-    } else {
-        String::new()
-    };
+    let dirs = tree_problems.map(|t| format!("; {t}")).unwrap_or_default();
     (
         true,
         format!(
-            "{} built target(s) bound: {} output file(s) produced by {} successful execution(s) {who} ran for invocation {} {}{}{}{dirs}",
-            b.targets_bound,
+            "{} built target(s) bound: {} output file(s) produced by {} successful execution(s) {who} ran for invocation {} {}{}{}{}{dirs}",
+            b.targets_bound + b.targets_cached_attested,
             b.files_bound,
             b.operations_in_window,
             ev.invocation_id,
             window(b),
+            cached_attested(b),
             not_applicable(b),
             outside(b)
         ),

@@ -135,6 +135,62 @@ pub struct RecordArgs {
     /// the proof's origin; without it the proof is unauthenticated).
     #[arg(long, value_name = "ID")]
     tenant: Option<String>,
+    /// Ask this executor (grpc://HOST:PORT, BuildGrid) what it ran for the
+    /// build's invocation and store its raw answers (executor.bin), as
+    /// `proof serve --executor` does: the proof then needs
+    /// `executor_attested` and `outputs_bound`. The window is the build's
+    /// own BuildStarted/BuildFinished times (an offline proof has no server
+    /// receive times), and remote cache hits stay unbound (no index of
+    /// attested results offline).
+    #[arg(long, value_name = "URL")]
+    executor: Option<String>,
+    /// With --executor: the REAPI instance name(s) to ask under
+    /// (repeatable; default: the build's --remote_instance_name).
+    #[arg(long = "executor-instance", value_name = "NAME", requires = "executor")]
+    executor_instances: Vec<String>,
+    /// With --executor: another address of the same executor, as the build
+    /// named it in --remote_executor (repeatable).
+    #[arg(long = "executor-alias", value_name = "URL", requires = "executor")]
+    executor_aliases: Vec<String>,
+}
+
+/// The executor's ledger for the build in `a.bep` (`--executor`), as
+/// executor.bin bytes: never fails once the BEP is read (an unreachable
+/// executor is recorded as such, after 30 s of retries).
+fn ledger_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
+    let f =
+        std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
+    let events =
+        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("cannot read {}", a.bep.display()))?;
+    let mut b = proof_evidence::EvidenceBuilder::new();
+    for e in events {
+        b.push_event(&e.with_context(|| format!("cannot read {}", a.bep.display()))?)?;
+    }
+    let ev = b.finish()?;
+    let instance_names = if a.executor_instances.is_empty() {
+        vec![ev.executor.remote_instance_name.unwrap_or_default()]
+    } else {
+        a.executor_instances.clone()
+    };
+    let ledger = proof_executor::BuildGrid::new(endpoint)
+        .with_context(|| format!("bad --executor {endpoint:?}; expected grpc://HOST:PORT"))?;
+    let q = proof_executor::LedgerQuery {
+        invocation_id: ev.invocation_id.clone(),
+        instance_names,
+        endpoint_aliases: a.executor_aliases.clone(),
+        budget: proof_executor::Budget::default(),
+    };
+    eprintln!(
+        "asking {endpoint} what it ran for invocation {} (at most {} s)",
+        ev.invocation_id,
+        q.budget.max_time.as_secs()
+    );
+    Ok(proof_executor::fetch_with_retry(
+        &ledger,
+        &q,
+        proof_executor::Retry::default(),
+    ))
 }
 
 /// The executor's raw answers for `a.corroborate`, as corroboration.bin bytes.
@@ -191,15 +247,21 @@ pub fn record(a: RecordArgs) -> Result<u8> {
         Some(endpoint) => Some(corroboration_bytes(&a, endpoint)?),
         None => None,
     };
+    let executor_ledger = match &a.executor {
+        Some(endpoint) => Some(ledger_bytes(&a, endpoint)?),
+        None => None,
+    };
     let origin = proof_evidence::Origin {
         recorded_by: "proof record".into(),
         tenant: a.tenant.clone(),
+        opened_at_ms: None,
+        signed_at_ms: None,
     };
     let inputs = proof_artifact::RecordInputs {
         exec_log: a.execlog.as_deref(),
         remote_grpc_log: a.remote_grpc_log.as_deref(),
         corroboration: corroboration.as_deref(),
-        executor_ledger: None,
+        executor_ledger: executor_ledger.as_deref(),
         origin: Some(&origin),
         ..Default::default()
     };

@@ -140,6 +140,9 @@ pub(crate) struct LedgerAccum {
     blobs: HashMap<(String, i64), proof_proto::ledger::Blob>,
     unreachable: Option<proof_proto::ledger::Unreachable>,
     truncated: Option<String>,
+    /// Earlier executions the server witnessed (remote cache hits bind to
+    /// them, `binding`); they never count as this invocation's.
+    attested: Vec<proof_proto::ledger::AttestedResult>,
 }
 
 fn nanos(t: Option<&prost_types::Timestamp>) -> Option<i128> {
@@ -187,6 +190,7 @@ impl LedgerAccum {
                 (Some(R::Truncated(t)), true) => {
                     acc.truncated.get_or_insert(t.reason);
                 }
+                (Some(R::Attested(a)), true) => acc.attested.push(a),
                 (None, true) => return Err(bad("an empty record".into())),
             }
         }
@@ -200,7 +204,7 @@ impl LedgerAccum {
     }
 
     /// The digest-verified blob `d`, or why there is none.
-    fn blob(&self, d: &Digest) -> Result<&[u8], String> {
+    pub(crate) fn blob(&self, d: &Digest) -> Result<&[u8], String> {
         let name = format!("{}/{}", d.hash, d.size_bytes);
         let Some(b) = self.blobs.get(&(d.hash.clone(), d.size_bytes)) else {
             return Err(format!("blob {name} was not read from the CAS"));
@@ -520,5 +524,23 @@ impl LedgerAccum {
     /// The ListOperations pages as received (for [`crate::binding`]).
     pub(crate) fn pages(&self) -> &[proof_proto::ledger::OperationsPage] {
         &self.pages
+    }
+
+    /// The invocation the header names.
+    pub(crate) fn invocation_id(&self) -> &str {
+        self.header
+            .as_ref()
+            .map_or("", |h| h.invocation_id.as_str())
+    }
+
+    pub(crate) fn attested(&self) -> &[proof_proto::ledger::AttestedResult] {
+        &self.attested
+    }
+
+    /// The instance names the header says were asked.
+    pub(crate) fn instance_names(&self) -> &[String] {
+        self.header
+            .as_ref()
+            .map_or(&[][..], |h| h.instance_names.as_slice())
     }
 }

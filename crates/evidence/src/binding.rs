@@ -13,9 +13,19 @@
 //!   digest (a remote test's `test.log` is its test action's stdout): bound;
 //! - a `file://` URI: a local output, unbound by definition; inline
 //!   contents and symlinks carry no digest: unbound;
-//! - a digest the executor produced only by a cached answer ("remote cache
-//!   hit"), a failed action, or an operation outside the window: unbound
-//!   (not proven; an index of attested cached results is a later step);
+//! - an output served from the remote cache ("remote cache hit": Bazel asks
+//!   the ActionCache first, so the executor shows no operation for it, or
+//!   an operation answered with `cached_result`) is "cached-attested" only
+//!   when an [`AttestedResult`] record in the ledger, an earlier execution
+//!   the server witnessed in a proof it signed, is an executed (not cached),
+//!   successful operation on one of the ledger's instance names, completed
+//!   before this stream finished (plus the slack), whose ActionResult has
+//!   an output file at the same path with the same digest (a `test.log`:
+//!   its stdout digest). Anything else is unbound: an ActionCache entry
+//!   nobody witnessed being produced, or one rewritten to another digest,
+//!   whatever worker it names, is "not proven";
+//! - a digest the executor produced only by a failed action or an
+//!   operation outside the window, and not attested as above: unbound;
 //! - files inside an ActionResult's `output_directories`: unbound, the
 //!   ledger does not hold the Tree blobs yet;
 //! - a file with no path prefix is a source file, and an output whose digest
@@ -33,9 +43,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proof_proto::bep::{build_event, build_event_id, File};
-use proof_proto::ledger::OperationsPage;
+use proof_proto::ledger::{AttestedResult, OperationsPage};
 use proof_proto::longrunning::operation;
-use proof_proto::reapi::{ExecuteResponse, ExecutedActionMetadata};
+use proof_proto::reapi::{ActionResult, ExecuteResponse, ExecutedActionMetadata};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -57,6 +67,9 @@ pub const MAX_NAMED_OUTSIDE: usize = 50;
 pub enum BindingStatus {
     /// Every output file is an output the executor produced for this build.
     Bound,
+    /// Every output file is either bound or served from the cache with an
+    /// attested earlier execution that produced it (at least one is).
+    CachedAttested,
     /// At least one output file is not.
     Unbound,
     /// Nothing to bind: not built, no outputs, or only source files.
@@ -85,6 +98,10 @@ pub struct TargetBinding {
     pub files_unbound: u64,
     /// Source files and Bazel's copies of them (nothing to bind).
     pub source_files: u64,
+    /// Output files served from the cache, bound to an attested earlier
+    /// execution.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_cached_attested: u64,
     /// Why the target is not applicable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -136,14 +153,36 @@ pub struct OutputBinding {
     /// The first [`MAX_NAMED_OUTSIDE`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside: Vec<OutsideOperation>,
-    /// Binding operations with output directories, whose files cannot be
-    /// bound yet (the ledger holds no Tree blobs).
+    /// Output directories of binding operations whose Tree blob the ledger
+    /// does not hold, or holds but does not match its digest or cannot be
+    /// read: their files do not bind.
     pub output_directories_unread: u64,
+    /// Output directories whose Tree blob was read (digest checked): their
+    /// files bind.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_directories_read: u64,
+    /// Why Tree blobs could not be read (the first [`MAX_NAMED_OUTSIDE`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree_problems: Vec<String>,
     pub targets_bound: u64,
+    /// Targets whose outputs are all bound, some only to attested earlier
+    /// executions (cache hits).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub targets_cached_attested: u64,
     pub targets_unbound: u64,
     pub targets_not_applicable: u64,
     pub files_bound: u64,
     pub files_unbound: u64,
+    /// Output files bound to attested earlier executions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_cached_attested: u64,
+    /// Attested earlier executions in the ledger (all records).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attested_results: u64,
+    /// Of them, those that cannot bind anything, and why (the first
+    /// [`MAX_NAMED_OUTSIDE`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attested_refused: Vec<String>,
     /// Why the stream's file sets could not all be read (over a bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
@@ -151,10 +190,18 @@ pub struct OutputBinding {
     pub targets: BTreeMap<String, TargetBinding>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone)]
 struct FileRef {
     path: String,
     source: bool,
+    /// For a test action's output (TestResult): `testlogs/PKG/NAME/` of
+    /// its label, where the ActionResult holds it (the stream gives no
+    /// path prefix for it).
+    testlogs: Option<String>,
     file: File,
 }
 
@@ -195,6 +242,7 @@ fn file_ref(f: &File) -> FileRef {
     FileRef {
         path,
         source: f.path_prefix.is_empty(),
+        testlogs: None,
         file: f.clone(),
     }
 }
@@ -253,6 +301,7 @@ impl BindingAccum {
                 acc.files
                     .extend(r.test_action_output.iter().map(|f| FileRef {
                         source: false,
+                        testlogs: testlogs_dir(&t.label),
                         ..file_ref(f)
                     }));
             }
@@ -317,13 +366,29 @@ fn ts_string(n: Option<i128>) -> Option<String> {
 /// answers (`pages`).
 pub(crate) fn derive(
     acc: &BindingAccum,
-    pages: &[OperationsPage],
+    ledger: &crate::attestation::LedgerAccum,
+    origin: Option<&crate::Origin>,
     invocation_id: &str,
 ) -> OutputBinding {
+    let pages: &[OperationsPage] = ledger.pages();
+    let attested = ledger.attested();
+    let instance_names = ledger.instance_names();
     let slack = i128::from(WINDOW_SLACK_SECONDS) * 1_000_000_000;
-    let window = match (acc.started_nanos, acc.finished_nanos) {
-        (Some(s), Some(f)) => Some((s - slack, f + slack)),
+    // The server's own times when it signed (`proof serve`): the client's
+    // stamps are claims. Else BuildStarted/BuildFinished as stamped.
+    let server_times = origin.and_then(|o| Some((o.opened_at_ms?, o.signed_at_ms?)));
+    let window = match (server_times, acc.started_nanos, acc.finished_nanos) {
+        (Some((o, s)), _, _) => Some((
+            i128::from(o) * 1_000_000 - slack,
+            i128::from(s) * 1_000_000 + slack,
+        )),
+        (None, Some(s), Some(f)) => Some((s - slack, f + slack)),
         _ => None,
+    };
+    let times = if server_times.is_some() {
+        "the server's own times: when it opened the invocation (no later than it received BuildStarted) to when it began signing (after it received BuildFinished)"
+    } else {
+        "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)"
     };
     let mut out = OutputBinding {
         window: window.and_then(|(from, to)| {
@@ -331,7 +396,7 @@ pub(crate) fn derive(
                 from: crate::rfc3339_nanos(from)?,
                 to: crate::rfc3339_nanos(to)?,
                 slack_seconds: WINDOW_SLACK_SECONDS,
-                times: "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)".into(),
+                times: times.into(),
             })
         }),
         operations_in_window: 0,
@@ -341,11 +406,17 @@ pub(crate) fn derive(
         operations_outside: 0,
         outside: Vec::new(),
         output_directories_unread: 0,
+        output_directories_read: 0,
+        tree_problems: Vec::new(),
         targets_bound: 0,
+        targets_cached_attested: 0,
         targets_unbound: 0,
         targets_not_applicable: 0,
         files_bound: 0,
         files_unbound: 0,
+        files_cached_attested: 0,
+        attested_results: attested.len() as u64,
+        attested_refused: Vec::new(),
         incomplete: acc.incomplete.clone(),
         targets: BTreeMap::new(),
     };
@@ -413,8 +484,23 @@ pub(crate) fn derive(
                 }
             }
             let Some(r) = result else { continue };
-            if placed.is_ok() && succeeded && !r.output_directories.is_empty() {
-                out.output_directories_unread += 1;
+            let mut in_trees = Vec::new();
+            if placed.is_ok() && succeeded {
+                for dir in &r.output_directories {
+                    match tree_files(ledger, dir) {
+                        Ok(files) => {
+                            out.output_directories_read += 1;
+                            in_trees.extend(files);
+                        }
+                        Err(why) => {
+                            out.output_directories_unread += 1;
+                            if out.tree_problems.len() < MAX_NAMED_OUTSIDE {
+                                out.tree_problems
+                                    .push(format!("{} ({name}): {why}", dir.path));
+                            }
+                        }
+                    }
+                }
             }
             // Output files, and the action's stdout/stderr: a remote test's
             // test.log is its test action's stdout.
@@ -429,7 +515,8 @@ pub(crate) fn derive(
                 .chain(r.stderr_digest.as_ref())
                 .map(|d| (d.hash.clone(), d.size_bytes))
                 .chain(raw(&r.stdout_raw))
-                .chain(raw(&r.stderr_raw));
+                .chain(raw(&r.stderr_raw))
+                .chain(in_trees);
             for key in produced {
                 let s = digests.entry(key).or_default();
                 match (&placed, succeeded, cached) {
@@ -442,12 +529,15 @@ pub(crate) fn derive(
         }
     }
 
+    let cached = attested_outputs(attested, instance_names, window, &mut out.attested_refused);
+
     for (label, t) in &acc.targets {
         let mut b = TargetBinding {
             status: BindingStatus::NotApplicable,
             files_bound: 0,
             files_unbound: 0,
             source_files: 0,
+            files_cached_attested: 0,
             note: None,
             unbound: Vec::new(),
         };
@@ -466,10 +556,12 @@ pub(crate) fn derive(
                         why,
                     });
                 }
-                Ok(files) => bind_files(&mut b, &files, &digests, invocation_id),
+                Ok(files) => bind_files(&mut b, &files, &digests, &cached, invocation_id),
             }
             b.status = if b.files_unbound > 0 {
                 BindingStatus::Unbound
+            } else if b.files_cached_attested > 0 {
+                BindingStatus::CachedAttested
             } else if b.files_bound > 0 {
                 BindingStatus::Bound
             } else {
@@ -486,8 +578,10 @@ pub(crate) fn derive(
         }
         out.files_bound += b.files_bound;
         out.files_unbound += b.files_unbound;
+        out.files_cached_attested += b.files_cached_attested;
         match b.status {
             BindingStatus::Bound => out.targets_bound += 1,
+            BindingStatus::CachedAttested => out.targets_cached_attested += 1,
             BindingStatus::Unbound => out.targets_unbound += 1,
             BindingStatus::NotApplicable => out.targets_not_applicable += 1,
         }
@@ -496,10 +590,274 @@ pub(crate) fn derive(
     out
 }
 
+/// Where a `test.log` binds in [`attested_outputs`]: its action's stdout.
+const STDOUT: &str = "<stdout>";
+
+/// Most files and directories read from one output directory's Tree.
+pub const MAX_TREE_NODES: usize = 100_000;
+
+/// The (hash, size) of every file inside the output directory `dir`, from
+/// its Tree blob in the ledger (digest checked), or why not. A child
+/// Directory is found by the SHA-256 of its encoding in the Tree.
+fn tree_files(
+    ledger: &crate::attestation::LedgerAccum,
+    dir: &proof_proto::reapi::OutputDirectory,
+) -> Result<Vec<(String, i64)>, String> {
+    use proof_proto::reapi::{Directory, Tree};
+    let d = dir
+        .tree_digest
+        .as_ref()
+        .ok_or("the output directory names no Tree digest")?;
+    let tree = Tree::decode(ledger.blob(d)?)
+        .map_err(|e| format!("blob {}/{} is not a Tree: {e}", d.hash, d.size_bytes))?;
+    let root = tree.root.as_ref().ok_or("the Tree has no root")?;
+    let children: BTreeMap<(String, i64), &Directory> = tree
+        .children
+        .iter()
+        .map(|c| {
+            let b = c.encode_to_vec();
+            ((hex::encode(sha2::Sha256::digest(&b)), b.len() as i64), c)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    let mut nodes = 0usize;
+    while let Some(dir) = todo.pop() {
+        nodes += 1 + dir.files.len();
+        if nodes > MAX_TREE_NODES {
+            return Err(format!(
+                "the Tree has more than {MAX_TREE_NODES} files and directories: not read"
+            ));
+        }
+        for f in &dir.files {
+            let fd = f
+                .digest
+                .as_ref()
+                .ok_or_else(|| format!("file {:?} has no digest", f.name))?;
+            out.push((fd.hash.clone(), fd.size_bytes));
+        }
+        for sub in &dir.directories {
+            let sd = sub
+                .digest
+                .as_ref()
+                .ok_or_else(|| format!("directory {:?} has no digest", sub.name))?;
+            let child = children
+                .get(&(sd.hash.clone(), sd.size_bytes))
+                .ok_or_else(|| {
+                    format!(
+                        "directory {:?} ({}/{}) is not among the Tree's children",
+                        sub.name, sd.hash, sd.size_bytes
+                    )
+                })?;
+            todo.push(child);
+        }
+    }
+    Ok(out)
+}
+
+/// The ActionResult of a done, executed (not cached), successful
+/// operation, or why it is not one.
+fn executed_result(op: &proof_proto::longrunning::Operation) -> Result<ActionResult, String> {
+    if !op.done {
+        return Err("not done".to_string());
+    }
+    let resp = match &op.result {
+        Some(operation::Result::Response(r)) if r.type_url.ends_with("ExecuteResponse") => {
+            ExecuteResponse::decode(r.value.as_slice())
+                .map_err(|e| format!("not an ExecuteResponse: {e}"))?
+        }
+        _ => return Err("no ExecuteResponse".to_string()),
+    };
+    if resp.status.as_ref().is_some_and(|s| s.code != 0) {
+        return Err("the execution failed".to_string());
+    }
+    if resp.cached_result {
+        return Err("a cached answer, not an execution".to_string());
+    }
+    let r = resp.result.ok_or("no ActionResult")?;
+    if r.exit_code != 0 {
+        return Err(format!("exit code {}", r.exit_code));
+    }
+    Ok(r)
+}
+
+/// What a cache hit binds to: (output path, hash, size) of each output
+/// file, and ([`STDOUT`], hash, size) of the stdout (a test's `test.log`).
+/// A test output's path in the ActionResult also keys as its part from
+/// `testlogs/` on (`bazel-out/CFG/testlogs/PKG/NAME/test.xml`).
+fn result_keys(r: &ActionResult) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for f in &r.output_files {
+        let Some(d) = f.digest.as_ref() else { continue };
+        out.push((f.path.clone(), d.hash.clone(), d.size_bytes));
+        if let Some(at) = f.path.find("/testlogs/") {
+            out.push((f.path[at + 1..].to_string(), d.hash.clone(), d.size_bytes));
+        }
+    }
+    if let Some(d) = &r.stdout_digest {
+        out.push((STDOUT.to_string(), d.hash.clone(), d.size_bytes));
+    }
+    out
+}
+
+/// `testlogs/PKG/NAME/` of a main-repository test label (`//PKG:NAME`).
+fn testlogs_dir(label: &str) -> Option<String> {
+    let rest = label.strip_prefix("//")?;
+    let (pkg, name) = rest.split_once(':')?;
+    if name.is_empty() || name.contains("..") || pkg.contains("..") {
+        return None;
+    }
+    Some(if pkg.is_empty() {
+        format!("testlogs/{name}/")
+    } else {
+        format!("testlogs/{pkg}/{name}/")
+    })
+}
+
+/// The keys a stream's output file is looked up by among attested
+/// results: its path; a test output's `testlogs/PKG/NAME/FILE` instead,
+/// and a `test.log` also the test action's stdout.
+fn claimed_keys(f: &FileRef, hash: &str, size: i64) -> Vec<(String, String, i64)> {
+    let key = |p: String| (p, hash.to_string(), size);
+    match &f.testlogs {
+        Some(dir) => {
+            let mut out = vec![key(format!("{dir}{}", f.file.name))];
+            if f.file.name == "test.log" {
+                out.push(key(STDOUT.to_string()));
+            }
+            out
+        }
+        None if f.path.is_empty() => Vec::new(),
+        None => vec![key(f.path.clone())],
+    }
+}
+
+/// A key of [`claimed_outputs`] and [`witnessed_results`]: an output
+/// file's path (`<stdout>` for a `test.log`), sha256 and size.
+pub type OutputKey = (String, String, i64);
+
+/// Every output file (not a source file) of a target the stream reports
+/// as built that names a `bytestream://` digest: what the server looks up
+/// among the executions it witnessed before (a remote cache hit binds only
+/// to one). Undecodable events are skipped; at most [`MAX_SET_FILES`].
+pub fn claimed_outputs(events: impl IntoIterator<Item = impl AsRef<[u8]>>) -> BTreeSet<OutputKey> {
+    use proof_proto::bep::BuildEvent;
+    let mut acc = BindingAccum::default();
+    for e in events {
+        let Ok(ev) = BuildEvent::decode(e.as_ref()) else {
+            continue;
+        };
+        let id = ev.id.and_then(|i| i.id);
+        if let Some(p) = &ev.payload {
+            acc.push(id.as_ref(), p);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for t in acc.targets.values().filter(|t| t.completed && t.success) {
+        let Ok(files) = acc.resolve(t) else { continue };
+        for f in files.iter().filter(|f| !f.source) {
+            if let Some(proof_proto::bep::file::File::Uri(u)) = &f.file.file {
+                if let Some((hash, size)) = bytestream_digest(u) {
+                    out.extend(claimed_keys(f, &hash, size));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The executions in a ledger (`executor.bin` bytes) that a later cache
+/// hit may bind to: each done, executed, successful operation of its
+/// pages, as an [`AttestedResult`] record, with the keys of its outputs.
+/// Earlier attested records in it are not repeated.
+pub fn witnessed_results(
+    ledger: &[u8],
+) -> Result<Vec<(Vec<OutputKey>, AttestedResult)>, crate::EvidenceError> {
+    let l = crate::attestation::LedgerAccum::read(ledger)?;
+    let invocation_id = l.invocation_id().to_string();
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for page in l.pages().iter().filter(|p| p.status_code == 0) {
+        for op in page.response.iter().flat_map(|r| &r.operations) {
+            if !names.insert(op.name.clone()) {
+                continue;
+            }
+            let Ok(r) = executed_result(op) else { continue };
+            let keys = result_keys(&r);
+            if keys.is_empty() {
+                continue;
+            }
+            out.push((
+                keys,
+                AttestedResult {
+                    invocation_id: invocation_id.clone(),
+                    instance_name: page.instance_name.clone(),
+                    operation: Some(op.clone()),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Output files (path, hash, size) of the attested earlier executions that
+/// may bind a cache hit, each with the invocation that executed it; the
+/// records that cannot, and why, go to `refused`.
+fn attested_outputs(
+    attested: &[AttestedResult],
+    instance_names: &[String],
+    window: Option<(i128, i128)>,
+    refused: &mut Vec<String>,
+) -> BTreeMap<(String, String, i64), String> {
+    let mut out = BTreeMap::new();
+    for a in attested {
+        let name = a
+            .operation
+            .as_ref()
+            .map_or("(no operation)", |o| o.name.as_str());
+        let why = (|| {
+            if !instance_names.contains(&a.instance_name) {
+                return Err(format!(
+                    "listed under instance {:?}, not one this ledger asked ({instance_names:?})",
+                    a.instance_name
+                ));
+            }
+            let r = executed_result(a.operation.as_ref().ok_or("no operation")?)?;
+            let end = r
+                .execution_metadata
+                .as_ref()
+                .and_then(|m| nanos(m.worker_completed_timestamp.as_ref(), 0))
+                .ok_or("no completion time")?;
+            match window {
+                None => return Err("the stream states no finish time".to_string()),
+                Some((_, to)) if end > to => {
+                    return Err("completed after this stream finished".to_string())
+                }
+                _ => {}
+            }
+            Ok(r)
+        })();
+        match why {
+            Ok(r) => {
+                for key in result_keys(&r) {
+                    out.entry(key).or_insert_with(|| a.invocation_id.clone());
+                }
+            }
+            Err(why) => {
+                if refused.len() < MAX_NAMED_OUTSIDE {
+                    refused.push(format!("{name} (invocation {}): {why}", a.invocation_id));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn bind_files(
     b: &mut TargetBinding,
     files: &[FileRef],
     digests: &BTreeMap<(String, i64), Seen>,
+    cached: &BTreeMap<(String, String, i64), String>,
     invocation_id: &str,
 ) {
     use proof_proto::bep::file::File as F;
@@ -534,6 +892,17 @@ fn bind_files(
             }
             (Some(F::Contents(_)), _) => "inline contents: no digest to bind".to_string(),
             (Some(F::SymlinkTargetPath(_)), _) => "a symlink: no digest to bind".to_string(),
+            // A directory (tree artifact) entry: no bytes of its own, its
+            // files are listed under it and bind one by one.
+            (None, _)
+                if files.iter().any(|g| {
+                    g.path
+                        .strip_prefix(f.path.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                }) =>
+            {
+                continue;
+            }
             (None, _) => "no URI: no digest to bind".to_string(),
             (Some(F::Uri(_)), None) => {
                 "the URI names no bytestream blob digest (bytestream://HOST/blobs/SHA256/SIZE)"
@@ -562,14 +931,21 @@ fn bind_files(
                         b.files_bound += 1;
                         continue;
                     }
+                    if claimed_keys(f, hash, *size)
+                        .iter()
+                        .any(|k| cached.contains_key(k))
+                    {
+                        b.files_cached_attested += 1;
+                        continue;
+                    }
                     if seen.cached {
-                        "served from the action cache (a remote cache hit), not executed for this invocation: not proven".to_string()
+                        "served from the action cache (a remote cache hit), and no execution the server witnessed produced it at this path: not proven".to_string()
                     } else if seen.failed {
                         "produced only by a failed or unfinished action".to_string()
                     } else if seen.outside {
                         "produced only by an operation outside the stream's window".to_string()
                     } else {
-                        format!("the executor produced no output with this digest for invocation {invocation_id}")
+                        format!("the executor produced no output with this digest for invocation {invocation_id}, and no earlier execution the server witnessed produced it at this path (a remote cache hit is proven only by one)")
                     }
                 }
             }

@@ -147,6 +147,15 @@ pub struct Origin {
     /// --tenants`), or the tenant a trusted offline job named; `None`:
     /// unauthenticated.
     pub tenant: Option<String>,
+    /// When the server itself opened this invocation (its first event,
+    /// received no later than BuildStarted), Unix milliseconds (`proof
+    /// serve` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at_ms: Option<i64>,
+    /// When the server began signing (after it received the stream's last
+    /// event, so no earlier than BuildFinished), Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at_ms: Option<i64>,
 }
 
 impl Origin {
@@ -829,7 +838,7 @@ impl EvidenceBuilder {
         let output_binding = self
             .ledger
             .as_ref()
-            .map(|l| binding::derive(&self.binding, l.pages(), &started.uuid));
+            .map(|l| binding::derive(&self.binding, l, self.origin.as_ref(), &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
         let contradictions =
             attestation::contradictions(&processes, &executor, attestation.as_ref());

@@ -112,6 +112,8 @@ fn stream(middle: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// served from the cache, and when it was queued and completed.
 struct Op {
     outputs: Vec<u32>,
+    /// Output directories: (path, Tree digest).
+    dirs: Vec<(String, Digest)>,
     stdout: Option<u32>,
     exit: i32,
     cached: bool,
@@ -122,6 +124,7 @@ struct Op {
 fn ran(outputs: &[u32]) -> Op {
     Op {
         outputs: outputs.to_vec(),
+        dirs: Vec::new(),
         stdout: None,
         exit: 0,
         cached: false,
@@ -200,6 +203,15 @@ fn ledger(ops: &[Op]) -> Vec<u8> {
                                 ..OutputFile::default()
                             })
                             .collect(),
+                        output_directories: op
+                            .dirs
+                            .iter()
+                            .map(|(path, d)| proof_proto::reapi::OutputDirectory {
+                                path: path.clone(),
+                                tree_digest: Some(d.clone()),
+                                ..Default::default()
+                            })
+                            .collect(),
                         execution_metadata: Some(ExecutedActionMetadata {
                             worker: "bot-1".into(),
                             queued_timestamp: ts(op.queued),
@@ -261,9 +273,12 @@ fn a_produced_digest_binds_and_one_nobody_produced_does_not() {
     );
     let a = &b.targets["//:a"];
     assert_eq!((a.status, a.files_bound), (BindingStatus::Bound, 1));
-    assert_eq!(
-        why(&b, "//:b"),
-        format!("the executor produced no output with this digest for invocation {ID}")
+    assert!(
+        why(&b, "//:b").starts_with(&format!(
+            "the executor produced no output with this digest for invocation {ID}, and no earlier execution the server witnessed produced it"
+        )),
+        "{}",
+        why(&b, "//:b")
     );
     let f = &b.targets["//:b"].unbound[0];
     assert_eq!(f.file, "bazel-out/k8-fastbuild/bin/b.txt");
@@ -509,4 +524,329 @@ fn without_a_ledger_there_is_no_binding() {
         b.push_event(&e).unwrap();
     }
     assert!(b.finish().unwrap().output_binding.is_none());
+}
+
+/// `ledger(now)` followed by `earlier`'s operations as AttestedResult
+/// records of invocation "earlier" under `instance`.
+fn with_attested(now: &[Op], earlier: &[Op], instance: &str) -> Vec<u8> {
+    let mut out = ledger(now);
+    let old = ledger(earlier);
+    let recs = proof_stream::delimited::split_delimited(&old, usize::MAX).unwrap();
+    for r in recs {
+        if let Some(ledger_record::Record::Page(p)) = LedgerRecord::decode(r).unwrap().record {
+            for op in p.response.unwrap().operations {
+                push(
+                    &mut out,
+                    ledger_record::Record::Attested(proof_proto::ledger::AttestedResult {
+                        invocation_id: "earlier".into(),
+                        instance_name: instance.into(),
+                        operation: Some(op),
+                    }),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn bind_ledger(events: &[Vec<u8>], ledger: &[u8]) -> OutputBinding {
+    let mut b = EvidenceBuilder::new();
+    for e in events {
+        b.push_event(e).unwrap();
+    }
+    b.push_executor_ledger(ledger).unwrap();
+    b.finish().unwrap().output_binding.unwrap()
+}
+
+/// Targets //:tN with one output `fN` (the path the fixture's ActionResults use).
+fn targets(ns: &[u32]) -> Vec<Vec<u8>> {
+    let mut mid = Vec::new();
+    for n in ns {
+        mid.push(set(
+            &n.to_string(),
+            vec![out_file(&format!("f{n}"), &uri(*n))],
+            &[],
+        ));
+        mid.push(complete(&format!("//:t{n}"), true, &[&n.to_string()]));
+    }
+    stream(mid)
+}
+
+#[test]
+fn a_cache_hit_binds_only_to_an_attested_execution_of_the_same_output() {
+    let earlier = |outputs: &[u32]| Op {
+        queued: START - 500,
+        completed: START - 400,
+        ..ran(outputs)
+    };
+    // t1 executed now; t2 served from the cache, executed by an earlier
+    // invocation the server witnessed; t3 served from the cache with no
+    // witnessed execution (a rewritten entry points at digest 3).
+    let b = bind_ledger(
+        &targets(&[1, 2, 3]),
+        &with_attested(&[ran(&[1])], &[earlier(&[2]), earlier(&[4])], ""),
+    );
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Bound);
+    let t2 = &b.targets["//:t2"];
+    assert_eq!(
+        (t2.status, t2.files_cached_attested, t2.files_bound),
+        (BindingStatus::CachedAttested, 1, 0)
+    );
+    assert!(why(&b, "//:t3").contains("no earlier execution the server witnessed produced it"));
+    assert_eq!(
+        (
+            b.targets_bound,
+            b.targets_cached_attested,
+            b.targets_unbound
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((b.attested_results, b.files_cached_attested), (2, 1));
+    // Attested executions never count as this invocation's.
+    assert_eq!((b.operations_in_window, b.operations_outside), (1, 0));
+
+    // The same digest at another path does not bind (an entry rewritten
+    // to another action's output).
+    let mut mid = vec![set("0", vec![out_file("other", &uri(2))], &[])];
+    mid.push(complete("//:other", true, &["0"]));
+    let b = bind_ledger(
+        &stream(mid),
+        &with_attested(&[ran(&[1])], &[earlier(&[2])], ""),
+    );
+    assert_eq!(b.targets["//:other"].status, BindingStatus::Unbound);
+}
+
+#[test]
+fn attested_records_that_cannot_bind_are_refused_with_a_reason() {
+    let at = |completed: i64| Op {
+        queued: completed - 5,
+        completed,
+        ..ran(&[2])
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            with_attested(&[ran(&[1])], &[at(START - 100)], "other"),
+            "not one this ledger asked",
+        ),
+        (
+            with_attested(&[ran(&[1])], &[at(FINISH + 61)], ""),
+            "completed after this stream finished",
+        ),
+        (
+            with_attested(
+                &[ran(&[1])],
+                &[Op {
+                    cached: true,
+                    ..at(START - 100)
+                }],
+                "",
+            ),
+            "a cached answer, not an execution",
+        ),
+        (
+            with_attested(
+                &[ran(&[1])],
+                &[Op {
+                    exit: 1,
+                    ..at(START - 100)
+                }],
+                "",
+            ),
+            "exit code 1",
+        ),
+    ];
+    for (ledger, reason) in cases {
+        let b = bind_ledger(&targets(&[1, 2]), &ledger);
+        assert_eq!(
+            b.targets["//:t2"].status,
+            BindingStatus::Unbound,
+            "{reason}"
+        );
+        assert_eq!(b.attested_refused.len(), 1, "{reason}");
+        assert!(
+            b.attested_refused[0].contains(reason),
+            "{:?}",
+            b.attested_refused
+        );
+    }
+}
+
+#[test]
+fn the_server_indexes_executed_outputs_and_looks_up_claimed_ones() {
+    let events = targets(&[1, 2]);
+    let claimed = proof_evidence::binding::claimed_outputs(&events);
+    let paths: Vec<&str> = claimed.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "bazel-out/k8-fastbuild/bin/f1",
+            "bazel-out/k8-fastbuild/bin/f2"
+        ]
+    );
+    let witnessed = proof_evidence::binding::witnessed_results(&ledger(&[
+        ran(&[1]),
+        Op {
+            cached: true,
+            ..ran(&[2])
+        },
+        Op {
+            exit: 2,
+            ..ran(&[3])
+        },
+    ]))
+    .unwrap();
+    // Only the executed, successful operation is a witnessed result.
+    assert_eq!(witnessed.len(), 1);
+    assert_eq!(witnessed[0].0[0].0, "bazel-out/k8-fastbuild/bin/f1");
+    assert_eq!(witnessed[0].1.invocation_id, ID);
+}
+
+fn file_node(name: &str, i: u32) -> proof_proto::reapi::FileNode {
+    proof_proto::reapi::FileNode {
+        name: name.into(),
+        digest: Some(Digest {
+            hash: hash(i),
+            size_bytes: i64::from(i),
+        }),
+        ..Default::default()
+    }
+}
+
+fn digest_of(b: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    Digest {
+        hash: hex::encode(sha2::Sha256::digest(b)),
+        size_bytes: b.len() as i64,
+    }
+}
+
+/// A Tree `d/` with `a` (digest 5) and `sub/b` (digest 6), encoded.
+fn tree_blob(b_digest: u32) -> Vec<u8> {
+    use proof_proto::reapi::{Directory, DirectoryNode, Tree};
+    let child = Directory {
+        files: vec![file_node("b", b_digest)],
+        ..Default::default()
+    };
+    Tree {
+        root: Some(Directory {
+            files: vec![file_node("a", 5)],
+            directories: vec![DirectoryNode {
+                name: "sub".into(),
+                digest: Some(digest_of(&child.encode_to_vec())),
+            }],
+            ..Default::default()
+        }),
+        children: vec![child],
+    }
+    .encode_to_vec()
+}
+
+/// `ledger(ops)` plus Blob records (digest, data).
+fn with_blobs(ops: &[Op], blobs: &[(Digest, Vec<u8>)]) -> Vec<u8> {
+    let mut out = ledger(ops);
+    for (d, data) in blobs {
+        push(
+            &mut out,
+            ledger_record::Record::Blob(proof_proto::ledger::Blob {
+                instance_name: String::new(),
+                digest: Some(d.clone()),
+                data: data.clone(),
+                ..Default::default()
+            }),
+        );
+    }
+    out
+}
+
+#[test]
+fn files_inside_an_output_directory_bind_through_its_tree_blob_and_a_forged_tree_is_refused() {
+    let tree = tree_blob(6);
+    let td = digest_of(&tree);
+    let op = || Op {
+        dirs: vec![("bazel-out/k8-fastbuild/bin/d".into(), td.clone())],
+        ..ran(&[])
+    };
+    let events = stream(vec![
+        set(
+            "0",
+            vec![out_file("d/a", &uri(5)), out_file("d/sub/b", &uri(6))],
+            &[],
+        ),
+        complete("//:d", true, &["0"]),
+    ]);
+    // The Tree blob as the CAS returned it: both files bind.
+    let b = bind_ledger(&events, &with_blobs(&[op()], &[(td.clone(), tree.clone())]));
+    let t = &b.targets["//:d"];
+    assert_eq!(
+        (t.status, t.files_bound),
+        (BindingStatus::Bound, 2),
+        "{t:?}"
+    );
+    assert_eq!(
+        (b.output_directories_read, b.output_directories_unread),
+        (1, 0)
+    );
+
+    // A forged Tree under the real digest (sub/b claims digest 7): its
+    // bytes do not match the digest, nothing inside binds.
+    let forged = tree_blob(7);
+    let b = bind_ledger(&events, &with_blobs(&[op()], &[(td.clone(), forged)]));
+    assert_eq!(b.targets["//:d"].status, BindingStatus::Unbound);
+    assert_eq!(
+        (b.output_directories_read, b.output_directories_unread),
+        (0, 1)
+    );
+    assert!(
+        b.tree_problems[0].contains("does not match its digest"),
+        "{:?}",
+        b.tree_problems
+    );
+
+    // No Tree blob at all: unread, unbound.
+    let b = bind_ledger(&events, &ledger(&[op()]));
+    assert_eq!(b.targets["//:d"].status, BindingStatus::Unbound);
+    assert!(
+        b.tree_problems[0].contains("was not read from the CAS"),
+        "{:?}",
+        b.tree_problems
+    );
+}
+
+#[test]
+fn the_servers_own_receive_times_make_the_window_when_it_signed() {
+    let with_origin = |opened: i64, signed: i64| {
+        let mut b = EvidenceBuilder::new();
+        for e in &targets(&[1]) {
+            b.push_event(e).unwrap();
+        }
+        let origin = proof_evidence::Origin {
+            recorded_by: "proof serve".into(),
+            tenant: None,
+            opened_at_ms: Some(opened * 1000),
+            signed_at_ms: Some(signed * 1000),
+        };
+        b.push_origin(origin.to_member().as_slice()).unwrap();
+        b.push_executor_ledger(ledger(&[ran(&[1])]).as_slice())
+            .unwrap();
+        b.finish().unwrap().output_binding.unwrap()
+    };
+    // Received live: the operation (START+10..START+20) lies inside.
+    let b = with_origin(START, FINISH + 2);
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Bound);
+    assert!(b
+        .window
+        .as_ref()
+        .unwrap()
+        .times
+        .starts_with("the server's own times"));
+    // The same stream replayed ten minutes later: the client's stamps still
+    // say START..FINISH, but the server received it later, so the executor's
+    // operation is not this stream's.
+    let b = with_origin(START + 600, FINISH + 605);
+    assert_eq!(b.targets["//:t1"].status, BindingStatus::Unbound);
+    assert_eq!(b.operations_outside, 1);
+    assert_eq!(
+        b.outside[0].why,
+        "queued before the stream started: not this build's"
+    );
 }

@@ -382,6 +382,7 @@ impl BuildGrid {
             let mut tokens: HashSet<String> = HashSet::new();
             let mut page_size = PAGE_SIZE;
             let mut executed: Vec<Digest> = Vec::new();
+            let mut trees: Vec<Digest> = Vec::new();
             loop {
                 if c.pages >= c.budget.max_pages {
                     return Err(Ok(Stop(format!(
@@ -414,6 +415,7 @@ impl BuildGrid {
                             ))));
                         }
                         executed.extend(resp.operations.iter().filter_map(executed_digest));
+                        trees.extend(resp.operations.iter().flat_map(executed_trees));
                         let next = resp.next_page_token.clone();
                         page.response = Some(resp);
                         c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
@@ -462,6 +464,11 @@ impl BuildGrid {
             commands.dedup();
             self.read_blobs(c, &mut cas, instance, &commands, None)
                 .await?;
+            // The Tree blobs of executed actions' output directories, so
+            // the files inside them bind (issue 27); within the budget.
+            trees.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
+            trees.dedup();
+            self.read_blobs(c, &mut cas, instance, &trees, None).await?;
         }
         Ok(())
     }
@@ -573,6 +580,26 @@ fn executed_digest(op: &Operation) -> Option<Digest> {
     }
     let meta = ExecuteOperationMetadata::decode(op.metadata.as_ref()?.value.as_slice()).ok()?;
     meta.action_digest.filter(|d| !d.hash.is_empty())
+}
+
+/// The Tree digests of an executed operation's output directories (the
+/// same operations as [`executed_digest`]).
+fn executed_trees(op: &Operation) -> Vec<Digest> {
+    if executed_digest(op).is_none() {
+        return Vec::new();
+    }
+    let Some(operation::Result::Response(any)) = &op.result else {
+        return Vec::new();
+    };
+    let Ok(resp) = ExecuteResponse::decode(any.value.as_slice()) else {
+        return Vec::new();
+    };
+    resp.result
+        .into_iter()
+        .flat_map(|r| r.output_directories)
+        .filter_map(|d| d.tree_digest)
+        .filter(|d| !d.hash.is_empty())
+        .collect()
 }
 
 impl ExecutorLedger for BuildGrid {

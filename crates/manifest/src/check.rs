@@ -195,7 +195,7 @@ fn check_record(
         });
     };
     let facts = found.facts.as_ref().map_err(Clone::clone)?;
-    if !facts.verified() {
+    if !facts.verified_per_class() {
         return Err(format!(
             "{} fails verification: {}",
             found.file_name,
@@ -214,6 +214,7 @@ fn check_record(
         ));
     }
     let mut problems = facts.coverage_problems(c);
+    problems.extend(facts.binding_problems(c));
     problems.extend(facts.trust_problems(
         c,
         c.mode,

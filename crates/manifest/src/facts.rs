@@ -3,7 +3,10 @@
 //! covers a target class.
 
 use proof_artifact::{Check, Report, VerifyingKey};
-use proof_evidence::Evidence;
+use proof_evidence::{BindingStatus, Evidence, TargetBinding};
+
+/// The check judged per class when it fails only for some targets.
+const OUTPUTS_BOUND: &str = "outputs_bound";
 
 use crate::model::{Class, ProofRecord};
 use crate::pattern::Pattern;
@@ -53,6 +56,86 @@ impl ArtifactFacts {
         self.checks.iter().all(|c| c.ok) && self.evidence.is_some() && self.signer_keyid.is_some()
     }
 
+    /// Every check passed, except perhaps `outputs_bound` failing only
+    /// because some targets are unbound: such a build is judged per class
+    /// ([`Self::binding_problems`]). An `outputs_bound` that fails for the
+    /// whole build (no ledger, an unreachable executor, file sets not read)
+    /// does not qualify.
+    pub fn verified_per_class(&self) -> bool {
+        if self.verified() {
+            return true;
+        }
+        let Some(ev) = &self.evidence else {
+            return false;
+        };
+        let others_ok = self.checks.iter().all(|c| c.ok || c.name == OUTPUTS_BOUND);
+        let per_target = ev.output_binding.as_ref().is_some_and(|b| {
+            b.incomplete.is_none()
+                && b.targets_unbound > 0
+                && ev.attestation.as_ref().is_some_and(|a| a.reachable)
+        });
+        others_ok && per_target && self.signer_keyid.is_some()
+    }
+
+    /// Why the build's outputs do not prove `class` (empty when they do):
+    /// when `outputs_bound` failed, every built target matching the class's
+    /// patterns must be bound (executed or cached-attested), and at least
+    /// one must be.
+    pub fn binding_problems(&self, class: &Class) -> Vec<String> {
+        if self.checks.iter().any(|c| c.name == OUTPUTS_BOUND && c.ok) {
+            return Vec::new();
+        }
+        let Some(b) = self
+            .evidence
+            .as_ref()
+            .and_then(|e| e.output_binding.as_ref())
+        else {
+            return vec![
+                "the artifact holds no executor ledger, so no output is bound to an execution (outputs_bound)".into(),
+            ];
+        };
+        let pats: Vec<Pattern> = class
+            .patterns
+            .iter()
+            .filter_map(|p| Pattern::parse(p))
+            .collect();
+        let mine: Vec<(&String, &TargetBinding)> = b
+            .targets
+            .iter()
+            .filter(|(l, _)| pats.iter().any(|p| p.matches_label(l)))
+            .collect();
+        let mut out = Vec::new();
+        let unbound: Vec<String> = mine
+            .iter()
+            .filter(|(_, t)| t.status == BindingStatus::Unbound)
+            .map(|(l, t)| match t.unbound.first() {
+                Some(f) => format!(
+                    "{l} ({}: {})",
+                    if f.file.is_empty() { "-" } else { &f.file },
+                    f.why
+                ),
+                None => l.to_string(),
+            })
+            .collect();
+        if !unbound.is_empty() {
+            out.push(format!(
+                "outputs_bound: {} target(s) of the class are unbound, their outputs were not produced by an execution the executor ran for this build: {}",
+                unbound.len(),
+                unbound.join("; ")
+            ));
+        } else if !mine.iter().any(|(_, t)| {
+            matches!(
+                t.status,
+                BindingStatus::Bound | BindingStatus::CachedAttested
+            )
+        }) {
+            out.push(
+                "outputs_bound: no target of the class has an output produced by an execution the executor ran".into(),
+            );
+        }
+        out
+    }
+
     /// The failed checks as `name: detail`.
     pub fn failures(&self) -> Vec<String> {
         self.checks
@@ -65,7 +148,7 @@ impl ArtifactFacts {
     /// The record the manifest keeps for this artifact, when it verified.
     pub fn record(&self, location: &str) -> Option<ProofRecord> {
         let ev = self.evidence.as_ref()?;
-        if !self.verified() {
+        if !self.verified_per_class() {
             return None;
         }
         let mut worker_images: Vec<String> = ev

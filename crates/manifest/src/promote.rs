@@ -103,7 +103,7 @@ pub fn promote(
     req: &PromoteRequest,
 ) -> Result<Promotion, PromoteError> {
     let manifest = parse_manifest(old)?;
-    if !facts.verified() {
+    if !facts.verified_per_class() {
         let mut failures = facts.failures();
         if failures.is_empty() {
             failures.push("signature: no trusted key verified the signature".into());
@@ -126,6 +126,7 @@ pub fn promote(
     };
     let mode = req.mode.unwrap_or(class.mode.max(Mode::ExecutorBacked));
     let mut problems = facts.coverage_problems(class);
+    problems.extend(facts.binding_problems(class));
     problems.extend(facts.trust_problems(
         class,
         mode,

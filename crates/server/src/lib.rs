@@ -7,6 +7,7 @@
 //! - [`recover`]: finalization after a restart and the abandoned-stream sweep.
 //! - [`tenants`]: tenant admission of the BES backend.
 
+pub mod attested;
 pub mod bes;
 pub mod drain;
 pub mod metrics;

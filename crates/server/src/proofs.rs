@@ -232,15 +232,31 @@ impl ProofWriter {
         if self.path(id).exists() {
             return Err(RecordError::Exists(self.path(id)).into());
         }
-        let tenant = store.get(id).map_err(err)?.and_then(|r| r.meta.tenant);
+        let record = store.get(id).map_err(err)?;
+        let signed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let origin = Origin {
             recorded_by: "proof serve".into(),
-            tenant,
+            tenant: record.as_ref().and_then(|r| r.meta.tenant.clone()),
+            // The window the executor's operations must lie in (issue 27):
+            // what this server saw, not what the client stamped.
+            opened_at_ms: record.as_ref().map(|r| r.meta.created_at_ms),
+            signed_at_ms: Some(signed_at_ms),
         };
-        let ledger = self
-            .executor
-            .as_ref()
-            .map(|cfg| self.ledger(cfg, store, id));
+        let index = crate::attested::AttestedIndex::new(&self.dir);
+        let ledger = self.executor.as_ref().map(|cfg| {
+            let ledger = self.ledger(cfg, store, id);
+            // Outputs served from the remote cache bind only to executions
+            // this server witnessed before: copy them into the ledger.
+            let claimed = match Self::events(store, id) {
+                Ok(events) => proof_evidence::binding::claimed_outputs(events.filter_map(Result::ok)),
+                Err(_) => Default::default(),
+            };
+            let attested = index.lookup(&claimed);
+            tracing::info!(invocation = %id, outputs = claimed.len(), attested = attested.len(), "attested results looked up");
+            crate::attested::append(ledger, attested)
+        });
         let events = Self::events(store, id).map_err(err)?;
         let inputs = proof_artifact::RecordInputs {
             executor_ledger: ledger.as_deref(),
@@ -249,9 +265,20 @@ impl ProofWriter {
             exclusive: true,
             ..Default::default()
         };
-        Ok(proof_artifact::record_with(
-            events, &inputs, &self.key, &self.dir,
-        )?)
+        let out = proof_artifact::record_with(events, &inputs, &self.key, &self.dir)?;
+        if let Some(ledger) = &ledger {
+            // What this invocation's executions produced may serve later
+            // builds from the cache.
+            match index.add(ledger) {
+                Ok(n) => {
+                    tracing::info!(invocation = %id, outputs = n, "executions indexed as attested results")
+                }
+                Err(e) => {
+                    tracing::warn!(invocation = %id, error = %e, "indexing the executions as attested results failed; later cache hits on them stay unbound")
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn sign_and_log(&self, store: &dyn Store, id: &str) -> Result<(), ProofError> {
