@@ -3,8 +3,26 @@
 //! (and its `name`/`evaluate` arms) to introduce a new requirement.
 
 use proof_evidence::{is_pinned_image, Evidence};
+use serde::Serialize;
 
-use crate::verify::Check;
+/// One named check of a verification report (`crate::verify::Report`): the
+/// integrity checks and the policy's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(name: &str, ok: bool, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.to_string(),
+            ok,
+            detail: detail.into(),
+        }
+    }
+}
 
 /// One requirement on the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]

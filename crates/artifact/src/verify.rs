@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::dsse::Envelope;
 use crate::hashio::HashReader;
+pub use crate::policy::Check;
 use crate::policy::Policy;
 use crate::statement::Statement;
 use crate::tar::{
@@ -23,24 +24,6 @@ use crate::tar::{
 
 /// Names of the integrity checks, in report order (policy checks follow).
 pub const INTEGRITY_CHECKS: [&str; 4] = ["envelope", "signature", "digests", "rederived"];
-
-/// One named check of a [`Report`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl Check {
-    pub fn new(name: &str, ok: bool, detail: impl Into<String>) -> Self {
-        Check {
-            name: name.to_string(),
-            ok,
-            detail: detail.into(),
-        }
-    }
-}
 
 /// The outcome of verifying one artifact.
 #[derive(Debug, Clone, Serialize)]

@@ -14,7 +14,7 @@ use proof_acaudit::{read_ledger, AuditReport, TargetOutputs};
 use proof_artifact::{Policy, VerifyingKey};
 use proof_executor::ac::{block_on, parse_digest, AcAsk, AcClient};
 
-use crate::proofs::load_verifying_keys;
+use crate::signing::load_verifying_keys;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE};
 
 /// Largest proof artifact read into memory for the audit.
@@ -424,7 +424,7 @@ pub fn probe(a: ProbeArgs) -> Result<u8> {
         }
     };
     if let (Some(key), Some(out)) = (&a.key, &a.out) {
-        let key = crate::proofs::load_signing_key(key)?;
+        let key = crate::signing::load_signing_key(key)?;
         let env = sign_probe(&outcome, &key)?;
         std::fs::write(out, env).with_context(|| format!("cannot write {}", out.display()))?;
         eprintln!("proof probe-ac: signed result written to {}", out.display());

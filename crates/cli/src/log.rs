@@ -134,7 +134,7 @@ pub fn run(cmd: LogCommand) -> Result<u8> {
             source,
             json,
         } => {
-            let keys = crate::proofs::load_verifying_keys(&source.keys)?;
+            let keys = crate::signing::load_verifying_keys(&source.keys)?;
             let statement = statement_of(&artifact)?;
             let fetch = fetcher(&source)?;
             match client::prove_inclusion(fetch.as_ref(), &keys, &statement) {
@@ -160,14 +160,14 @@ pub fn run(cmd: LogCommand) -> Result<u8> {
             }
         }
         LogCommand::Consistency { from, source, json } => {
-            let keys = crate::proofs::load_verifying_keys(&source.keys)?;
+            let keys = crate::signing::load_verifying_keys(&source.keys)?;
             let old =
                 std::fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
             let fetch = fetcher(&source)?;
             consistency(fetch.as_ref(), &keys, &old, json).map(|(code, _)| code)
         }
         LogCommand::Monitor { source, state } => {
-            let keys = crate::proofs::load_verifying_keys(&source.keys)?;
+            let keys = crate::signing::load_verifying_keys(&source.keys)?;
             let fetch = fetcher(&source)?;
             let (code, note) = match std::fs::read(&state) {
                 Ok(old) => consistency(fetch.as_ref(), &keys, &old, false)?,

@@ -10,7 +10,7 @@ use proof_manifest::{
     CheckOptions, Mode, PromoteError, PromoteRequest,
 };
 
-use crate::proofs::load_verifying_keys;
+use crate::signing::load_verifying_keys;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE};
 
 #[derive(clap::Args)]

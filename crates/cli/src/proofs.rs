@@ -1,10 +1,9 @@
 //! `proof keygen | record | verify`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use proof_artifact::{Policy, VerifyingKey};
+use proof_artifact::Policy;
 
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE};
 
@@ -20,7 +19,7 @@ pub fn keygen(prefix: &Path) -> Result<u8> {
             );
         }
     }
-    write_private(&key_path, private_pem.as_bytes())?;
+    crate::signing::write_private(&key_path, private_pem.as_bytes())?;
     std::fs::write(&pub_path, public_pem.as_bytes())
         .with_context(|| format!("cannot write {}", pub_path.display()))?;
     let vk = proof_artifact::load_public_pem(&public_pem)?;
@@ -38,25 +37,6 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
     s.push(".");
     s.push(ext);
     PathBuf::from(s)
-}
-
-#[cfg(unix)]
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The evidence as JSON, with the headline facts also at the top level
@@ -79,25 +59,6 @@ pub fn evidence_json(ev: &proof_artifact::Evidence) -> serde_json::Value {
         );
     }
     v
-}
-
-pub fn load_signing_key(path: &Path) -> Result<proof_artifact::SigningKey> {
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the private key {}", path.display()))?;
-    proof_artifact::load_private_pem(&pem)
-        .with_context(|| format!("{} is not a usable private key", path.display()))
-}
-
-pub fn load_verifying_keys(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>> {
-    paths
-        .iter()
-        .map(|p| {
-            let pem = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the public key {}", p.display()))?;
-            proof_artifact::load_public_pem(&pem)
-                .with_context(|| format!("{} is not a usable public key", p.display()))
-        })
-        .collect()
 }
 
 #[derive(clap::Args)]
@@ -235,7 +196,7 @@ fn corroboration_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
 }
 
 pub fn record(a: RecordArgs) -> Result<u8> {
-    let key = load_signing_key(&a.key)?;
+    let key = crate::signing::load_signing_key(&a.key)?;
     let f =
         std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
     let mut events =
@@ -370,7 +331,7 @@ pub fn verify(a: VerifyArgs) -> Result<u8> {
     if a.artifacts.is_empty() {
         bail!("name at least one artifact to verify, or check a manifest with --manifest FILE --proofs DIR");
     }
-    let keys = load_verifying_keys(&a.keys)?;
+    let keys = crate::signing::load_verifying_keys(&a.keys)?;
     let mut policy = Policy::default();
     if a.require_read_only {
         policy = policy.check(proof_artifact::PolicyCheck::ReadOnly);

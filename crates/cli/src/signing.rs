@@ -2,10 +2,12 @@
 //! pair, created on the first start (`STORE/proof.key`, mode 0600, and
 //! `STORE/proof.pub`) and never overwritten.
 
+#[cfg(unix)]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use proof_artifact::SigningKey;
+use proof_artifact::{SigningKey, VerifyingKey};
 
 /// File names of the store's own key pair, inside the store directory.
 pub const STORE_KEY: &str = "proof.key";
@@ -24,16 +26,50 @@ pub struct Signing {
     pub created: bool,
 }
 
-fn load(path: &Path) -> Result<SigningKey> {
+/// A private key file (PKCS#8 PEM, from `proof keygen` or the store).
+pub fn load_signing_key(path: &Path) -> Result<proof_artifact::SigningKey> {
     let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the key {}", path.display()))?;
-    proof_artifact::load_private_pem(&pem).with_context(|| format!("bad key {}", path.display()))
+        .with_context(|| format!("cannot read the private key {}", path.display()))?;
+    proof_artifact::load_private_pem(&pem)
+        .with_context(|| format!("{} is not a usable private key", path.display()))
+}
+
+/// Public key files (PEM), e.g. every `--key` of a verify.
+pub fn load_verifying_keys(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the public key {}", p.display()))?;
+            proof_artifact::load_public_pem(&pem)
+                .with_context(|| format!("{} is not a usable public key", p.display()))
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The key given with `--key`.
 pub fn from_file(path: &Path) -> Result<Signing> {
     Ok(Signing {
-        key: load(path)?,
+        key: load_signing_key(path)?,
         private: path.to_path_buf(),
         public: None,
         created: false,
@@ -49,7 +85,7 @@ fn write_new(path: &Path, data: &[u8], private: bool) -> Result<()> {
     // nobody else is writing it.
     let _ = std::fs::remove_file(&tmp);
     if private {
-        crate::proofs::write_private(&tmp, data)?;
+        write_private(&tmp, data)?;
     } else {
         std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::File::open(&tmp)
@@ -89,7 +125,7 @@ pub fn store_key(store: &Path) -> Result<Signing> {
         write_new(&private, private_pem.as_bytes(), true)?;
         true
     };
-    let key = load(&private).with_context(|| {
+    let key = load_signing_key(&private).with_context(|| {
         format!(
             "the store's signing key is unusable; it is never overwritten: restore it, or move \
              it away (with {}) to have a new key pair created",

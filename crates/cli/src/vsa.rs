@@ -54,7 +54,7 @@ impl VsaOutArgs {
                 artifacts.len()
             );
         }
-        let key = crate::proofs::load_signing_key(key)?;
+        let key = crate::signing::load_signing_key(key)?;
         let verifier_id = self.vsa_verifier_id.clone().unwrap_or_else(|| {
             format!(
                 "urn:rbe-proof:verifier:{}",
@@ -139,7 +139,7 @@ pub struct VerifyVsaArgs {
 /// Exit 0: signature good, PASSED, every expected level present, subject
 /// matches; 1: any of those not so; 2: unreadable input.
 pub fn verify_vsa(a: VerifyVsaArgs) -> Result<u8> {
-    let keys = crate::proofs::load_verifying_keys(&a.keys)?;
+    let keys = crate::signing::load_verifying_keys(&a.keys)?;
     let bytes =
         std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let mut problems = Vec::new();

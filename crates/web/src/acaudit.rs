@@ -1,5 +1,4 @@
-//! The continuous AC audit (`proof serve --audit-interval`): its metrics,
-//! the suspects page `/ac-audit` and `/api/v1/ac-audit` (docs/ac-authority.md).
+//! The continuous AC audit (`proof serve --audit-interval`): the suspects page `/ac-audit` and `/api/v1/ac-audit` (docs/ac-authority.md).
 
 use std::fmt::Write as _;
 
@@ -9,64 +8,6 @@ use proof_acaudit::watch::Snapshot;
 
 use crate::html::esc;
 use crate::State;
-
-fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// The audit's metrics, when the continuous audit is enabled.
-pub(crate) fn render_metrics(out: &mut String, s: &Snapshot) {
-    if !s.enabled {
-        return;
-    }
-    head(
-        out,
-        "proof_ac_entries_audited_total",
-        "counter",
-        "ActionCache entries behind executor-attested proofs read and compared by the continuous audit.",
-    );
-    let _ = writeln!(
-        out,
-        "proof_ac_entries_audited_total {}",
-        s.entries_audited_total
-    );
-    head(
-        out,
-        "proof_ac_poison_suspects",
-        "gauge",
-        "AC entries the last audit found changed or written by an unattested writer, by REAPI instance name.",
-    );
-    for (instance, n) in s.suspects_by_instance() {
-        let _ = writeln!(
-            out,
-            "proof_ac_poison_suspects{{instance_name=\"{}\"}} {n}",
-            crate::prom::label(&instance)
-        );
-    }
-    head(
-        out,
-        "proof_ac_audit_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last audit run that read every entry (0: none yet).",
-    );
-    let _ = writeln!(
-        out,
-        "proof_ac_audit_last_success_timestamp_seconds {}",
-        s.last_success_unix.unwrap_or(0.0)
-    );
-    head(
-        out,
-        "proof_ac_audit_runs_total",
-        "counter",
-        "Audit runs, by outcome (failed: the executor or an entry could not be read).",
-    );
-    let _ = writeln!(
-        out,
-        "proof_ac_audit_runs_total{{outcome=\"ok\"}} {}\nproof_ac_audit_runs_total{{outcome=\"failed\"}} {}",
-        s.runs_total.saturating_sub(s.failed_runs_total),
-        s.failed_runs_total
-    );
-}
 
 /// The tenant of the request (tenants configured), if any.
 fn request_tenant() -> Option<String> {

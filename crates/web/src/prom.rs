@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::State as AxState;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use proof_acaudit::watch::Snapshot;
 use proof_server::Metrics;
 
 use crate::api::FleetQuery;
@@ -173,7 +174,7 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
         let (fleet, skipped) = (&view.fleet, &view.skipped);
         let mut text = String::new();
         render_server(&mut text, &s.cfg.metrics);
-        crate::acaudit::render_metrics(&mut text, &s.cfg.metrics.ac_audit.snapshot());
+        render_ac_audit(&mut text, &s.cfg.metrics.ac_audit.snapshot());
         let w = &s.web;
         let mut o = Out(text);
         o.counter(
@@ -379,4 +380,62 @@ mod tests {
         }
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
+}
+
+fn ac_head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The audit's metrics, when the continuous audit is enabled.
+fn render_ac_audit(out: &mut String, s: &Snapshot) {
+    if !s.enabled {
+        return;
+    }
+    ac_head(
+        out,
+        "proof_ac_entries_audited_total",
+        "counter",
+        "ActionCache entries behind executor-attested proofs read and compared by the continuous audit.",
+    );
+    let _ = writeln!(
+        out,
+        "proof_ac_entries_audited_total {}",
+        s.entries_audited_total
+    );
+    ac_head(
+        out,
+        "proof_ac_poison_suspects",
+        "gauge",
+        "AC entries the last audit found changed or written by an unattested writer, by REAPI instance name.",
+    );
+    for (instance, n) in s.suspects_by_instance() {
+        let _ = writeln!(
+            out,
+            "proof_ac_poison_suspects{{instance_name=\"{}\"}} {n}",
+            label(&instance)
+        );
+    }
+    ac_head(
+        out,
+        "proof_ac_audit_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last audit run that read every entry (0: none yet).",
+    );
+    let _ = writeln!(
+        out,
+        "proof_ac_audit_last_success_timestamp_seconds {}",
+        s.last_success_unix.unwrap_or(0.0)
+    );
+    ac_head(
+        out,
+        "proof_ac_audit_runs_total",
+        "counter",
+        "Audit runs, by outcome (failed: the executor or an entry could not be read).",
+    );
+    let _ = writeln!(
+        out,
+        "proof_ac_audit_runs_total{{outcome=\"ok\"}} {}\nproof_ac_audit_runs_total{{outcome=\"failed\"}} {}",
+        s.runs_total.saturating_sub(s.failed_runs_total),
+        s.failed_runs_total
+    );
 }
