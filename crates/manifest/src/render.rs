@@ -146,8 +146,17 @@ pub fn report_md(r: &PlatformReport) -> String {
     let _ = writeln!(s, "# RBE target eligibility report\n");
     let _ = writeln!(
         s, "{} target classes in {} repos: {} default, {} executor-backed, {} cache-first. {} of {} default-RBE gates open. Proof artifacts: {}.\n", t(c.classes), t(c.repos), t(c.default), t(c.executor_backed), t(c.cache_first), t(c.gates_open), t(c.gates_total), if r.proofs_checked { "verified against the proofs directory" } else { "not verified (no --proofs)" });
+    section_q1_proved(&mut s, r);
+    section_q2_default_blocked(&mut s, r);
+    section_q3_next_blocker(&mut s, r);
+    section_q4_cache_first_pilots(&mut s, r);
+    section_q5_executor_backed(&mut s, r);
+    section_q6_default_evidence(&mut s, r);
+    s
+}
 
-    // 1
+/// Section 1: the answer to `QUESTIONS[0]`.
+fn section_q1_proved(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 1. {}\n", QUESTIONS[0]);
     let p = &r.q1_proved;
     if p.classes.is_empty() {
@@ -211,8 +220,10 @@ pub fn report_md(r: &PlatformReport) -> String {
             cell(&l.problems.join("; "))
         );
     }
+}
 
-    // 2
+/// Section 2: the answer to `QUESTIONS[1]`.
+fn section_q2_default_blocked(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 2. {}\n", QUESTIONS[1]);
     let b = &r.q2_default_blocked;
     if !b.blocked {
@@ -253,8 +264,10 @@ pub fn report_md(r: &PlatformReport) -> String {
         }
         s.push('\n');
     }
+}
 
-    // 3
+/// Section 3: the answer to `QUESTIONS[2]`.
+fn section_q3_next_blocker(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 3. {}\n", QUESTIONS[2]);
     match &r.q3_next_blocker {
         None => {
@@ -283,8 +296,10 @@ pub fn report_md(r: &PlatformReport) -> String {
             }
         }
     }
+}
 
-    // 4
+/// Section 4: the answer to `QUESTIONS[3]`.
+fn section_q4_cache_first_pilots(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 4. {}\n", QUESTIONS[3]);
     let can: Vec<_> = r
         .q4_cache_first_pilots
@@ -321,8 +336,10 @@ pub fn report_md(r: &PlatformReport) -> String {
         }
         s.push('\n');
     }
+}
 
-    // 5
+/// Section 5: the answer to `QUESTIONS[4]`.
+fn section_q5_executor_backed(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 5. {}\n", QUESTIONS[4]);
     if r.q5_executor_backed.is_empty() {
         let _ = writeln!(s, "None.\n");
@@ -343,8 +360,10 @@ pub fn report_md(r: &PlatformReport) -> String {
         }
         s.push('\n');
     }
+}
 
-    // 6
+/// Section 6: the answer to `QUESTIONS[5]`.
+fn section_q6_default_evidence(s: &mut String, r: &PlatformReport) {
     let _ = writeln!(s, "## 6. {}\n", QUESTIONS[5]);
     let e = &r.q6_default_evidence;
     let _ = writeln!(
@@ -392,5 +411,4 @@ pub fn report_md(r: &PlatformReport) -> String {
             );
         }
     }
-    s
 }
