@@ -186,14 +186,83 @@ fn gate_line(id: &str, g: &Gate) -> GateLine {
 /// Builds the report. With `proofs`, every recorded proof is verified
 /// against the directory (as the PR check does, without an age limit).
 pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
+    let class_lines = class_lines(m, proofs);
+    let promoted: Vec<ClassLine> = class_lines
+        .iter()
+        .filter(|c| c.mode >= Mode::ExecutorBacked)
+        .cloned()
+        .collect();
+    let open: Vec<GateLine> = m
+        .open_platform_gates()
+        .into_iter()
+        .map(|(id, g)| gate_line(id, g))
+        .collect();
+    let closed_gates: Vec<String> = PLATFORM_GATES
+        .iter()
+        .filter(|id| m.gates.get(**id).is_some_and(Gate::is_closed))
+        .map(|s| s.to_string())
+        .collect();
+    let executor_backed: Vec<ClassLine> = promoted
+        .iter()
+        .filter(|c| c.verified != Some(false))
+        .cloned()
+        .collect();
+    let class_needs: Vec<ClassNeeds> = m
+        .classes
+        .iter()
+        .filter(|(_, c)| c.mode != Mode::Default)
+        .map(|(id, c)| ClassNeeds {
+            class: id.clone(),
+            repo: c.repo.clone(),
+            mode: c.mode,
+            missing: group_gates(c.open_gates()),
+        })
+        .collect();
+    let modes = |mode: Mode| m.classes.values().filter(|c| c.mode == mode).count();
+    PlatformReport {
+        counts: Counts {
+            repos: m.repos.len(),
+            classes: m.classes.len(),
+            cache_first: modes(Mode::CacheFirst),
+            executor_backed: modes(Mode::ExecutorBacked),
+            default: modes(Mode::Default),
+            gates_open: open.len(),
+            gates_total: m.gates.len(),
+        },
+        proofs_checked: proofs.is_some(),
+        q1_proved: Proved {
+            classes: promoted,
+            remote_artifacts: remote_artifacts(m, proofs),
+        },
+        q2_default_blocked: Blocked {
+            blocked: !open.is_empty(),
+            open_gates: open.clone(),
+            closed_gates,
+        },
+        q3_next_blocker: next_blocker(&open),
+        q4_cache_first_pilots: pilots(m),
+        q5_executor_backed: executor_backed,
+        q6_default_evidence: DefaultEvidence {
+            artifact_requirements: ARTIFACT_REQUIREMENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            platform_gates: open.iter().map(|g| g.gate.clone()).collect(),
+            classes: class_needs,
+        },
+    }
+}
+
+/// One line per class; with `proofs`, each class checked as the PR check
+/// does (without an age limit).
+fn class_lines(m: &Manifest, proofs: Option<&ProofDir>) -> Vec<ClassLine> {
     let opts = CheckOptions {
         max_age_days: None,
         now: time::OffsetDateTime::UNIX_EPOCH,
         owners: None,
         base_allow_unauthenticated: None,
     };
-    let class_lines: Vec<ClassLine> = m
-        .classes
+    m.classes
         .iter()
         .map(|(id, c)| {
             let (verified, problems) = match proofs {
@@ -218,13 +287,12 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
                 problems,
             }
         })
-        .collect();
+        .collect()
+}
 
-    let promoted: Vec<ClassLine> = class_lines
-        .iter()
-        .filter(|c| c.mode >= Mode::ExecutorBacked)
-        .cloned()
-        .collect();
+/// The recorded proofs that show remote executions, one line per artifact
+/// (with every class that records it), by location.
+fn remote_artifacts(m: &Manifest, proofs: Option<&ProofDir>) -> Vec<ArtifactLine> {
     let mut artifacts: Vec<ArtifactLine> = Vec::new();
     for (id, c) in &m.classes {
         for p in &c.proofs {
@@ -263,40 +331,33 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
         }
     }
     artifacts.sort_by(|a, b| a.location.cmp(&b.location));
+    artifacts
+}
 
-    let open: Vec<GateLine> = m
-        .open_platform_gates()
-        .into_iter()
-        .map(|(id, g)| gate_line(id, g))
-        .collect();
-    let closed_gates: Vec<String> = PLATFORM_GATES
+/// The open gate with the earliest due date, else the first open gate.
+fn next_blocker(open: &[GateLine]) -> Option<NextBlocker> {
+    let with_due = open
         .iter()
-        .filter(|id| m.gates.get(**id).is_some_and(Gate::is_closed))
-        .map(|s| s.to_string())
-        .collect();
+        .filter(|g| g.due.is_some())
+        .min_by(|a, b| a.due.cmp(&b.due));
+    match with_due {
+        Some(g) => Some(NextBlocker {
+            gate: g.clone(),
+            why: format!(
+                "the open gate with the earliest due date ({})",
+                g.due.as_deref().unwrap_or_default()
+            ),
+        }),
+        None => open.first().map(|g| NextBlocker {
+            gate: g.clone(),
+            why: "the first open gate in the gate order (no gate has a due date)".into(),
+        }),
+    }
+}
 
-    let next = {
-        let with_due = open
-            .iter()
-            .filter(|g| g.due.is_some())
-            .min_by(|a, b| a.due.cmp(&b.due));
-        match with_due {
-            Some(g) => Some(NextBlocker {
-                gate: g.clone(),
-                why: format!(
-                    "the open gate with the earliest due date ({})",
-                    g.due.as_deref().unwrap_or_default()
-                ),
-            }),
-            None => open.first().map(|g| NextBlocker {
-                gate: g.clone(),
-                why: "the first open gate in the gate order (no gate has a due date)".into(),
-            }),
-        }
-    };
-
-    let pilots: Vec<RepoPilot> = m
-        .repos
+/// Per repo: whether it can pilot cache-first now, and what blocks it.
+fn pilots(m: &Manifest) -> Vec<RepoPilot> {
+    m.repos
         .iter()
         .map(|(rid, r)| {
             let mut blockers: Vec<String> = r
@@ -337,68 +398,5 @@ pub fn build_report(m: &Manifest, proofs: Option<&ProofDir>) -> PlatformReport {
                 blockers,
             }
         })
-        .collect();
-
-    let executor_backed: Vec<ClassLine> = promoted
-        .iter()
-        .filter(|c| c.verified != Some(false))
-        .cloned()
-        .collect();
-
-    let class_needs: Vec<ClassNeeds> = m
-        .classes
-        .iter()
-        .filter(|(_, c)| c.mode != Mode::Default)
-        .map(|(id, c)| ClassNeeds {
-            class: id.clone(),
-            repo: c.repo.clone(),
-            mode: c.mode,
-            missing: group_gates(c.open_gates()),
-        })
-        .collect();
-
-    PlatformReport {
-        counts: Counts {
-            repos: m.repos.len(),
-            classes: m.classes.len(),
-            cache_first: m
-                .classes
-                .values()
-                .filter(|c| c.mode == Mode::CacheFirst)
-                .count(),
-            executor_backed: m
-                .classes
-                .values()
-                .filter(|c| c.mode == Mode::ExecutorBacked)
-                .count(),
-            default: m
-                .classes
-                .values()
-                .filter(|c| c.mode == Mode::Default)
-                .count(),
-            gates_open: open.len(),
-            gates_total: m.gates.len(),
-        },
-        proofs_checked: proofs.is_some(),
-        q1_proved: Proved {
-            classes: promoted,
-            remote_artifacts: artifacts,
-        },
-        q2_default_blocked: Blocked {
-            blocked: !open.is_empty(),
-            open_gates: open.clone(),
-            closed_gates,
-        },
-        q3_next_blocker: next,
-        q4_cache_first_pilots: pilots,
-        q5_executor_backed: executor_backed,
-        q6_default_evidence: DefaultEvidence {
-            artifact_requirements: ARTIFACT_REQUIREMENTS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            platform_gates: open.iter().map(|g| g.gate.clone()).collect(),
-            classes: class_needs,
-        },
-    }
+        .collect()
 }
