@@ -172,6 +172,104 @@ pub struct ServeArgs {
 }
 
 pub fn serve(a: ServeArgs) -> Result<u8> {
+    check_message_limit(&a)?;
+    let store: Arc<dyn Store> = open_store(&a.store)?;
+    if crate::invocations::is_pg_store(&a.store) && (a.key.is_none() || a.proofs.is_none()) {
+        bail!(
+            "a PostgreSQL store keeps no key files and no proofs: pass --key KEY (the same \
+             private key on every replica) and --proofs DIR (a directory every replica and \
+             the CLI can read)"
+        );
+    }
+    let (signing, proofs) = signing_and_proofs(&a)?;
+    let keyid = proof_artifact::keyid(&signing.key.verifying_key());
+    let executor = ledger_config(&a)?;
+    if let Some(older_than) = a.retention {
+        start_retention(
+            store.clone(),
+            older_than,
+            a.retention_interval,
+            a.retention_keep_manifest.clone(),
+            proofs.clone(),
+        )?;
+    }
+    // The web shows each invocation's proof state from its signed proof,
+    // verified with this server's public key.
+    let web_proofs = proof_web::ProofsConfig {
+        dir: proofs.clone(),
+        trusted: vec![signing.key.verifying_key()],
+    };
+    let metrics = Arc::new(Metrics::default());
+    if let (Some(interval), Some(url)) = (a.audit_interval, &a.executor) {
+        crate::acaudit::start_watch(crate::acaudit::Watch {
+            executor: url.clone(),
+            proofs: proofs.clone(),
+            keys: vec![signing.key.verifying_key()],
+            manifest: a.audit_manifest.clone(),
+            interval,
+            concurrency: 16,
+            metrics: metrics.clone(),
+        })?;
+        outln!(
+            "proof serve: auditing the ActionCache of {url} behind the proofs every {} s",
+            interval.as_secs_f64()
+        );
+    }
+    let log = Some(open_log(&a, &proofs, &signing, &keyid)?);
+    let writer = Arc::new(ProofWriter {
+        key: signing.key,
+        dir: proofs,
+        executor,
+        metrics: Some(metrics.clone()),
+        vsa: Some(proof_server::vsa::VsaConfig {
+            verifier_id: a
+                .verifier_id
+                .clone()
+                .or_else(|| a.public_url.clone())
+                .unwrap_or_else(|| format!("urn:rbe-proof:verifier:{keyid}")),
+            results_base: a.public_url.clone(),
+        }),
+        log: log.clone(),
+    });
+    // Proofs (and executor queries) run on their own threads, never on the
+    // pool that stores and acks events; pending ones survive a restart.
+    let queue = ProofQueue::start(
+        writer,
+        store.clone(),
+        QueueConfig {
+            workers: a.proof_workers.max(1),
+            ..QueueConfig::default()
+        },
+    )
+    .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    let tenants = match &a.tenants {
+        Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
+        None => None,
+    };
+    let served = Served {
+        store,
+        metrics,
+        queue,
+        tenants,
+        web_proofs,
+        log,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(a, served))
+}
+
+/// What the servers share once the store, key, proof queue and log are set up.
+struct Served {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    queue: Arc<ProofQueue>,
+    tenants: Option<Arc<proof_server::tenants::tenancy::Tenants>>,
+    web_proofs: proof_web::ProofsConfig,
+    log: Option<Arc<proof_tlog::Published>>,
+}
+
+/// `--max-message-bytes` above what the store can hold is refused.
+fn check_message_limit(a: &ServeArgs) -> Result<()> {
     if a.max_message_bytes > proof_server::DEFAULT_MAX_MESSAGE {
         bail!(
             "--max-message-bytes {} is above {}: the store holds events of at most {} bytes, \
@@ -182,14 +280,12 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             proof_server::DEFAULT_MAX_MESSAGE
         );
     }
-    let store: Arc<dyn Store> = open_store(&a.store)?;
-    if crate::invocations::is_pg_store(&a.store) && (a.key.is_none() || a.proofs.is_none()) {
-        bail!(
-            "a PostgreSQL store keeps no key files and no proofs: pass --key KEY (the same \
-             private key on every replica) and --proofs DIR (a directory every replica and \
-             the CLI can read)"
-        );
-    }
+    Ok(())
+}
+
+/// The signing key (`--key`, or the store's own pair) and the proofs
+/// directory (created), with where they are printed.
+fn signing_and_proofs(a: &ServeArgs) -> Result<(signing::Signing, PathBuf)> {
     let signing = match &a.key {
         Some(path) => signing::from_file(path)?,
         None => signing::store_key(&a.store)?,
@@ -222,61 +318,43 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
             .as_ref()
             .map_or_else(|| "PUBLIC_KEY".to_string(), |p| p.display().to_string())
     );
-    let executor = match &a.executor {
-        Some(url) => {
-            outln!("proof serve: every proof holds what the executor {url} ran for its invocation");
-            Some(proof_server::proofs::LedgerConfig {
-                ledger: Arc::new(proof_executor::BuildGrid::new(url).context("bad --executor")?),
-                instance_names: a.executor_instances.clone(),
-                endpoint_aliases: a.executor_aliases.clone(),
-                retry: proof_executor::Retry {
-                    total: Duration::from_secs(a.executor_retry_secs),
-                    first_delay: Duration::from_millis(500),
-                },
-                budget: proof_executor::Budget {
-                    max_time: Duration::from_secs(a.executor_deadline_secs.max(1)),
-                    max_bytes: a.executor_max_mib.max(1).saturating_mul(1024 * 1024),
-                    ..proof_executor::Budget::default()
-                },
-            })
-        }
-        None => None,
+    Ok((signing, proofs))
+}
+
+/// `--executor`: how the proof writer asks the executor for its ledger.
+fn ledger_config(a: &ServeArgs) -> Result<Option<proof_server::proofs::LedgerConfig>> {
+    let Some(url) = &a.executor else {
+        return Ok(None);
     };
-    // The web shows each invocation's proof state from its signed proof,
-    // verified with this server's public key.
-    if let Some(older_than) = a.retention {
-        start_retention(
-            store.clone(),
-            older_than,
-            a.retention_interval,
-            a.retention_keep_manifest.clone(),
-            proofs.clone(),
-        )?;
-    }
-    let web_proofs = proof_web::ProofsConfig {
-        dir: proofs.clone(),
-        trusted: vec![signing.key.verifying_key()],
-    };
-    let metrics = Arc::new(Metrics::default());
-    if let (Some(interval), Some(url)) = (a.audit_interval, &a.executor) {
-        crate::acaudit::start_watch(crate::acaudit::Watch {
-            executor: url.clone(),
-            proofs: proofs.clone(),
-            keys: vec![signing.key.verifying_key()],
-            manifest: a.audit_manifest.clone(),
-            interval,
-            concurrency: 16,
-            metrics: metrics.clone(),
-        })?;
-        outln!(
-            "proof serve: auditing the ActionCache of {url} behind the proofs every {} s",
-            interval.as_secs_f64()
-        );
-    }
+    outln!("proof serve: every proof holds what the executor {url} ran for its invocation");
+    Ok(Some(proof_server::proofs::LedgerConfig {
+        ledger: Arc::new(proof_executor::BuildGrid::new(url).context("bad --executor")?),
+        instance_names: a.executor_instances.clone(),
+        endpoint_aliases: a.executor_aliases.clone(),
+        retry: proof_executor::Retry {
+            total: Duration::from_secs(a.executor_retry_secs),
+            first_delay: Duration::from_millis(500),
+        },
+        budget: proof_executor::Budget {
+            max_time: Duration::from_secs(a.executor_deadline_secs.max(1)),
+            max_bytes: a.executor_max_mib.max(1).saturating_mul(1024 * 1024),
+            ..proof_executor::Budget::default()
+        },
+    }))
+}
+
+/// The transparency log: in the database for a PostgreSQL store (one log
+/// for every replica), else in STORE/tlog.
+fn open_log(
+    a: &ServeArgs,
+    proofs: &std::path::Path,
+    signing: &signing::Signing,
+    keyid: &str,
+) -> Result<Arc<proof_tlog::Published>> {
     let origin = a
         .log_origin
         .clone()
-        .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16]));
+        .unwrap_or_else(|| format!("rbe-proof.invalid/log/{}", &keyid[..16.min(keyid.len())]));
     let log = if crate::invocations::is_pg_store(&a.store) {
         // Every replica appends to one log in the database; the latest
         // checkpoint file goes to the shared proofs directory.
@@ -298,136 +376,123 @@ pub fn serve(a: ServeArgs) -> Result<u8> {
         log.log.with_tree(|t| t.size()),
         proof_tlog::note_verifier_key(&origin, &signing.key.verifying_key())
     );
-    let log = Some(log);
-    let writer = Arc::new(ProofWriter {
-        key: signing.key,
-        dir: proofs,
-        executor,
-        metrics: Some(metrics.clone()),
-        vsa: Some(proof_server::vsa::VsaConfig {
-            verifier_id: a
-                .verifier_id
-                .clone()
-                .or_else(|| a.public_url.clone())
-                .unwrap_or_else(|| format!("urn:rbe-proof:verifier:{keyid}")),
-            results_base: a.public_url.clone(),
-        }),
-        log: log.clone(),
-    });
-    // Proofs (and executor queries) run on their own threads, never on the
-    // pool that stores and acks events; pending ones survive a restart.
-    let queue = ProofQueue::start(
-        writer,
-        store.clone(),
-        QueueConfig {
-            workers: a.proof_workers.max(1),
-            ..QueueConfig::default()
-        },
-    )
-    .context("cannot start the proof queue (its pending markers live in PROOFS/.pending)")?;
+    Ok(log)
+}
+
+/// Runs the gRPC and HTTP servers until a signal, then drains.
+async fn run(a: ServeArgs, served: Served) -> Result<u8> {
+    let Served {
+        store,
+        metrics,
+        queue,
+        tenants,
+        web_proofs,
+        log,
+    } = served;
     let proof_queue = queue.clone();
     let on_finalized: Option<Arc<dyn OnFinalized>> = Some(queue);
-    let tenants = match &a.tenants {
-        Some(path) => Some(Arc::new(crate::tenants::load(path)?)),
-        None => None,
-    };
     let admission: Arc<dyn Admission> = match &tenants {
         Some(t) => Arc::new(TenantAdmission::new(t.clone())),
         None => Arc::new(OpenAdmission),
     };
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let (listener, addr) = proof_server::bind(&a.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let (listener, addr) = proof_server::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    outln!(
+        "proof serve: BES listening on grpc://{addr} (store {})",
+        crate::invocations::store_display(&a.store)
+    );
+    if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
         outln!(
-            "proof serve: BES listening on grpc://{addr} (store {})",
-            crate::invocations::store_display(&a.store)
+            "proof serve: {} tenant(s) from {}; streams and HTTP requests need a bearer token",
+            t.tenants().len(),
+            path.display()
         );
-        if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
-            outln!(
-                "proof serve: {} tenant(s) from {}; streams and HTTP requests need a bearer token",
-                t.tenants().len(),
-                path.display()
-            );
+    }
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = match &a.http {
+        Some(addr) => {
+            let web = proof_web::WebConfig {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                classes: proof_kpi::fleet::TargetClassMap::parse(&a.target_classes)
+                    .context("--target-classes must be PATTERN_PREFIX=CLASS,...")?,
+                execlog_dir: a.execlog_dir.clone(),
+                proofs: Some(web_proofs),
+            };
+            Some(start_http(addr, web, tenants.clone(), log.clone(), http_stopped).await?)
         }
-        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = match &a.http {
-            Some(addr) => {
-                let classes = proof_kpi::fleet::TargetClassMap::parse(&a.target_classes)
-                    .context("--target-classes must be PATTERN_PREFIX=CLASS,...")?;
-                let (l, bound) = proof_server::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (--http)"))?;
-                outln!("proof serve: HTTP on http://{bound}");
-                let web = proof_web::WebConfig {
-                    store: store.clone(),
-                    metrics: metrics.clone(),
-                    classes,
-                    execlog_dir: a.execlog_dir.clone(),
-                    proofs: Some(web_proofs),
-                };
-                Some(tokio::spawn(proof_web::serve_http_with_log(
-                    l,
-                    web,
-                    tenants.clone(),
-                    log.clone(),
-                    async move {
-                        let _ = http_stopped.await;
-                    },
-                )))
-            }
-            None => None,
-        };
-        let cfg = GrpcConfig {
-            store,
-            metrics,
-            on_finalized,
-            admission,
-            max_message: a.max_message_bytes,
-            abandon_after: (a.abandon_after_secs > 0)
-                .then(|| Duration::from_secs(a.abandon_after_secs)),
-            limits: proof_server::RpcLimits {
-                rpcs_per_peer: a.max_rpcs_per_peer.max(1),
-                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
-                ..Default::default()
-            },
-        };
-        let finalize_bound = Duration::from_secs(a.finalize_timeout_secs);
-        let drain = proof_server::DrainOptions {
-            drain: proof_server::drain::Drain::with_metrics(cfg.metrics.clone()),
-            bound: Duration::from_secs(a.drain_timeout_secs),
-            finalize_bound,
-            sweep_every: a
-                .sweep_interval_secs
-                .map(|s| Duration::from_secs(s.max(1))),
-        };
-        let report = proof_server::serve_grpc_drained(listener, cfg, drain, shutdown_signal())
+        None => None,
+    };
+    let cfg = GrpcConfig {
+        store,
+        metrics,
+        on_finalized,
+        admission,
+        max_message: a.max_message_bytes,
+        abandon_after: (a.abandon_after_secs > 0)
+            .then(|| Duration::from_secs(a.abandon_after_secs)),
+        limits: proof_server::RpcLimits {
+            rpcs_per_peer: a.max_rpcs_per_peer.max(1),
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+            ..Default::default()
+        },
+    };
+    let finalize_bound = Duration::from_secs(a.finalize_timeout_secs);
+    let drain = proof_server::DrainOptions {
+        drain: proof_server::drain::Drain::with_metrics(cfg.metrics.clone()),
+        bound: Duration::from_secs(a.drain_timeout_secs),
+        finalize_bound,
+        sweep_every: a.sweep_interval_secs.map(|s| Duration::from_secs(s.max(1))),
+    };
+    let report = proof_server::serve_grpc_drained(listener, cfg, drain, shutdown_signal())
+        .await
+        .context("the gRPC server failed")?;
+    if let Some(r) = report {
+        // Proofs queued by the last finalizations: signed now if they can be
+        // (their pending markers survive anyway).
+        let idle = tokio::task::spawn_blocking(move || proof_queue.wait_idle(finalize_bound))
             .await
-            .context("the gRPC server failed")?;
-        if let Some(r) = report {
-            // Proofs queued by the last finalizations: signed now if they can be
-            // (their pending markers survive anyway).
-            let idle = tokio::task::spawn_blocking(move || proof_queue.wait_idle(finalize_bound))
-                .await
-                .unwrap_or(false);
-            outln!(
-                "proof serve: drained in {:.1}s: {} RPC(s) open at the signal, {} ended with UNAVAILABLE at the {}s bound, {} finalization(s) finished{}",
-                r.elapsed.as_secs_f64(),
-                r.rpcs_at_start,
-                r.rpcs_cut,
-                a.drain_timeout_secs,
-                r.finalizations_waited,
-                if idle { "" } else { "; proofs still pending (signed at the next start)" }
-            );
-        }
-        let _ = stop_http.send(());
-        if let Some(h) = http {
-            h.await?.context("the HTTP server failed")?;
-        }
-        eprintln!("proof serve: stopped");
-        Ok(EXIT_OK)
-    })
+            .unwrap_or(false);
+        outln!(
+            "proof serve: drained in {:.1}s: {} RPC(s) open at the signal, {} ended with UNAVAILABLE at the {}s bound, {} finalization(s) finished{}",
+            r.elapsed.as_secs_f64(),
+            r.rpcs_at_start,
+            r.rpcs_cut,
+            a.drain_timeout_secs,
+            r.finalizations_waited,
+            if idle { "" } else { "; proofs still pending (signed at the next start)" }
+        );
+    }
+    let _ = stop_http.send(());
+    if let Some(h) = http {
+        h.await?.context("the HTTP server failed")?;
+    }
+    eprintln!("proof serve: stopped");
+    Ok(EXIT_OK)
+}
+
+/// `--http`: the web pages, JSON API, `/metrics` and `/log/*`, until `stop`.
+async fn start_http(
+    addr: &str,
+    web: proof_web::WebConfig,
+    tenants: Option<Arc<proof_server::tenants::tenancy::Tenants>>,
+    log: Option<Arc<proof_tlog::Published>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let (l, bound) = proof_server::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+    outln!("proof serve: HTTP on http://{bound}");
+    Ok(tokio::spawn(proof_web::serve_http_with_log(
+        l,
+        web,
+        tenants,
+        log,
+        async move {
+            let _ = stop.await;
+        },
+    )))
 }
 
 /// `serve --retention`: a thread of its own runs `proof gc` every `interval`.
