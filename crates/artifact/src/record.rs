@@ -157,14 +157,101 @@ where
     I: IntoIterator<Item = Result<Vec<u8>, E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let exec_log = inputs.exec_log;
+    let mut builder = EvidenceBuilder::new();
+    // events.bep.zst: the delimited stream, zstd-compressed into the spool.
+    let spooled = spool_events(events, &mut builder, out_dir)?;
+    // execlog.bin and remote_grpc.log: exactly as given.
+    let exec_log = inputs
+        .exec_log
+        .map(|path| {
+            hash_file(
+                path,
+                &[
+                    "cannot open the execution log",
+                    "cannot read the execution log",
+                ],
+                |r| builder.push_exec_log(r),
+            )
+            .map(|(sha, len)| (path, sha, len))
+        })
+        .transpose()?;
+    let grpc_log = inputs
+        .remote_grpc_log
+        .map(|path| {
+            hash_file(
+                path,
+                &[
+                    "cannot open the remote gRPC log",
+                    "cannot read the remote gRPC log",
+                ],
+                |r| builder.push_remote_grpc_log(r),
+            )
+            .map(|(sha, len)| (path, sha, len))
+        })
+        .transpose()?;
+    // corroboration.bin, executor.bin, origin.json: the bytes given.
+    let origin = inputs.origin.map(proof_evidence::Origin::to_member);
+    let corroboration_sha = pushed(inputs.corroboration, |b| builder.push_corroboration(b))?;
+    let ledger_sha = pushed(inputs.executor_ledger, |b| builder.push_executor_ledger(b))?;
+    let origin_sha = pushed(origin.as_deref(), |b| builder.push_origin(b))?;
+
+    let evidence = builder.finish()?;
+    let invocation_id = signable_id(&evidence, inputs.expect_invocation_id)?;
+    let summary = crate::summary::render(&evidence, &Policy::default()).into_bytes();
+    let mut subjects = vec![(EVENTS, spooled.sha)];
+    subjects.extend(exec_log.map(|(_, sha, _)| (EXECLOG, sha)));
+    subjects.extend(grpc_log.map(|(_, sha, _)| (GRPCLOG, sha)));
+    subjects.extend(corroboration_sha.map(|sha| (CORROBORATION, sha)));
+    subjects.extend(ledger_sha.map(|sha| (EXECUTOR, sha)));
+    subjects.extend(origin_sha.map(|sha| (ORIGIN, sha)));
+    subjects.push((SUMMARY, sha2::Sha256::digest(&summary).into()));
+    let statement = Statement::new(&subjects, &evidence)?;
+    let envelope = Envelope::sign(statement.to_bytes(), key).to_bytes();
+
+    let members = Members {
+        envelope: &envelope,
+        events: spooled,
+        exec_log,
+        grpc_log,
+        corroboration: inputs.corroboration,
+        ledger: inputs.executor_ledger,
+        origin: origin.as_deref(),
+        summary: &summary,
+    };
+    let dest = out_dir.join(format!("{invocation_id}.proof.tar"));
+    let artifact_sha = write_artifact(members, out_dir, &dest, inputs.exclusive)?;
+    Ok(RecordOutcome {
+        path: dest,
+        invocation_id,
+        evidence,
+        artifact_sha256: hex::encode(artifact_sha),
+    })
+}
+
+/// The events, compressed into a spool file in `out_dir` as they are fed to
+/// the evidence.
+struct Spooled {
+    file: File,
+    sha: [u8; 32],
+    len: u64,
+}
+
+/// Feeds every event to `builder` and writes the delimited stream,
+/// zstd-compressed, into a spool file in `out_dir` (memory does not grow
+/// with the number of events).
+fn spool_events<I, E>(
+    events: I,
+    builder: &mut EvidenceBuilder,
+    out_dir: &Path,
+) -> Result<Spooled, RecordError>
+where
+    I: IntoIterator<Item = Result<Vec<u8>, E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let spool =
         tempfile::tempfile_in(out_dir).map_err(io_err("cannot create a spool file in", out_dir))?;
-    let mut builder = EvidenceBuilder::new();
-
-    // events.bep.zst: the delimited stream, zstd-compressed into the spool.
     let spool_err = io_err("cannot write the spool file in", out_dir);
-    let (mut spool, events_sha, events_len) = (|| {
+    (|| {
         let mut enc =
             zstd::stream::write::Encoder::new(HashWriter::new(BufWriter::new(spool)), ZSTD_LEVEL)?;
         enc.include_checksum(true)?;
@@ -186,7 +273,7 @@ where
         }
         let (buf, sha, len) = enc.finish()?.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
-        Ok::<_, io::Error>((file, sha, len))
+        Ok::<_, io::Error>(Spooled { file, sha, len })
     })()
     .map_err(|e| match e.downcast::<RecordError>() {
         Ok(r) => r,
@@ -194,61 +281,39 @@ where
             Ok(ev) => RecordError::Evidence(ev),
             Err(e) => spool_err(e),
         },
-    })?;
+    })
+}
 
-    // execlog.bin: exactly as given.
-    let mut exec_digest = None;
-    if let Some(path) = exec_log {
-        let file = File::open(path).map_err(io_err("cannot open the execution log", path))?;
-        let mut reader = HashReader::new(io::BufReader::new(file));
-        builder.push_exec_log(&mut reader)?;
-        let (sha, len) = reader
-            .drain()
-            .map_err(io_err("cannot read the execution log", path))?;
-        exec_digest = Some((path, sha, len));
-    }
+/// Reads the file at `path` once through `push` (the evidence), hashing it;
+/// `what` names it in errors.
+fn hash_file(
+    path: &Path,
+    what: &'static [&'static str; 2],
+    push: impl FnOnce(&mut HashReader<io::BufReader<File>>) -> Result<(), EvidenceError>,
+) -> Result<([u8; 32], u64), RecordError> {
+    let file = File::open(path).map_err(io_err(what[0], path))?;
+    let mut reader = HashReader::new(io::BufReader::new(file));
+    push(&mut reader)?;
+    reader.drain().map_err(io_err(what[1], path))
+}
 
-    // remote_grpc.log: exactly as given.
-    let mut grpc_digest = None;
-    if let Some(path) = inputs.remote_grpc_log {
-        let file = File::open(path).map_err(io_err("cannot open the remote gRPC log", path))?;
-        let mut reader = HashReader::new(io::BufReader::new(file));
-        builder.push_remote_grpc_log(&mut reader)?;
-        let (sha, len) = reader
-            .drain()
-            .map_err(io_err("cannot read the remote gRPC log", path))?;
-        grpc_digest = Some((path, sha, len));
-    }
-    // corroboration.bin: the bytes given.
-    let corroboration = inputs.corroboration;
-    let corroboration_sha: Option<[u8; 32]> = match corroboration {
-        Some(bytes) => {
-            builder.push_corroboration(bytes)?;
-            Some(sha2::Sha256::digest(bytes).into())
-        }
-        None => None,
+/// Feeds `bytes`, when given, to the evidence with `push`; their sha256.
+fn pushed(
+    bytes: Option<&[u8]>,
+    push: impl FnOnce(&[u8]) -> Result<(), EvidenceError>,
+) -> Result<Option<[u8; 32]>, RecordError> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
     };
+    push(bytes)?;
+    Ok(Some(sha2::Sha256::digest(bytes).into()))
+}
 
-    let ledger = inputs.executor_ledger;
-    let ledger_sha: Option<[u8; 32]> = match ledger {
-        Some(bytes) => {
-            builder.push_executor_ledger(bytes)?;
-            Some(sha2::Sha256::digest(bytes).into())
-        }
-        None => None,
-    };
-    let origin = inputs.origin.map(proof_evidence::Origin::to_member);
-    let origin_sha: Option<[u8; 32]> = match &origin {
-        Some(bytes) => {
-            builder.push_origin(bytes.as_slice())?;
-            Some(sha2::Sha256::digest(bytes).into())
-        }
-        None => None,
-    };
-
-    let evidence = builder.finish()?;
+/// The evidence's invocation id, when it may name a proof file: the stream's
+/// own id (when known) and a valid file name.
+fn signable_id(evidence: &Evidence, expect: Option<&str>) -> Result<String, RecordError> {
     let invocation_id = evidence.invocation_id.clone();
-    if let Some(stream) = inputs.expect_invocation_id {
+    if let Some(stream) = expect {
         if stream != invocation_id {
             return Err(RecordError::InvocationMismatch {
                 stream: stream.to_string(),
@@ -259,53 +324,51 @@ where
     if !valid_invocation_id(&invocation_id) {
         return Err(RecordError::BadInvocationId(invocation_id));
     }
-    let summary = crate::summary::render(&evidence, &Policy::default()).into_bytes();
-    let summary_sha: [u8; 32] = sha2::Sha256::digest(&summary).into();
+    Ok(invocation_id)
+}
 
-    let mut subjects = vec![(EVENTS, events_sha)];
-    if let Some((_, sha, _)) = exec_digest {
-        subjects.push((EXECLOG, sha));
-    }
-    if let Some((_, sha, _)) = grpc_digest {
-        subjects.push((GRPCLOG, sha));
-    }
-    if let Some(sha) = corroboration_sha {
-        subjects.push((CORROBORATION, sha));
-    }
-    if let Some(sha) = ledger_sha {
-        subjects.push((EXECUTOR, sha));
-    }
-    if let Some(sha) = origin_sha {
-        subjects.push((ORIGIN, sha));
-    }
-    subjects.push((SUMMARY, summary_sha));
-    let statement = Statement::new(&subjects, &evidence)?;
-    let envelope = Envelope::sign(statement.to_bytes(), key).to_bytes();
+/// What goes into the tar, in member order.
+struct Members<'a> {
+    envelope: &'a [u8],
+    events: Spooled,
+    exec_log: Option<(&'a Path, [u8; 32], u64)>,
+    grpc_log: Option<(&'a Path, [u8; 32], u64)>,
+    corroboration: Option<&'a [u8]>,
+    ledger: Option<&'a [u8]>,
+    origin: Option<&'a [u8]>,
+    summary: &'a [u8],
+}
 
-    // Write the tar to a temp file beside the destination, then rename
-    // (exclusive: link it into place, which fails if the name exists; a
-    // crash leaves either no artifact or the whole one).
-    let dest = out_dir.join(format!("{invocation_id}.proof.tar"));
+/// Writes the tar to a temp file beside `dest`, then renames it into place
+/// (exclusive: links it, which fails if the name exists; a crash leaves
+/// either no artifact or the whole one). A member copied again from disk
+/// must still be the bytes hashed (and re-derived) before signing. Returns
+/// the artifact's sha256.
+fn write_artifact(
+    m: Members<'_>,
+    out_dir: &Path,
+    dest: &Path,
+    exclusive: bool,
+) -> Result<[u8; 32], RecordError> {
     let tmp = tempfile::Builder::new()
         .prefix(".proof-")
         .suffix(".tmp")
         .tempfile_in(out_dir)
         .map_err(io_err("cannot create a temporary file in", out_dir))?;
     let mut tar = TarWriter::new(HashWriter::new(BufWriter::new(tmp.as_file())));
-    tar.append(STATEMENT, envelope.len() as u64, &mut &envelope[..])?;
+    tar.append(STATEMENT, m.envelope.len() as u64, &mut &m.envelope[..])?;
+    let mut spool = m.events.file;
     spool
         .seek(SeekFrom::Start(0))
         .map_err(io_err("cannot rewind the spool file in", out_dir))?;
-    let sha = tar.append(EVENTS, events_len, &mut io::BufReader::new(&mut spool))?;
-    if sha != events_sha {
+    let sha = tar.append(EVENTS, m.events.len, &mut io::BufReader::new(&mut spool))?;
+    if sha != m.events.sha {
         return Err(RecordError::Io {
             what: "the spool file changed while recording in",
             path: out_dir.to_path_buf(),
             source: io::Error::other("digest mismatch"),
         });
     }
-    // A file member is copied again from disk: it must still be the bytes
-    // that were hashed (and re-derived) before signing.
     let mut append_file = |name: &str,
                            (path, want, len): (&Path, [u8; 32], u64),
                            what: &'static str,
@@ -323,7 +386,7 @@ where
         }
         Ok(())
     };
-    if let Some(d) = exec_digest {
+    if let Some(d) = m.exec_log {
         append_file(
             EXECLOG,
             d,
@@ -331,7 +394,7 @@ where
             RecordError::ExecLogChanged,
         )?;
     }
-    if let Some(d) = grpc_digest {
+    if let Some(d) = m.grpc_log {
         append_file(
             GRPCLOG,
             d,
@@ -339,33 +402,33 @@ where
             RecordError::GrpcLogChanged,
         )?;
     }
-    if let Some(bytes) = corroboration {
-        tar.append(CORROBORATION, bytes.len() as u64, &mut &bytes[..])?;
+    for (name, bytes) in [
+        (CORROBORATION, m.corroboration),
+        (EXECUTOR, m.ledger),
+        (ORIGIN, m.origin),
+        (SUMMARY, Some(m.summary)),
+    ] {
+        if let Some(bytes) = bytes {
+            tar.append(name, bytes.len() as u64, &mut &bytes[..])?;
+        }
     }
-    if let Some(bytes) = ledger {
-        tar.append(EXECUTOR, bytes.len() as u64, &mut &bytes[..])?;
-    }
-    if let Some(bytes) = &origin {
-        tar.append(ORIGIN, bytes.len() as u64, &mut &bytes[..])?;
-    }
-    tar.append(SUMMARY, summary.len() as u64, &mut &summary[..])?;
     let (buf, artifact_sha, _) = tar.finish()?.finish();
     buf.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())
         .map_err(io_err("cannot write the artifact in", out_dir))?;
-    let persisted = if inputs.exclusive {
-        tmp.persist_noclobber(&dest)
+    let persisted = if exclusive {
+        tmp.persist_noclobber(dest)
     } else {
-        tmp.persist(&dest)
+        tmp.persist(dest)
     };
     persisted.map_err(|e| {
-        if inputs.exclusive && e.error.kind() == io::ErrorKind::AlreadyExists {
-            RecordError::Exists(dest.clone())
+        if exclusive && e.error.kind() == io::ErrorKind::AlreadyExists {
+            RecordError::Exists(dest.to_path_buf())
         } else {
             RecordError::Io {
                 what: "cannot move the artifact into place at",
-                path: dest.clone(),
+                path: dest.to_path_buf(),
                 source: e.error,
             }
         }
@@ -373,10 +436,5 @@ where
     File::open(out_dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("cannot sync the directory", out_dir))?;
-    Ok(RecordOutcome {
-        path: dest,
-        invocation_id,
-        evidence,
-        artifact_sha256: hex::encode(artifact_sha),
-    })
+    Ok(artifact_sha)
 }
