@@ -523,21 +523,7 @@ impl EvidenceBuilder {
         self.binding.push(id.as_ref(), &payload);
         use build_event::Payload as P;
         match payload {
-            P::Started(s) => {
-                if let Some(first) = &self.started {
-                    return Err(EvidenceError::SecondBuildStarted {
-                        first: first.uuid.clone(),
-                        second: s.uuid,
-                    });
-                }
-                self.started = Some(Started {
-                    started_at: timestamp(s.start_time.as_ref(), s.start_time_millis),
-                    uuid: s.uuid,
-                    version: s.build_tool_version,
-                    command: s.command,
-                    options_description: s.options_description,
-                });
-            }
+            P::Started(s) => self.on_started(s)?,
             P::StructuredCommandLine(cl) if cl.command_line_label == "canonical" => {
                 if let Some(opts) = options::canonical_options(&cl) {
                     self.canonical = Some(opts);
@@ -558,105 +544,13 @@ impl EvidenceBuilder {
                 }
             }
             P::BuildMetadata(m) => self.build_metadata.extend(m.metadata),
-            P::Configured(c) => {
-                if let Some(build_event_id::Id::TargetConfigured(t)) = &id {
-                    if t.aspect.is_empty() {
-                        let entry = self.targets.entry(t.label.clone()).or_default();
-                        if !c.target_kind.is_empty() {
-                            entry.kind = Some(c.target_kind);
-                        }
-                    }
-                }
-            }
-            P::Completed(c) => {
-                if let Some(build_event_id::Id::TargetCompleted(t)) = &id {
-                    let entry = self.targets.entry(t.label.clone()).or_default();
-                    entry.success = Some(entry.success.unwrap_or(true) && c.success);
-                    if entry.kind.is_none() && !c.target_kind.is_empty() {
-                        entry.kind = Some(c.target_kind);
-                    }
-                }
-            }
-            P::Aborted(_) => match &id {
-                Some(build_event_id::Id::TargetCompleted(t)) => {
-                    self.targets.entry(t.label.clone()).or_default().success = Some(false);
-                }
-                Some(build_event_id::Id::TargetConfigured(t)) if t.aspect.is_empty() => {
-                    self.targets.entry(t.label.clone()).or_default().success = Some(false);
-                }
-                _ => {}
-            },
-            P::TestResult(r) => {
-                if let Some(build_event_id::Id::TestResult(t)) = &id {
-                    let acc = self
-                        .tests
-                        .entry(t.label.clone())
-                        .or_insert_with(|| TestAccum {
-                            all_cached_locally: true,
-                            all_cached_remotely: true,
-                            ..TestAccum::default()
-                        });
-                    acc.attempts = acc.attempts.saturating_add(1);
-                    acc.last_status = r.status;
-                    acc.all_cached_locally &= r.cached_locally;
-                    let info = r.execution_info.unwrap_or_default();
-                    acc.all_cached_remotely &= info.cached_remotely;
-                    if !info.strategy.is_empty() {
-                        acc.strategies.insert(info.strategy);
-                    }
-                }
-            }
-            P::TestSummary(s) => {
-                if let Some(build_event_id::Id::TestSummary(t)) = &id {
-                    let acc = self
-                        .tests
-                        .entry(t.label.clone())
-                        .or_insert_with(|| TestAccum {
-                            all_cached_locally: false,
-                            all_cached_remotely: false,
-                            ..TestAccum::default()
-                        });
-                    acc.summary_status = Some(s.overall_status);
-                }
-            }
-            P::Finished(f) => {
-                let code = f.exit_code.unwrap_or_default();
-                let name = if code.name.is_empty() && code.code == 0 {
-                    "SUCCESS".to_string()
-                } else {
-                    code.name
-                };
-                self.finished = Some((
-                    ExitCode {
-                        name,
-                        code: code.code,
-                    },
-                    timestamp(f.finish_time.as_ref(), f.finish_time_millis),
-                ));
-            }
-            P::BuildToolLogs(logs) => {
-                for log in logs.log {
-                    let Some(proof_proto::bep::file::File::Contents(bytes)) = log.file else {
-                        continue;
-                    };
-                    let text = String::from_utf8_lossy(&bytes);
-                    match log.name.as_str() {
-                        "process stats" => {
-                            if let Some(s) = summary::parse_process_summary(&text) {
-                                self.process_stats = Some(s);
-                            }
-                        }
-                        "elapsed time" => {
-                            self.metrics.elapsed_time_log = Some(text.trim().to_string());
-                        }
-                        "critical path" => {
-                            self.metrics.critical_path_log =
-                                text.lines().next().map(|l| l.trim().to_string());
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            P::Configured(c) => self.on_configured(id.as_ref(), c),
+            P::Completed(c) => self.on_completed(id.as_ref(), c),
+            P::Aborted(_) => self.on_aborted(id.as_ref()),
+            P::TestResult(r) => self.on_test_result(id.as_ref(), r),
+            P::TestSummary(s) => self.on_test_summary(id.as_ref(), &s),
+            P::Finished(f) => self.on_finished(f),
+            P::BuildToolLogs(logs) => self.on_build_tool_logs(logs),
             P::BuildMetrics(m) => self.push_metrics(m),
             P::Fetch(f) => {
                 if let Some(build_event_id::Id::Fetch(fid)) = &id {
@@ -667,6 +561,154 @@ impl EvidenceBuilder {
             _ => {}
         }
         Ok(())
+    }
+
+    /// BuildStarted: the invocation's identity; a second one is refused.
+    fn on_started(&mut self, s: proof_proto::bep::BuildStarted) -> Result<(), EvidenceError> {
+        if let Some(first) = &self.started {
+            return Err(EvidenceError::SecondBuildStarted {
+                first: first.uuid.clone(),
+                second: s.uuid,
+            });
+        }
+        self.started = Some(Started {
+            started_at: timestamp(s.start_time.as_ref(), s.start_time_millis),
+            uuid: s.uuid,
+            version: s.build_tool_version,
+            command: s.command,
+            options_description: s.options_description,
+        });
+        Ok(())
+    }
+
+    /// TargetConfigured (not of an aspect): the target and its kind.
+    fn on_configured(
+        &mut self,
+        id: Option<&build_event_id::Id>,
+        c: proof_proto::bep::TargetConfigured,
+    ) {
+        if let Some(build_event_id::Id::TargetConfigured(t)) = id {
+            if t.aspect.is_empty() {
+                let entry = self.targets.entry(t.label.clone()).or_default();
+                if !c.target_kind.is_empty() {
+                    entry.kind = Some(c.target_kind);
+                }
+            }
+        }
+    }
+
+    /// TargetComplete: success (every completion of the label must succeed).
+    fn on_completed(
+        &mut self,
+        id: Option<&build_event_id::Id>,
+        c: proof_proto::bep::TargetComplete,
+    ) {
+        if let Some(build_event_id::Id::TargetCompleted(t)) = id {
+            let entry = self.targets.entry(t.label.clone()).or_default();
+            entry.success = Some(entry.success.unwrap_or(true) && c.success);
+            if entry.kind.is_none() && !c.target_kind.is_empty() {
+                entry.kind = Some(c.target_kind);
+            }
+        }
+    }
+
+    /// Aborted in place of a target's completion or configuration: failed.
+    fn on_aborted(&mut self, id: Option<&build_event_id::Id>) {
+        match id {
+            Some(build_event_id::Id::TargetCompleted(t)) => {
+                self.targets.entry(t.label.clone()).or_default().success = Some(false);
+            }
+            Some(build_event_id::Id::TargetConfigured(t)) if t.aspect.is_empty() => {
+                self.targets.entry(t.label.clone()).or_default().success = Some(false);
+            }
+            _ => {}
+        }
+    }
+
+    /// TestResult: one attempt, where it ran and whether it was cached.
+    fn on_test_result(&mut self, id: Option<&build_event_id::Id>, r: proof_proto::bep::TestResult) {
+        let Some(build_event_id::Id::TestResult(t)) = id else {
+            return;
+        };
+        let acc = self
+            .tests
+            .entry(t.label.clone())
+            .or_insert_with(|| TestAccum {
+                all_cached_locally: true,
+                all_cached_remotely: true,
+                ..TestAccum::default()
+            });
+        acc.attempts = acc.attempts.saturating_add(1);
+        acc.last_status = r.status;
+        acc.all_cached_locally &= r.cached_locally;
+        let info = r.execution_info.unwrap_or_default();
+        acc.all_cached_remotely &= info.cached_remotely;
+        if !info.strategy.is_empty() {
+            acc.strategies.insert(info.strategy);
+        }
+    }
+
+    /// TestSummary: the test's overall status.
+    fn on_test_summary(
+        &mut self,
+        id: Option<&build_event_id::Id>,
+        s: &proof_proto::bep::TestSummary,
+    ) {
+        let Some(build_event_id::Id::TestSummary(t)) = id else {
+            return;
+        };
+        let acc = self
+            .tests
+            .entry(t.label.clone())
+            .or_insert_with(|| TestAccum {
+                all_cached_locally: false,
+                all_cached_remotely: false,
+                ..TestAccum::default()
+            });
+        acc.summary_status = Some(s.overall_status);
+    }
+
+    /// BuildFinished: the exit code and the finish time.
+    fn on_finished(&mut self, f: proof_proto::bep::BuildFinished) {
+        let code = f.exit_code.unwrap_or_default();
+        let name = if code.name.is_empty() && code.code == 0 {
+            "SUCCESS".to_string()
+        } else {
+            code.name
+        };
+        self.finished = Some((
+            ExitCode {
+                name,
+                code: code.code,
+            },
+            timestamp(f.finish_time.as_ref(), f.finish_time_millis),
+        ));
+    }
+
+    /// BuildToolLogs: the inline "process stats", "elapsed time" and
+    /// "critical path" logs.
+    fn on_build_tool_logs(&mut self, logs: proof_proto::bep::BuildToolLogs) {
+        for log in logs.log {
+            let Some(proof_proto::bep::file::File::Contents(bytes)) = log.file else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            match log.name.as_str() {
+                "process stats" => {
+                    if let Some(s) = summary::parse_process_summary(&text) {
+                        self.process_stats = Some(s);
+                    }
+                }
+                "elapsed time" => {
+                    self.metrics.elapsed_time_log = Some(text.trim().to_string());
+                }
+                "critical path" => {
+                    self.metrics.critical_path_log =
+                        text.lines().next().map(|l| l.trim().to_string());
+                }
+                _ => {}
+            }
+        }
     }
 
     fn push_metrics(&mut self, m: proof_proto::bep::BuildMetrics) {
