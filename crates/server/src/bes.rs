@@ -230,6 +230,23 @@ struct Rpc {
 }
 
 impl Rpc {
+    fn new(metadata: tonic::metadata::MetadataMap, principal: Option<String>) -> Self {
+        Rpc {
+            seq: RpcSequencer::new(),
+            invocation_id: None,
+            project_id: String::new(),
+            metadata,
+            principal,
+            admitted: None,
+            bytes: 0,
+            fresh: true,
+            held: Vec::new(),
+            held_bytes: 0,
+            may_delete: false,
+            reserved: false,
+        }
+    }
+
     fn tenant(&self) -> Option<&str> {
         self.admitted.as_ref().and_then(|a| a.tenant())
     }
@@ -271,6 +288,40 @@ impl Inner {
             })
     }
 
+    /// One group commit's messages: `first` and every message that has
+    /// already arrived, up to [`MAX_BATCH`] messages or the batch byte bound.
+    /// Also says whether the client's stream ended, and how if it broke.
+    fn take_arrived(
+        &self,
+        inbound: &mut Streaming<PublishBuildToolEventStreamRequest>,
+        first: PublishBuildToolEventStreamRequest,
+    ) -> (
+        Vec<PublishBuildToolEventStreamRequest>,
+        bool,
+        Option<Status>,
+    ) {
+        let mut bytes = prost::Message::encoded_len(&first);
+        let mut msgs = vec![first];
+        while msgs.len() < MAX_BATCH && bytes < self.limits.batch_bytes {
+            match inbound.next().now_or_never() {
+                Some(Some(Ok(m))) => {
+                    bytes += prost::Message::encoded_len(&m);
+                    msgs.push(m);
+                }
+                Some(Some(Err(status))) => {
+                    Metrics::add(&self.metrics.streams_broken, 1);
+                    return (msgs, true, Some(status));
+                }
+                Some(None) => return (msgs, true, None),
+                None => break,
+            }
+        }
+        (msgs, false, None)
+    }
+
+    /// Reads the RPC's messages, one group commit at a time, and sends the
+    /// acks; ends on the client's close, a refusal, an idle timeout or the
+    /// end of a drain.
     async fn run(
         self: Arc<Self>,
         mut inbound: Streaming<PublishBuildToolEventStreamRequest>,
@@ -280,20 +331,7 @@ impl Inner {
         _permit: PeerPermit,
         _tracked: Option<crate::drain::Tracked>,
     ) {
-        let mut rpc = Rpc {
-            seq: RpcSequencer::new(),
-            invocation_id: None,
-            project_id: String::new(),
-            metadata,
-            principal,
-            admitted: None,
-            bytes: 0,
-            fresh: true,
-            held: Vec::new(),
-            held_bytes: 0,
-            may_delete: false,
-            reserved: false,
-        };
+        let mut rpc = Rpc::new(metadata, principal);
         let mut wait = self.limits.first_message_timeout;
         let drain = self.drain.clone();
         let closing = async move {
@@ -345,29 +383,7 @@ impl Inner {
                     break;
                 }
             };
-            let mut bytes = prost::Message::encoded_len(&first);
-            let mut msgs = vec![first];
-            let mut end = false;
-            let mut broken = None;
-            while msgs.len() < MAX_BATCH && bytes < self.limits.batch_bytes {
-                match inbound.next().now_or_never() {
-                    Some(Some(Ok(m))) => {
-                        bytes += prost::Message::encoded_len(&m);
-                        msgs.push(m);
-                    }
-                    Some(Some(Err(status))) => {
-                        Metrics::add(&self.metrics.streams_broken, 1);
-                        broken = Some(status);
-                        end = true;
-                        break;
-                    }
-                    Some(None) => {
-                        end = true;
-                        break;
-                    }
-                    None => break,
-                }
-            }
+            let (msgs, mut end, broken) = self.take_arrived(&mut inbound, first);
             let (acks, refusal) = self.batch(&mut rpc, msgs).await;
             for a in acks {
                 if tx.send(Ok(a)).await.is_err() {
