@@ -200,17 +200,8 @@ pub fn load_proofs(
         Some(m) => Some(promoted(m)?),
         None => None,
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the proofs directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(".proof.tar"))
-        })
-        .collect();
-    paths.sort();
+    let paths = proof_manifest::io::proof_paths(dir)
+        .with_context(|| format!("cannot read the proofs directory {}", dir.display()))?;
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
     let mut kept = std::collections::HashMap::new();

@@ -115,19 +115,24 @@ pub struct RecordArgs {
     executor_aliases: Vec<String>,
 }
 
+/// An evidence builder fed every event of the BEP file at `bep`.
+fn bep_evidence(bep: &Path) -> Result<proof_evidence::EvidenceBuilder> {
+    let f = std::fs::File::open(bep).with_context(|| format!("cannot open {}", bep.display()))?;
+    let events =
+        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("cannot read {}", bep.display()))?;
+    let mut b = proof_evidence::EvidenceBuilder::new();
+    for e in events {
+        b.push_event(&e.with_context(|| format!("cannot read {}", bep.display()))?)?;
+    }
+    Ok(b)
+}
+
 /// The executor's ledger for the build in `a.bep` (`--executor`), as
 /// executor.bin bytes: never fails once the BEP is read (an unreachable
 /// executor is recorded as such, after 30 s of retries).
 fn ledger_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
-    let f =
-        std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
-    let events =
-        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
-            .with_context(|| format!("cannot read {}", a.bep.display()))?;
-    let mut b = proof_evidence::EvidenceBuilder::new();
-    for e in events {
-        b.push_event(&e.with_context(|| format!("cannot read {}", a.bep.display()))?)?;
-    }
+    let b = bep_evidence(&a.bep)?;
     let ev = b.finish()?;
     let instance_names = if a.executor_instances.is_empty() {
         vec![ev.executor.remote_instance_name.unwrap_or_default()]
@@ -156,15 +161,7 @@ fn ledger_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
 
 /// The executor's raw answers for `a.corroborate`, as corroboration.bin bytes.
 fn corroboration_bytes(a: &RecordArgs, endpoint: &str) -> Result<Vec<u8>> {
-    let f =
-        std::fs::File::open(&a.bep).with_context(|| format!("cannot open {}", a.bep.display()))?;
-    let events =
-        proof_stream::bepfile::BepFileReader::open(std::io::BufReader::with_capacity(1 << 20, f))
-            .with_context(|| format!("cannot read {}", a.bep.display()))?;
-    let mut b = proof_evidence::EvidenceBuilder::new();
-    for e in events {
-        b.push_event(&e.with_context(|| format!("cannot read {}", a.bep.display()))?)?;
-    }
+    let mut b = bep_evidence(&a.bep)?;
     for (path, grpc) in [(&a.execlog, false), (&a.remote_grpc_log, true)] {
         if let Some(p) = path {
             let f = std::io::BufReader::new(

@@ -40,9 +40,8 @@ impl ProofDir {
     }
 }
 
-/// Verifies (exactly as `proof verify`) every `*.proof.tar` in `dir` (not
-/// recursive), in file-name order.
-pub fn scan_proofs(dir: &Path, trusted: &[VerifyingKey]) -> std::io::Result<ProofDir> {
+/// Every `*.proof.tar` file in `dir` (not recursive), in file-name order.
+pub fn proof_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -53,6 +52,13 @@ pub fn scan_proofs(dir: &Path, trusted: &[VerifyingKey]) -> std::io::Result<Proo
         })
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Verifies (exactly as `proof verify`) every `*.proof.tar` in `dir` (not
+/// recursive), in file-name order.
+pub fn scan_proofs(dir: &Path, trusted: &[VerifyingKey]) -> std::io::Result<ProofDir> {
+    let paths = proof_paths(dir)?;
     let policy = Policy::default();
     let artifacts = paths
         .into_iter()
