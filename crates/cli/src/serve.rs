@@ -398,10 +398,6 @@ async fn run(a: ServeArgs, served: Served) -> Result<u8> {
     let (listener, addr) = proof_server::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
-    outln!(
-        "proof serve: BES listening on grpc://{addr} (store {})",
-        crate::invocations::store_display(&a.store)
-    );
     if let (Some(path), Some(t)) = (&a.tenants, &tenants) {
         outln!(
             "proof serve: {} tenant(s) from {}; streams and HTTP requests need a bearer token",
@@ -424,6 +420,12 @@ async fn run(a: ServeArgs, served: Served) -> Result<u8> {
         }
         None => None,
     };
+    // Printed once the HTTP side listens too: whoever waits for this line
+    // (a supervisor, the tests) finds both servers up.
+    outln!(
+        "proof serve: BES listening on grpc://{addr} (store {})",
+        crate::invocations::store_display(&a.store)
+    );
     let cfg = GrpcConfig {
         store,
         metrics,
