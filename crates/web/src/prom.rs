@@ -355,33 +355,6 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
         .into_response())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_counters_render_in_text_format() {
-        let m = Metrics::default();
-        Metrics::add(&m.events_ingested, 81);
-        Metrics::add(&m.stream_errors_sequence, 2);
-        Metrics::add(&m.store_commit_micros, 1_500_000);
-        let mut s = String::new();
-        render_server(&mut s, &m);
-        assert!(s.contains(
-            "# TYPE proof_events_ingested_total counter\nproof_events_ingested_total 81\n"
-        ));
-        assert!(s.contains("proof_stream_errors_total{reason=\"sequence\"} 2\n"));
-        assert!(s.contains("proof_stream_errors_total{reason=\"store\"} 0\n"));
-        assert!(s.contains("proof_store_commit_seconds_total 1.5\n"));
-        for line in s.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("proof_"), "{line}");
-            let value = line.rsplit(' ').next().unwrap();
-            assert!(value.parse::<f64>().is_ok(), "{line}");
-        }
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-}
-
 fn ac_head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -438,4 +411,31 @@ fn render_ac_audit(out: &mut String, s: &Snapshot) {
         s.runs_total.saturating_sub(s.failed_runs_total),
         s.failed_runs_total
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_counters_render_in_text_format() {
+        let m = Metrics::default();
+        Metrics::add(&m.events_ingested, 81);
+        Metrics::add(&m.stream_errors_sequence, 2);
+        Metrics::add(&m.store_commit_micros, 1_500_000);
+        let mut s = String::new();
+        render_server(&mut s, &m);
+        assert!(s.contains(
+            "# TYPE proof_events_ingested_total counter\nproof_events_ingested_total 81\n"
+        ));
+        assert!(s.contains("proof_stream_errors_total{reason=\"sequence\"} 2\n"));
+        assert!(s.contains("proof_stream_errors_total{reason=\"store\"} 0\n"));
+        assert!(s.contains("proof_store_commit_seconds_total 1.5\n"));
+        for line in s.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("proof_"), "{line}");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
