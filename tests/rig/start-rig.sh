@@ -145,7 +145,7 @@ venv_has_extras() {
 }
 
 # What the tests import from the venv to check proofs with standard tools
-# (tests/tests/vsa_interop.rs): DSSE with securesystemslib, in-toto Statements
+# (tests/tests/vsa_rig.rs, tests/interop/check_attestation.py): DSSE with securesystemslib, in-toto Statements
 # with the in-toto attestation bindings. Added to an existing venv in place.
 TEST_PIP=(securesystemslib in-toto-attestation)
 venv_has_test_pkgs() {
