@@ -174,9 +174,9 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
         let (fleet, skipped) = (&view.fleet, &view.skipped);
         let mut text = String::new();
         render_server(&mut text, &s.cfg.metrics);
-        render_ac_audit(&mut text, &s.cfg.metrics.ac_audit.snapshot());
         let w = &s.web;
         let mut o = Out(text);
+        render_ac_audit(&mut o, &s.cfg.metrics.ac_audit.snapshot());
         o.counter(
             "proof_http_requests_total",
             "HTTP requests that reached a handler.",
@@ -355,61 +355,54 @@ pub(crate) async fn metrics(AxState(state): AxState<State>) -> Result<Response, 
         .into_response())
 }
 
-fn ac_head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// The audit's metrics, when the continuous audit is enabled.
-fn render_ac_audit(out: &mut String, s: &Snapshot) {
+fn render_ac_audit(o: &mut Out, s: &Snapshot) {
     if !s.enabled {
         return;
     }
-    ac_head(
-        out,
+    o.head(
         "proof_ac_entries_audited_total",
         "counter",
         "ActionCache entries behind executor-attested proofs read and compared by the continuous audit.",
     );
-    let _ = writeln!(
-        out,
-        "proof_ac_entries_audited_total {}",
-        s.entries_audited_total
+    o.sample(
+        "proof_ac_entries_audited_total",
+        &[],
+        s.entries_audited_total as f64,
     );
-    ac_head(
-        out,
+    o.head(
         "proof_ac_poison_suspects",
         "gauge",
         "AC entries the last audit found changed or written by an unattested writer, by REAPI instance name.",
     );
     for (instance, n) in s.suspects_by_instance() {
-        let _ = writeln!(
-            out,
-            "proof_ac_poison_suspects{{instance_name=\"{}\"}} {n}",
-            label(&instance)
+        o.sample(
+            "proof_ac_poison_suspects",
+            &[("instance_name", &instance)],
+            n as f64,
         );
     }
-    ac_head(
-        out,
+    o.head(
         "proof_ac_audit_last_success_timestamp_seconds",
         "gauge",
         "Unix time of the last audit run that read every entry (0: none yet).",
     );
-    let _ = writeln!(
-        out,
-        "proof_ac_audit_last_success_timestamp_seconds {}",
-        s.last_success_unix.unwrap_or(0.0)
+    o.sample(
+        "proof_ac_audit_last_success_timestamp_seconds",
+        &[],
+        s.last_success_unix.unwrap_or(0.0),
     );
-    ac_head(
-        out,
+    o.head(
         "proof_ac_audit_runs_total",
         "counter",
         "Audit runs, by outcome (failed: the executor or an entry could not be read).",
     );
-    let _ = writeln!(
-        out,
-        "proof_ac_audit_runs_total{{outcome=\"ok\"}} {}\nproof_ac_audit_runs_total{{outcome=\"failed\"}} {}",
-        s.runs_total.saturating_sub(s.failed_runs_total),
-        s.failed_runs_total
+    let ok = s.runs_total.saturating_sub(s.failed_runs_total);
+    o.sample("proof_ac_audit_runs_total", &[("outcome", "ok")], ok as f64);
+    o.sample(
+        "proof_ac_audit_runs_total",
+        &[("outcome", "failed")],
+        s.failed_runs_total as f64,
     );
 }
 
