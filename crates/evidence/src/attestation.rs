@@ -13,8 +13,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
 use proof_proto::ledger::{ledger_record, LedgerRecord};
+use proof_proto::longrunning::{operation, Operation};
 use proof_proto::reapi::{
     execution_stage, Action, Command, Digest, ExecuteOperationMetadata, ExecuteResponse,
+    ExecutedActionMetadata,
 };
 use proof_stream::delimited::DelimitedReader;
 use prost::Message;
@@ -244,9 +246,10 @@ impl LedgerAccum {
         Ok(image_of(command.platform.as_ref()))
     }
 
-    pub(crate) fn finish(self) -> ExecutorAttestation {
+    /// The attestation with the header's facts and nothing counted yet.
+    fn empty_attestation(&self) -> ExecutorAttestation {
         let h = self.header.clone().unwrap_or_default();
-        let mut att = ExecutorAttestation {
+        ExecutorAttestation {
             executor: h.executor,
             adapter: h.adapter,
             invocation_id: h.invocation_id,
@@ -273,11 +276,13 @@ impl LedgerAccum {
             first_queued_at: None,
             last_completed_at: None,
             actions: Vec::new(),
-        };
+        }
+    }
+
+    pub(crate) fn finish(self) -> ExecutorAttestation {
+        let mut att = self.empty_attestation();
+        let mut tally = Tally::default();
         let mut seen = BTreeSet::new();
-        let mut workers = BTreeSet::new();
-        let mut images: BTreeMap<String, u64> = BTreeMap::new();
-        let (mut first, mut last): (Option<i128>, Option<i128>) = (None, None);
         for page in &self.pages {
             if page.status_code != 0 {
                 att.errors.push(format!(
@@ -288,93 +293,82 @@ impl LedgerAccum {
             }
             let prefix = format!("{}/", page.instance_name);
             for op in page.response.iter().flat_map(|r| &r.operations) {
-                let name = op
-                    .name
-                    .strip_prefix(&prefix)
-                    .unwrap_or(&op.name)
-                    .to_string();
-                if !seen.insert(name.clone()) {
+                let name = op.name.strip_prefix(&prefix).unwrap_or(&op.name);
+                if !seen.insert(name.to_string()) {
                     continue;
                 }
-                let meta = op
-                    .metadata
-                    .as_ref()
-                    .filter(|a| a.type_url.ends_with("ExecuteOperationMetadata"))
-                    .and_then(|a| ExecuteOperationMetadata::decode(a.value.as_slice()).ok())
-                    .unwrap_or_default();
-                let resp = match &op.result {
-                    Some(proof_proto::longrunning::operation::Result::Response(a))
-                        if a.type_url.ends_with("ExecuteResponse") =>
-                    {
-                        ExecuteResponse::decode(a.value.as_slice()).ok()
-                    }
-                    _ => None,
-                };
-                let op_error = matches!(
-                    &op.result,
-                    Some(proof_proto::longrunning::operation::Result::Error(s)) if s.code != 0
-                );
-                let status_ok = resp
-                    .as_ref()
-                    .is_some_and(|r| r.status.as_ref().is_none_or(|s| s.code == 0));
-                let result = resp.as_ref().and_then(|r| r.result.as_ref());
-                let completed = op.done && !op_error && status_ok && result.is_some();
-                let cached = completed && resp.as_ref().is_some_and(|r| r.cached_result);
-                let digest = meta.action_digest.clone().unwrap_or_default();
-                let md = result.and_then(|r| r.execution_metadata.as_ref());
-                let mut a = AttestedAction {
-                    operation: name,
-                    action_digest: ActionDigest {
-                        hash: digest.hash.clone(),
-                        size_bytes: digest.size_bytes,
-                    },
-                    stage: stage_name(meta.stage),
-                    completed,
-                    cached,
-                    exit_code: result.map(|r| r.exit_code),
-                    worker: md.map(|m| m.worker.clone()).filter(|w| !w.is_empty()),
-                    queued_at: md.and_then(|m| crate::posture::ts(m.queued_timestamp.as_ref())),
-                    worker_start_at: md
-                        .and_then(|m| crate::posture::ts(m.worker_start_timestamp.as_ref())),
-                    worker_completed_at: md
-                        .and_then(|m| crate::posture::ts(m.worker_completed_timestamp.as_ref())),
-                    image: None,
-                };
-                att.operations += 1;
-                if !completed {
-                    att.unfinished += 1;
-                } else if cached {
-                    att.cached += 1;
-                } else if a.exit_code != Some(0) {
-                    // Ran, and failed: not an execution that built anything.
-                    att.failed += 1;
-                } else {
-                    att.executed += 1;
-                    if let Some(w) = &a.worker {
-                        workers.insert(w.clone());
-                    }
-                    if let Some(m) = md {
-                        if let Some(q) = nanos(m.queued_timestamp.as_ref()) {
-                            first = Some(first.map_or(q, |f| f.min(q)));
-                        }
-                        if let Some(c) = nanos(m.worker_completed_timestamp.as_ref()) {
-                            last = Some(last.map_or(c, |l| l.max(c)));
-                        }
-                    }
-                    match self.image(&digest) {
-                        Ok(Some(image)) => {
-                            *images.entry(image.clone()).or_insert(0) += 1;
-                            a.image = Some(image);
-                        }
-                        Ok(None) => att.executed_without_image += 1,
-                        Err(p) => att.blob_problems.push(p),
-                    }
-                }
-                att.actions.push(a);
+                let (a, md) = attested_action(op, name);
+                self.count(&mut att, &mut tally, a, md);
             }
         }
-        att.workers = workers.into_iter().collect();
-        att.images = images
+        tally.apply(&mut att);
+        att
+    }
+
+    /// Counts one operation into `att` (and its worker, image and times
+    /// into `t` when it executed successfully).
+    fn count(
+        &self,
+        att: &mut ExecutorAttestation,
+        t: &mut Tally,
+        mut a: AttestedAction,
+        md: Option<ExecutedActionMetadata>,
+    ) {
+        att.operations += 1;
+        if !a.completed {
+            att.unfinished += 1;
+        } else if a.cached {
+            att.cached += 1;
+        } else if a.exit_code != Some(0) {
+            // Ran, and failed: not an execution that built anything.
+            att.failed += 1;
+        } else {
+            att.executed += 1;
+            t.executed(&a, md.as_ref());
+            let digest = Digest {
+                hash: a.action_digest.hash.clone(),
+                size_bytes: a.action_digest.size_bytes,
+            };
+            match self.image(&digest) {
+                Ok(Some(image)) => {
+                    *t.images.entry(image.clone()).or_insert(0) += 1;
+                    a.image = Some(image);
+                }
+                Ok(None) => att.executed_without_image += 1,
+                Err(p) => att.blob_problems.push(p),
+            }
+        }
+        att.actions.push(a);
+    }
+}
+
+/// Workers, images and times of the executed operations.
+#[derive(Default)]
+struct Tally {
+    workers: BTreeSet<String>,
+    images: BTreeMap<String, u64>,
+    first: Option<i128>,
+    last: Option<i128>,
+}
+
+impl Tally {
+    fn executed(&mut self, a: &AttestedAction, md: Option<&ExecutedActionMetadata>) {
+        if let Some(w) = &a.worker {
+            self.workers.insert(w.clone());
+        }
+        let Some(m) = md else { return };
+        if let Some(q) = nanos(m.queued_timestamp.as_ref()) {
+            self.first = Some(self.first.map_or(q, |f| f.min(q)));
+        }
+        if let Some(c) = nanos(m.worker_completed_timestamp.as_ref()) {
+            self.last = Some(self.last.map_or(c, |l| l.max(c)));
+        }
+    }
+
+    fn apply(self, att: &mut ExecutorAttestation) {
+        att.workers = self.workers.into_iter().collect();
+        att.images = self
+            .images
             .into_iter()
             .map(|(image, n)| AttestedImage {
                 pinned: is_pinned_image(&image),
@@ -382,10 +376,75 @@ impl LedgerAccum {
                 executed_actions: n,
             })
             .collect();
-        att.first_queued_at = first.and_then(crate::rfc3339_nanos);
-        att.last_completed_at = last.and_then(crate::rfc3339_nanos);
-        att
+        att.first_queued_at = self.first.and_then(crate::rfc3339_nanos);
+        att.last_completed_at = self.last.and_then(crate::rfc3339_nanos);
     }
+}
+
+/// The ExecuteResponse of a done operation, if it answered one.
+pub(crate) fn execute_response(op: &Operation) -> Option<ExecuteResponse> {
+    match &op.result {
+        Some(operation::Result::Response(a)) if a.type_url.ends_with("ExecuteResponse") => {
+            ExecuteResponse::decode(a.value.as_slice()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The operation's ExecuteOperationMetadata (default when absent).
+pub(crate) fn operation_metadata(op: &Operation) -> ExecuteOperationMetadata {
+    op.metadata
+        .as_ref()
+        .filter(|a| a.type_url.ends_with("ExecuteOperationMetadata"))
+        .and_then(|a| ExecuteOperationMetadata::decode(a.value.as_slice()).ok())
+        .unwrap_or_default()
+}
+
+/// Completed (done, no error, OK status, an ActionResult) and cached.
+pub(crate) fn completion(op: &Operation, resp: Option<&ExecuteResponse>) -> (bool, bool) {
+    let op_error = matches!(&op.result, Some(operation::Result::Error(s)) if s.code != 0);
+    let status_ok = resp.is_some_and(|r| r.status.as_ref().is_none_or(|s| s.code == 0));
+    let completed = op.done && !op_error && status_ok && resp.is_some_and(|r| r.result.is_some());
+    (
+        completed,
+        completed && resp.is_some_and(|r| r.cached_result),
+    )
+}
+
+/// One operation as the executor recorded it (no image yet), and its
+/// ExecutedActionMetadata.
+fn attested_action(op: &Operation, name: &str) -> (AttestedAction, Option<ExecutedActionMetadata>) {
+    let meta = operation_metadata(op);
+    let resp = execute_response(op);
+    let (completed, cached) = completion(op, resp.as_ref());
+    let result = resp.as_ref().and_then(|r| r.result.as_ref());
+    let digest = meta.action_digest.clone().unwrap_or_default();
+    let md = result.and_then(|r| r.execution_metadata.clone());
+    let ts = |t: Option<&prost_types::Timestamp>| crate::posture::ts(t);
+    let a = AttestedAction {
+        operation: name.to_string(),
+        action_digest: ActionDigest {
+            hash: digest.hash,
+            size_bytes: digest.size_bytes,
+        },
+        stage: stage_name(meta.stage),
+        completed,
+        cached,
+        exit_code: result.map(|r| r.exit_code),
+        worker: md
+            .as_ref()
+            .map(|m| m.worker.clone())
+            .filter(|w| !w.is_empty()),
+        queued_at: md.as_ref().and_then(|m| ts(m.queued_timestamp.as_ref())),
+        worker_start_at: md
+            .as_ref()
+            .and_then(|m| ts(m.worker_start_timestamp.as_ref())),
+        worker_completed_at: md
+            .as_ref()
+            .and_then(|m| ts(m.worker_completed_timestamp.as_ref())),
+        image: None,
+    };
+    (a, md)
 }
 
 /// `endpoint` as compared with another: trimmed, lower-case, without its
@@ -408,16 +467,19 @@ fn source_name(s: crate::ProcessSource) -> &'static str {
     }
 }
 
+fn remote(f: &crate::ProcessFigure) -> u64 {
+    f.runners.get(crate::runners::REMOTE).copied().unwrap_or(0)
+}
+
 /// The cross-checks between the evidence's sources: the BEP's process
-/// figures, the execution log, and the executor's ledger.
+/// figures, the execution log, and the executor's ledger (with the
+/// execution log's spawns held against its operations, `binding`).
 pub(crate) fn contradictions(
     processes: &crate::Processes,
     executor: &crate::Executor,
     attestation: Option<&ExecutorAttestation>,
+    binding: Option<&crate::OutputBinding>,
 ) -> Vec<Contradiction> {
-    let mut out = Vec::new();
-    let remote =
-        |f: &crate::ProcessFigure| f.runners.get(crate::runners::REMOTE).copied().unwrap_or(0);
     let bep = processes
         .sources
         .iter()
@@ -426,98 +488,127 @@ pub(crate) fn contradictions(
         .sources
         .iter()
         .find(|f| f.source == crate::ProcessSource::ExecLog);
-    if let (Some(b), Some(l)) = (bep, log) {
-        let (claimed, shown) = (remote(b), remote(l));
-        if claimed > shown {
-            out.push(Contradiction {
-                fact: "remote_executions".into(),
-                claim_source: source_name(b.source).into(),
-                claimed: claimed.to_string(),
-                other_source: source_name(l.source).into(),
-                shown: shown.to_string(),
-                detail: format!(
-                    "{} claims {claimed} remote executions but {} in the same artifact shows {shown}",
-                    source_name(b.source),
-                    source_name(l.source)
-                ),
-            });
-        }
-    }
-    if let (Some(att), Some(client)) = (
-        attestation,
-        executor
-            .remote_executor
-            .as_deref()
-            .filter(|u| !u.trim().is_empty()),
-    ) {
-        let asked: Vec<&str> = std::iter::once(att.executor.as_str())
-            .chain(att.endpoint_aliases.iter().map(String::as_str))
-            .collect();
-        let want = normalise_endpoint(client);
-        if !asked.iter().any(|e| normalise_endpoint(e) == want) {
-            out.push(Contradiction {
-                fact: "executor_endpoint".into(),
-                claim_source: "the command line's --remote_executor".into(),
-                claimed: client.to_string(),
-                other_source: "the server's --executor".into(),
-                shown: asked.join(", "),
-                detail: format!(
-                    "the build sent its actions to --remote_executor {client} but the server asked the executor {} about them",
-                    asked.join(" or ")
-                ),
-            });
-        }
-    }
+    let mut out: Vec<Contradiction> = bep_against_log(bep, log).into_iter().collect();
+    out.extend(attestation.and_then(|a| endpoint_mismatch(a, executor)));
     let Some(att) = attestation.filter(|a| a.reachable && a.errors.is_empty()) else {
         return out;
     };
-    let ran = att.executed;
-    for f in [bep, log].into_iter().flatten() {
-        let claimed = remote(f);
-        if claimed > ran {
-            out.push(Contradiction {
-                fact: "remote_executions".into(),
-                claim_source: source_name(f.source).into(),
-                claimed: claimed.to_string(),
-                other_source: format!("the executor {}", att.executor),
-                shown: ran.to_string(),
-                detail: format!(
-                    "{} claims {claimed} remote executions but the executor {} ran {ran} for invocation {}",
-                    source_name(f.source),
-                    att.executor,
-                    att.invocation_id
-                ),
-            });
-        }
-    }
-    if let Some(asked) = executor
-        .exec_properties
-        .get(CONTAINER_IMAGE)
-        .filter(|i| !i.is_empty())
-    {
-        let mut ran_images: Vec<String> = att.images.iter().map(|i| i.image.clone()).collect();
-        if att.executed_without_image > 0 {
-            ran_images.push(format!(
-                "no container-image ({} action(s))",
-                att.executed_without_image
+    out.extend(
+        [bep, log]
+            .into_iter()
+            .flatten()
+            .filter_map(|f| claimed_over_ran(f, att)),
+    );
+    out.extend(image_mismatch(executor, att));
+    // A truncated ledger lacks operations: the log is not held against it.
+    if att.truncated.is_none() {
+        if let Some(c) = binding.and_then(|b| b.exec_log_check.as_ref()) {
+            out.extend(crate::crosscheck::contradictions(
+                c,
+                &att.executor,
+                &att.invocation_id,
             ));
-        }
-        if ran_images.iter().any(|i| i != asked) {
-            out.push(Contradiction {
-                fact: "worker_image".into(),
-                claim_source: "the command line's container-image".into(),
-                claimed: asked.clone(),
-                other_source: format!("the executor {}", att.executor),
-                shown: ran_images.join(", "),
-                detail: format!(
-                    "the command line asks for container-image {asked} but the executor {} ran actions on {}",
-                    att.executor,
-                    ran_images.join(", ")
-                ),
-            });
         }
     }
     out
+}
+
+/// The BEP claims more remote executions than the execution log shows.
+fn bep_against_log(
+    bep: Option<&crate::ProcessFigure>,
+    log: Option<&crate::ProcessFigure>,
+) -> Option<Contradiction> {
+    let (b, l) = (bep?, log?);
+    let (claimed, shown) = (remote(b), remote(l));
+    (claimed > shown).then(|| Contradiction {
+        fact: "remote_executions".into(),
+        claim_source: source_name(b.source).into(),
+        claimed: claimed.to_string(),
+        other_source: source_name(l.source).into(),
+        shown: shown.to_string(),
+        detail: format!(
+            "{} claims {claimed} remote executions but {} in the same artifact shows {shown}",
+            source_name(b.source),
+            source_name(l.source)
+        ),
+    })
+}
+
+/// The build sent its actions elsewhere than the executor asked.
+fn endpoint_mismatch(
+    att: &ExecutorAttestation,
+    executor: &crate::Executor,
+) -> Option<Contradiction> {
+    let client = executor
+        .remote_executor
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())?;
+    let asked: Vec<&str> = std::iter::once(att.executor.as_str())
+        .chain(att.endpoint_aliases.iter().map(String::as_str))
+        .collect();
+    let want = normalise_endpoint(client);
+    if asked.iter().any(|e| normalise_endpoint(e) == want) {
+        return None;
+    }
+    Some(Contradiction {
+        fact: "executor_endpoint".into(),
+        claim_source: "the command line's --remote_executor".into(),
+        claimed: client.to_string(),
+        other_source: "the server's --executor".into(),
+        shown: asked.join(", "),
+        detail: format!(
+            "the build sent its actions to --remote_executor {client} but the server asked the executor {} about them",
+            asked.join(" or ")
+        ),
+    })
+}
+
+/// A source claims more remote executions than the executor ran.
+fn claimed_over_ran(f: &crate::ProcessFigure, att: &ExecutorAttestation) -> Option<Contradiction> {
+    let (claimed, ran) = (remote(f), att.executed);
+    (claimed > ran).then(|| Contradiction {
+        fact: "remote_executions".into(),
+        claim_source: source_name(f.source).into(),
+        claimed: claimed.to_string(),
+        other_source: format!("the executor {}", att.executor),
+        shown: ran.to_string(),
+        detail: format!(
+            "{} claims {claimed} remote executions but the executor {} ran {ran} for invocation {}",
+            source_name(f.source),
+            att.executor,
+            att.invocation_id
+        ),
+    })
+}
+
+/// The command line asks for one image and the executor ran others.
+fn image_mismatch(executor: &crate::Executor, att: &ExecutorAttestation) -> Option<Contradiction> {
+    let asked = executor
+        .exec_properties
+        .get(CONTAINER_IMAGE)
+        .filter(|i| !i.is_empty())?;
+    let mut ran_images: Vec<String> = att.images.iter().map(|i| i.image.clone()).collect();
+    if att.executed_without_image > 0 {
+        ran_images.push(format!(
+            "no container-image ({} action(s))",
+            att.executed_without_image
+        ));
+    }
+    if ran_images.iter().all(|i| i == asked) {
+        return None;
+    }
+    Some(Contradiction {
+        fact: "worker_image".into(),
+        claim_source: "the command line's container-image".into(),
+        claimed: asked.clone(),
+        other_source: format!("the executor {}", att.executor),
+        shown: ran_images.join(", "),
+        detail: format!(
+            "the command line asks for container-image {asked} but the executor {} ran actions on {}",
+            att.executor,
+            ran_images.join(", ")
+        ),
+    })
 }
 
 impl LedgerAccum {

@@ -186,6 +186,11 @@ pub struct OutputBinding {
     /// Why the stream's file sets could not all be read (over a bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
+    /// The execution log's spawns held against the executed operations
+    /// inside the window ([`crate::crosscheck`]), when the artifact holds
+    /// an execution log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_log_check: Option<crate::crosscheck::ExecLogCheck>,
     /// Per target label.
     pub targets: BTreeMap<String, TargetBinding>,
 }
@@ -223,6 +228,8 @@ pub(crate) struct BindingAccum {
     targets: BTreeMap<String, TargetAcc>,
     started_nanos: Option<i128>,
     finished_nanos: Option<i128>,
+    /// The execution log's remote spawns, once a log was read.
+    logged: Option<crate::crosscheck::LoggedSpawns>,
 }
 
 fn nanos(t: Option<&prost_types::Timestamp>, millis: i64) -> Option<i128> {
@@ -248,6 +255,16 @@ fn file_ref(f: &File) -> FileRef {
 }
 
 impl BindingAccum {
+    /// An execution log is read (even one without spawns).
+    pub(crate) fn exec_log_seen(&mut self) {
+        self.logged.get_or_insert_with(Default::default);
+    }
+
+    /// One spawn of the execution log.
+    pub(crate) fn push_spawn(&mut self, s: &crate::execlog::Spawn) {
+        self.logged.get_or_insert_with(Default::default).push(s);
+    }
+
     /// One event's id and payload.
     pub(crate) fn push(&mut self, id: Option<&build_event_id::Id>, payload: &build_event::Payload) {
         use build_event::Payload as P;
@@ -362,20 +379,14 @@ fn ts_string(n: Option<i128>) -> Option<String> {
     n.and_then(crate::rfc3339_nanos)
 }
 
-/// The binding of the stream's outputs (from `acc`) to the executor's
-/// answers (`pages`).
-pub(crate) fn derive(
+/// The window in nanoseconds, and which times it is made of: the server's
+/// own times when it signed (`proof serve`: the client's stamps are
+/// claims), else BuildStarted/BuildFinished as stamped.
+fn window_of(
     acc: &BindingAccum,
-    ledger: &crate::attestation::LedgerAccum,
     origin: Option<&crate::Origin>,
-    invocation_id: &str,
-) -> OutputBinding {
-    let pages: &[OperationsPage] = ledger.pages();
-    let attested = ledger.attested();
-    let instance_names = ledger.instance_names();
+) -> (Option<(i128, i128)>, &'static str) {
     let slack = i128::from(WINDOW_SLACK_SECONDS) * 1_000_000_000;
-    // The server's own times when it signed (`proof serve`): the client's
-    // stamps are claims. Else BuildStarted/BuildFinished as stamped.
     let server_times = origin.and_then(|o| Some((o.opened_at_ms?, o.signed_at_ms?)));
     let window = match (server_times, acc.started_nanos, acc.finished_nanos) {
         (Some((o, s)), _, _) => Some((
@@ -390,7 +401,17 @@ pub(crate) fn derive(
     } else {
         "BuildStarted.start_time to BuildFinished.finish_time as the client stamped them (the artifact holds no server receive times)"
     };
-    let mut out = OutputBinding {
+    (window, times)
+}
+
+/// An [`OutputBinding`] with its window and nothing counted yet.
+fn empty_binding(
+    window: Option<(i128, i128)>,
+    times: &str,
+    attested: u64,
+    incomplete: Option<String>,
+) -> OutputBinding {
+    OutputBinding {
         window: window.and_then(|(from, to)| {
             Some(Window {
                 from: crate::rfc3339_nanos(from)?,
@@ -415,15 +436,58 @@ pub(crate) fn derive(
         files_bound: 0,
         files_unbound: 0,
         files_cached_attested: 0,
-        attested_results: attested.len() as u64,
+        attested_results: attested,
         attested_refused: Vec::new(),
-        incomplete: acc.incomplete.clone(),
+        incomplete,
+        exec_log_check: None,
         targets: BTreeMap::new(),
-    };
+    }
+}
 
-    // Every output digest the executor reported, and how.
-    let mut digests: BTreeMap<(String, i64), Seen> = BTreeMap::new();
+/// One distinct operation of the ledger, as the binding sees it.
+struct OpFacts<'a> {
+    name: &'a str,
+    op: &'a proof_proto::longrunning::Operation,
+    result: Option<ActionResult>,
+    start: Option<i128>,
+    end: Option<i128>,
+    /// Inside the window, or why not.
+    placed: Result<(), String>,
+    completed: bool,
+    cached: bool,
+    /// Completed, executed (not cached), exit code 0.
+    succeeded: bool,
+}
+
+/// Where an operation queued at `start` and completed at `end` lies.
+fn place(
+    window: Option<(i128, i128)>,
+    start: Option<i128>,
+    end: Option<i128>,
+) -> Result<(), String> {
+    match (window, start, end) {
+        (None, _, _) => Err(
+            "the stream states no start or finish time, so no operation can be placed in it"
+                .to_string(),
+        ),
+        (_, None, _) | (_, _, None) => {
+            Err("the executor recorded no queued and completed times for it".to_string())
+        }
+        (Some((from, _)), Some(s), _) if s < from => {
+            Err("queued before the stream started: not this build's".to_string())
+        }
+        (Some((_, to)), _, Some(e)) if e > to => {
+            Err("completed after the stream finished: not this build's".to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every distinct operation of the ledger's OK pages (the first of a name
+/// wins, the instance prefix stripped), placed against the window.
+fn operation_facts(pages: &[OperationsPage], window: Option<(i128, i128)>) -> Vec<OpFacts<'_>> {
     let mut names = BTreeSet::new();
+    let mut out = Vec::new();
     for page in pages.iter().filter(|p| p.status_code == 0) {
         let prefix = format!("{}/", page.instance_name);
         for op in page.response.iter().flat_map(|r| &r.operations) {
@@ -431,161 +495,272 @@ pub(crate) fn derive(
             if !names.insert(name.to_string()) {
                 continue;
             }
-            let resp = match &op.result {
-                Some(operation::Result::Response(a)) if a.type_url.ends_with("ExecuteResponse") => {
-                    ExecuteResponse::decode(a.value.as_slice()).ok()
-                }
-                _ => None,
-            };
-            let op_error = matches!(&op.result, Some(operation::Result::Error(s)) if s.code != 0);
-            let status_ok = resp
-                .as_ref()
-                .is_some_and(|r| r.status.as_ref().is_none_or(|s| s.code == 0));
-            let result = resp.as_ref().and_then(|r| r.result.as_ref());
+            let resp = crate::attestation::execute_response(op);
+            let (completed, cached) = crate::attestation::completion(op, resp.as_ref());
+            let result = resp.and_then(|r| r.result);
             let md: Option<&ExecutedActionMetadata> =
-                result.and_then(|r| r.execution_metadata.as_ref());
+                result.as_ref().and_then(|r| r.execution_metadata.as_ref());
             let start = md.and_then(|m| {
-                let t = m
-                    .queued_timestamp
-                    .as_ref()
-                    .or(m.worker_start_timestamp.as_ref());
-                nanos(t, 0)
+                nanos(
+                    m.queued_timestamp
+                        .as_ref()
+                        .or(m.worker_start_timestamp.as_ref()),
+                    0,
+                )
             });
             let end = md.and_then(|m| nanos(m.worker_completed_timestamp.as_ref(), 0));
-            let placed = match (window, start, end) {
-                (None, _, _) => Err("the stream states no start or finish time, so no operation can be placed in it".to_string()),
-                (_, None, _) | (_, _, None) => Err("the executor recorded no queued and completed times for it".to_string()),
-                (Some((from, _)), Some(s), _) if s < from => Err("queued before the stream started: not this build's".to_string()),
-                (Some((_, to)), _, Some(e)) if e > to => Err("completed after the stream finished: not this build's".to_string()),
-                _ => Ok(()),
-            };
-            let completed = op.done && !op_error && status_ok && result.is_some();
-            let cached = completed && resp.as_ref().is_some_and(|r| r.cached_result);
-            let succeeded = completed && !cached && result.is_some_and(|r| r.exit_code == 0);
-            if let Err(why) = &placed {
-                out.operations_outside += 1;
-                if out.outside.len() < MAX_NAMED_OUTSIDE {
-                    out.outside.push(OutsideOperation {
-                        operation: name.to_string(),
-                        queued_at: ts_string(start),
-                        completed_at: ts_string(end),
-                        why: why.clone(),
-                    });
-                }
-            } else if succeeded {
-                out.operations_in_window += 1;
-                out.executed_in_window += 1;
-            } else if cached {
-                out.cached_in_window += 1;
-            } else {
-                out.failed_in_window += 1;
-                if completed {
-                    out.executed_in_window += 1;
-                }
+            let succeeded =
+                completed && !cached && result.as_ref().is_some_and(|r| r.exit_code == 0);
+            out.push(OpFacts {
+                name,
+                op,
+                placed: place(window, start, end),
+                start,
+                end,
+                completed,
+                cached,
+                succeeded,
+                result,
+            });
+        }
+    }
+    out
+}
+
+/// Counts `f` into the window's figures of `out` (and names it when it
+/// lies outside).
+fn count_operation(out: &mut OutputBinding, f: &OpFacts) {
+    if let Err(why) = &f.placed {
+        out.operations_outside += 1;
+        if out.outside.len() < MAX_NAMED_OUTSIDE {
+            out.outside.push(OutsideOperation {
+                operation: f.name.to_string(),
+                queued_at: ts_string(f.start),
+                completed_at: ts_string(f.end),
+                why: why.clone(),
+            });
+        }
+    } else if f.succeeded {
+        out.operations_in_window += 1;
+        out.executed_in_window += 1;
+    } else if f.cached {
+        out.cached_in_window += 1;
+    } else {
+        out.failed_in_window += 1;
+        if f.completed {
+            out.executed_in_window += 1;
+        }
+    }
+}
+
+/// The files of the output directories of a binding operation, from their
+/// Tree blobs: (directory path, (hash, size) of its files) per directory
+/// read; the others counted and explained in `out`.
+fn read_trees(
+    out: &mut OutputBinding,
+    ledger: &crate::attestation::LedgerAccum,
+    f: &OpFacts,
+) -> Vec<(String, Vec<(String, i64)>)> {
+    let Some(r) = f
+        .result
+        .as_ref()
+        .filter(|_| f.placed.is_ok() && f.succeeded)
+    else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    for dir in &r.output_directories {
+        match tree_files(ledger, dir) {
+            Ok(files) => {
+                out.output_directories_read += 1;
+                dirs.push((dir.path.clone(), files));
             }
-            let Some(r) = result else { continue };
-            let mut in_trees = Vec::new();
-            if placed.is_ok() && succeeded {
-                for dir in &r.output_directories {
-                    match tree_files(ledger, dir) {
-                        Ok(files) => {
-                            out.output_directories_read += 1;
-                            in_trees.extend(files);
-                        }
-                        Err(why) => {
-                            out.output_directories_unread += 1;
-                            if out.tree_problems.len() < MAX_NAMED_OUTSIDE {
-                                out.tree_problems
-                                    .push(format!("{} ({name}): {why}", dir.path));
-                            }
-                        }
-                    }
-                }
-            }
-            // Output files, and the action's stdout/stderr: a remote test's
-            // test.log is its test action's stdout.
-            let raw = |b: &[u8]| {
-                (!b.is_empty()).then(|| (hex::encode(sha2::Sha256::digest(b)), b.len() as i64))
-            };
-            let produced = r
-                .output_files
-                .iter()
-                .filter_map(|f| f.digest.as_ref())
-                .chain(r.stdout_digest.as_ref())
-                .chain(r.stderr_digest.as_ref())
-                .map(|d| (d.hash.clone(), d.size_bytes))
-                .chain(raw(&r.stdout_raw))
-                .chain(raw(&r.stderr_raw))
-                .chain(in_trees);
-            for key in produced {
-                let s = digests.entry(key).or_default();
-                match (&placed, succeeded, cached) {
-                    (Err(_), _, _) => s.outside = true,
-                    (Ok(()), true, _) => s.bound = true,
-                    (Ok(()), false, true) => s.cached = true,
-                    (Ok(()), false, false) => s.failed = true,
+            Err(why) => {
+                out.output_directories_unread += 1;
+                if out.tree_problems.len() < MAX_NAMED_OUTSIDE {
+                    out.tree_problems
+                        .push(format!("{} ({}): {why}", dir.path, f.name));
                 }
             }
         }
     }
+    dirs
+}
 
-    let cached = attested_outputs(attested, instance_names, window, &mut out.attested_refused);
+/// Marks every digest `f` produced (output files, stdout/stderr: a remote
+/// test's test.log is its test action's stdout, files of read trees) with
+/// how it was produced.
+fn mark_produced(
+    digests: &mut BTreeMap<(String, i64), Seen>,
+    f: &OpFacts,
+    dirs: &[(String, Vec<(String, i64)>)],
+) {
+    let Some(r) = &f.result else { return };
+    let raw =
+        |b: &[u8]| (!b.is_empty()).then(|| (hex::encode(sha2::Sha256::digest(b)), b.len() as i64));
+    let produced = r
+        .output_files
+        .iter()
+        .filter_map(|o| o.digest.as_ref())
+        .chain(r.stdout_digest.as_ref())
+        .chain(r.stderr_digest.as_ref())
+        .map(|d| (d.hash.clone(), d.size_bytes))
+        .chain(raw(&r.stdout_raw))
+        .chain(raw(&r.stderr_raw))
+        .chain(dirs.iter().flat_map(|(_, files)| files.iter().cloned()));
+    for key in produced {
+        let s = digests.entry(key).or_default();
+        match (&f.placed, f.succeeded, f.cached) {
+            (Err(_), _, _) => s.outside = true,
+            (Ok(()), true, _) => s.bound = true,
+            (Ok(()), false, true) => s.cached = true,
+            (Ok(()), false, false) => s.failed = true,
+        }
+    }
+}
 
-    for (label, t) in &acc.targets {
-        let mut b = TargetBinding {
-            status: BindingStatus::NotApplicable,
-            files_bound: 0,
-            files_unbound: 0,
-            source_files: 0,
-            files_cached_attested: 0,
-            note: None,
-            unbound: Vec::new(),
-        };
-        if !t.completed {
-            b.note = Some("not built: the stream has no TargetComplete for it".into());
-        } else if !t.success {
-            b.note = Some("not built: its TargetComplete reports a failure".into());
+/// `f` as the execution log is held against it, when it is an executed
+/// (completed, not cached) operation inside the window.
+fn executed_operation(
+    f: &OpFacts,
+    dirs: Vec<(String, Vec<(String, i64)>)>,
+) -> Option<crate::crosscheck::ExecutedOperation> {
+    if f.placed.is_err() || !f.completed || f.cached {
+        return None;
+    }
+    let r = f.result.as_ref()?;
+    let d = crate::attestation::operation_metadata(f.op)
+        .action_digest
+        .unwrap_or_default();
+    Some(crate::crosscheck::ExecutedOperation {
+        name: f.name.to_string(),
+        action_digest: crate::ActionDigest {
+            hash: d.hash,
+            size_bytes: d.size_bytes,
+        },
+        worker: r
+            .execution_metadata
+            .as_ref()
+            .map(|m| m.worker.clone())
+            .filter(|w| !w.is_empty()),
+        exit_code: r.exit_code,
+        files: r
+            .output_files
+            .iter()
+            .filter_map(|o| {
+                let d = o.digest.as_ref()?;
+                Some((o.path.clone(), d.hash.clone(), d.size_bytes))
+            })
+            .collect(),
+        dirs,
+    })
+}
+
+/// How the outputs of one target the stream reports bind.
+fn bind_target(
+    acc: &BindingAccum,
+    t: &TargetAcc,
+    digests: &BTreeMap<(String, i64), Seen>,
+    cached: &BTreeMap<(String, String, i64), String>,
+    invocation_id: &str,
+) -> TargetBinding {
+    let mut b = TargetBinding {
+        status: BindingStatus::NotApplicable,
+        files_bound: 0,
+        files_unbound: 0,
+        source_files: 0,
+        files_cached_attested: 0,
+        note: None,
+        unbound: Vec::new(),
+    };
+    if !t.completed {
+        b.note = Some("not built: the stream has no TargetComplete for it".into());
+        return b;
+    }
+    if !t.success {
+        b.note = Some("not built: its TargetComplete reports a failure".into());
+        return b;
+    }
+    match acc.resolve(t) {
+        Err(why) => {
+            b.files_unbound = 1;
+            b.unbound.push(UnboundFile {
+                file: String::new(),
+                uri: String::new(),
+                digest: None,
+                why,
+            });
+        }
+        Ok(files) => bind_files(&mut b, &files, digests, cached, invocation_id),
+    }
+    b.status = if b.files_unbound > 0 {
+        BindingStatus::Unbound
+    } else if b.files_cached_attested > 0 {
+        BindingStatus::CachedAttested
+    } else if b.files_bound > 0 {
+        BindingStatus::Bound
+    } else {
+        b.note = Some(if b.source_files > 0 {
+            format!(
+                "only source files ({}): nothing was executed to make them",
+                b.source_files
+            )
         } else {
-            match acc.resolve(t) {
-                Err(why) => {
-                    b.files_unbound = 1;
-                    b.unbound.push(UnboundFile {
-                        file: String::new(),
-                        uri: String::new(),
-                        digest: None,
-                        why,
-                    });
-                }
-                Ok(files) => bind_files(&mut b, &files, &digests, &cached, invocation_id),
-            }
-            b.status = if b.files_unbound > 0 {
-                BindingStatus::Unbound
-            } else if b.files_cached_attested > 0 {
-                BindingStatus::CachedAttested
-            } else if b.files_bound > 0 {
-                BindingStatus::Bound
-            } else {
-                b.note = Some(if b.source_files > 0 {
-                    format!(
-                        "only source files ({}): nothing was executed to make them",
-                        b.source_files
-                    )
-                } else {
-                    "no output files".into()
-                });
-                BindingStatus::NotApplicable
-            };
-        }
-        out.files_bound += b.files_bound;
-        out.files_unbound += b.files_unbound;
-        out.files_cached_attested += b.files_cached_attested;
-        match b.status {
-            BindingStatus::Bound => out.targets_bound += 1,
-            BindingStatus::CachedAttested => out.targets_cached_attested += 1,
-            BindingStatus::Unbound => out.targets_unbound += 1,
-            BindingStatus::NotApplicable => out.targets_not_applicable += 1,
-        }
-        out.targets.insert(label.clone(), b);
+            "no output files".into()
+        });
+        BindingStatus::NotApplicable
+    };
+    b
+}
+
+/// Adds one target's binding to the totals of `out`.
+fn tally(out: &mut OutputBinding, label: &str, b: TargetBinding) {
+    out.files_bound += b.files_bound;
+    out.files_unbound += b.files_unbound;
+    out.files_cached_attested += b.files_cached_attested;
+    match b.status {
+        BindingStatus::Bound => out.targets_bound += 1,
+        BindingStatus::CachedAttested => out.targets_cached_attested += 1,
+        BindingStatus::Unbound => out.targets_unbound += 1,
+        BindingStatus::NotApplicable => out.targets_not_applicable += 1,
+    }
+    out.targets.insert(label.to_string(), b);
+}
+
+/// The binding of the stream's outputs (from `acc`) to the executor's
+/// answers (`ledger`), and the execution log's spawns (when one was read)
+/// held against the executed operations inside the window.
+pub(crate) fn derive(
+    acc: &BindingAccum,
+    ledger: &crate::attestation::LedgerAccum,
+    origin: Option<&crate::Origin>,
+    invocation_id: &str,
+) -> OutputBinding {
+    let attested = ledger.attested();
+    let (window, times) = window_of(acc, origin);
+    let mut out = empty_binding(window, times, attested.len() as u64, acc.incomplete.clone());
+    // Every output digest the executor reported, and how.
+    let mut digests: BTreeMap<(String, i64), Seen> = BTreeMap::new();
+    let mut executed = Vec::new();
+    for f in operation_facts(ledger.pages(), window) {
+        count_operation(&mut out, &f);
+        let dirs = read_trees(&mut out, ledger, &f);
+        mark_produced(&mut digests, &f, &dirs);
+        executed.extend(executed_operation(&f, dirs));
+    }
+    out.exec_log_check = acc
+        .logged
+        .as_ref()
+        .map(|l| crate::crosscheck::check(l, &executed, invocation_id));
+    let cached = attested_outputs(
+        attested,
+        ledger.instance_names(),
+        window,
+        &mut out.attested_refused,
+    );
+    for (label, t) in &acc.targets {
+        let b = bind_target(acc, t, &digests, &cached, invocation_id);
+        tally(&mut out, label, b);
     }
     out
 }

@@ -78,6 +78,11 @@ pub struct Spawn {
     pub digest: Option<ActionDigest>,
     /// Absent in 4.x logs.
     pub metrics: Option<SpawnTimes>,
+    /// `actual_outputs` (path, sha256, size) of a binary log's SpawnExec;
+    /// `None` for the compact log (it names outputs by file id).
+    pub outputs: Option<Vec<(String, String, i64)>>,
+    /// The first actual output's path, else the first listed output's.
+    pub first_output: Option<String>,
 }
 
 impl Spawn {
@@ -129,7 +134,21 @@ fn platform(p: Option<proof_proto::execlog::Platform>) -> Vec<(String, String)> 
 
 impl From<SpawnExec> for Spawn {
     fn from(s: SpawnExec) -> Self {
+        let outputs: Vec<(String, String, i64)> = s
+            .actual_outputs
+            .iter()
+            .map(|f| {
+                let d = f.digest.clone().unwrap_or_default();
+                (f.path.clone(), d.hash, d.size_bytes)
+            })
+            .collect();
+        let first_output = outputs
+            .first()
+            .map(|o| o.0.clone())
+            .or_else(|| s.listed_outputs.first().cloned());
         Spawn {
+            outputs: Some(outputs),
+            first_output,
             metrics: times(s.metrics.as_ref()),
             runner: s.runner,
             cache_hit: s.cache_hit,
@@ -147,6 +166,8 @@ impl From<SpawnExec> for Spawn {
 impl From<exec_log_entry::Spawn> for Spawn {
     fn from(s: exec_log_entry::Spawn) -> Self {
         Spawn {
+            outputs: None,
+            first_output: None,
             metrics: times(s.metrics.as_ref()),
             runner: s.runner,
             cache_hit: s.cache_hit,

@@ -19,6 +19,7 @@
 pub mod attestation;
 pub mod binding;
 pub mod bounded;
+pub mod crosscheck;
 mod error;
 pub mod execlog;
 pub mod options;
@@ -761,8 +762,10 @@ impl EvidenceBuilder {
         let mut reader = execlog::ExecLogReader::open(log)?;
         let acc = self.exec.get_or_insert_with(ExecAccum::default);
         acc.format.get_or_insert(reader.format());
+        self.binding.exec_log_seen();
         for spawn in reader.by_ref() {
             let spawn = spawn?;
+            self.binding.push_spawn(&spawn);
             acc.spawns = acc.spawns.saturating_add(1);
             add(&mut acc.runners, &spawn.runner, 1);
             if spawn.exit_code != 0 || !spawn.status.is_empty() {
@@ -882,8 +885,12 @@ impl EvidenceBuilder {
             .as_ref()
             .map(|l| binding::derive(&self.binding, l, self.origin.as_ref(), &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
-        let contradictions =
-            attestation::contradictions(&processes, &executor, attestation.as_ref());
+        let contradictions = attestation::contradictions(
+            &processes,
+            &executor,
+            attestation.as_ref(),
+            output_binding.as_ref(),
+        );
         // With a ledger that shows executions, the executor's images are the
         // only ones: the client's claim never stands in for them, even when
         // the executor names none. (With none executed, the client's claim
