@@ -16,8 +16,10 @@
 //!    a remote build is at hand): matched by digest; one digest changed:
 //!    exit 1;
 //! 4. a decoy workspace built remotely under the same invocation id right
-//!    after the build (inside the window): the decoy's 12 operations are
-//!    named as not in the log, exit 1.
+//!    after the build (inside the window), 6 actions on the build's
+//!    instance "" and 6 on the other instance "main": all 12 operations
+//!    are named as not in the log, exit 1. (BuildGrid 0.4.4 lists the
+//!    "main" ones under "" too: an operation does not name its instance.)
 //!
 //! Needs the rig: `bash tests/run-all.sh`, or `. tests/rig/env.sh` first.
 
@@ -306,31 +308,38 @@ fn the_execution_log_and_the_executor_name_the_same_spawns() {
         "{detail}"
     );
 
-    // 4. The decoy: 12 genrules executed remotely under X right after the
-    // build, inside its window (BuildFinished + 60 s slack).
+    // 4. The decoys: 12 genrules executed remotely under X right after the
+    // build, inside its window (BuildFinished + 60 s slack): 6 on the
+    // build's instance "", 6 on the rig's other instance "main".
     let decoy = tmp.path().join("decoy");
     rig.spoke(&decoy);
-    let rules: String = (0..12)
-        .map(|i| {
-            format!("genrule(name = \"decoy{i}\", outs = [\"decoy{i}.txt\"], cmd = \"echo decoy {i} {x} > $@\")\n")
+    let rules: String = ["a", "b"]
+        .iter()
+        .flat_map(|k| (0..6).map(move |i| (k, i)))
+        .map(|(k, i)| {
+            format!("genrule(name = \"decoy{k}{i}\", outs = [\"decoy{k}{i}.txt\"], cmd = \"echo decoy {k} {i} {x} > $@\")\n")
         })
         .collect();
     std::fs::write(decoy.join("BUILD.bazel"), rules).unwrap();
-    let out = rig.bazel(
-        &decoy,
-        &[
-            "build",
-            "//:all",
-            &format!("--invocation_id={x}"),
-            &format!("--remote_executor={}", rig.remote_executor),
-            "--spawn_strategy=remote",
-            "--remote_local_fallback=false",
-            "--noremote_accept_cached",
-            &format!("--remote_default_exec_properties=container-image={IMAGE}"),
-        ],
-    );
+    for (k, instance) in [("a", ""), ("b", "main")] {
+        let targets: Vec<String> = (0..6).map(|i| format!("//:decoy{k}{i}")).collect();
+        let mut args = vec![
+            "build".to_string(),
+            format!("--invocation_id={x}"),
+            format!("--remote_executor={}", rig.remote_executor),
+            format!("--remote_instance_name={instance}"),
+            "--spawn_strategy=remote".into(),
+            "--remote_local_fallback=false".into(),
+            "--noremote_accept_cached".into(),
+            format!("--remote_default_exec_properties=container-image={IMAGE}"),
+        ];
+        args.extend(targets);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = rig.bazel(&decoy, &args);
+        assert_eq!(out.code, 0, "decoy build failed:\n{}", out.output);
+        assert!(out.output.contains("6 remote"), "{}", out.output);
+    }
     rig.shutdown(&decoy);
-    assert_eq!(out.code, 0, "decoy build failed:\n{}", out.output);
     let art5 = record(
         &rig.remote_executor,
         &key,
@@ -340,20 +349,30 @@ fn the_execution_log_and_the_executor_name_the_same_spawns() {
     );
     let (code, checks, report) = verify_json(&public, &art5, &[]);
     let (ok, detail) = verify_check(&checks, "sources_agree");
-    println!("decoy: sources_agree: {detail}");
+    println!("decoys: sources_agree: {detail}");
     assert!(!ok);
     assert_eq!(code, 1, "{checks}");
     assert!(verify_check(&checks, "rederived").0, "{checks}");
     let c = exec_log_check(&report);
     assert_eq!(c["matched"], 10, "{c}");
     assert_eq!(c["unlogged_operations"], 12, "{c}");
-    let decoy_ops: Vec<String> = ledger_operations(&art5, &tmp.path().join("u5"))
+    // The ledger asked only the build's instance ""; BuildGrid 0.4.4 pools
+    // "" and "main" and lists the "main" decoy's operations under "" too,
+    // named "/UUID" like the build's own: nothing in an operation names the
+    // instance it was submitted on (docs/proof-format.md §7). The log
+    // cross-check names them all the same.
+    let decoy_ops: Vec<(String, Vec<String>)> = ledger_operations(&art5, &tmp.path().join("u5"))
         .into_iter()
         .filter(|(_, _, p)| p.iter().any(|p| p.contains("/decoy")))
-        .map(|(n, _, _)| n)
+        .map(|(n, _, p)| (n, p))
         .collect();
     assert_eq!(decoy_ops.len(), 12);
-    for n in &decoy_ops {
+    let on_main = decoy_ops
+        .iter()
+        .filter(|(_, p)| p.iter().any(|p| p.contains("/decoyb")))
+        .count();
+    assert_eq!(on_main, 6, "{decoy_ops:?}");
+    for (n, _) in &decoy_ops {
         assert!(
             c["unlogged"]
                 .as_array()
@@ -366,5 +385,9 @@ fn the_execution_log_and_the_executor_name_the_same_spawns() {
     assert!(
         detail.contains("not a spawn the execution log names"),
         "{detail}"
+    );
+    assert_eq!(
+        report["evidence"]["attestation"]["instance_names"],
+        serde_json::json!([""])
     );
 }
