@@ -95,6 +95,79 @@ fn cached_attested(b: &OutputBinding) -> String {
     )
 }
 
+/// `t`'s first unbound files, each with its digest (or URI) and why.
+fn unbound_files(label: &str, t: &proof_evidence::TargetBinding) -> String {
+    let files: Vec<String> = t
+        .unbound
+        .iter()
+        .take(3)
+        .map(|f| {
+            format!(
+                "{} ({}): {}",
+                if f.file.is_empty() { "-" } else { &f.file },
+                f.digest.as_deref().unwrap_or(if f.uri.is_empty() {
+                    "no digest"
+                } else {
+                    &f.uri
+                }),
+                f.why
+            )
+        })
+        .collect();
+    let more = if t.files_unbound > 3 {
+        format!(" and {} more", t.files_unbound - 3)
+    } else {
+        String::new()
+    };
+    format!("{label}: {}{more}", files.join(", "))
+}
+
+/// Problems that stop any binding: an unreachable executor, file sets over
+/// a bound.
+fn preconditions(ev: &Evidence, b: &OutputBinding, who: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(a) = ev.attestation.as_ref().filter(|a| !a.reachable) {
+        problems.push(format!(
+            "{who} could not be asked about invocation {}: no output can be bound",
+            a.invocation_id
+        ));
+    }
+    problems.extend(b.incomplete.clone());
+    problems
+}
+
+/// The unbound targets (the first [`NAMED`]), or that nothing is bound.
+fn unbound_problem(ev: &Evidence, b: &OutputBinding, who: &str) -> Option<String> {
+    let unbound: Vec<String> = b
+        .targets
+        .iter()
+        .filter(|(_, t)| t.status == BindingStatus::Unbound)
+        .map(|(label, t)| unbound_files(label, t))
+        .collect();
+    if unbound.is_empty() {
+        return (b.targets_bound == 0 && b.targets_cached_attested == 0).then(|| {
+            format!(
+                "no built target has an output produced by an execution {who} ran for invocation {} {}",
+                ev.invocation_id,
+                window(b)
+            )
+        });
+    }
+    let shown: Vec<String> = unbound.iter().take(NAMED).cloned().collect();
+    let more = if unbound.len() > NAMED {
+        format!("; and {} more target(s)", unbound.len() - NAMED)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{} built target(s) unbound, their outputs were not produced by an execution {who} ran for invocation {} {}: {}{more}",
+        unbound.len(),
+        ev.invocation_id,
+        window(b),
+        shown.join("; ")
+    ))
+}
+
 /// Whether `ev` passes `outputs_bound`, and why (not).
 pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
     let Some(b) = &ev.output_binding else {
@@ -107,16 +180,6 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
         Some(a) => format!("the executor {}", a.executor),
         None => "the executor".into(),
     };
-    let mut problems = Vec::new();
-    if let Some(a) = ev.attestation.as_ref().filter(|a| !a.reachable) {
-        problems.push(format!(
-            "{who} could not be asked about invocation {}: no output can be bound",
-            a.invocation_id
-        ));
-    }
-    if let Some(why) = &b.incomplete {
-        problems.push(why.clone());
-    }
     let tree_problems = (b.output_directories_unread > 0).then(|| {
         format!(
             "{} output director(ies) whose Tree blob could not be read, so no file inside them binds: {}",
@@ -124,58 +187,8 @@ pub(crate) fn outputs_bound(ev: &Evidence) -> (bool, String) {
             b.tree_problems.join("; ")
         )
     });
-    let unbound: Vec<String> = b
-        .targets
-        .iter()
-        .filter(|(_, t)| t.status == BindingStatus::Unbound)
-        .map(|(label, t)| {
-            let files: Vec<String> = t
-                .unbound
-                .iter()
-                .take(3)
-                .map(|f| {
-                    format!(
-                        "{} ({}): {}",
-                        if f.file.is_empty() { "-" } else { &f.file },
-                        f.digest.as_deref().unwrap_or(if f.uri.is_empty() {
-                            "no digest"
-                        } else {
-                            &f.uri
-                        }),
-                        f.why
-                    )
-                })
-                .collect();
-            let more = if t.files_unbound > 3 {
-                format!(" and {} more", t.files_unbound - 3)
-            } else {
-                String::new()
-            };
-            format!("{label}: {}{more}", files.join(", "))
-        })
-        .collect();
-    if !unbound.is_empty() {
-        let shown: Vec<String> = unbound.iter().take(NAMED).cloned().collect();
-        let more = if unbound.len() > NAMED {
-            format!("; and {} more target(s)", unbound.len() - NAMED)
-        } else {
-            String::new()
-        };
-        problems.push(format!(
-            "{} built target(s) unbound, their outputs were not produced by an execution {who} ran for invocation {} {}: {}{more}",
-            unbound.len(),
-            ev.invocation_id,
-            window(b),
-            shown.join("; ")
-        ));
-    }
-    if unbound.is_empty() && b.targets_bound == 0 && b.targets_cached_attested == 0 {
-        problems.push(format!(
-            "no built target has an output produced by an execution {who} ran for invocation {} {}",
-            ev.invocation_id,
-            window(b)
-        ));
-    }
+    let mut problems = preconditions(ev, b, &who);
+    problems.extend(unbound_problem(ev, b, &who));
     if !problems.is_empty() {
         problems.extend(tree_problems);
         return (
@@ -209,6 +222,14 @@ pub(crate) fn signed_before_binding(derived: &mut serde_json::Value, signed: &se
     if signed.get(KEY).is_none() {
         if let Some(o) = derived.as_object_mut() {
             o.remove(KEY);
+        }
+    }
+    // Likewise its execution-log cross-check (issue 27 item 4): what it
+    // finds wrong is a contradiction, which is compared as before.
+    const CHECK: &str = "exec_log_check";
+    if signed.get(KEY).is_some_and(|b| b.get(CHECK).is_none()) {
+        if let Some(o) = derived.get_mut(KEY).and_then(|b| b.as_object_mut()) {
+            o.remove(CHECK);
         }
     }
 }

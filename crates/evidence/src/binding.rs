@@ -1028,6 +1028,120 @@ fn attested_outputs(
     out
 }
 
+/// What one output file of a target comes to.
+enum FileOutcome {
+    /// A source file, or Bazel's copy of one.
+    Source,
+    /// A directory entry whose files are listed (and bind) one by one.
+    Skip,
+    Bound,
+    CachedAttested,
+    Unbound(String),
+}
+
+/// The lookups a target's files are bound against.
+struct Produced<'a> {
+    digests: &'a BTreeMap<(String, i64), Seen>,
+    cached: &'a BTreeMap<(String, String, i64), String>,
+    invocation_id: &'a str,
+}
+
+fn uri_digest(f: &FileRef) -> Option<(String, i64)> {
+    match &f.file.file {
+        Some(proof_proto::bep::file::File::Uri(u)) => bytestream_digest(u),
+        _ => None,
+    }
+}
+
+/// A file naming a `bytestream://` digest: bound to an execution in the
+/// window, to an attested earlier one, or why not.
+fn digest_outcome(
+    f: &FileRef,
+    (hash, size): (&String, i64),
+    sources: &BTreeSet<(String, i64)>,
+    p: &Produced,
+) -> FileOutcome {
+    use FileOutcome as O;
+    if !f.file.digest.is_empty() && f.file.digest != *hash {
+        return O::Unbound(format!(
+            "File.digest {} disagrees with the URI's digest",
+            f.file.digest
+        ));
+    }
+    if f.file.length != 0 && f.file.length != size {
+        return O::Unbound(format!(
+            "File.length {} disagrees with the URI's size",
+            f.file.length
+        ));
+    }
+    if sources.contains(&(hash.clone(), size)) {
+        return O::Source;
+    }
+    let seen = p
+        .digests
+        .get(&(hash.clone(), size))
+        .copied()
+        .unwrap_or_default();
+    if seen.bound {
+        return O::Bound;
+    }
+    if claimed_keys(f, hash, size)
+        .iter()
+        .any(|k| p.cached.contains_key(k))
+    {
+        return O::CachedAttested;
+    }
+    O::Unbound(if seen.cached {
+        "served from the action cache (a remote cache hit), and no execution the server witnessed produced it at this path: not proven".to_string()
+    } else if seen.failed {
+        "produced only by a failed or unfinished action".to_string()
+    } else if seen.outside {
+        "produced only by an operation outside the stream's window".to_string()
+    } else {
+        format!("the executor produced no output with this digest for invocation {}, and no earlier execution the server witnessed produced it at this path (a remote cache hit is proven only by one)", p.invocation_id)
+    })
+}
+
+/// What the output file `f` (one of `files`) comes to.
+fn file_outcome(
+    f: &FileRef,
+    files: &[FileRef],
+    sources: &BTreeSet<(String, i64)>,
+    p: &Produced,
+) -> FileOutcome {
+    use proof_proto::bep::file::File as F;
+    use FileOutcome as O;
+    if f.source {
+        return O::Source;
+    }
+    match (&f.file.file, uri_digest(f)) {
+        (Some(F::Uri(u)), _) if u.starts_with("file://") => {
+            O::Unbound("a file:// URI: a local output, not one the executor produced".to_string())
+        }
+        (Some(F::Contents(_)), _) => O::Unbound("inline contents: no digest to bind".to_string()),
+        (Some(F::SymlinkTargetPath(_)), _) => {
+            O::Unbound("a symlink: no digest to bind".to_string())
+        }
+        // A directory (tree artifact) entry: no bytes of its own, its
+        // files are listed under it and bind one by one.
+        (None, _)
+            if files.iter().any(|g| {
+                g.path
+                    .strip_prefix(f.path.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            }) =>
+        {
+            O::Skip
+        }
+        (None, _) => O::Unbound("no URI: no digest to bind".to_string()),
+        (Some(F::Uri(_)), None) => O::Unbound(
+            "the URI names no bytestream blob digest (bytestream://HOST/blobs/SHA256/SIZE)"
+                .to_string(),
+        ),
+        (Some(F::Uri(_)), Some((hash, size))) => digest_outcome(f, (&hash, size), sources, p),
+    }
+}
+
 fn bind_files(
     b: &mut TargetBinding,
     files: &[FileRef],
@@ -1036,9 +1150,10 @@ fn bind_files(
     invocation_id: &str,
 ) {
     use proof_proto::bep::file::File as F;
-    let uri_digest = |f: &FileRef| match &f.file.file {
-        Some(F::Uri(u)) => bytestream_digest(u),
-        _ => None,
+    let p = Produced {
+        digests,
+        cached,
+        invocation_id,
     };
     // Digests of the source files listed for this target: an output with
     // one of them is Bazel's copy or symlink of that source.
@@ -1052,85 +1167,31 @@ fn bind_files(
         if !done.insert((f.path.clone(), format!("{:?}", f.file.file))) {
             continue;
         }
-        let uri = match &f.file.file {
-            Some(F::Uri(u)) => u.clone(),
-            _ => String::new(),
-        };
-        let digest = uri_digest(f);
-        let why = match (&f.file.file, &digest) {
-            _ if f.source => {
+        let why = match file_outcome(f, files, &sources, &p) {
+            FileOutcome::Source => {
                 b.source_files += 1;
                 continue;
             }
-            (Some(F::Uri(u)), _) if u.starts_with("file://") => {
-                "a file:// URI: a local output, not one the executor produced".to_string()
-            }
-            (Some(F::Contents(_)), _) => "inline contents: no digest to bind".to_string(),
-            (Some(F::SymlinkTargetPath(_)), _) => "a symlink: no digest to bind".to_string(),
-            // A directory (tree artifact) entry: no bytes of its own, its
-            // files are listed under it and bind one by one.
-            (None, _)
-                if files.iter().any(|g| {
-                    g.path
-                        .strip_prefix(f.path.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-                }) =>
-            {
+            FileOutcome::Skip => continue,
+            FileOutcome::Bound => {
+                b.files_bound += 1;
                 continue;
             }
-            (None, _) => "no URI: no digest to bind".to_string(),
-            (Some(F::Uri(_)), None) => {
-                "the URI names no bytestream blob digest (bytestream://HOST/blobs/SHA256/SIZE)"
-                    .to_string()
+            FileOutcome::CachedAttested => {
+                b.files_cached_attested += 1;
+                continue;
             }
-            (Some(F::Uri(_)), Some((hash, size))) => {
-                if !f.file.digest.is_empty() && f.file.digest != *hash {
-                    format!(
-                        "File.digest {} disagrees with the URI's digest",
-                        f.file.digest
-                    )
-                } else if f.file.length != 0 && f.file.length != *size {
-                    format!(
-                        "File.length {} disagrees with the URI's size",
-                        f.file.length
-                    )
-                } else if sources.contains(&(hash.clone(), *size)) {
-                    b.source_files += 1;
-                    continue;
-                } else {
-                    let seen = digests
-                        .get(&(hash.clone(), *size))
-                        .copied()
-                        .unwrap_or_default();
-                    if seen.bound {
-                        b.files_bound += 1;
-                        continue;
-                    }
-                    if claimed_keys(f, hash, *size)
-                        .iter()
-                        .any(|k| cached.contains_key(k))
-                    {
-                        b.files_cached_attested += 1;
-                        continue;
-                    }
-                    if seen.cached {
-                        "served from the action cache (a remote cache hit), and no execution the server witnessed produced it at this path: not proven".to_string()
-                    } else if seen.failed {
-                        "produced only by a failed or unfinished action".to_string()
-                    } else if seen.outside {
-                        "produced only by an operation outside the stream's window".to_string()
-                    } else {
-                        format!("the executor produced no output with this digest for invocation {invocation_id}, and no earlier execution the server witnessed produced it at this path (a remote cache hit is proven only by one)")
-                    }
-                }
-            }
+            FileOutcome::Unbound(why) => why,
         };
         b.files_unbound += 1;
         if b.unbound.len() < MAX_NAMED_UNBOUND {
             b.unbound.push(UnboundFile {
                 file: f.path.clone(),
-                uri,
-                digest: digest.map(|(h, s)| format!("{h}/{s}")),
+                uri: match &f.file.file {
+                    Some(F::Uri(u)) => u.clone(),
+                    _ => String::new(),
+                },
+                digest: uri_digest(f).map(|(h, s)| format!("{h}/{s}")),
                 why,
             });
         }

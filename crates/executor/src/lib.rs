@@ -378,99 +378,125 @@ impl BuildGrid {
             ContentAddressableStorageClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let filter = format!("invocation_id={}", q.invocation_id);
         for instance in &q.instance_names {
-            let mut token = String::new();
-            let mut tokens: HashSet<String> = HashSet::new();
-            let mut page_size = PAGE_SIZE;
-            let mut executed: Vec<Digest> = Vec::new();
-            let mut trees: Vec<Digest> = Vec::new();
-            loop {
-                if c.pages >= c.budget.max_pages {
-                    return Err(Ok(Stop(format!(
-                        "the executor's answers exceed the server's limit of {} ListOperations pages per query",
-                        c.budget.max_pages
-                    ))));
-                }
-                let req = ListOperationsRequest {
-                    name: instance.clone(),
-                    filter: filter.clone(),
-                    page_size,
-                    page_token: token.clone(),
-                };
-                let answer = Self::timed(c, ops.list_operations(req)).await.map_err(Ok)?;
-                let mut page = OperationsPage {
-                    instance_name: instance.clone(),
-                    filter: filter.clone(),
-                    page_token: token.clone(),
-                    ..OperationsPage::default()
-                };
-                match answer {
-                    Ok(resp) => {
-                        c.pages += 1;
-                        let resp = resp.into_inner();
-                        c.operations += resp.operations.len() as u64;
-                        if c.operations > c.budget.max_operations {
-                            return Err(Ok(Stop(format!(
-                                "the executor answered more than the server's limit of {} operations per query",
-                                c.budget.max_operations
-                            ))));
-                        }
-                        executed.extend(resp.operations.iter().filter_map(executed_digest));
-                        trees.extend(resp.operations.iter().flat_map(executed_trees));
-                        let next = resp.next_page_token.clone();
-                        page.response = Some(resp);
-                        c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
-                        if next.is_empty() {
-                            break;
-                        }
-                        tokens.insert(std::mem::replace(&mut token, next));
-                        if tokens.contains(&token) {
-                            return Err(Ok(Stop(format!(
-                                "the executor repeated the page token {token:?} on instance {instance:?}: its answers loop"
-                            ))));
-                        }
-                    }
-                    Err(s) if Self::retryable(s.code()) => {
-                        return Err(Err(self.unreachable(format!(
-                            "ListOperations: {:?}: {}",
-                            s.code(),
-                            s.message()
-                        ))))
-                    }
-                    Err(s) => {
-                        // An executor with a smaller maximum page size than
-                        // asked names it: ask once more with it.
-                        if s.code() == tonic::Code::InvalidArgument && page_size == PAGE_SIZE {
-                            if let Some(max) = max_page_size(s.message()) {
-                                tracing::info!(executor = %self.endpoint, max, "the executor's maximum ListOperations page size");
-                                page_size = max;
-                                continue;
-                            }
-                        }
-                        page.status_code = s.code() as i32;
-                        page.status_message = s.message().to_string();
-                        c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
-                        break;
-                    }
-                }
-            }
-            executed.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
-            executed.dedup();
-            // The Actions, then the Commands of the Actions that carry no
-            // platform of their own (Bazel 4.x).
-            let mut commands = Vec::new();
-            self.read_blobs(c, &mut cas, instance, &executed, Some(&mut commands))
+            let (executed, trees) = self.list_pages(c, &mut ops, instance, &filter).await?;
+            self.read_instance_blobs(c, &mut cas, instance, executed, trees)
                 .await?;
-            commands.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
-            commands.dedup();
-            self.read_blobs(c, &mut cas, instance, &commands, None)
-                .await?;
-            // The Tree blobs of executed actions' output directories, so
-            // the files inside them bind (issue 27); within the budget.
-            trees.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
-            trees.dedup();
-            self.read_blobs(c, &mut cas, instance, &trees, None).await?;
         }
         Ok(())
+    }
+
+    /// Every ListOperations page of `instance` for `filter`, pushed as Page
+    /// records (a non-OK answer as a page with its status): the executed
+    /// operations' action digests and their output directories' Tree
+    /// digests.
+    async fn list_pages(
+        &self,
+        c: &mut Collect,
+        ops: &mut OperationsClient<Channel>,
+        instance: &str,
+        filter: &str,
+    ) -> Result<(Vec<Digest>, Vec<Digest>), Result<Stop, LedgerError>> {
+        let mut token = String::new();
+        let mut tokens: HashSet<String> = HashSet::new();
+        let mut page_size = PAGE_SIZE;
+        let mut executed: Vec<Digest> = Vec::new();
+        let mut trees: Vec<Digest> = Vec::new();
+        loop {
+            if c.pages >= c.budget.max_pages {
+                return Err(Ok(Stop(format!(
+                    "the executor's answers exceed the server's limit of {} ListOperations pages per query",
+                    c.budget.max_pages
+                ))));
+            }
+            let req = ListOperationsRequest {
+                name: instance.to_string(),
+                filter: filter.to_string(),
+                page_size,
+                page_token: token.clone(),
+            };
+            let answer = Self::timed(c, ops.list_operations(req)).await.map_err(Ok)?;
+            let mut page = OperationsPage {
+                instance_name: instance.to_string(),
+                filter: filter.to_string(),
+                page_token: token.clone(),
+                ..OperationsPage::default()
+            };
+            match answer {
+                Ok(resp) => {
+                    c.pages += 1;
+                    let resp = resp.into_inner();
+                    c.operations += resp.operations.len() as u64;
+                    if c.operations > c.budget.max_operations {
+                        return Err(Ok(Stop(format!(
+                            "the executor answered more than the server's limit of {} operations per query",
+                            c.budget.max_operations
+                        ))));
+                    }
+                    executed.extend(resp.operations.iter().filter_map(executed_digest));
+                    trees.extend(resp.operations.iter().flat_map(executed_trees));
+                    let next = resp.next_page_token.clone();
+                    page.response = Some(resp);
+                    c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
+                    if next.is_empty() {
+                        break;
+                    }
+                    tokens.insert(std::mem::replace(&mut token, next));
+                    if tokens.contains(&token) {
+                        return Err(Ok(Stop(format!(
+                            "the executor repeated the page token {token:?} on instance {instance:?}: its answers loop"
+                        ))));
+                    }
+                }
+                Err(s) if Self::retryable(s.code()) => {
+                    return Err(Err(self.unreachable(format!(
+                        "ListOperations: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    ))))
+                }
+                Err(s) => {
+                    // An executor with a smaller maximum page size than
+                    // asked names it: ask once more with it.
+                    if s.code() == tonic::Code::InvalidArgument && page_size == PAGE_SIZE {
+                        if let Some(max) = max_page_size(s.message()) {
+                            tracing::info!(executor = %self.endpoint, max, "the executor's maximum ListOperations page size");
+                            page_size = max;
+                            continue;
+                        }
+                    }
+                    page.status_code = s.code() as i32;
+                    page.status_message = s.message().to_string();
+                    c.push(ledger_record::Record::Page(page)).map_err(Ok)?;
+                    break;
+                }
+            }
+        }
+        Ok((executed, trees))
+    }
+
+    /// The Actions of the executed operations, then the Commands of the
+    /// Actions that carry no platform of their own (Bazel 4.x), then the
+    /// Tree blobs of their output directories (so the files inside them
+    /// bind, issue 27); within the budget.
+    async fn read_instance_blobs(
+        &self,
+        c: &mut Collect,
+        cas: &mut ContentAddressableStorageClient<Channel>,
+        instance: &str,
+        mut executed: Vec<Digest>,
+        mut trees: Vec<Digest>,
+    ) -> Result<(), Result<Stop, LedgerError>> {
+        executed.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
+        executed.dedup();
+        let mut commands = Vec::new();
+        self.read_blobs(c, cas, instance, &executed, Some(&mut commands))
+            .await?;
+        commands.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
+        commands.dedup();
+        self.read_blobs(c, cas, instance, &commands, None).await?;
+        trees.sort_by(|a, b| (&a.hash, a.size_bytes).cmp(&(&b.hash, b.size_bytes)));
+        trees.dedup();
+        self.read_blobs(c, cas, instance, &trees, None).await
     }
 
     /// Reads `digests` from the CAS, pushing one Blob record each (in
