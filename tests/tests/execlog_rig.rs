@@ -360,6 +360,10 @@ fn the_execution_log_and_the_executor_name_the_same_spawns() {
             "--remote_local_fallback=false".into(),
             "--noremote_accept_cached".into(),
             format!("--remote_default_exec_properties=container-image={IMAGE}"),
+            format!(
+                "--execution_log_binary_file={}",
+                tmp.path().join(format!("decoy-{k}.log")).display()
+            ),
         ];
         args.extend(targets);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -420,6 +424,36 @@ fn the_execution_log_and_the_executor_name_the_same_spawns() {
         detail.contains("not a spawn the execution log names"),
         "{detail}"
     );
+
+    // The cheapest forgery that passes the cross-check: the decoys' own
+    // execution logs appended to the build's (both are the client's files).
+    // The log then names every operation; what the BEP claims is held
+    // against the log only one way (the BEP may claim fewer), and
+    // outputs_bound still needs every claimed output bound.
+    let mut joined = spawns.clone();
+    for k in ["a", "b"] {
+        joined.extend(read_log(&tmp.path().join(format!("decoy-{k}.log"))));
+    }
+    let joined_log = tmp.path().join("joined.log");
+    write_log(&joined_log, &joined);
+    let art6 = record(
+        &rig.remote_executor,
+        &key,
+        &wide,
+        &joined_log,
+        &tmp.path().join("p6"),
+    );
+    let (_, checks, report6) = verify_json(&public, &art6, &[]);
+    let (ok, detail) = verify_check(&checks, "sources_agree");
+    println!("decoy logs appended: sources_agree: {detail}");
+    assert!(ok, "{detail}");
+    let c6 = exec_log_check(&report6);
+    assert_eq!(
+        (c6["matched"].as_u64(), c6["unlogged_operations"].as_u64()),
+        (Some(22), Some(0)),
+        "{c6}"
+    );
+
     assert_eq!(
         report["evidence"]["attestation"]["instance_names"],
         serde_json::json!([""])
