@@ -336,8 +336,19 @@ pub(crate) fn contradictions(
     invocation_id: &str,
 ) -> Vec<Contradiction> {
     let mut out = Vec::new();
-    let unlogged =
-        |ops: &[NamedOperation]| ops.iter().map(describe_op).collect::<Vec<_>>().join(", ");
+    // Each spawn's detail names at most 3 of the operations not in the log.
+    let unlogged = |ops: &[NamedOperation]| {
+        let mut t = ops
+            .iter()
+            .take(3)
+            .map(describe_op)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if c.unlogged_operations > 3 {
+            t.push_str(&format!(" and {} more", c.unlogged_operations - 3));
+        }
+        t
+    };
     for s in &c.unmatched {
         let l = spawn_text(s);
         out.push(Contradiction {
