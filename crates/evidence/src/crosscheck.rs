@@ -31,7 +31,7 @@
 //! [`ExecLogCheck`] out; [`contradictions`] turns its mismatches into
 //! `sources_agree` contradictions naming both sides.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -253,9 +253,75 @@ fn push_capped<T>(v: &mut Vec<T>, item: T) {
     }
 }
 
+/// The operations a spawn can match, found without scanning them all: by
+/// action digest; by an output file; those without output files (a spawn
+/// without outputs); those with output directories (a spawn output inside
+/// one is found by digest only).
+struct Index {
+    by_digest: HashMap<ActionDigest, Vec<usize>>,
+    by_output: HashMap<OutputFile, Vec<usize>>,
+    no_files: Vec<usize>,
+    with_dirs: Vec<usize>,
+}
+
+impl Index {
+    fn new(ops: &[ExecutedOperation]) -> Self {
+        let mut ix = Index {
+            by_digest: HashMap::new(),
+            by_output: HashMap::new(),
+            no_files: Vec::new(),
+            with_dirs: Vec::new(),
+        };
+        for (i, op) in ops.iter().enumerate() {
+            ix.by_digest
+                .entry(op.action_digest.clone())
+                .or_default()
+                .push(i);
+            for f in &op.files {
+                ix.by_output.entry(f.clone()).or_default().push(i);
+            }
+            if op.files.is_empty() {
+                ix.no_files.push(i);
+            }
+            if !op.dirs.is_empty() {
+                ix.with_dirs.push(i);
+            }
+        }
+        ix
+    }
+
+    /// Every operation that may match `s`, in operation order (a superset
+    /// of those that do).
+    fn candidates(&self, s: &LoggedSpawn) -> Vec<usize> {
+        let mut c: Vec<usize> = match (&s.digest, &s.outputs) {
+            (Some(d), _) => self.by_digest.get(d).cloned().unwrap_or_default(),
+            (None, None) => Vec::new(),
+            (None, Some(outs)) => match outs.first() {
+                None => self.no_files.clone(),
+                Some(first) => {
+                    let mut c = self.by_output.get(first).cloned().unwrap_or_default();
+                    c.extend(&self.with_dirs);
+                    c
+                }
+            },
+        };
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+}
+
 /// The first unused operation matching `s`, marked used.
-fn take_match(s: &LoggedSpawn, ops: &[ExecutedOperation], used: &mut [bool]) -> Option<usize> {
-    let i = (0..ops.len()).find(|&i| !used[i] && ops[i].matches(s))?;
+fn take_match(
+    s: &LoggedSpawn,
+    ops: &[ExecutedOperation],
+    ix: &Index,
+    used: &mut [bool],
+) -> Option<usize> {
+    let i = ix
+        .candidates(s)
+        .into_iter()
+        .find(|&i| !used[i] && ops[i].matches(s))?;
     used[i] = true;
     Some(i)
 }
@@ -283,6 +349,7 @@ pub(crate) fn check(
     invocation_id: &str,
 ) -> ExecLogCheck {
     let mut used = vec![false; ops.len()];
+    let ix = Index::new(ops);
     let mut out = ExecLogCheck {
         key: String::new(),
         remote_spawns: 0,
@@ -306,7 +373,7 @@ pub(crate) fn check(
     for s in spawns.spawns.iter().filter(|s| s.remote()) {
         out.remote_spawns += 1;
         keys.insert(s.key());
-        if take_match(s, ops, &mut used).is_some() {
+        if take_match(s, ops, &ix, &mut used).is_some() {
             out.matched += 1;
         } else {
             out.unmatched_spawns += 1;
@@ -315,7 +382,7 @@ pub(crate) fn check(
     }
     for s in spawns.spawns.iter().filter(|s| s.remote_hit()) {
         out.cache_hit_spawns += 1;
-        if let Some(i) = take_match(s, ops, &mut used) {
+        if let Some(i) = take_match(s, ops, &ix, &mut used) {
             out.cache_hits_executed += 1;
             push_capped(&mut out.cache_hits_executed_named, ops[i].named());
         }
@@ -428,4 +495,64 @@ fn describe_op(o: &NamedOperation) -> String {
             .map(|p| format!(", output {p}"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(i: usize) -> ExecutedOperation {
+        ExecutedOperation {
+            name: format!("op-{i}"),
+            action_digest: ActionDigest {
+                hash: format!("{i:064x}"),
+                size_bytes: 100,
+            },
+            worker: Some("w".into()),
+            exit_code: 0,
+            files: vec![(format!("bazel-out/bin/f{i}"), format!("{:064x}", i + 1), 7)],
+            dirs: Vec::new(),
+        }
+    }
+
+    fn spawn(o: &ExecutedOperation, by_digest: bool) -> LoggedSpawn {
+        LoggedSpawn {
+            class: RunnerClass::RemoteExecution,
+            cache_hit: false,
+            target_label: String::new(),
+            mnemonic: "Genrule".into(),
+            exit_code: 0,
+            digest: by_digest.then(|| o.action_digest.clone()),
+            outputs: (!by_digest).then(|| o.files.clone()),
+            first_output: o.files.first().map(|f| f.0.clone()),
+        }
+    }
+
+    /// 100 000 spawns against 100 000 operations (half by outputs, half by
+    /// digest, in reverse order) are matched through the index, not by a
+    /// scan of every operation per spawn (10^10 comparisons).
+    #[test]
+    fn a_large_build_is_matched_in_bounded_time() {
+        let n = 100_000;
+        let ops: Vec<ExecutedOperation> = (0..n).map(op).collect();
+        let spawns = LoggedSpawns {
+            spawns: ops
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(i, o)| spawn(o, i % 2 == 0))
+                .collect(),
+            dropped: 0,
+        };
+        let t = std::time::Instant::now();
+        let c = check(&spawns, &ops, "x");
+        let took = t.elapsed();
+        println!("{n} spawns x {n} operations: {took:?}");
+        assert_eq!(
+            (c.matched, c.unmatched_spawns, c.unlogged_operations),
+            (n as u64, 0, 0)
+        );
+        assert_eq!(c.key, "action_digest and outputs");
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    }
 }
