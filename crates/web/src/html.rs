@@ -665,6 +665,16 @@ fn evidence_rows(ev: &Evidence) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The page of an invocation that cannot be analyzed: its title, the proof
+/// status (a proof may exist all the same) and `note` (HTML) on why.
+fn unanalyzed_body(id: &str, verdict: &Verdict, note: &str) -> String {
+    format!(
+        "<h1>Invocation <code>{}</code></h1>{}{note}",
+        esc(id),
+        proof_box(id, verdict)
+    )
+}
+
 pub(crate) async fn invocation_page(
     AxState(state): AxState<State>,
     Path(id): Path<String>,
@@ -672,33 +682,29 @@ pub(crate) async fn invocation_page(
     let out = blocking(&state, move |s| {
         let rec = s.get(&id)?;
         let verdict = s.verdict(&rec);
-        match s.analysis(&rec) {
-            Ok(a) => Ok(page(
-                &format!("rbe-proof: {id}"),
-                &invocation_body(&rec, &a, &verdict),
-            )),
-            Err(WebError::Gone { message, .. }) => Ok(page(
-                &format!("rbe-proof: {id}"),
+        let body = match s.analysis(&rec) {
+            Ok(a) => invocation_body(&rec, &a, &verdict),
+            Err(WebError::Gone { message, .. }) => unanalyzed_body(
+                &id,
+                &verdict,
                 &format!(
-                    "<h1>Invocation <code>{}</code></h1>{}<p>Journal removed by retention: {}</p><p>{} events were stored.</p>",
-                    esc(&id),
-                    proof_box(&id, &verdict),
+                    "<p>Journal removed by retention: {}</p><p>{} events were stored.</p>",
                     esc(&message),
                     rec.state.event_count
                 ),
-            )),
-            Err(WebError::Unanalyzable { message, .. }) => Ok(page(
-                &format!("rbe-proof: {id}"),
+            ),
+            Err(WebError::Unanalyzable { message, .. }) => unanalyzed_body(
+                &id,
+                &verdict,
                 &format!(
-                    "<h1>Invocation <code>{}</code></h1>{}<p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
-                    esc(&id),
-                    proof_box(&id, &verdict),
+                    "<p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
                     esc(&message),
                     rec.state.event_count
                 ),
-            )),
-            Err(e) => Err(e),
-        }
+            ),
+            Err(e) => return Err(e),
+        };
+        Ok(page(&format!("rbe-proof: {id}"), &body))
     })
     .await;
     match out {

@@ -37,6 +37,20 @@ impl Out {
         let _ = writeln!(self.0, "{name} {}", c.load(Ordering::Relaxed));
     }
 
+    /// A counter with one label: its head, then a sample per label value.
+    fn counter_by<K: AsRef<str>>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (K, u64)>,
+    ) {
+        self.head(name, "counter", help);
+        for (value, n) in values {
+            self.sample(name, &[(label, value.as_ref())], n as f64);
+        }
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
         let l: Vec<String> = labels
             .iter()
@@ -80,24 +94,19 @@ fn server_ingest(o: &mut Out, m: &Metrics) {
         "PublishBuildToolEventStream RPCs opened.",
         &m.streams_opened,
     );
-    o.head(
+    o.counter_by(
         "proof_stream_errors_total",
-        "counter",
         "Tool-event RPCs ended with an error status sent by the server, by reason.",
+        "reason",
+        [
+            ("invalid", &m.stream_errors_invalid),
+            ("sequence", &m.stream_errors_sequence),
+            ("store", &m.stream_errors_store),
+            ("idle", &m.stream_errors_idle),
+            ("peer_limit", &m.stream_errors_peer_limit),
+        ]
+        .map(|(reason, c)| (reason, c.load(Ordering::Relaxed))),
     );
-    for (reason, c) in [
-        ("invalid", &m.stream_errors_invalid),
-        ("sequence", &m.stream_errors_sequence),
-        ("store", &m.stream_errors_store),
-        ("idle", &m.stream_errors_idle),
-        ("peer_limit", &m.stream_errors_peer_limit),
-    ] {
-        o.sample(
-            "proof_stream_errors_total",
-            &[("reason", reason)],
-            c.load(Ordering::Relaxed) as f64,
-        );
-    }
     o.counter(
         "proof_streams_broken_total",
         "Tool-event RPCs the client cancelled or broke.",
@@ -145,14 +154,12 @@ fn server_finalization(o: &mut Out, m: &Metrics) {
 
 /// Tenant admission: refusals, and what they deleted.
 fn server_admission(o: &mut Out, m: &Metrics) {
-    o.head(
+    o.counter_by(
         "proof_bes_denials_total",
-        "counter",
         "BES streams and requests refused by tenant admission, by ErrorInfo reason (docs/tenants.md).",
+        "reason",
+        m.denials(),
     );
-    for (reason, n) in m.denials() {
-        o.sample("proof_bes_denials_total", &[("reason", reason)], n as f64);
-    }
     o.counter(
         "proof_bes_denied_invocations_deleted_total",
         "Invocations deleted because their stream was refused after events were stored.",
@@ -162,33 +169,22 @@ fn server_admission(o: &mut Out, m: &Metrics) {
 
 /// Proofs this server signed, and the checks they failed.
 fn server_proofs_signed(o: &mut Out, m: &Metrics) {
-    o.head(
+    o.counter_by(
         "proof_proofs_signed_total",
-        "counter",
         "Proof artifacts signed by this server, by the verdict of proof verify (its own key, the default policy).",
+        "verdict",
+        [
+            ("pass", &m.proofs_signed_pass),
+            ("fail", &m.proofs_signed_fail),
+        ]
+        .map(|(verdict, c)| (verdict, c.load(Ordering::Relaxed))),
     );
-    for (verdict, c) in [
-        ("pass", &m.proofs_signed_pass),
-        ("fail", &m.proofs_signed_fail),
-    ] {
-        o.sample(
-            "proof_proofs_signed_total",
-            &[("verdict", verdict)],
-            c.load(Ordering::Relaxed) as f64,
-        );
-    }
-    o.head(
+    o.counter_by(
         "proof_proof_check_failures_total",
-        "counter",
         "Failed checks of the proofs this server signed, by check (e.g. executor_attested: a forged or unattested build).",
+        "check",
+        m.proof_check_failures(),
     );
-    for (check, n) in m.proof_check_failures() {
-        o.sample(
-            "proof_proof_check_failures_total",
-            &[("check", &check)],
-            n as f64,
-        );
-    }
 }
 
 /// `GET /metrics`: [`metrics_text`] on the blocking pool.
