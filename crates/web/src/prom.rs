@@ -51,6 +51,12 @@ impl Out {
         }
     }
 
+    /// A metric with one sample and no labels: its head, then the sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.head(name, kind, help);
+        self.sample(name, &[], v);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
         let l: Vec<String> = labels
             .iter()
@@ -126,14 +132,10 @@ fn server_store_commits(o: &mut Out, m: &Metrics) {
         "Group commits (one fsync each) of the BES writer.",
         &m.store_commits,
     );
-    o.head(
+    o.single(
         "proof_store_commit_seconds_total",
         "counter",
         "Total time spent in group commits.",
-    );
-    o.sample(
-        "proof_store_commit_seconds_total",
-        &[],
         m.store_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
 }
@@ -243,14 +245,10 @@ fn render_web(o: &mut Out, w: &WebMetrics) {
         "Store reads (get, list, read) made by the HTTP server.",
         &w.store_reads,
     );
-    o.head(
+    o.single(
         "proof_store_read_seconds_total",
         "counter",
         "Time spent in store reads by the HTTP server.",
-    );
-    o.sample(
-        "proof_store_read_seconds_total",
-        &[],
         w.store_read_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
     o.counter(
@@ -295,22 +293,18 @@ fn kpi_proof_states(o: &mut Out, view: &FleetView) {
 
 /// How many invocations the gauges cover, and how many were skipped.
 fn kpi_window(o: &mut Out, fleet: &Fleet, skipped: usize) {
-    o.head(
+    o.single(
         "proof_kpi_window_invocations",
         "gauge",
         "Invocations the proof_kpi_* gauges cover (newest stored ones).",
-    );
-    o.sample(
-        "proof_kpi_window_invocations",
-        &[],
         fleet.invocations as f64,
     );
-    o.head(
+    o.single(
         "proof_kpi_window_skipped",
         "gauge",
         "Invocations of the window that could not be analyzed.",
+        skipped as f64,
     );
-    o.sample("proof_kpi_window_skipped", &[], skipped as f64);
 }
 
 /// The per-tenant ratio and latency gauges (cache hits, remote share,
@@ -397,24 +391,16 @@ fn kpi_diagnosis_causes(o: &mut Out, fleet: &Fleet) {
 
 /// Poisoned-cache suspects of the window.
 fn kpi_poison(o: &mut Out, fleet: &Fleet) {
-    o.head(
+    o.single(
         "proof_kpi_poison_divergent_actions",
         "gauge",
         "Action digests with different outputs across invocations of the window.",
-    );
-    o.sample(
-        "proof_kpi_poison_divergent_actions",
-        &[],
         fleet.poison.divergent_outputs.len() as f64,
     );
-    o.head(
+    o.single(
         "proof_kpi_poison_failing_cached_results",
         "gauge",
         "Cached results that failed in at least two invocations of the window.",
-    );
-    o.sample(
-        "proof_kpi_poison_failing_cached_results",
-        &[],
         fleet.poison.failing_cached_results.len() as f64,
     );
 }
@@ -424,14 +410,10 @@ fn render_ac_audit(o: &mut Out, s: &Snapshot) {
     if !s.enabled {
         return;
     }
-    o.head(
+    o.single(
         "proof_ac_entries_audited_total",
         "counter",
         "ActionCache entries behind executor-attested proofs read and compared by the continuous audit.",
-    );
-    o.sample(
-        "proof_ac_entries_audited_total",
-        &[],
         s.entries_audited_total as f64,
     );
     o.head(
@@ -446,14 +428,10 @@ fn render_ac_audit(o: &mut Out, s: &Snapshot) {
             n as f64,
         );
     }
-    o.head(
+    o.single(
         "proof_ac_audit_last_success_timestamp_seconds",
         "gauge",
         "Unix time of the last audit run that read every entry (0: none yet).",
-    );
-    o.sample(
-        "proof_ac_audit_last_success_timestamp_seconds",
-        &[],
         s.last_success_unix.unwrap_or(0.0),
     );
     o.head(
