@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use proof_evidence::Evidence;
 
-use crate::policy::Policy;
+use crate::policy::{Check, Policy};
 
 /// `s` as a Markdown inline code span, safe in a table cell.
 pub fn md_code(s: &str) -> String {
@@ -44,7 +44,9 @@ pub fn md_text(s: &str) -> String {
     out
 }
 
-/// Renders the summary of `evidence` judged by `policy`.
+/// Renders the summary of `evidence` judged by `policy`, section by
+/// section: the verdict, the table (identity, executor, posture rows), the
+/// policy's checks, how to verify.
 pub fn render(ev: &Evidence, policy: &Policy) -> String {
     let checks = policy.evaluate(ev);
     let passed = checks.iter().all(|c| c.ok);
@@ -56,6 +58,23 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
     };
     let _ = writeln!(s, "## rbe-proof: {verdict}\n");
     let _ = writeln!(s, "| | |\n|---|---|");
+    identity_rows(&mut s, ev);
+    executor_rows(&mut s, ev);
+    posture_rows(&mut s, ev);
+    policy_section(&mut s, &checks);
+    let _ = writeln!(
+        s,
+        "\nVerify with {}.",
+        code(&format!(
+            "proof verify {}.proof.tar --key <public key>",
+            ev.invocation_id
+        ))
+    );
+    s
+}
+
+/// Invocation, command and exit code.
+fn identity_rows(s: &mut String, ev: &Evidence) {
     let _ = writeln!(s, "| Invocation | {} |", code(&ev.invocation_id));
     let mut command = format!("bazel {}", ev.command);
     for p in &ev.patterns {
@@ -68,6 +87,10 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
         None => "none (no BuildFinished)".to_string(),
     };
     let _ = writeln!(s, "| Exit code | {exit} |");
+}
+
+/// The remote executor, execution and cache-hit counts, worker images.
+fn executor_rows(s: &mut String, ev: &Evidence) {
     let executor = match &ev.executor.remote_executor {
         Some(url) if ev.executor.forced => format!("{} (forced)", code(url)),
         Some(url) => format!("{} (not forced)", code(url)),
@@ -99,7 +122,11 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
             code(&w.image)
         );
     }
-    // Posture rows, only when the artifact has such evidence.
+}
+
+/// Posture rows, only when the artifact has such evidence: network
+/// fetches, action-cache writes, executor corroboration.
+fn posture_rows(s: &mut String, ev: &Evidence) {
     if !ev.external_inputs.fetches.is_empty() {
         let urls: Vec<String> = ev
             .external_inputs
@@ -132,19 +159,14 @@ pub fn render(ev: &Evidence, policy: &Policy) -> String {
             c.exit_code_mismatches
         );
     }
+}
+
+/// The policy's checks, one line each.
+fn policy_section(s: &mut String, checks: &[Check]) {
     let _ = writeln!(s, "\n### Policy\n");
-    for c in &checks {
+    for c in checks {
         let mark = if c.ok { "✅" } else { "❌" };
         // Details quote the build's own strings (exit-code names, URLs, ...).
         let _ = writeln!(s, "- {mark} {}: {}", code(&c.name), md_text(&c.detail));
     }
-    let _ = writeln!(
-        s,
-        "\nVerify with {}.",
-        code(&format!(
-            "proof verify {}.proof.tar --key <public key>",
-            ev.invocation_id
-        ))
-    );
-    s
 }

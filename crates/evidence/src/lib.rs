@@ -16,12 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+mod assemble;
 pub mod attestation;
 pub mod binding;
 pub mod bounded;
 pub mod crosscheck;
 mod error;
 pub mod execlog;
+mod forced;
 pub mod options;
 pub mod posture;
 pub mod runners;
@@ -822,64 +824,26 @@ impl EvidenceBuilder {
     }
 
     /// Builds the evidence. Fails when no BuildStarted event was seen or the
-    /// execution log names another invocation.
+    /// execution log names another invocation. The steps are in
+    /// `assemble.rs` (and the not-forced rules in `forced.rs`); the order
+    /// matters, as most steps take what they read.
     pub fn finish(mut self) -> Result<Evidence, EvidenceError> {
         self.progress.finish();
-        let Some(started) = self.started.take() else {
-            return Err(EvidenceError::NoBuildStarted {
-                events: self.events,
-            });
-        };
-        if let Some(log_id) = self.exec.as_ref().and_then(|e| e.invocation_id.as_ref()) {
-            if *log_id != started.uuid {
-                return Err(EvidenceError::InvocationMismatch {
-                    bep: started.uuid,
-                    exec_log: log_id.clone(),
-                });
-            }
-        }
-
+        let started = self.checked_start()?;
         let processes = self.processes();
-        let description: Option<Vec<Opt>> = if started.options_description.trim().is_empty() {
-            None
-        } else {
-            Some(
-                options::shell_words(&started.options_description)
-                    .iter()
-                    .filter_map(|w| options::parse_flag(w))
-                    .collect(),
-            )
-        };
+        let description = assemble::description_options(&started);
         let external_inputs = self.external_inputs(description.as_deref());
         let disk_cache = self
             .chosen_options(description.as_deref())
             .and_then(|(_, o)| Options { opts: o }.last_nonempty("disk_cache"));
         let executor = self.executor(description, &processes);
-        let grpc = self.grpc.take();
-        let exit_by_digest = self
-            .exec
-            .as_ref()
-            .map(|e| e.exit_by_digest.clone())
-            .unwrap_or_default();
-        let (source, candidates) = candidates(self.exec.as_ref(), grpc.as_ref());
-        let corroboration = self.corroboration.take().map(|c| {
-            let stream_exit = match source {
-                Some(DigestSource::RemoteGrpcLog) => grpc
-                    .as_ref()
-                    .map(|g| g.exit_codes.clone())
-                    .unwrap_or_default(),
-                _ => exit_by_digest,
-            };
-            c.finish(source, &candidates, &stream_exit)
-        });
-        let remote_grpc_log = grpc.map(posture::GrpcAccum::finish);
+        let (corroboration, remote_grpc_log) = self.corroboration_and_grpc_log();
         let cache_writes = CacheWrites {
             update_action_result_calls: remote_grpc_log
                 .as_ref()
                 .map(|g| g.update_action_result_calls),
             disk_cache,
         };
-
         let output_binding = self
             .ledger
             .as_ref()
@@ -891,79 +855,11 @@ impl EvidenceBuilder {
             attestation.as_ref(),
             output_binding.as_ref(),
         );
-        // With a ledger that shows executions, the executor's images are the
-        // only ones: the client's claim never stands in for them, even when
-        // the executor names none. (With none executed, the client's claim
-        // is shown, as before; image_pinned never reads it then.)
-        let worker_images = match attestation.as_ref().filter(|a| a.executed > 0) {
-            Some(a) => a
-                .images
-                .iter()
-                .map(|i| WorkerImage {
-                    image: i.image.clone(),
-                    pinned: i.pinned,
-                    source: ImageSource::Executor,
-                    remote_spawns: Some(i.executed_actions),
-                    cache_hit_spawns: None,
-                })
-                .collect(),
-            None => self.worker_images(&executor),
-        };
-        let remote_images: Vec<&WorkerImage> = worker_images
-            .iter()
-            .filter(|i| {
-                i.source == ImageSource::DefaultExecProperties || i.remote_spawns.unwrap_or(0) > 0
-            })
-            .collect();
-        let all_remote_images_pinned = match attestation.as_ref() {
-            // Every executed action ran on a pinned image (an action without
-            // one, or whose image could not be read, is not).
-            Some(a) if a.executed > 0 => Some(
-                a.images
-                    .iter()
-                    .filter(|i| i.pinned)
-                    .map(|i| i.executed_actions)
-                    .sum::<u64>()
-                    == a.executed,
-            ),
-            _ if remote_images.is_empty() => None,
-            _ => Some(remote_images.iter().all(|i| i.pinned)),
-        };
-
-        let exec_log = self.exec.take().map(|e| ExecLogSummary {
-            format: e.format.unwrap_or(ExecLogFormat::Binary),
-            invocation_id: e.invocation_id,
-            hash_function: e.hash_function,
-            spawns: e.spawns,
-            runners: e.runners,
-            failed_spawns: e.failed,
-            remote_action_digests: e.digests.into_iter().collect(),
-            remote_metrics: e.sums,
-        });
-
-        let tests = std::mem::take(&mut self.tests)
-            .into_iter()
-            .map(|(label, acc)| {
-                let strategy = if acc.strategies.len() == 1 {
-                    acc.strategies.iter().next().cloned()
-                } else {
-                    None
-                };
-                let attempts = acc.attempts;
-                (
-                    label,
-                    TestOutcome {
-                        status: test_status_name(acc.summary_status.unwrap_or(acc.last_status)),
-                        strategy,
-                        strategies: acc.strategies.into_iter().collect(),
-                        cached_locally: attempts > 0 && acc.all_cached_locally,
-                        cached_remotely: attempts > 0 && acc.all_cached_remotely,
-                        attempts,
-                    },
-                )
-            })
-            .collect();
-
+        let worker_images = self.attested_or_claimed_images(attestation.as_ref(), &executor);
+        let all_remote_images_pinned =
+            assemble::all_remote_images_pinned(attestation.as_ref(), &worker_images);
+        let exec_log = self.exec_log_summary();
+        let tests = self.test_outcomes();
         let (exit_code, finished_at) = match self.finished.take() {
             Some((code, at)) => (Some(code), at),
             None => (None, None),
@@ -1152,6 +1048,8 @@ impl EvidenceBuilder {
         candidates(self.exec.as_ref(), self.grpc.as_ref())
     }
 
+    /// How remote execution was configured, from the best options source,
+    /// and whether it is forced (the rules are in `forced.rs`).
     fn executor(&self, description: Option<Vec<Opt>>, processes: &Processes) -> Executor {
         let chosen = self.chosen_options(description.as_deref());
         let Some((source, opts)) = chosen else {
@@ -1189,79 +1087,12 @@ impl EvidenceBuilder {
             not_forced_reasons: Vec::new(),
         };
 
-        let mut reasons = Vec::new();
-        if ex.remote_executor.is_none() {
-            reasons.push(match o.last("remote_executor") {
-                Some(_) => {
-                    "--remote_executor is set to an empty value, which disables remote execution"
-                        .to_string()
-                }
-                None => "--remote_executor is not set, so no spawn can run on a remote executor"
-                    .to_string(),
-            });
-        }
-        let has_remote = |list: &str| list.split(',').any(|s| s.trim() == "remote");
-        if let Some(s) = &ex.spawn_strategy {
-            if !has_remote(s) {
-                reasons.push(format!(
-                    "--spawn_strategy={s} does not include remote, so spawns run on the Bazel host"
-                ));
-            }
-        }
-        // --strategy=[MNEMONIC=]LIST; the last value per mnemonic wins.
-        let mut per_mnemonic: Vec<(&str, &str)> = Vec::new();
-        for v in &ex.strategies {
-            let (mnemonic, list) = v.split_once('=').unwrap_or(("", v.as_str()));
-            per_mnemonic.retain(|(m, _)| *m != mnemonic);
-            per_mnemonic.push((mnemonic, list));
-        }
-        for (mnemonic, list) in per_mnemonic {
-            if !list.is_empty() && !has_remote(list) {
-                reasons.push(if mnemonic.is_empty() {
-                    format!("--strategy={list} makes {list} the default strategy, without remote")
-                } else {
-                    format!("--strategy={mnemonic}={list} runs {mnemonic} actions with {list}, not remotely")
-                });
-            }
-        }
-        for v in &ex.strategy_regexps {
-            // REGEX=LIST; strategy names never contain '='.
-            if let Some((regex, list)) = v.rsplit_once('=') {
-                if !list.is_empty() && !has_remote(list) {
-                    reasons.push(format!(
-                        "--strategy_regexp={regex}={list} runs actions matching {regex} with {list}, not remotely"
-                    ));
-                }
-            }
-        }
-        if ex.remote_local_fallback == Some(true) {
-            // The execution log tells remotable spawns that ran locally apart
-            // from spawns that were never allowed remotely; without it, any
-            // local process counts.
-            if let Some(e) = &self.exec {
-                let n = e.local_remotable;
-                if n > 0 {
-                    reasons.push(format!(
-                        "--remote_local_fallback is set and the execution log shows {n} remotable spawn(s) that ran locally"
-                    ));
-                }
-            } else if let Some(from_counts) = processes
-                .sources
-                .first()
-                .map(|f| {
-                    f.by_class
-                        .iter()
-                        .filter(|(c, _)| c.is_local())
-                        .map(|(_, n)| *n)
-                        .fold(0u64, u64::saturating_add)
-                })
-                .filter(|n| *n > 0)
-            {
-                reasons.push(format!(
-                    "--remote_local_fallback is set and {from_counts} process(es) ran locally"
-                ));
-            }
-        }
+        let reasons = forced::not_forced_reasons(
+            &o,
+            &ex,
+            self.exec.as_ref().map(|e| e.local_remotable),
+            processes,
+        );
         ex.forced = reasons.is_empty();
         ex.not_forced_reasons = reasons;
         ex

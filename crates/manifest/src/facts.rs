@@ -8,7 +8,7 @@ use proof_evidence::{BindingStatus, Evidence, TargetBinding};
 /// The check judged per class when it fails only for some targets.
 const OUTPUTS_BOUND: &str = "outputs_bound";
 
-use crate::model::{Class, ProofRecord};
+use crate::model::{Class, ProofRecord, WorkKind};
 use crate::pattern::Pattern;
 
 /// Build metadata key naming the spoke repo (`--build_metadata=REPO=owner/name`).
@@ -231,35 +231,17 @@ impl ArtifactFacts {
     }
 
     /// Why this artifact does not cover `class` (empty when it does):
-    /// same repo, the right command for the work kind, and every class
-    /// pattern requested by the build and matched by successful targets
-    /// (and passed tests for test/smoke classes).
+    /// same repo ([`repo_problem`]), the right command for the work kind
+    /// ([`command_problem`]), and every class pattern requested by the build
+    /// and matched by successful targets, and passed tests for test/smoke
+    /// classes ([`class_pattern_problems`]).
     pub fn coverage_problems(&self, class: &Class) -> Vec<String> {
         let Some(ev) = &self.evidence else {
             return vec!["the artifact has no verified evidence".into()];
         };
         let mut out = Vec::new();
-        match repo_of(ev) {
-            Ok(r) if r == class.repo => {}
-            Ok(r) => out.push(format!(
-                "the artifact is from repo {r}, the class belongs to {}",
-                class.repo
-            )),
-            Err(e) => out.push(e),
-        }
-        let kind = class.work_kind;
-        if kind.needs_test_command() && ev.command != "test" {
-            out.push(format!(
-                "a {} class needs a `bazel test` proof, the artifact is `bazel {}`",
-                kind.as_str(),
-                ev.command
-            ));
-        } else if !matches!(ev.command.as_str(), "build" | "test") {
-            out.push(format!(
-                "the artifact is `bazel {}`; only build and test prove a class",
-                ev.command
-            ));
-        }
+        out.extend(repo_problem(ev, class));
+        out.extend(command_problem(ev, class.work_kind));
         let requested: Vec<Pattern> = ev
             .patterns
             .iter()
@@ -271,72 +253,133 @@ impl ArtifactFacts {
             .filter_map(|p| p.strip_prefix('-').and_then(Pattern::parse))
             .collect();
         for text in &class.patterns {
-            let Some(pat) = Pattern::parse(text) else {
-                out.push(format!("class pattern {text} is not a //package pattern"));
-                continue;
-            };
-            if !requested.iter().any(|q| q.contains(&pat)) {
-                out.push(format!(
-                    "class pattern {text} is not covered by the build's patterns [{}]",
-                    ev.patterns.join(", ")
-                ));
-                continue;
-            }
-            if let Some(x) = excluded.iter().find(|x| x.overlaps(&pat)) {
-                out.push(format!(
-                    "class pattern {text} is partly excluded by -//{}",
-                    x.package
-                ));
-                continue;
-            }
-            let targets: Vec<(&String, Option<bool>)> = ev
-                .targets
-                .iter()
-                .filter(|(l, _)| pat.matches_label(l))
-                .map(|(l, t)| (l, t.success))
-                .collect();
-            if targets.is_empty() {
-                out.push(format!(
-                    "no target of the build matches class pattern {text}"
-                ));
-                continue;
-            }
-            let failed: Vec<&str> = targets
-                .iter()
-                .filter(|(_, ok)| *ok != Some(true))
-                .map(|(l, _)| l.as_str())
-                .collect();
-            if !failed.is_empty() {
-                out.push(format!(
-                    "targets matching {text} did not build: {}",
-                    failed.join(", ")
-                ));
-            }
-            if kind.needs_test_command() && ev.command == "test" {
-                let tests: Vec<(&String, &str)> = ev
-                    .tests
-                    .iter()
-                    .filter(|(l, _)| pat.matches_label(l))
-                    .map(|(l, t)| (l, t.status.as_str()))
-                    .collect();
-                if tests.is_empty() {
-                    out.push(format!("no test of the build matches class pattern {text}"));
-                }
-                let not_passed: Vec<String> = tests
-                    .iter()
-                    .filter(|(_, s)| *s != "PASSED")
-                    .map(|(l, s)| format!("{l} ({s})"))
-                    .collect();
-                if !not_passed.is_empty() {
-                    out.push(format!(
-                        "tests matching {text} did not pass: {}",
-                        not_passed.join(", ")
-                    ));
-                }
-            }
+            out.extend(class_pattern_problems(
+                ev,
+                class.work_kind,
+                text,
+                &requested,
+                &excluded,
+            ));
         }
         out
     }
+}
+
+/// The artifact's repo is the class's.
+fn repo_problem(ev: &Evidence, class: &Class) -> Option<String> {
+    match repo_of(ev) {
+        Ok(r) if r == class.repo => None,
+        Ok(r) => Some(format!(
+            "the artifact is from repo {r}, the class belongs to {}",
+            class.repo
+        )),
+        Err(e) => Some(e),
+    }
+}
+
+/// `bazel test` for test/smoke classes; build or test for the others.
+fn command_problem(ev: &Evidence, kind: WorkKind) -> Option<String> {
+    if kind.needs_test_command() && ev.command != "test" {
+        Some(format!(
+            "a {} class needs a `bazel test` proof, the artifact is `bazel {}`",
+            kind.as_str(),
+            ev.command
+        ))
+    } else if !matches!(ev.command.as_str(), "build" | "test") {
+        Some(format!(
+            "the artifact is `bazel {}`; only build and test prove a class",
+            ev.command
+        ))
+    } else {
+        None
+    }
+}
+
+/// One class pattern: a //package pattern, requested by the build and not
+/// partly excluded, matched by targets that all built
+/// ([`failed_targets_problem`]) and, for test/smoke classes, by tests that
+/// all passed ([`test_problems`]).
+fn class_pattern_problems(
+    ev: &Evidence,
+    kind: WorkKind,
+    text: &str,
+    requested: &[Pattern],
+    excluded: &[Pattern],
+) -> Vec<String> {
+    let Some(pat) = Pattern::parse(text) else {
+        return vec![format!("class pattern {text} is not a //package pattern")];
+    };
+    if !requested.iter().any(|q| q.contains(&pat)) {
+        return vec![format!(
+            "class pattern {text} is not covered by the build's patterns [{}]",
+            ev.patterns.join(", ")
+        )];
+    }
+    if let Some(x) = excluded.iter().find(|x| x.overlaps(&pat)) {
+        return vec![format!(
+            "class pattern {text} is partly excluded by -//{}",
+            x.package
+        )];
+    }
+    let targets: Vec<(&String, Option<bool>)> = ev
+        .targets
+        .iter()
+        .filter(|(l, _)| pat.matches_label(l))
+        .map(|(l, t)| (l, t.success))
+        .collect();
+    if targets.is_empty() {
+        return vec![format!(
+            "no target of the build matches class pattern {text}"
+        )];
+    }
+    let mut out = Vec::new();
+    out.extend(failed_targets_problem(&targets, text));
+    if kind.needs_test_command() && ev.command == "test" {
+        out.extend(test_problems(ev, &pat, text));
+    }
+    out
+}
+
+/// The targets matching a class pattern that did not build.
+fn failed_targets_problem(targets: &[(&String, Option<bool>)], text: &str) -> Option<String> {
+    let failed: Vec<&str> = targets
+        .iter()
+        .filter(|(_, ok)| *ok != Some(true))
+        .map(|(l, _)| l.as_str())
+        .collect();
+    (!failed.is_empty()).then(|| {
+        format!(
+            "targets matching {text} did not build: {}",
+            failed.join(", ")
+        )
+    })
+}
+
+/// No test matches a test/smoke class pattern, or one that does did not
+/// pass.
+fn test_problems(ev: &Evidence, pat: &Pattern, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let tests: Vec<(&String, &str)> = ev
+        .tests
+        .iter()
+        .filter(|(l, _)| pat.matches_label(l))
+        .map(|(l, t)| (l, t.status.as_str()))
+        .collect();
+    if tests.is_empty() {
+        out.push(format!("no test of the build matches class pattern {text}"));
+    }
+    let not_passed: Vec<String> = tests
+        .iter()
+        .filter(|(_, s)| *s != "PASSED")
+        .map(|(l, s)| format!("{l} ({s})"))
+        .collect();
+    if !not_passed.is_empty() {
+        out.push(format!(
+            "tests matching {text} did not pass: {}",
+            not_passed.join(", ")
+        ));
+    }
+    out
 }
 
 /// The spoke repo an artifact names: build metadata `REPO`, else workspace

@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 use crate::facts::ArtifactFacts;
-use crate::model::{GateStatus, Manifest, Mode, CLASS_GATES};
+use crate::model::{Class, GateStatus, Manifest, Mode, ProofRecord, CLASS_GATES};
 use crate::schema::{parse_manifest, ManifestError};
 
 /// What to promote.
@@ -97,24 +97,73 @@ pub enum PromoteError {
 }
 
 /// Promotes `req.class` in the manifest `old` with the artifact `facts`.
+/// Each refusal is its own step, in this order: the artifact verified, the
+/// class known, the class covered, the mode allowed, the platform gates
+/// closed (for `default`); then the edit ([`record_proof`]).
 pub fn promote(
     old: &str,
     facts: &ArtifactFacts,
     req: &PromoteRequest,
 ) -> Result<Promotion, PromoteError> {
     let manifest = parse_manifest(old)?;
-    if !facts.verified_per_class() {
-        let mut failures = facts.failures();
-        if failures.is_empty() {
-            failures.push("signature: no trusted key verified the signature".into());
-        }
-        return Err(PromoteError::Rejected {
-            artifact: facts.name.clone(),
-            failures,
+    require_verified(facts)?;
+    let class = known_class(&manifest, req)?;
+    let mode = req.mode.unwrap_or(class.mode.max(Mode::ExecutorBacked));
+    require_covered(&manifest, facts, req, class, mode)?;
+    require_mode_allowed(req, class, mode)?;
+    if mode == Mode::Default {
+        require_gates_closed(&manifest, req)?;
+    }
+    let record = facts
+        .record(&req.location)
+        .expect("a verified artifact has a record");
+
+    let mut new = manifest.clone();
+    let recorded_location = record_proof(&mut new, req, mode, &record);
+    let commit_message = commit_message(&new, &req.class, &record, &recorded_location);
+    if new == manifest {
+        return Ok(Promotion {
+            text: old.to_string(),
+            changed: false,
+            mode,
+            commit_message,
         });
     }
-    let Some(class) = manifest.classes.get(&req.class) else {
-        return Err(PromoteError::UnknownClass {
+    let text = new.to_canonical();
+    parse_manifest(&text).map_err(PromoteError::WouldBeInvalid)?;
+    Ok(Promotion {
+        changed: text != old,
+        text,
+        mode,
+        commit_message,
+    })
+}
+
+/// The artifact verified as a per-class proof (trusted signature, the
+/// policy's checks).
+fn require_verified(facts: &ArtifactFacts) -> Result<(), PromoteError> {
+    if facts.verified_per_class() {
+        return Ok(());
+    }
+    let mut failures = facts.failures();
+    if failures.is_empty() {
+        failures.push("signature: no trusted key verified the signature".into());
+    }
+    Err(PromoteError::Rejected {
+        artifact: facts.name.clone(),
+        failures,
+    })
+}
+
+/// The requested class exists in the manifest.
+fn known_class<'m>(
+    manifest: &'m Manifest,
+    req: &PromoteRequest,
+) -> Result<&'m Class, PromoteError> {
+    manifest
+        .classes
+        .get(&req.class)
+        .ok_or_else(|| PromoteError::UnknownClass {
             class: req.class.clone(),
             known: manifest
                 .classes
@@ -122,9 +171,18 @@ pub fn promote(
                 .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(", "),
-        });
-    };
-    let mode = req.mode.unwrap_or(class.mode.max(Mode::ExecutorBacked));
+        })
+}
+
+/// The artifact covers the class: its targets, its outputs bound to
+/// attested executions, and its trust (signer, owner) for `mode`.
+fn require_covered(
+    manifest: &Manifest,
+    facts: &ArtifactFacts,
+    req: &PromoteRequest,
+    class: &Class,
+    mode: Mode,
+) -> Result<(), PromoteError> {
     let mut problems = facts.coverage_problems(class);
     problems.extend(facts.binding_problems(class));
     problems.extend(facts.trust_problems(
@@ -133,13 +191,22 @@ pub fn promote(
         manifest.allow_unauthenticated_proofs,
         req.owners.as_ref(),
     ));
-    if !problems.is_empty() {
-        return Err(PromoteError::NotCovered {
-            artifact: facts.name.clone(),
-            class: req.class.clone(),
-            problems,
-        });
+    if problems.is_empty() {
+        return Ok(());
     }
+    Err(PromoteError::NotCovered {
+        artifact: facts.name.clone(),
+        class: req.class.clone(),
+        problems,
+    })
+}
+
+/// Promotion never goes to cache-first and never demotes.
+fn require_mode_allowed(
+    req: &PromoteRequest,
+    class: &Class,
+    mode: Mode,
+) -> Result<(), PromoteError> {
     if mode == Mode::CacheFirst {
         return Err(PromoteError::CacheFirst);
     }
@@ -150,31 +217,42 @@ pub fn promote(
             requested: mode.as_str(),
         });
     }
-    if mode == Mode::Default {
-        let open: Vec<String> = manifest
-            .open_platform_gates()
-            .into_iter()
-            .map(|(id, g)| {
-                format!(
-                    "{id} ({}, owner {}): {}",
-                    g.status.as_str(),
-                    g.owner,
-                    g.blocker.as_deref().unwrap_or("no blocker text")
-                )
-            })
-            .collect();
-        if !open.is_empty() {
-            return Err(PromoteError::GatesOpen {
-                class: req.class.clone(),
-                gates: open,
-            });
-        }
-    }
-    let record = facts
-        .record(&req.location)
-        .expect("a verified artifact has a record");
+    Ok(())
+}
 
-    let mut new = manifest.clone();
+/// `default` needs every platform gate closed.
+fn require_gates_closed(manifest: &Manifest, req: &PromoteRequest) -> Result<(), PromoteError> {
+    let open: Vec<String> = manifest
+        .open_platform_gates()
+        .into_iter()
+        .map(|(id, g)| {
+            format!(
+                "{id} ({}, owner {}): {}",
+                g.status.as_str(),
+                g.owner,
+                g.blocker.as_deref().unwrap_or("no blocker text")
+            )
+        })
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    Err(PromoteError::GatesOpen {
+        class: req.class.clone(),
+        gates: open,
+    })
+}
+
+/// The edit: the class's mode, its proof record (once per artifact sha256,
+/// sorted by date), and its class gates closed with the proof as evidence.
+/// Returns the location recorded for the artifact (the first one, when it
+/// was already recorded).
+fn record_proof(
+    new: &mut Manifest,
+    req: &PromoteRequest,
+    mode: Mode,
+    record: &ProofRecord,
+) -> String {
     let c = new
         .classes
         .get_mut(&req.class)
@@ -204,23 +282,7 @@ pub fn promote(
             }
         }
     }
-    let commit_message = commit_message(&new, &req.class, &record, &recorded_location);
-    if new == manifest {
-        return Ok(Promotion {
-            text: old.to_string(),
-            changed: false,
-            mode,
-            commit_message,
-        });
-    }
-    let text = new.to_canonical();
-    parse_manifest(&text).map_err(PromoteError::WouldBeInvalid)?;
-    Ok(Promotion {
-        changed: text != old,
-        text,
-        mode,
-        commit_message,
-    })
+    recorded_location
 }
 
 fn commit_message(

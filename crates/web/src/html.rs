@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use proof_kpi::{Analysis, Kpis};
+use proof_evidence::Evidence;
+use proof_kpi::{Analysis, Diagnosis, Kpis};
 use proof_store::InvocationRecord;
 use serde_json::Value;
 
@@ -465,13 +466,26 @@ and that the proof is this stored invocation's (<code>matches_store</code>).</p>
     b
 }
 
+/// The invocation page, section by section: header, proof status (the
+/// signed proof's verdict), the client's claims, the diagnosis, KPIs and
+/// charts, the evidence table.
 fn invocation_body(rec: &InvocationRecord, a: &Analysis, verdict: &Verdict) -> String {
+    let id = &rec.meta.invocation_id;
+    let mut b = String::new();
+    invocation_header(&mut b, rec, a);
+    b.push_str(&proof_box(id, verdict));
+    claims_box(&mut b, a);
+    diagnosis_box(&mut b, &a.diagnosis);
+    kpi_grid(&mut b, &a.kpis);
+    evidence_box(&mut b, id, &a.evidence);
+    b
+}
+
+/// The title line: id, command, patterns, Bazel version, tenant, received.
+fn invocation_header(b: &mut String, rec: &InvocationRecord, a: &Analysis) {
     let ev = &a.evidence;
     let k = &a.kpis;
-    let d = &a.diagnosis;
     let id = &rec.meta.invocation_id;
-    let claims = client_claims_json(a);
-    let mut b = String::new();
     let _ = write!(
         b,
         "<h1>Invocation <code>{}</code></h1><p>{} {} &middot; Bazel {} &middot; tenant {} &middot; received {} UTC &middot; \
@@ -484,7 +498,13 @@ fn invocation_body(rec: &InvocationRecord, a: &Analysis, verdict: &Verdict) -> S
         esc(&utc(rec.meta.created_at_ms)),
         url_enc(id)
     );
-    b.push_str(&proof_box(id, verdict));
+}
+
+/// The default policy's checks on the client's own account (they decide
+/// nothing), and whether the stream is complete.
+fn claims_box(b: &mut String, a: &Analysis) {
+    let ev = &a.evidence;
+    let claims = client_claims_json(a);
     b.push_str(
         "<div class=\"box claims\" id=\"claims\"><h2>Client's view: what the stream claims</h2>\
 <p class=\"muted\">The default policy's checks on the client's own account of the build, checked by no one. \
@@ -506,7 +526,11 @@ They decide nothing: the proof status above does.</p><table>",
         b.push_str("<p class=\"bad\">The stream is not complete (no BuildFinished or last_message yet).</p>");
     }
     b.push_str("</div>");
+}
 
+/// The diagnosis: dominant cause, the other findings, its facts and what is
+/// not known.
+fn diagnosis_box(b: &mut String, d: &Diagnosis) {
     let _ = write!(
         b,
         "<div class=\"box claims\" id=\"diagnosis\"><h2>Diagnosis (client's view): <code class=\"cause\">{}</code></h2><p>{}</p>",
@@ -542,7 +566,10 @@ They decide nothing: the proof status above does.</p><table>",
         let _ = write!(b, "<p class=\"muted\">Not known: {}</p>", esc(m));
     }
     b.push_str("</div>");
+}
 
+/// The KPI table and the process and time charts.
+fn kpi_grid(b: &mut String, k: &Kpis) {
     let _ = write!(
         b,
         "<div class=\"grid\"><div class=\"box claims\"><h2>KPIs (client's view)</h2>{}</div><div class=\"box claims\"><h2>Charts (client's view)</h2>{}{}</div></div>",
@@ -550,12 +577,28 @@ They decide nothing: the proof status above does.</p><table>",
         process_chart(k),
         time_chart(k)
     );
+}
 
+/// The evidence table (the client's view) and the JSON links.
+fn evidence_box(b: &mut String, id: &str, ev: &Evidence) {
     b.push_str(
         "<div class=\"box claims\" id=\"evidence\"><h2>Evidence (client's view)</h2><table>",
     );
+    for (n, v) in evidence_rows(ev) {
+        let _ = write!(b, "<tr><th>{}</th><td>{v}</td></tr>", esc(n));
+    }
+    let _ = write!(
+        b,
+        "</table><p><a href=\"/api/v1/invocations/{0}/evidence\">evidence JSON</a> &middot; \
+<a href=\"/api/v1/invocations/{0}/kpis\">KPIs JSON</a> &middot; <a href=\"/api/v1/invocations/{0}/diagnosis\">diagnosis JSON</a></p></div>",
+        url_enc(id)
+    );
+}
+
+/// The rows of the evidence table: label, HTML-escaped value.
+fn evidence_rows(ev: &Evidence) -> Vec<(&'static str, String)> {
     let ex = &ev.executor;
-    let rows: Vec<(&str, String)> = vec![
+    vec![
         ("Remote executor", opt(ex.remote_executor.as_deref())),
         ("Forced remote", esc(&ex.forced.to_string())),
         ("Not forced because", esc(&ex.not_forced_reasons.join("; "))),
@@ -619,17 +662,17 @@ They decide nothing: the proof status above does.</p><table>",
                 .collect::<Vec<_>>()
                 .join(", ")),
         ),
-    ];
-    for (n, v) in rows {
-        let _ = write!(b, "<tr><th>{}</th><td>{v}</td></tr>", esc(n));
-    }
-    let _ = write!(
-        b,
-        "</table><p><a href=\"/api/v1/invocations/{0}/evidence\">evidence JSON</a> &middot; \
-<a href=\"/api/v1/invocations/{0}/kpis\">KPIs JSON</a> &middot; <a href=\"/api/v1/invocations/{0}/diagnosis\">diagnosis JSON</a></p></div>",
-        url_enc(id)
-    );
-    b
+    ]
+}
+
+/// The page of an invocation that cannot be analyzed: its title, the proof
+/// status (a proof may exist all the same) and `note` (HTML) on why.
+fn unanalyzed_body(id: &str, verdict: &Verdict, note: &str) -> String {
+    format!(
+        "<h1>Invocation <code>{}</code></h1>{}{note}",
+        esc(id),
+        proof_box(id, verdict)
+    )
 }
 
 pub(crate) async fn invocation_page(
@@ -639,33 +682,29 @@ pub(crate) async fn invocation_page(
     let out = blocking(&state, move |s| {
         let rec = s.get(&id)?;
         let verdict = s.verdict(&rec);
-        match s.analysis(&rec) {
-            Ok(a) => Ok(page(
-                &format!("rbe-proof: {id}"),
-                &invocation_body(&rec, &a, &verdict),
-            )),
-            Err(WebError::Gone { message, .. }) => Ok(page(
-                &format!("rbe-proof: {id}"),
+        let body = match s.analysis(&rec) {
+            Ok(a) => invocation_body(&rec, &a, &verdict),
+            Err(WebError::Gone { message, .. }) => unanalyzed_body(
+                &id,
+                &verdict,
                 &format!(
-                    "<h1>Invocation <code>{}</code></h1>{}<p>Journal removed by retention: {}</p><p>{} events were stored.</p>",
-                    esc(&id),
-                    proof_box(&id, &verdict),
+                    "<p>Journal removed by retention: {}</p><p>{} events were stored.</p>",
                     esc(&message),
                     rec.state.event_count
                 ),
-            )),
-            Err(WebError::Unanalyzable { message, .. }) => Ok(page(
-                &format!("rbe-proof: {id}"),
+            ),
+            Err(WebError::Unanalyzable { message, .. }) => unanalyzed_body(
+                &id,
+                &verdict,
                 &format!(
-                    "<h1>Invocation <code>{}</code></h1>{}<p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
-                    esc(&id),
-                    proof_box(&id, &verdict),
+                    "<p class=\"bad\">Cannot be analyzed yet: {}</p><p>{} events stored.</p>",
                     esc(&message),
                     rec.state.event_count
                 ),
-            )),
-            Err(e) => Err(e),
-        }
+            ),
+            Err(e) => return Err(e),
+        };
+        Ok(page(&format!("rbe-proof: {id}"), &body))
     })
     .await;
     match out {
