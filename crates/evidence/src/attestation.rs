@@ -472,13 +472,13 @@ fn remote(f: &crate::ProcessFigure) -> u64 {
 }
 
 /// The cross-checks between the evidence's sources: the BEP's process
-/// figures, the execution log, and the executor's ledger (with the
-/// execution log's spawns held against its operations, `binding`).
+/// figures, the execution log, and the executor's ledger (the execution
+/// log's spawns held against its operations are
+/// [`crate::crosscheck::ledger_contradictions`]).
 pub(crate) fn contradictions(
     processes: &crate::Processes,
     executor: &crate::Executor,
     attestation: Option<&ExecutorAttestation>,
-    binding: Option<&crate::OutputBinding>,
 ) -> Vec<Contradiction> {
     let bep = processes
         .sources
@@ -500,16 +500,6 @@ pub(crate) fn contradictions(
             .filter_map(|f| claimed_over_ran(f, att)),
     );
     out.extend(image_mismatch(executor, att));
-    // A truncated ledger lacks operations: the log is not held against it.
-    if att.truncated.is_none() {
-        if let Some(c) = binding.and_then(|b| b.exec_log_check.as_ref()) {
-            out.extend(crate::crosscheck::contradictions(
-                c,
-                &att.executor,
-                &att.invocation_id,
-            ));
-        }
-    }
     out
 }
 

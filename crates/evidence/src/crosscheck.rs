@@ -35,7 +35,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::attestation::Contradiction;
+use crate::attestation::{Contradiction, ExecutorAttestation};
 use crate::execlog::Spawn;
 use crate::runners::{classify, RunnerClass};
 use crate::ActionDigest;
@@ -393,6 +393,25 @@ pub(crate) fn check(
     }
     out.key = keys.into_iter().collect::<Vec<_>>().join(" and ");
     out
+}
+
+/// The execution log held against the executor's ledger, as
+/// contradictions: none unless the ledger was read whole (reachable, no
+/// errors, not truncated: a truncated ledger lacks operations) and the
+/// binding holds a cross-check.
+pub(crate) fn ledger_contradictions(
+    attestation: Option<&ExecutorAttestation>,
+    binding: Option<&crate::OutputBinding>,
+) -> Vec<Contradiction> {
+    let Some(att) =
+        attestation.filter(|a| a.reachable && a.errors.is_empty() && a.truncated.is_none())
+    else {
+        return Vec::new();
+    };
+    match binding.and_then(|b| b.exec_log_check.as_ref()) {
+        Some(c) => contradictions(c, &att.executor, &att.invocation_id),
+        None => Vec::new(),
+    }
 }
 
 /// The mismatches of `c` as contradictions naming both sides: one per

@@ -849,12 +849,12 @@ impl EvidenceBuilder {
             .as_ref()
             .map(|l| binding::derive(&self.binding, l, self.origin.as_ref(), &started.uuid));
         let attestation = self.ledger.take().map(attestation::LedgerAccum::finish);
-        let contradictions = attestation::contradictions(
-            &processes,
-            &executor,
+        let mut contradictions =
+            attestation::contradictions(&processes, &executor, attestation.as_ref());
+        contradictions.extend(crosscheck::ledger_contradictions(
             attestation.as_ref(),
             output_binding.as_ref(),
-        );
+        ));
         let worker_images = self.attested_or_claimed_images(attestation.as_ref(), &executor);
         let all_remote_images_pinned =
             assemble::all_remote_images_pinned(attestation.as_ref(), &worker_images);
