@@ -5,7 +5,7 @@
 //! (issue 20, findings 3, 4, 5, 11; issue 25). Each proof is verified the
 //! way a user verifies it, so the reason is re-derived from `executor.bin`.
 
-mod support;
+use proof_testkit::executor as support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1371,57 +1371,6 @@ pub fn with_database(url: &str, database: &str) -> String {
     out
 }
 
-/// Creates the database `name` (letters, digits, `_`) on the server of `url`, which must
-/// name an existing database to connect to; returns the new database's URL. For tests and
-/// benchmarks that need an empty store each.
-pub fn create_database(url: &str, name: &str) -> Result<String, StoreError> {
-    admin(url, &format!("CREATE DATABASE {}", ident(name)?))?;
-    Ok(with_database(url, name))
-}
-
-/// Drops the database `name` on the server of `url`, closing its connections first.
-pub fn drop_database(url: &str, name: &str) -> Result<(), StoreError> {
-    admin(
-        url,
-        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)?),
-    )
-}
-
-fn ident(name: &str) -> Result<&str, StoreError> {
-    if !name.is_empty()
-        && name.len() < 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        Ok(name)
-    } else {
-        Err(StoreError::Schema(format!(
-            "database name {name:?} must be 1-63 characters of [a-z0-9_]"
-        )))
-    }
-}
-
-fn admin(url: &str, sql: &str) -> Result<(), StoreError> {
-    let (wire, tls) = split_url(url)?;
-    let config: postgres::Config = wire.parse().map_err(|e| StoreError::Database {
-        context: format!("parsing {}", redact(url)),
-        source: Box::new(e),
-    })?;
-    let connector = tls.connector()?;
-    let manager = Manager {
-        config,
-        connector,
-        tls,
-        host: String::new(),
-    };
-    let mut c = manager.connect_client().map_err(|e| StoreError::Database {
-        context: format!("connecting to {}", redact(url)),
-        source: Box::new(e),
-    })?;
-    c.batch_execute(sql).map_err(db(sql.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1439,6 +1388,5 @@ mod tests {
         );
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
         assert!(is_pg_url("postgresql://h/db") && !is_pg_url("/var/lib/proof"));
-        assert!(ident("Robert'); DROP").is_err());
     }
 }

@@ -1,10 +1,9 @@
 //! The `Store` contract: behaviour every store must show through the trait alone.
 //!
 //! Run against `FsStore` by `crates/store/tests/store.rs` and against `PgStore` by
-//! `crates/store-pg/tests/contract.rs` (which includes this file by path). A test crate
-//! that includes it must also have `mod common;` (the shared record helpers) at its root
-//! and call [`store_contract!`] with an expression that makes a fresh [`Backend`].
-#![allow(dead_code)]
+//! `crates/store-pg/tests/contract.rs`: each calls [`store_contract!`](crate::store_contract)
+//! with an expression that makes a fresh [`Backend`], which expands to one `#[test]` per
+//! contract function below.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -16,8 +15,8 @@ use proof_store::{
 };
 use serde_json::json;
 
-pub use crate::common::{check_records, read_all};
-use crate::common::{meta, payload, recs, Rng};
+pub use crate::fixtures::{check_records, read_all};
+use crate::fixtures::{meta, payload, recs, Rng};
 
 /// Fresh, empty storage for one test.
 pub trait Backend {
