@@ -4,6 +4,7 @@
 //!   contents, and checks over what a store holds.
 //! - [`contract`]: the [`proof_store::Store`] contract suite, run against every backend
 //!   with [`store_contract!`].
+//! - [`counting`]: a real store that counts journal reads.
 //! - [`timeouts`]: the bounds a test waits for, and polling under one.
 //! - `server` (feature `server`): the BES server in-process on a loopback port; and
 //!   `executor`: a fake remote executor (ListOperations, BatchReadBlobs) that can lie.
@@ -13,6 +14,7 @@
 //! processes live in the `proof-e2e` crate (tests/src), built on this one.
 
 pub mod contract;
+pub mod counting;
 #[cfg(feature = "server")]
 pub mod executor;
 pub mod fixtures;
