@@ -15,21 +15,9 @@ pub mod chromium;
 pub mod forge;
 pub mod pg;
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// A Bazel 4.2.3 fixture file.
-pub fn fixture(scenario: &str, file: &str) -> PathBuf {
-    repo_root()
-        .join("tests/fixtures/bazel-4.2.3")
-        .join(scenario)
-        .join(file)
-}
+/// The repository root, a Bazel 4.2.3 fixture file, the records of a delimited file and
+/// the BEP events a store holds: kept in proof-testkit, named here as before.
+pub use proof_testkit::fixtures::{delimited_records, fixture, repo_root, stored_events};
 
 /// The real third-party Bazel streams, kept outside the repository in the
 /// shared folder beside it (`<repo>/../shared/fixtures/real`, or
@@ -313,27 +301,6 @@ impl Rig {
             .args(["--", "shutdown"])
             .output();
     }
-}
-
-/// The records of a delimited file.
-pub fn delimited_records(path: &Path) -> Vec<Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    proof_stream::delimited::split_delimited(&bytes, usize::MAX)
-        .expect("delimited file")
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// The BEP events stored for `invocation_id`, in journal order.
-pub fn stored_events(store: &dyn proof_store::Store, invocation_id: &str) -> Vec<Vec<u8>> {
-    store
-        .read(invocation_id)
-        .expect("read journal")
-        .map(|r| r.expect("journal record"))
-        .filter(|r| r.kind == proof_store::RecordKind::BepEvent)
-        .map(|r| r.payload.to_vec())
-        .collect()
 }
 
 /// The invocation id (BuildStarted's uuid) of a `--build_event_binary_file`.

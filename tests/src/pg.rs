@@ -5,70 +5,13 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{repo_root, Server};
 
-/// The admin URL of the test cluster; panics (never skips) when it is not set.
-pub fn pg_url() -> String {
-    std::env::var("PROOF_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "PROOF_PG_URL is not set: the replica tests need PostgreSQL. Run the suite with \
-             `bash tests/run-all.sh` (it starts a throwaway cluster), or start one with \
-             `bash tests/pg/start-pg.sh` and `set -a; . /tmp/rbe-proof-pg/pg.env; set +a`."
-        )
-    })
-}
-
-/// An empty database, dropped (with its connections) when this goes away.
-pub struct Db {
-    pub admin: String,
-    pub name: String,
-    pub url: String,
-}
-
-impl Db {
-    /// A fresh database on the cluster of `PROOF_PG_URL`.
-    pub fn fresh() -> Db {
-        Db::fresh_on(&pg_url())
-    }
-
-    /// A fresh database on the cluster of `admin`.
-    pub fn fresh_on(admin: &str) -> Db {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "e2e_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst),
-            nanos
-        );
-        let url = proof_store_pg::create_database(admin, &name)
-            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
-        Db {
-            admin: admin.to_string(),
-            name,
-            url,
-        }
-    }
-
-    /// A store handle of this database (as the CLI opens it).
-    pub fn store(&self) -> proof_store_pg::PgStore {
-        proof_store_pg::PgStore::connect(&self.url).unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        // On a plain thread: the sync client must not block a runtime's thread.
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || proof_store_pg::drop_database(&admin, &name)).join();
-    }
-}
+/// The admin URL of the test cluster (`PROOF_PG_URL`), and a fresh database per test on
+/// it, dropped at the end: kept in proof-testkit, named here as before.
+pub use proof_testkit::pg::{pg_url, PgBackend as Db};
 
 /// A private PostgreSQL cluster (tests/pg/start-pg.sh in a temporary directory), for
 /// tests that stop and restart the database. Stopped and removed when dropped.

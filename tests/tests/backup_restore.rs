@@ -311,8 +311,8 @@ fn postgres_restore_drill_from_a_pg_dump_of_a_live_store() {
     // Restore into a new database.
     let admin = proof_e2e::pg::pg_url();
     let name = format!("t_restore_{}", std::process::id());
-    proof_store_pg::drop_database(&admin, &name).unwrap();
-    let restored_url = proof_store_pg::create_database(&admin, &name).unwrap();
+    proof_testkit::pg::drop_database(&admin, &name).unwrap();
+    let restored_url = proof_testkit::pg::create_database(&admin, &name).unwrap();
     let t = Instant::now();
     let st = Command::new(pg_bin("pg_restore"))
         .args(["--no-owner", "-d", &restored_url])
@@ -365,5 +365,5 @@ fn postgres_restore_drill_from_a_pg_dump_of_a_live_store() {
     drop(replica);
     drop(restored);
     drop(store);
-    let _ = proof_store_pg::drop_database(&admin, &name);
+    let _ = proof_testkit::pg::drop_database(&admin, &name);
 }

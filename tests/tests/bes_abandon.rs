@@ -1,28 +1,20 @@
 //! A stream that Bazel abandons mid-way (it died, or gave up retrying) is
 //! finalized as incomplete after `abandon_after`, and a late resume is refused.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proof_e2e::{delimited_records, fixture, stored_events};
 use proof_server::replay::{replay, Faults, ReplayError, ReplayOptions};
-use proof_server::GrpcConfig;
-use proof_store::{FsStore, Store};
+use proof_testkit::server::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).unwrap());
-    let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-    let cfg = GrpcConfig {
-        abandon_after: Some(Duration::from_millis(600)),
-        ..GrpcConfig::open(store.clone())
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(proof_server::serve_grpc(listener, cfg, async {
-        let _ = stopped.await;
-    }));
+    let server = TestServer::builder()
+        .abandon_after(Duration::from_millis(600))
+        .start()
+        .await;
+    let store = server.store.clone();
 
     let bep: Vec<Bytes> = delimited_records(&fixture("remote-build", "bep.bin"))
         .into_iter()
@@ -30,7 +22,7 @@ async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume()
         .collect();
     let id = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
     let opts = |faults: Faults, finish: bool| ReplayOptions {
-        target: format!("grpc://{addr}"),
+        target: server.target(),
         invocation_id: id.into(),
         build_id: "abandon-build".into(),
         project_id: String::new(),
@@ -93,6 +85,5 @@ async fn an_abandoned_stream_is_finalized_incomplete_and_refuses_a_late_resume()
         stored.len(),
         "nothing more was stored"
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

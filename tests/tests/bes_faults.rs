@@ -31,12 +31,13 @@ use proof_proto::bes::{
     PublishBuildToolEventStreamResponse, PublishLifecycleEventRequest, StreamId,
 };
 use proof_server::replay::{replay, tool_events, Faults, ReplayError, ReplayOptions, ReplayReport};
-use proof_server::{GrpcConfig, Metrics};
+use proof_server::Metrics;
 use proof_store::{
     AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, RecordKind, Store,
 };
+use proof_testkit::server::TestServer;
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 const SCENARIOS: [&str; 5] = [
@@ -48,69 +49,7 @@ const SCENARIOS: [&str; 5] = [
 ];
 
 /// Upper bound for any single test body.
-const TEST_LIMIT: Duration = Duration::from_secs(240);
-
-// ---------------------------------------------------------------------------
-// In-process server
-// ---------------------------------------------------------------------------
-
-struct InProc {
-    addr: SocketAddr,
-    store: Arc<FsStore>,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl InProc {
-    async fn start(max_message: usize) -> InProc {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut s = InProc::on_store(store, max_message).await;
-        s._dir = Some(dir);
-        s
-    }
-
-    async fn on_store(store: Arc<FsStore>, max_message: usize) -> InProc {
-        let metrics = Arc::new(Metrics::default());
-        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let cfg = GrpcConfig {
-            metrics: metrics.clone(),
-            max_message,
-            ..GrpcConfig::open(store.clone())
-        };
-        let task = tokio::spawn(async move {
-            proof_server::serve_grpc(listener, cfg, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve_grpc");
-        });
-        InProc {
-            addr,
-            store,
-            metrics,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: None,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("grpc://{}", self.addr)
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
-}
+const TEST_LIMIT: Duration = proof_testkit::timeouts::TEST_BODY;
 
 // ---------------------------------------------------------------------------
 // Events
@@ -314,7 +253,7 @@ fn assert_stored_exactly(
 }
 
 /// Waits (bounded) until the server finalized `id`, and checks it is complete.
-async fn assert_complete(store: &FsStore, id: &str) {
+async fn assert_complete(store: &dyn Store, id: &str) {
     let t = Instant::now();
     loop {
         let st = store.state(id).unwrap().expect("state");
@@ -363,7 +302,7 @@ async fn disconnects_at_every_cut_point_resume_to_an_identical_stream() {
             vec![1, 3, 17, 60],
         ];
         for cut in cuts {
-            let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+            let srv = TestServer::builder().start().await;
             let faults = Faults {
                 disconnect_after: cut.clone(),
                 resend_acked: 0,
@@ -378,7 +317,7 @@ async fn disconnects_at_every_cut_point_resume_to_an_identical_stream() {
             );
             assert_acked_once_in_order(&report, total);
             assert_stored_exactly(srv.store.as_ref(), &id, &bep, &report.acked, true);
-            assert_complete(&srv.store, &id).await;
+            assert_complete(srv.store.as_ref(), &id).await;
             srv.stop().await;
         }
     })
@@ -398,7 +337,7 @@ async fn resent_acked_events_are_acked_again_and_stored_once() {
         let id = "resend-acked-3d0b1a9e";
         let bep = synthetic_stream(id, 3_000);
         let total = bep.len() as u64 + 1;
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let faults = Faults {
             disconnect_after: vec![700, 1_500],
             resend_acked: 25,
@@ -425,7 +364,7 @@ async fn resent_acked_events_are_acked_again_and_stored_once() {
             "each BEP event stored once"
         );
         assert_stored_exactly(srv.store.as_ref(), id, &bep, &report.acked, true);
-        assert_complete(&srv.store, id).await;
+        assert_complete(srv.store.as_ref(), id).await;
         srv.stop().await;
     })
     .await
@@ -440,7 +379,7 @@ async fn a_cut_before_any_ack_then_one_after_many_acks_resends_only_what_was_ack
     tokio::time::timeout(TEST_LIMIT, async {
         let id = "resend-twice-8f14e45f";
         let bep = synthetic_stream(id, 2_000);
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let faults = Faults {
             disconnect_after: vec![800, 3],
             resend_acked: 6,
@@ -462,7 +401,7 @@ async fn a_cut_before_any_ack_then_one_after_many_acks_resends_only_what_was_ack
             "each BEP event stored once"
         );
         assert_stored_exactly(srv.store.as_ref(), id, &bep, &report.acked, true);
-        assert_complete(&srv.store, id).await;
+        assert_complete(srv.store.as_ref(), id).await;
         srv.stop().await;
     })
     .await
@@ -475,7 +414,7 @@ async fn duplicates_on_a_new_rpc_are_acked_in_order_and_not_stored_again() {
         let bep = bep_records("remote-build");
         let id = started_uuid(&bep[0]);
         let total = bep.len() + 1;
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         // RPC 1: 1..=10, half-closed without finishing.
         let (acks, end) = one_rpc(srv.addr, requests(&id, &bep, 1, 10)).await;
         assert!(end.is_ok(), "{end:?}");
@@ -501,7 +440,7 @@ async fn duplicates_on_a_new_rpc_are_acked_in_order_and_not_stored_again() {
         assert_eq!(acks.len(), total);
         assert_eq!(Metrics::get(&srv.metrics.events_ingested), bep.len() as u64);
         assert_stored_exactly(srv.store.as_ref(), &id, &bep, &ack_seqs(&acks), true);
-        assert_complete(&srv.store, &id).await;
+        assert_complete(srv.store.as_ref(), &id).await;
         srv.stop().await;
     })
     .await
@@ -516,7 +455,7 @@ async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
         let bep = bep_records("remote-build");
         let id = started_uuid(&bep[0]);
         let total = bep.len() + 1;
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let mut client = PublishBuildEventClient::new(channel(srv.addr).await);
         let (tx_a, rx_a) = mpsc::channel(256);
         let mut acks_a = client
@@ -547,7 +486,7 @@ async fn a_retry_while_the_old_rpc_is_still_open_shares_one_position() {
         assert!(acks_a.message().await.unwrap().is_none(), "A ends OK");
         assert_eq!(Metrics::get(&srv.metrics.events_ingested), bep.len() as u64);
         assert_stored_exactly(srv.store.as_ref(), &id, &bep, &ack_seqs(&acks_b), true);
-        assert_complete(&srv.store, &id).await;
+        assert_complete(srv.store.as_ref(), &id).await;
         srv.stop().await;
     })
     .await
@@ -560,7 +499,7 @@ async fn a_resent_event_with_different_bytes_is_refused_not_acked() {
         let id = "resent-different";
         let bep = synthetic_stream(id, 40);
         let total = bep.len() + 1;
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         // Event 5 with other bytes (another progress text).
         let forged = |seq: usize| {
             let mut ev = bep::BuildEvent::decode(&bep[seq - 1][..]).unwrap();
@@ -1015,7 +954,7 @@ async fn a_crash_between_the_finish_commit_and_finalizing_is_repaired_by_the_res
             assert!(!store.state(&id).unwrap().unwrap().finalized);
         }
         let store = Arc::new(FsStore::open(dir.path()).unwrap());
-        let srv = InProc::on_store(store, proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::on(store).start().await;
         // Bazel never got the last acks: it re-sends the tail, finish included.
         let (acks, end) = one_rpc(srv.addr, requests(&id, &bep, 70, bep.len() + 1)).await;
         assert!(end.is_ok(), "{end:?}");
@@ -1024,7 +963,7 @@ async fn a_crash_between_the_finish_commit_and_finalizing_is_repaired_by_the_res
             (70..=bep.len() as u64 + 1).collect::<Vec<_>>()
         );
         assert_stored_exactly(srv.store.as_ref(), &id, &bep, &ack_seqs(&acks), true);
-        assert_complete(&srv.store, &id).await;
+        assert_complete(srv.store.as_ref(), &id).await;
         srv.stop().await;
     })
     .await
@@ -1046,7 +985,7 @@ fn multiset(v: impl IntoIterator<Item = Vec<u8>>) -> HashMap<Vec<u8>, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bazels_recorded_requests_replayed_verbatim_store_the_bep_file_events() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         for scenario in SCENARIOS {
             let reqs: Vec<PublishBuildToolEventStreamRequest> =
                 delimited_records(&fixture(scenario, "bes/build_tool_events.bin"))
@@ -1080,7 +1019,7 @@ async fn bazels_recorded_requests_replayed_verbatim_store_the_bep_file_events() 
                 multiset(bep),
                 "{scenario}: stored events == bep.bin events (as a multiset)"
             );
-            assert_complete(&srv.store, &id).await;
+            assert_complete(srv.store.as_ref(), &id).await;
         }
         srv.stop().await;
     })
@@ -1124,7 +1063,7 @@ fn stored_seq(store: &dyn Store, id: &str) -> Option<u64> {
 async fn refusals_have_the_right_code_and_store_nothing_of_the_refused_part() {
     tokio::time::timeout(TEST_LIMIT, async {
         let fixture_bep = bep_records("remote-build");
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let bep_event = |b: &Bytes| {
             Event::BazelEvent(prost_types::Any {
                 type_url: proof_proto::BEP_EVENT_TYPE_URL.into(),
@@ -1275,7 +1214,7 @@ async fn refusals_have_the_right_code_and_store_nothing_of_the_refused_part() {
             let (acks, end) = one_rpc(srv.addr, requests(id, &bep, 1, bep.len() + 1)).await;
             assert!(end.is_ok(), "{id}: {end:?}");
             assert_stored_exactly(srv.store.as_ref(), id, &bep, &ack_seqs(&acks), true);
-            assert_complete(&srv.store, id).await;
+            assert_complete(srv.store.as_ref(), id).await;
         }
         assert!(Metrics::get(&srv.metrics.stream_errors_invalid) >= 4);
         assert!(Metrics::get(&srv.metrics.stream_errors_sequence) >= 4);
@@ -1289,7 +1228,7 @@ async fn refusals_have_the_right_code_and_store_nothing_of_the_refused_part() {
 async fn malformed_identities_and_numbers_are_refused_before_anything_is_stored() {
     tokio::time::timeout(TEST_LIMIT, async {
         let fixture_bep = bep_records("remote-build");
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let first = |id: &str, seq: i64| {
             let bep = with_uuid(&fixture_bep, id);
             let mut r = requests(id, &bep, 1, 1).remove(0);
@@ -1306,7 +1245,7 @@ async fn malformed_identities_and_numbers_are_refused_before_anything_is_stored(
                 "{id}: nothing stored"
             );
         }
-        assert!(!srv.store.dir().join("etc").exists());
+        assert!(!srv.store_dir().unwrap().join("etc").exists());
         // Sequence number 0, negative.
         let (acks, end) = one_rpc(srv.addr, vec![first("seq-zero", 0)]).await;
         assert_refused(
@@ -1359,7 +1298,7 @@ async fn malformed_identities_and_numbers_are_refused_before_anything_is_stored(
 async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving() {
     tokio::time::timeout(TEST_LIMIT, async {
         const LIMIT: usize = 64 * 1024;
-        let srv = InProc::start(LIMIT).await;
+        let srv = TestServer::builder().max_message(LIMIT).start().await;
         let id = "too-large";
         let mut bep = synthetic_stream(id, 10);
         // Event 4: a progress event with 200 KiB of console output.
@@ -1432,7 +1371,7 @@ async fn a_message_above_the_size_limit_is_refused_and_the_server_keeps_serving(
         .unwrap_or_else(|e| panic!("{e}"));
         assert_acked_once_in_order(&report, 501);
         assert_stored_exactly(srv.store.as_ref(), other, &small, &report.acked, true);
-        assert_complete(&srv.store, other).await;
+        assert_complete(srv.store.as_ref(), other).await;
         srv.stop().await;
     })
     .await
@@ -1445,7 +1384,7 @@ async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_l
         // The default gRPC limit and the journal's record limit are one limit:
         // an event above it is RESOURCE_EXHAUSTED, never UNAVAILABLE ("retry
         // later", which Bazel would re-upload in vain).
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         for (i, size) in [(64 << 20) + 4096, 96 << 20].into_iter().enumerate() {
             let id = format!("event-too-large-{i}");
             let mut bep = synthetic_stream(&id, 10);
@@ -1497,7 +1436,7 @@ async fn an_event_the_journal_cannot_hold_is_resource_exhausted_at_the_default_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_client_stops_on_a_final_refusal_and_retries_nothing() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let bep = bep_records("remote-build");
         // Replaying the stream without its BuildStarted: refused at event 1, final.
         let id = "replay-refused";
@@ -1529,7 +1468,7 @@ async fn the_replay_client_stops_on_a_final_refusal_and_retries_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let mut tasks = Vec::new();
         for i in 0..32u64 {
             let id = format!("concurrent-{i:02}-7c9e6679-7425-40de-944b");
@@ -1561,7 +1500,7 @@ async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
                 "{id}: every event acked"
             );
             assert_stored_exactly(srv.store.as_ref(), &id, &bep, &report.acked, true);
-            assert_complete(&srv.store, &id).await;
+            assert_complete(srv.store.as_ref(), &id).await;
         }
         let listed = srv
             .store
@@ -1585,7 +1524,7 @@ async fn thirty_two_concurrent_invocations_all_complete_and_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifecycle_time_out_of_range_is_invalid_argument_and_the_server_keeps_serving() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let lifecycle: Vec<PublishLifecycleEventRequest> =
             delimited_records(&fixture("remote-build", "bes/lifecycle.bin"))
                 .iter()
@@ -1616,7 +1555,7 @@ async fn a_lifecycle_time_out_of_range_is_invalid_argument_and_the_server_keeps_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_events_before_during_and_after_duplicated_are_recorded_once() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let srv = InProc::start(proof_server::DEFAULT_MAX_MESSAGE).await;
+        let srv = TestServer::builder().start().await;
         let lifecycle: Vec<PublishLifecycleEventRequest> =
             delimited_records(&fixture("remote-build", "bes/lifecycle.bin"))
                 .iter()
@@ -1677,7 +1616,7 @@ async fn lifecycle_events_before_during_and_after_duplicated_are_recorded_once()
             .expect("attempt finished mid-stream, again");
         let (acks, end) = one_rpc(srv.addr, stream[40..].to_vec()).await;
         assert!(end.is_ok() && acks.len() == stream.len() - 40, "{end:?}");
-        assert_complete(&srv.store, &id).await;
+        assert_complete(srv.store.as_ref(), &id).await;
         // After: all of them again, build finished twice and late.
         for r in &lifecycle {
             send(r.clone()).await.expect("lifecycle after the stream");

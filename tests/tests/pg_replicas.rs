@@ -419,8 +419,8 @@ mod stale_cache {
         OrderedBuildEvent, PublishBuildToolEventStreamRequest, StreamId,
     };
     use proof_server::replay::tool_events;
-    use proof_server::GrpcConfig;
     use proof_store::Store;
+    use proof_testkit::server::TestServer;
     use tokio::sync::mpsc;
     use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
@@ -452,13 +452,8 @@ mod stale_cache {
             .collect()
     }
 
-    async fn replica(store: Arc<dyn Store>) -> SocketAddr {
-        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-        let cfg = GrpcConfig::open(store);
-        tokio::spawn(async move {
-            let _ = proof_server::serve_grpc(listener, cfg, std::future::pending()).await;
-        });
-        addr
+    async fn replica(store: Arc<dyn Store>) -> TestServer {
+        TestServer::on(store).start().await
     }
 
     async fn client(addr: SocketAddr) -> PublishBuildEventClient<tonic::transport::Channel> {
@@ -516,7 +511,8 @@ mod stale_cache {
         })
         .join()
         .unwrap();
-        let (a, b) = (replica(a_store.clone()).await, replica(b_store).await);
+        let (replica_a, replica_b) = (replica(a_store.clone()).await, replica(b_store).await);
+        let (a, b) = (replica_a.addr, replica_b.addr);
         let id = "stale-cache-2c1f9e0a-6d3b-4f4e-9a57";
         let bep = synthetic_stream(id, 40);
         // RPC 1 on A: events 1-10, acked; left open.

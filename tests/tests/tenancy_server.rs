@@ -6,7 +6,6 @@
 //! (reason, domain, metadata), the denial counter, and that nothing of a
 //! denied stream is left in the store.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,21 +20,30 @@ use proof_proto::bes::{
 use proof_proto::command_line::command_line_section::SectionType;
 use proof_server::replay::{replay, tool_events, ReplayError, ReplayOptions};
 use proof_server::tenants::{error_info, tenancy::hash_token, tenancy::Tenants};
-use proof_server::{GrpcConfig, Metrics, TenantAdmission};
-use proof_store::{FsStore, ListFilter, Store};
+use proof_server::{Metrics, TenantAdmission};
+use proof_store::ListFilter;
+use proof_testkit::server::{ServerBuilder, TestServer};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-const LIMIT: Duration = Duration::from_secs(120);
+const LIMIT: Duration = proof_testkit::timeouts::SCENARIO;
 
-struct InProc {
-    addr: SocketAddr,
-    store: Arc<FsStore>,
-    metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+/// The in-process server with `tenants.toml` admission.
+struct InProc(TestServer);
+
+impl std::ops::Deref for InProc {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
+}
+
+/// `builder` admitting by the tenants of `tenants_toml`.
+fn tenanted(builder: ServerBuilder, tenants_toml: &str) -> ServerBuilder {
+    let tenants = Arc::new(Tenants::parse(tenants_toml).unwrap());
+    builder.admission(Arc::new(TenantAdmission::new(tenants)))
 }
 
 impl InProc {
@@ -44,57 +52,22 @@ impl InProc {
     }
 
     async fn start_with(tenants_toml: &str, limits: proof_server::RpcLimits) -> InProc {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FsStore::open(dir.path()).unwrap());
-        Self::start_on(store, dir, tenants_toml, limits).await
+        InProc(
+            tenanted(TestServer::builder(), tenants_toml)
+                .limits(limits)
+                .start()
+                .await,
+        )
     }
 
     /// A second server on `other`'s store: a replica (another process's
     /// in-memory state, one store).
     async fn replica_of(other: &InProc, tenants_toml: &str) -> InProc {
-        Self::start_on(
-            other.store.clone(),
-            tempfile::tempdir().unwrap(),
-            tenants_toml,
-            proof_server::RpcLimits::default(),
+        InProc(
+            tenanted(TestServer::on(other.store.clone()), tenants_toml)
+                .start()
+                .await,
         )
-        .await
-    }
-
-    async fn start_on(
-        store: Arc<FsStore>,
-        dir: tempfile::TempDir,
-        tenants_toml: &str,
-        limits: proof_server::RpcLimits,
-    ) -> InProc {
-        let metrics = Arc::new(Metrics::default());
-        let tenants = Arc::new(Tenants::parse(tenants_toml).unwrap());
-        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let cfg = GrpcConfig {
-            metrics: metrics.clone(),
-            admission: Arc::new(TenantAdmission::new(tenants)),
-            limits,
-            ..GrpcConfig::open(store.clone())
-        };
-        tokio::spawn(async move {
-            proof_server::serve_grpc(listener, cfg, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve_grpc");
-        });
-        InProc {
-            addr,
-            store,
-            metrics,
-            stop: Some(stop),
-            _dir: dir,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("grpc://{}", self.addr)
     }
 
     fn denials(&self, reason: &str) -> u64 {
@@ -114,14 +87,6 @@ impl InProc {
                 .map(|r| &r.meta.invocation_id)
                 .collect::<Vec<_>>()
         );
-    }
-}
-
-impl Drop for InProc {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }
 

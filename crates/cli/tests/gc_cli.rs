@@ -5,6 +5,7 @@
 //! The PostgreSQL tests need `PROOF_PG_URL` (tests/pg/start-pg.sh; tests/run-all.sh sets
 //! it) and fail without it.
 
+use proof_testkit::pg::{create_database, drop_database, pg_url};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -53,16 +54,6 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&ok(args)).unwrap()
 }
 
-fn pg_url() -> String {
-    std::env::var("PROOF_PG_URL").unwrap_or_else(|_| {
-        panic!(
-            "PROOF_PG_URL is not set: this test needs PostgreSQL. Start a throwaway cluster \
-             with `bash tests/pg/start-pg.sh` and `set -a; . /tmp/rbe-proof-pg/pg.env; set +a` \
-             (tests/run-all.sh does both)"
-        )
-    })
-}
-
 /// A fresh database, dropped at the end.
 struct PgDb {
     admin: String,
@@ -74,15 +65,15 @@ impl PgDb {
     fn new(tag: &str) -> Self {
         let admin = pg_url();
         let name = format!("t_gc_{tag}_{}", std::process::id());
-        proof_store_pg::drop_database(&admin, &name).unwrap();
-        let url = proof_store_pg::create_database(&admin, &name).unwrap();
+        drop_database(&admin, &name).unwrap();
+        let url = create_database(&admin, &name).unwrap();
         PgDb { admin, name, url }
     }
 }
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        let _ = proof_store_pg::drop_database(&self.admin, &self.name);
+        let _ = drop_database(&self.admin, &self.name);
     }
 }
 

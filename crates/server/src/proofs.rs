@@ -188,21 +188,17 @@ impl ProofWriter {
 
     /// The executor's ledger for the invocation (never fails: an
     /// unreachable executor is recorded as such).
-    fn ledger(&self, cfg: &LedgerConfig, store: &dyn Store, id: &str) -> Vec<u8> {
+    fn ledger(&self, cfg: &LedgerConfig, events: &[Vec<u8>], id: &str) -> Vec<u8> {
         let mut instance_names = cfg.instance_names.clone();
         if instance_names.is_empty() {
             // The stream's own --remote_instance_name: where its Execute
             // calls went. A lying client only sends us to an instance where
             // the executor ran nothing for this invocation.
             let mut b = EvidenceBuilder::new();
-            let instance = Self::events(store, id)
-                .ok()
-                .and_then(|events| {
-                    for e in events {
-                        b.push_event(&e.ok()?).ok()?;
-                    }
-                    b.finish().ok()
-                })
+            let instance = events
+                .iter()
+                .try_for_each(|e| b.push_event(e).map(|_| ()).ok())
+                .and_then(|()| b.finish().ok())
                 .and_then(|ev| ev.executor.remote_instance_name)
                 .unwrap_or_default();
             instance_names.push(instance);
@@ -244,41 +240,66 @@ impl ProofWriter {
             opened_at_ms: record.as_ref().map(|r| r.meta.created_at_ms),
             signed_at_ms: Some(signed_at_ms),
         };
+        let Some(cfg) = &self.executor else {
+            // No executor to ask: the journal is streamed into the artifact.
+            let events = Self::events(store, id).map_err(err)?;
+            return Ok(self.record(events, None, &origin, id)?);
+        };
+        // With an executor the journal is read once, into memory: the stream's
+        // instance name (for the executor query), its claimed outputs (for the
+        // attested-results lookup) and the artifact all come from these bytes.
+        let events = match Self::events(store, id)
+            .map_err(err)?
+            .collect::<Result<Vec<_>, StoreError>>()
+        {
+            Ok(events) => events,
+            // A journal that breaks mid-way fails the artifact as it did when it
+            // was streamed (no executor query is made for it).
+            Err(e) => return Ok(self.record(std::iter::once(Err(e)), None, &origin, id)?),
+        };
         let index = crate::attested::AttestedIndex::new(&self.dir);
-        let ledger = self.executor.as_ref().map(|cfg| {
-            let ledger = self.ledger(cfg, store, id);
-            // Outputs served from the remote cache bind only to executions
-            // this server witnessed before: copy them into the ledger.
-            let claimed = match Self::events(store, id) {
-                Ok(events) => proof_evidence::binding::claimed_outputs(events.filter_map(Result::ok)),
-                Err(_) => Default::default(),
-            };
-            let attested = index.lookup(&claimed);
-            tracing::info!(invocation = %id, outputs = claimed.len(), attested = attested.len(), "attested results looked up");
-            crate::attested::append(ledger, attested)
-        });
-        let events = Self::events(store, id).map_err(err)?;
+        let ledger = self.ledger(cfg, &events, id);
+        // Outputs served from the remote cache bind only to executions
+        // this server witnessed before: copy them into the ledger.
+        let claimed = proof_evidence::binding::claimed_outputs(&events);
+        let attested = index.lookup(&claimed);
+        tracing::info!(invocation = %id, outputs = claimed.len(), attested = attested.len(), "attested results looked up");
+        let ledger = crate::attested::append(ledger, attested);
+        let out = self.record(
+            events.into_iter().map(Ok::<_, StoreError>),
+            Some(&ledger),
+            &origin,
+            id,
+        )?;
+        // What this invocation's executions produced may serve later
+        // builds from the cache.
+        match index.add(&ledger) {
+            Ok(n) => {
+                tracing::info!(invocation = %id, outputs = n, "executions indexed as attested results")
+            }
+            Err(e) => {
+                tracing::warn!(invocation = %id, error = %e, "indexing the executions as attested results failed; later cache hits on them stay unbound")
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the artifact of `id` from `events`, with the executor's `ledger` if any.
+    fn record(
+        &self,
+        events: impl IntoIterator<Item = Result<Vec<u8>, StoreError>>,
+        ledger: Option<&[u8]>,
+        origin: &Origin,
+        id: &str,
+    ) -> Result<RecordOutcome, RecordError> {
         let inputs = proof_artifact::RecordInputs {
-            executor_ledger: ledger.as_deref(),
-            origin: Some(&origin),
+            executor_ledger: ledger,
+            origin: Some(origin),
             expect_invocation_id: Some(id),
             exclusive: true,
             ..Default::default()
         };
-        let out = proof_artifact::record_with(events, &inputs, &self.key, &self.dir)?;
-        if let Some(ledger) = &ledger {
-            // What this invocation's executions produced may serve later
-            // builds from the cache.
-            match index.add(ledger) {
-                Ok(n) => {
-                    tracing::info!(invocation = %id, outputs = n, "executions indexed as attested results")
-                }
-                Err(e) => {
-                    tracing::warn!(invocation = %id, error = %e, "indexing the executions as attested results failed; later cache hits on them stay unbound")
-                }
-            }
-        }
-        Ok(out)
+        proof_artifact::record_with(events, &inputs, &self.key, &self.dir)
     }
 
     fn sign_and_log(&self, store: &dyn Store, id: &str) -> Result<(), ProofError> {

@@ -4,7 +4,7 @@
 //! will not retry, so nothing else would ever finalize them.
 
 use proof_ingest::{conclude, record_outcome, Finalized};
-use proof_store::{ListCursor, ListFilter, Store, StoreError};
+use proof_store::{ListFilter, Store, StoreError};
 
 /// Called (on a blocking thread) after an invocation was finalized, e.g. to
 /// write its proof artifact.
@@ -48,17 +48,13 @@ pub fn finalize_pending(
     hook: Option<&dyn OnFinalized>,
 ) -> Result<usize, StoreError> {
     let mut done = 0;
-    let mut cursor: Option<ListCursor> = None;
-    loop {
-        let page = store.list(&ListFilter {
-            complete: Some(false),
-            limit: 1000,
-            cursor: cursor.clone(),
-            ..ListFilter::default()
-        })?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(ListCursor::after(last));
-        for rec in &page {
+    let unfinished = ListFilter {
+        complete: Some(false),
+        limit: 1000,
+        ..ListFilter::default()
+    };
+    proof_store::for_each_page(store, &unfinished, |page| {
+        for rec in page {
             if rec.state.saw_stream_finished && !rec.state.finalized {
                 if let Some(f) = finalize_once(store, &rec.meta.invocation_id, hook)? {
                     tracing::info!(invocation = %f.invocation_id, complete = f.complete, "finalized a finished stream");
@@ -66,7 +62,8 @@ pub fn finalize_pending(
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(done)
 }
 

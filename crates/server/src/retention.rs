@@ -67,19 +67,16 @@ pub fn gc(
         ..GcReport::default()
     };
     // Newest first, strictly older than the cutoff.
-    let mut cursor = Some(ListCursor {
-        created_at_ms: cutoff,
-        invocation_id: String::new(),
-    });
-    loop {
-        let page = store.list(&ListFilter {
-            limit: 1000,
-            cursor: cursor.clone(),
-            ..ListFilter::default()
-        })?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(ListCursor::after(last));
-        for rec in &page {
+    let older = ListFilter {
+        limit: 1000,
+        cursor: Some(ListCursor {
+            created_at_ms: cutoff,
+            invocation_id: String::new(),
+        }),
+        ..ListFilter::default()
+    };
+    proof_store::for_each_page(store, &older, |page| {
+        for rec in page {
             let id = rec.meta.invocation_id.as_str();
             rep.examined += 1;
             if rec.journal_removed.is_some() {
@@ -136,7 +133,8 @@ pub fn gc(
             }
         }
         progress(&rep);
-    }
+        Ok(())
+    })?;
     Ok(rep)
 }
 

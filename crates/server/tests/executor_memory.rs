@@ -4,7 +4,7 @@
 //! while the proof is signed, failing, with the reason. Alone in its test
 //! binary so that the peak resident size (VmHWM) is this test's.
 
-mod support;
+use proof_testkit::executor as support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

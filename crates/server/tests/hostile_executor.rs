@@ -5,7 +5,7 @@
 //! (issue 20, findings 3, 4, 5, 11; issue 25). Each proof is verified the
 //! way a user verifies it, so the reason is re-derived from `executor.bin`.
 
-mod support;
+use proof_testkit::executor as support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use proof_artifact::{Policy, RecordError, Report, SigningKey};
 use proof_executor::{Budget, BuildGrid, Retry};
 use proof_server::proofs::{LedgerConfig, ProofError, ProofWriter};
 use proof_store::{AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, Store};
+use proof_testkit::counting::CountingStore;
 use support::{FakeExecutor, Mode, PINNED};
 
 /// The remote-build fixture's own invocation id (its BuildStarted).
@@ -118,6 +119,34 @@ async fn an_honest_executor_on_a_pinned_image_passes() {
     let ep = support::serve(fake).await;
     let s = setup(&ep, &[CLIENT_EXECUTOR], Budget::default());
     let report = sign_and_verify(&s).await;
+    assert!(report.ok, "{:#?}", report.checks);
+}
+
+/// Issue 21: with an executor configured, signing reads the journal once; the
+/// stream's instance name (asked of the executor), its claimed outputs and the
+/// artifact all come from those bytes, and the proof still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_with_an_executor_reads_the_journal_once() {
+    let fake = FakeExecutor::new(Mode::Honest {
+        image: Some(PINNED.into()),
+    });
+    let ep = support::serve(fake.clone()).await;
+    let mut s = setup(&ep, &[CLIENT_EXECUTOR], Budget::default());
+    // No configured instance: the stream's own --remote_instance_name is used.
+    s.writer.executor.as_mut().unwrap().instance_names.clear();
+    let store = CountingStore::new(s.store);
+    let out = tokio::task::block_in_place(|| s.writer.sign(&store, ID)).unwrap();
+    assert_eq!(store.reads(), 1, "journal reads while signing");
+    assert!(
+        fake.list_calls.load(Ordering::SeqCst) >= 1,
+        "the executor was asked"
+    );
+    let report = proof_artifact::verify(
+        std::fs::File::open(&out.path).unwrap(),
+        &[key().verifying_key()],
+        &Policy::default(),
+    )
+    .unwrap();
     assert!(report.ok, "{:#?}", report.checks);
 }
 

@@ -3,7 +3,8 @@
 //! invocations does not delay other streams' acks, and a proof pending at a
 //! crash is signed after the restart.
 
-mod support;
+use proof_testkit::executor as support;
+use proof_testkit::server::TestServer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use proof_executor::{Budget, BuildGrid, Retry};
 use proof_proto::bep::{build_event, BuildEvent};
 use proof_server::proofs::{pending_dir, LedgerConfig, ProofQueue, ProofWriter, QueueConfig};
 use proof_server::replay::{replay, ReplayOptions};
-use proof_server::{GrpcConfig, OnFinalized};
+use proof_server::OnFinalized;
 use proof_store::{FsStore, Store};
 use prost::Message;
 
@@ -100,24 +101,17 @@ fn a_dead_executor_under_load_does_not_delay_other_streams_acks() {
         .enable_all()
         .build()
         .unwrap();
-    let (listener, addr) = server_rt
-        .block_on(proof_server::bind("127.0.0.1:0"))
-        .unwrap();
-    let cfg = GrpcConfig {
-        on_finalized: Some(hook),
-        // All load streams come from one peer.
-        limits: proof_server::RpcLimits {
-            rpcs_per_peer: 1000,
-            ..Default::default()
-        },
-        ..GrpcConfig::open(store.clone())
-    };
-    server_rt.spawn(proof_server::serve_grpc(
-        listener,
-        cfg,
-        std::future::pending::<()>(),
-    ));
-    let target = format!("grpc://{addr}");
+    let server = server_rt.block_on(
+        TestServer::on(store.clone())
+            .on_finalized(hook)
+            // All load streams come from one peer.
+            .limits(proof_server::RpcLimits {
+                rpcs_per_peer: 1000,
+                ..Default::default()
+            })
+            .start(),
+    );
+    let target = server.target();
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,13 +199,8 @@ fn a_pending_proof_is_signed_after_a_restart() {
     // crash left only the marker.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (listener, addr) = proof_server::bind("127.0.0.1:0").await.unwrap();
-        tokio::spawn(proof_server::serve_grpc(
-            listener,
-            GrpcConfig::open(store.clone()),
-            std::future::pending::<()>(),
-        ));
-        replay(stream(&id, false), &opts(&format!("grpc://{addr}"), &id))
+        let server = TestServer::on(store.clone()).start().await;
+        replay(stream(&id, false), &opts(&server.target(), &id))
             .await
             .unwrap();
         let t = Instant::now();

@@ -1,22 +1,15 @@
 //! What only the PostgreSQL store does: several handles (replicas) on one database,
 //! versioned migrations, and surviving a database restart.
 
-#[path = "../../store/tests/common/mod.rs"]
-mod common;
-mod common_pg;
-#[path = "../../store/tests/contract/mod.rs"]
-mod contract;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{meta, recs};
-use common_pg::PgBackend;
-use contract::{check_records, read_all};
 use proof_store::{AppendFlags, Store, StoreError};
 use proof_store_pg::{PgOptions, PgStore, MIGRATIONS};
+use proof_testkit::fixtures::{check_records, meta, read_all, recs};
+use proof_testkit::pg::PgBackend;
 
 /// Four replicas append to one invocation at once, each from the state it last read:
 /// the row lock serializes them, a batch that no longer follows the stored prefix is

@@ -3,16 +3,13 @@
 //! the end; and `sslmode=require` refused by the suite's shared cluster, which has no TLS
 //! (`PROOF_PG_URL`; the test fails without it).
 
-#[path = "../../store/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{check_records, meta, read_all, recs};
 use proof_store::{AppendFlags, Store};
 use proof_store_pg::{PgOptions, PgStore};
+use proof_testkit::fixtures::{check_records, meta, read_all, recs};
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

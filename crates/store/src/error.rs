@@ -101,12 +101,13 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    /// The SQLite index failed.
+    /// The SQLite index failed. The cause is kept type-erased, so callers of this
+    /// backend-neutral error never depend on the embedded store's SQLite crate.
     #[error("index database error while {context}: {source}")]
     Index {
         context: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// The database of a networked store (PostgreSQL) failed or cannot be reached.
@@ -139,6 +140,9 @@ impl StoreError {
 
     pub(crate) fn index(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
         let context = context.into();
-        move |source| StoreError::Index { context, source }
+        move |source| StoreError::Index {
+            context,
+            source: Box::new(source),
+        }
     }
 }

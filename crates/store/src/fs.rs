@@ -290,6 +290,20 @@ impl<V: Vfs> FsStore<V> {
 
     fn recover(&self) -> Result<RecoveryReport, StoreError> {
         let mut rep = RecoveryReport::default();
+        let mut by_id = self.finish_deletions(&mut rep)?;
+        let removed = self.finish_removals(&mut by_id, &mut rep)?;
+        let seen = self.scan_journals(&by_id, &removed, &mut rep)?;
+        self.mark_missing_journals(&by_id, &seen, &mut rep)?;
+        log_recovery(&rep);
+        Ok(rep)
+    }
+
+    /// Recovery, step 1: deletions a crash interrupted are finished (journal, then row).
+    /// Returns the live rows: id → (finalized, journal length the index records).
+    fn finish_deletions(
+        &self,
+        rep: &mut RecoveryReport,
+    ) -> Result<HashMap<String, (bool, u64)>, StoreError> {
         let rows = index::brief_all(&lock(&self.db))?;
         let mut by_id: HashMap<String, (bool, u64)> = HashMap::new();
         for (id, finalized, jlen, deleted) in rows {
@@ -311,8 +325,17 @@ impl<V: Vfs> FsStore<V> {
             }
             by_id.insert(id, (finalized, jlen));
         }
-        // Retention tombstones: the journal is gone or goes now (the tombstone was written,
-        // with synchronous=FULL, before the file was removed).
+        Ok(by_id)
+    }
+
+    /// Recovery, step 2: retention tombstones. The journal is gone or goes now (the
+    /// tombstone was written, with synchronous=FULL, before the file was removed); those
+    /// ids leave `by_id`. Returns every tombstoned id.
+    fn finish_removals(
+        &self,
+        by_id: &mut HashMap<String, (bool, u64)>,
+        rep: &mut RecoveryReport,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let removed = index::removed_ids(&lock(&self.db))?;
         for id in &removed {
             if by_id.remove(id).is_none() || validate_invocation_id(id).is_err() {
@@ -330,7 +353,18 @@ impl<V: Vfs> FsStore<V> {
                     .push((path, format!("finishing a retention removal: {e}"))),
             }
         }
+        Ok(removed)
+    }
 
+    /// Recovery, step 3: every journal file on disk. Temporary files go; a journal whose
+    /// row is finalized with its exact length is trusted; any other is scanned (torn tail
+    /// cut, state recomputed). Returns the ids of the journals found.
+    fn scan_journals(
+        &self,
+        by_id: &HashMap<String, (bool, u64)>,
+        removed: &std::collections::HashSet<String>,
+        rep: &mut RecoveryReport,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut seen = std::collections::HashSet::new();
         let shards = fs::read_dir(&self.journals).map_err(StoreError::io(format!(
             "listing {}",
@@ -376,12 +410,23 @@ impl<V: Vfs> FsStore<V> {
                     _ => {}
                 }
                 rep.scanned += 1;
-                if let Err(e) = self.recover_one(id, by_id.contains_key(id), &mut rep) {
+                if let Err(e) = self.recover_one(id, by_id.contains_key(id), rep) {
                     rep.errors.push((path, e.to_string()));
                 }
             }
         }
-        for (id, (finalized, _)) in &by_id {
+        Ok(seen)
+    }
+
+    /// Recovery, step 4: a row whose journal file is missing is finalized as incomplete
+    /// (unless it already was).
+    fn mark_missing_journals(
+        &self,
+        by_id: &HashMap<String, (bool, u64)>,
+        seen: &std::collections::HashSet<String>,
+        rep: &mut RecoveryReport,
+    ) -> Result<(), StoreError> {
+        for (id, (finalized, _)) in by_id {
             if seen.contains(id) {
                 continue;
             }
@@ -397,19 +442,7 @@ impl<V: Vfs> FsStore<V> {
             }
             rep.missing_journals.push(id.clone());
         }
-        for t in &rep.torn {
-            tracing::warn!(
-                invocation_id = %t.invocation_id,
-                good_len = t.good_len,
-                file_len = t.file_len,
-                reason = %t.reason,
-                "cut torn journal tail"
-            );
-        }
-        for (p, e) in &rep.errors {
-            tracing::error!(path = %p.display(), error = %e, "journal recovery failed");
-        }
-        Ok(rep)
+        Ok(())
     }
 
     /// Scans one journal, cuts a torn tail, and writes the recomputed state to the index.
@@ -692,51 +725,8 @@ impl<V: Vfs> FsStore<V> {
                 .encode_batch(expected, records, flags)
                 .map_err(StoreError::io("compressing a journal frame"))?;
 
-            let path = self.journal_path(id);
-            let written = live.file.write_all(buf).and_then(|_| {
-                if durable {
-                    live.file.sync_data()
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = written {
-                if live.unsynced {
-                    // Earlier unsynced batches may be what the failed fsync lost.
-                    live.poisoned = Some(format!(
-                        "appending failed ({e}) with unsynced batches before it"
-                    ));
-                } else {
-                    // Put the file back to its last good length so the next append starts
-                    // clean.
-                    let good = live.state.journal_bytes;
-                    if let Err(e2) = live.file.set_len(good).and_then(|_| live.file.sync_data())
-                    {
-                        live.poisoned =
-                            Some(format!("write failed ({e}), then truncate failed ({e2})"));
-                    }
-                }
-                return Err(StoreError::Io {
-                    context: format!("appending to journal {}", path.display()),
-                    source: e,
-                });
-            }
-            let mut st = live.state.clone();
-            for r in records {
-                st.record_count += 1;
-                st.bytes += r.payload.len() as u64;
-                if r.kind == crate::RecordKind::BepEvent {
-                    st.event_count += 1;
-                }
-            }
-            if let Some(last) = records.last() {
-                st.last_seq = last.seq;
-            }
-            st.saw_build_finished |= flags.saw_build_finished;
-            st.saw_last_message |= flags.saw_last_message;
-            st.saw_stream_finished |= flags.saw_stream_finished;
-            st.journal_bytes += buf.len() as u64;
-            live.state = st;
+            Self::write_frame(live, buf, durable, &self.journal_path(id))?;
+            live.state = advanced(&live.state, records, flags, buf.len() as u64);
             if !durable {
                 // Recorded in the index once synced.
                 live.unsynced = true;
@@ -750,6 +740,43 @@ impl<V: Vfs> FsStore<V> {
                 live.index_dirty = true;
             }
             Ok(live.state.clone())
+        })
+    }
+
+    /// Appends one encoded frame to the journal (fsynced when `durable`). On failure the
+    /// file is put back to its last good length, or the journal is poisoned when that
+    /// cannot be trusted (a truncate failed, or unsynced batches came before).
+    fn write_frame(
+        live: &mut Live<V::File>,
+        frame: &[u8],
+        durable: bool,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        let written = live.file.write_all(frame).and_then(|_| {
+            if durable {
+                live.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let Err(e) = written else {
+            return Ok(());
+        };
+        if live.unsynced {
+            // Earlier unsynced batches may be what the failed fsync lost.
+            live.poisoned = Some(format!(
+                "appending failed ({e}) with unsynced batches before it"
+            ));
+        } else {
+            // Put the file back to its last good length so the next append starts clean.
+            let good = live.state.journal_bytes;
+            if let Err(e2) = live.file.set_len(good).and_then(|_| live.file.sync_data()) {
+                live.poisoned = Some(format!("write failed ({e}), then truncate failed ({e2})"));
+            }
+        }
+        Err(StoreError::Io {
+            context: format!("appending to journal {}", path.display()),
+            source: e,
         })
     }
 
@@ -1134,5 +1161,46 @@ impl<R: Read> Iterator for FrameIter<R> {
                 }
             }
         }
+    }
+}
+
+/// `state` after `records` (with `flags`) were appended as a frame of `frame_len` bytes.
+fn advanced(
+    state: &InvocationState,
+    records: &[JournalRecord],
+    flags: AppendFlags,
+    frame_len: u64,
+) -> InvocationState {
+    let mut st = state.clone();
+    for r in records {
+        st.record_count += 1;
+        st.bytes += r.payload.len() as u64;
+        if r.kind == crate::RecordKind::BepEvent {
+            st.event_count += 1;
+        }
+    }
+    if let Some(last) = records.last() {
+        st.last_seq = last.seq;
+    }
+    st.saw_build_finished |= flags.saw_build_finished;
+    st.saw_last_message |= flags.saw_last_message;
+    st.saw_stream_finished |= flags.saw_stream_finished;
+    st.journal_bytes += frame_len;
+    st
+}
+
+/// Logs what recovery repaired (torn tails) and what it could not.
+fn log_recovery(rep: &RecoveryReport) {
+    for t in &rep.torn {
+        tracing::warn!(
+            invocation_id = %t.invocation_id,
+            good_len = t.good_len,
+            file_len = t.file_len,
+            reason = %t.reason,
+            "cut torn journal tail"
+        );
+    }
+    for (p, e) in &rep.errors {
+        tracing::error!(path = %p.display(), error = %e, "journal recovery failed");
     }
 }

@@ -169,3 +169,27 @@ pub trait Store: Send + Sync + 'static {
         ))
     }
 }
+
+/// Calls `visit` with every page of the invocations `filter` selects, in list order
+/// (newest first), until a page comes back empty; each page starts after the last
+/// record of the one before ([`ListCursor::after`]), from `filter.cursor` for the first.
+/// Pages hold up to `filter.limit` records (see [`ListFilter::limit`]); invocations
+/// added or changed while the walk runs may or may not be visited, none twice.
+pub fn for_each_page(
+    store: &dyn Store,
+    filter: &ListFilter,
+    mut visit: impl FnMut(&[InvocationRecord]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut cursor = filter.cursor.clone();
+    loop {
+        let page = store.list(&ListFilter {
+            cursor: cursor.clone(),
+            ..filter.clone()
+        })?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        cursor = Some(ListCursor::after(last));
+        visit(&page)?;
+    }
+}

@@ -5,14 +5,12 @@
 //! inherits that store's `writer.lock` descriptor until it execs, which makes
 //! that test's reopen see the store as locked.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{check_records, meta, read_all, recs, Rng};
 use proof_store::{AppendFlags, FsStore, Store};
+use proof_testkit::fixtures::{check_records, meta, read_all, recs, Rng};
 
 const CHILD_ENV: &str = "PROOF_STORE_KILL9_DIR";
 

@@ -21,8 +21,6 @@
 //!
 //! `POWERCUT_SEED=<n>` replays a campaign; a failure prints its seed.
 
-mod common;
-
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -31,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use common::{meta, Rng};
 use proof_store::{AppendFlags, FsStore, JournalRecord, Store, StoreError, Vfs, VfsFile};
+use proof_testkit::fixtures::{meta, Rng};
 
 // ---------------------------------------------------------------------------------------
 // The simulated disk.

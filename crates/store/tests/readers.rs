@@ -1,15 +1,13 @@
 //! Readers beside the writer: `FsStore::open_read_only` on a store that a writer owns.
 
-mod common;
-
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{meta, read_all, rec, recs};
 use proof_store::{
     AppendFlags, FsStore, JournalRecord, LifecycleEvent, ListFilter, Store, StoreError,
 };
+use proof_testkit::fixtures::{meta, read_all, rec, recs};
 use serde_json::json;
 
 fn check_prefix(got: &[JournalRecord]) {

@@ -1,10 +1,8 @@
 //! Crash recovery: torn tails, corruption, hostile journal bytes (kill -9: kill9.rs).
 
-mod common;
-
-use common::{check_records, meta, read_all, recs, Rng};
 use proof_store::journal::{self, scan};
 use proof_store::{AppendFlags, FsStore, Store};
+use proof_testkit::fixtures::{check_records, meta, read_all, recs, Rng};
 
 /// Writes three frames (seq 1-4, 5-9, 10-12); returns the journal bytes and frame starts.
 fn three_frames(store: &FsStore) -> (Vec<u8>, [u64; 3]) {

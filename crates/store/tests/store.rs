@@ -1,18 +1,15 @@
-//! Behaviour of FsStore: the shared `Store` contract (tests/contract), then what only the
+//! Behaviour of FsStore: the shared `Store` contract (`proof_testkit::contract`), then what only the
 //! embedded store does (recovery reports, journal files, one owner per directory).
-
-mod common;
-mod contract;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{check_records, meta, read_all, recs, Rng};
-use contract::Backend;
 use proof_store::{
     AppendFlags, FsStore, InvocationSource, JournalRecord, ListFilter, RecordKind, Store,
     StoreError,
 };
+use proof_testkit::contract::{self, Backend};
+use proof_testkit::fixtures::{check_records, meta, read_all, recs, Rng};
 use serde_json::json;
 
 /// A fresh store directory.
@@ -36,7 +33,7 @@ impl Backend for FsBackend {
     }
 }
 
-crate::store_contract!(super::FsBackend::new());
+proof_testkit::store_contract!(super::FsBackend::new());
 
 #[test]
 fn invalid_ids_create_no_files_outside_the_journals() {

@@ -68,16 +68,12 @@ impl Inner {
     pub(super) fn sweep(&self, after: Duration) -> Result<usize, StoreError> {
         let now = Instant::now();
         let mut done = 0;
-        let mut cursor = None;
-        loop {
-            let page = self.store.list(&proof_store::ListFilter {
-                complete: Some(false),
-                limit: 1000,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(proof_store::ListCursor::after(last));
+        let unfinished = proof_store::ListFilter {
+            complete: Some(false),
+            limit: 1000,
+            ..Default::default()
+        };
+        proof_store::for_each_page(self.store.as_ref(), &unfinished, |page| {
             for rec in page.iter().filter(|r| !r.state.finalized) {
                 let id = &rec.meta.invocation_id;
                 let hook = self.on_finalized.as_deref();
@@ -128,7 +124,8 @@ impl Inner {
                 tracing::info!(invocation = %id, complete = f.complete, reason = ?f.reason, "abandoned stream finalized");
                 done += 1;
             }
-        }
+            Ok(())
+        })?;
         Ok(done)
     }
 

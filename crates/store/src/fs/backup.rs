@@ -71,26 +71,78 @@ fn copy_file(from: &Path, to: &Path, limit: Option<u64>) -> std::io::Result<u64>
     Ok(n)
 }
 
+/// The backup's copy of the index, opened, and what its snapshot holds.
+struct IndexCopy {
+    path: PathBuf,
+    conn: Connection,
+    /// Every invocation of the snapshot and the journal length it records.
+    rows: Vec<(String, u64)>,
+    /// Invocations whose journal retention had removed (tombstones).
+    removed: std::collections::HashSet<String>,
+}
+
+impl IndexCopy {
+    fn ctx(&self, what: &str) -> String {
+        format!("{what} in the backup index {}", self.path.display())
+    }
+}
+
+/// Fails unless `dest` is missing or an empty directory.
+fn check_dest_is_empty(dest: &Path) -> Result<(), StoreError> {
+    if dest.exists()
+        && fs::read_dir(dest)
+            .map_err(io(format!("listing {}", dest.display())))?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::Io {
+            context: format!(
+                "backing up to {}: the directory is not empty; give a new (or empty) directory",
+                dest.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
+    Ok(())
+}
+
 impl<V: Vfs> FsStore<V> {
     /// Writes a consistent copy of this store (opened read-only beside a running writer, or
     /// for writing) to `dest`, which must not exist or be empty. See the module docs.
     pub fn backup_to(&self, dest: &Path) -> Result<BackupReport, StoreError> {
-        if dest.exists()
-            && fs::read_dir(dest)
-                .map_err(io(format!("listing {}", dest.display())))?
-                .next()
-                .is_some()
-        {
-            return Err(StoreError::Io {
-                context: format!(
-                    "backing up to {}: the directory is not empty; give a new (or empty) directory",
-                    dest.display()
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-            });
-        }
+        check_dest_is_empty(dest)?;
         let journals = dest.join("journals");
         fs::create_dir_all(&journals).map_err(io(format!("creating {}", journals.display())))?;
+        // 1. One snapshot of the index.
+        let snap = self.snapshot_index(dest)?;
+        let mut rep = BackupReport {
+            dest: dest.to_path_buf(),
+            invocations: snap.rows.len() as u64,
+            tombstones: snap.removed.len() as u64,
+            ..BackupReport::default()
+        };
+        // 2. and 3. Each journal up to the snapshot's length.
+        let shards = self.copy_journals(&snap, &journals, &mut rep)?;
+        let index_path = snap.path.clone();
+        drop(snap);
+        File::open(&index_path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(format!("fsync of {}", index_path.display())))?;
+        // 4. Keys and proofs.
+        self.copy_keys(dest, &mut rep)?;
+        self.copy_proofs(dest, &mut rep)?;
+        for d in shards.iter().chain([&journals, &dest.to_path_buf()]) {
+            sync_dir(d)?;
+        }
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(rep)
+    }
+
+    /// Step 1: `VACUUM INTO DEST/index.sqlite` (one read transaction), deletions that were
+    /// in progress finished in the copy, and the copy's rows.
+    fn snapshot_index(&self, dest: &Path) -> Result<IndexCopy, StoreError> {
         let index_path = dest.join("index.sqlite");
         let target = index_path
             .to_str()
@@ -99,7 +151,6 @@ impl<V: Vfs> FsStore<V> {
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
             })?
             .to_string();
-        // 1. One snapshot of the index.
         lock(&self.db)
             .execute("VACUUM INTO ?1", [&target])
             .map_err(StoreError::index(format!(
@@ -128,19 +179,29 @@ impl<V: Vfs> FsStore<V> {
                     .and_then(|it| it.collect())
             })
             .map_err(StoreError::index(ctx("listing invocations")))?;
-        let mut rep = BackupReport {
-            dest: dest.to_path_buf(),
-            invocations: rows.len() as u64,
-            tombstones: removed.len() as u64,
-            ..BackupReport::default()
-        };
-        // 2. Each journal up to the snapshot's length.
+        Ok(IndexCopy {
+            path: index_path,
+            conn: copy,
+            rows,
+            removed,
+        })
+    }
+
+    /// Step 2: each journal of the snapshot copied up to the length it records (step 3
+    /// for one that vanished meanwhile); returns the shard directories created.
+    fn copy_journals(
+        &self,
+        snap: &IndexCopy,
+        journals: &Path,
+        rep: &mut BackupReport,
+    ) -> Result<std::collections::BTreeSet<PathBuf>, StoreError> {
         let mut shards = std::collections::BTreeSet::new();
-        for (id, len) in rows {
-            if removed.contains(&id) || crate::validate_invocation_id(&id).is_err() {
+        for (id, len) in &snap.rows {
+            let (id, len) = (id.as_str(), *len);
+            if snap.removed.contains(id) || crate::validate_invocation_id(id).is_err() {
                 continue;
             }
-            let live = self.journal_path(&id);
+            let live = self.journal_path(id);
             let rel = live
                 .strip_prefix(&self.journals)
                 .expect("journal paths are under journals/")
@@ -165,42 +226,8 @@ impl<V: Vfs> FsStore<V> {
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // 3. Gone since the snapshot: mirror what the live store has now.
                     let _ = fs::remove_file(&to);
-                    let db = lock(&self.db);
-                    let now = index::removed(&db, &id)?;
-                    let row = index::get(&db, &id)?.filter(|r| !r.deleted);
-                    drop(db);
-                    match (row, now) {
-                        (Some(_), Some(t)) => {
-                            index::set_removed(&copy, &id, &t)?;
-                            rep.tombstones += 1;
-                        }
-                        (None, _) => {
-                            copy.execute(
-                                "DELETE FROM invocations WHERE invocation_id = ?1",
-                                params![id],
-                            )
-                            .and_then(|_| {
-                                copy.execute(
-                                    "DELETE FROM lifecycle WHERE invocation_id = ?1",
-                                    params![id],
-                                )
-                            })
-                            .map_err(StoreError::index(ctx("dropping a deleted invocation")))?;
-                            rep.invocations -= 1;
-                        }
-                        (Some(_), None) => {
-                            return Err(StoreError::Io {
-                                context: format!(
-                                "copying journal {} (it vanished, but the store still lists it)",
-                                live.display()
-                            ),
-                                source: e,
-                            })
-                        }
-                    }
-                    rep.vanished.push(id);
+                    self.mirror_vanished(snap, id, &live, e, rep)?;
                 }
                 Err(e) => {
                     return Err(StoreError::Io {
@@ -210,11 +237,59 @@ impl<V: Vfs> FsStore<V> {
                 }
             }
         }
-        drop(copy);
-        File::open(&index_path)
-            .and_then(|f| f.sync_all())
-            .map_err(io(format!("fsync of {}", index_path.display())))?;
-        // 4. Keys and proofs.
+        Ok(shards)
+    }
+
+    /// Step 3: the journal of `id` is gone since the snapshot; the copy mirrors what the
+    /// live store has now (a tombstone, or no row at all).
+    fn mirror_vanished(
+        &self,
+        snap: &IndexCopy,
+        id: &str,
+        live: &Path,
+        gone: std::io::Error,
+        rep: &mut BackupReport,
+    ) -> Result<(), StoreError> {
+        let copy = &snap.conn;
+        let db = lock(&self.db);
+        let now = index::removed(&db, id)?;
+        let row = index::get(&db, id)?.filter(|r| !r.deleted);
+        drop(db);
+        match (row, now) {
+            (Some(_), Some(t)) => {
+                index::set_removed(copy, id, &t)?;
+                rep.tombstones += 1;
+            }
+            (None, _) => {
+                copy.execute(
+                    "DELETE FROM invocations WHERE invocation_id = ?1",
+                    params![id],
+                )
+                .and_then(|_| {
+                    copy.execute(
+                        "DELETE FROM lifecycle WHERE invocation_id = ?1",
+                        params![id],
+                    )
+                })
+                .map_err(StoreError::index(snap.ctx("dropping a deleted invocation")))?;
+                rep.invocations -= 1;
+            }
+            (Some(_), None) => {
+                return Err(StoreError::Io {
+                    context: format!(
+                        "copying journal {} (it vanished, but the store still lists it)",
+                        live.display()
+                    ),
+                    source: gone,
+                })
+            }
+        }
+        rep.vanished.push(id.to_string());
+        Ok(())
+    }
+
+    /// Step 4a: `proof.key` (kept private) and `proof.pub`, when present.
+    fn copy_keys(&self, dest: &Path, rep: &mut BackupReport) -> Result<(), StoreError> {
         for name in ["proof.key", "proof.pub"] {
             let from = self.dir.join(name);
             if from.is_file() {
@@ -229,6 +304,12 @@ impl<V: Vfs> FsStore<V> {
             fs::set_permissions(dest.join("proof.key"), fs::Permissions::from_mode(0o600))
                 .map_err(io("restricting the copied proof.key".into()))?;
         }
+        Ok(())
+    }
+
+    /// Step 4b: the proof files and pending-proof markers (not the temporary files of a
+    /// proof being written).
+    fn copy_proofs(&self, dest: &Path, rep: &mut BackupReport) -> Result<(), StoreError> {
         for sub in ["proofs", "proofs/.pending"] {
             let from = self.dir.join(sub);
             if !from.is_dir() {
@@ -257,12 +338,6 @@ impl<V: Vfs> FsStore<V> {
             }
             sync_dir(&to)?;
         }
-        for d in shards.iter().chain([&journals, &dest.to_path_buf()]) {
-            sync_dir(d)?;
-        }
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
-        Ok(rep)
+        Ok(())
     }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use proof_server::Metrics;
 use proof_store::{AppendFlags, FsStore, InvocationMeta, InvocationSource, JournalRecord, Store};
-use proof_stream::delimited::DelimitedReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const REMOTE_BUILD: &str = "0816e8e2-00a1-4628-8d9a-2d2de819df6b";
@@ -19,12 +18,13 @@ pub const CACHE_HIT: &str = "157e9e69-d528-419e-b489-0bd10843f996";
 pub const LOCAL_ONLY: &str = "2adc59b1-3597-4db0-bda0-2ec133eca612";
 pub const FAILING: &str = "f4ad9d4e-0f0f-4934-b3ab-818bd5087a87";
 
+/// A fixture scenario's `bep.bin`.
 pub fn fixture(scenario: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/bazel-4.2.3")
-        .join(scenario)
-        .join("bep.bin")
+    proof_testkit::fixtures::fixture(scenario, "bep.bin")
 }
+
+/// The events of a fixture's `bep.bin`.
+pub use proof_testkit::fixtures::fixture_events;
 
 /// Stores one fixture's events under `tenant`, received at `at_ms`, and finalizes it.
 pub fn store_fixture(
@@ -34,14 +34,6 @@ pub fn store_fixture(
     at_ms: i64,
 ) -> String {
     store_fixture_with(store, scenario, tenant, at_ms, None)
-}
-
-/// The events of a fixture's `bep.bin`.
-pub fn fixture_events(scenario: &str) -> Vec<Vec<u8>> {
-    let f = std::fs::File::open(fixture(scenario)).unwrap();
-    DelimitedReader::new(std::io::BufReader::new(f))
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 /// [`store_fixture`], then the finalization `hook` (e.g. [`proof_writer`]).

@@ -1,10 +1,9 @@
 //! The `Store` contract: behaviour every store must show through the trait alone.
 //!
 //! Run against `FsStore` by `crates/store/tests/store.rs` and against `PgStore` by
-//! `crates/store-pg/tests/contract.rs` (which includes this file by path). A test crate
-//! that includes it must also have `mod common;` (the shared record helpers) at its root
-//! and call [`store_contract!`] with an expression that makes a fresh [`Backend`].
-#![allow(dead_code)]
+//! `crates/store-pg/tests/contract.rs`: each calls [`store_contract!`](crate::store_contract)
+//! with an expression that makes a fresh [`Backend`], which expands to one `#[test]` per
+//! contract function below.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -16,8 +15,8 @@ use proof_store::{
 };
 use serde_json::json;
 
-pub use crate::common::{check_records, read_all};
-use crate::common::{meta, payload, recs, Rng};
+pub use crate::fixtures::{check_records, read_all};
+use crate::fixtures::{meta, payload, recs, Rng};
 
 /// Fresh, empty storage for one test.
 pub trait Backend {
@@ -637,8 +636,9 @@ pub fn lifecycle_rows_are_bounded(b: &dyn Backend) {
     );
 }
 
-pub fn list_filters_and_pages(b: &dyn Backend) {
-    let store = b.open();
+/// `inv-00` … `inv-29`: tenant `a` for every third, `b` for the others; pairs share a
+/// timestamp; the even ones finalized complete, 5, 15 and 25 incomplete.
+fn thirty_invocations(store: &dyn Store) {
     for i in 0..30i64 {
         let id = format!("inv-{i:02}");
         let mut m = meta(&id);
@@ -656,11 +656,15 @@ pub fn list_filters_and_pages(b: &dyn Backend) {
                 .unwrap();
         }
     }
-    let ids = |v: Vec<proof_store::InvocationRecord>| {
-        v.into_iter()
-            .map(|r| r.meta.invocation_id)
-            .collect::<Vec<_>>()
-    };
+}
+
+fn ids(v: Vec<proof_store::InvocationRecord>) -> Vec<String> {
+    v.into_iter().map(|r| r.meta.invocation_id).collect()
+}
+
+pub fn list_filters_and_pages(b: &dyn Backend) {
+    let store = b.open();
+    thirty_invocations(store.as_ref());
     let all = ids(store.list(&ListFilter::default()).unwrap());
     let expect: Vec<_> = (0..30).rev().map(|i| format!("inv-{i:02}")).collect();
     assert_eq!(all, expect);
@@ -712,6 +716,20 @@ pub fn list_filters_and_pages(b: &dyn Backend) {
         .unwrap());
     assert_eq!(by_build, ["inv-07"]);
 
+    check_paging(store.as_ref(), &expect);
+    assert!(store
+        .list(&ListFilter {
+            tenant: Some("nobody".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+    let summary = store.get("inv-04").unwrap().unwrap().summary;
+    assert_eq!(summary, Some(json!({"i": 4})));
+}
+
+/// Offset and cursor paging over [`thirty_invocations`], listed as `expect`.
+fn check_paging(store: &dyn Store, expect: &[String]) {
     // Offset paging.
     let page2 = ids(store
         .list(&ListFilter {
@@ -722,33 +740,38 @@ pub fn list_filters_and_pages(b: &dyn Backend) {
         .unwrap());
     assert_eq!(page2, expect[7..14]);
 
-    // Cursor paging visits everything exactly once.
-    let mut cursor = None;
+    // Cursor paging (`for_each_page`, `ListCursor::after`) visits everything exactly once.
     let mut seen = Vec::new();
-    loop {
-        let page = store
-            .list(&ListFilter {
-                limit: 4,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        cursor = Some(ListCursor::after(page.last().unwrap()));
-        seen.extend(ids(page));
-    }
+    let mut pages = 0;
+    let four = ListFilter {
+        limit: 4,
+        ..Default::default()
+    };
+    proof_store::for_each_page(store, &four, |page| {
+        assert!(page.len() <= 4, "a page of {}", page.len());
+        pages += 1;
+        seen.extend(ids(page.to_vec()));
+        Ok(())
+    })
+    .unwrap();
     assert_eq!(seen, expect);
-    assert!(store
-        .list(&ListFilter {
-            tenant: Some("nobody".into()),
-            ..Default::default()
-        })
-        .unwrap()
-        .is_empty());
-    let summary = store.get("inv-04").unwrap().unwrap().summary;
-    assert_eq!(summary, Some(json!({"i": 4})));
+    assert_eq!(pages, 8);
+    // From a cursor: what comes after inv-10 (newest first).
+    let mut after = Vec::new();
+    let from = ListFilter {
+        limit: 4,
+        cursor: Some(ListCursor {
+            created_at_ms: 1005,
+            invocation_id: "inv-10".into(),
+        }),
+        ..Default::default()
+    };
+    proof_store::for_each_page(store, &from, |page| {
+        after.extend(ids(page.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(after, expect[20..]);
 }
 
 pub fn many_invocations_concurrently(b: &dyn Backend) {

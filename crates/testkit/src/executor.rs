@@ -1,7 +1,6 @@
-//! Helpers shared by the server's integration tests: an in-process fake
-//! executor (BuildGrid-shaped `ListOperations` + `BatchReadBlobs` on
-//! loopback) that misbehaves on purpose, and the remote-build fixture.
-#![allow(dead_code)]
+//! An in-process fake executor (BuildGrid-shaped `ListOperations` + `BatchReadBlobs` on
+//! loopback) that misbehaves on purpose, holding what an honest executor ran for the
+//! remote-build fixture.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -334,15 +333,7 @@ fn fixture_outputs_and_start() -> (Vec<proof_proto::reapi::OutputFile>, prost_ty
     (outputs, started)
 }
 
+/// The BEP events of the remote-build fixture, whose actions [`FakeExecutor`] ran.
 pub fn fixture_events() -> Vec<Vec<u8>> {
-    let bin = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/bazel-4.2.3/remote-build/bep.bin"
-    ))
-    .unwrap();
-    proof_stream::delimited::split_delimited(&bin, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect()
+    crate::fixtures::fixture_events("remote-build")
 }
