@@ -9,11 +9,12 @@
 //! own sign, each ledger query within its [`Budget`]. Markers left by a
 //! crash are queued again when the server starts.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use proof_artifact::{RecordError, RecordOutcome, SigningKey};
+use proof_evidence::binding::{claimed_outputs, OutputKey};
 use proof_evidence::{EvidenceBuilder, Origin};
 use proof_executor::{Budget, ExecutorLedger, LedgerQuery, Retry};
 use proof_ingest::Finalized;
@@ -186,23 +187,51 @@ impl ProofWriter {
         }
     }
 
-    /// The executor's ledger for the invocation (never fails: an
-    /// unreachable executor is recorded as such).
-    fn ledger(&self, cfg: &LedgerConfig, events: &[Vec<u8>], id: &str) -> Vec<u8> {
-        let mut instance_names = cfg.instance_names.clone();
-        if instance_names.is_empty() {
-            // The stream's own --remote_instance_name: where its Execute
-            // calls went. A lying client only sends us to an instance where
-            // the executor ran nothing for this invocation.
-            let mut b = EvidenceBuilder::new();
-            let instance = events
-                .iter()
-                .try_for_each(|e| b.push_event(e).map(|_| ()).ok())
-                .and_then(|()| b.finish().ok())
-                .and_then(|ev| ev.executor.remote_instance_name)
-                .unwrap_or_default();
-            instance_names.push(instance);
-        }
+    /// One streaming pass over the journal of `id` (bounded memory, however
+    /// long the stream): the stream's own `--remote_instance_name` when the
+    /// operator named no instance (`""` when it names none or the journal
+    /// cannot be read to the end), and the outputs it claims, for the
+    /// attested-results lookup. The artifact is written by a second pass.
+    fn scan(
+        &self,
+        cfg: &LedgerConfig,
+        store: &dyn Store,
+        id: &str,
+    ) -> (Vec<String>, BTreeSet<OutputKey>) {
+        let Ok(events) = Self::events(store, id) else {
+            return (or_stream_instance(cfg, None), BTreeSet::new());
+        };
+        // The stream's own --remote_instance_name: where its Execute calls
+        // went. A lying client only sends us to an instance where the
+        // executor ran nothing for this invocation.
+        let mut b = cfg.instance_names.is_empty().then(EvidenceBuilder::new);
+        let mut whole = true;
+        let claimed = claimed_outputs(events.map_while(|e| match e {
+            Ok(e) => {
+                if let Some(builder) = b.as_mut() {
+                    if builder.push_event(&e).is_err() {
+                        b = None;
+                        whole = false;
+                    }
+                }
+                Some(e)
+            }
+            Err(_) => {
+                whole = false;
+                None
+            }
+        }));
+        let instance = b
+            .filter(|_| whole)
+            .and_then(|b| b.finish().ok())
+            .and_then(|ev| ev.executor.remote_instance_name);
+        (or_stream_instance(cfg, instance), claimed)
+    }
+
+    /// The executor's ledger for the invocation asked under
+    /// `instance_names` (never fails: an unreachable executor is recorded
+    /// as such).
+    fn ledger(&self, cfg: &LedgerConfig, instance_names: Vec<String>, id: &str) -> Vec<u8> {
         let q = LedgerQuery {
             invocation_id: id.to_string(),
             instance_names,
@@ -245,32 +274,20 @@ impl ProofWriter {
             let events = Self::events(store, id).map_err(err)?;
             return Ok(self.record(events, None, &origin, id)?);
         };
-        // With an executor the journal is read once, into memory: the stream's
-        // instance name (for the executor query), its claimed outputs (for the
-        // attested-results lookup) and the artifact all come from these bytes.
-        let events = match Self::events(store, id)
-            .map_err(err)?
-            .collect::<Result<Vec<_>, StoreError>>()
-        {
-            Ok(events) => events,
-            // A journal that breaks mid-way fails the artifact as it did when it
-            // was streamed (no executor query is made for it).
-            Err(e) => return Ok(self.record(std::iter::once(Err(e)), None, &origin, id)?),
-        };
+        // With an executor the journal is read twice, streamed both times: a
+        // scan for the instance name and the claimed outputs, then the
+        // artifact. Never held whole in memory (a stream can be millions of
+        // events).
+        let (instance_names, claimed) = self.scan(cfg, store, id);
         let index = crate::attested::AttestedIndex::new(&self.dir);
-        let ledger = self.ledger(cfg, &events, id);
+        let ledger = self.ledger(cfg, instance_names, id);
         // Outputs served from the remote cache bind only to executions
         // this server witnessed before: copy them into the ledger.
-        let claimed = proof_evidence::binding::claimed_outputs(&events);
         let attested = index.lookup(&claimed);
         tracing::info!(invocation = %id, outputs = claimed.len(), attested = attested.len(), "attested results looked up");
         let ledger = crate::attested::append(ledger, attested);
-        let out = self.record(
-            events.into_iter().map(Ok::<_, StoreError>),
-            Some(&ledger),
-            &origin,
-            id,
-        )?;
+        let events = Self::events(store, id).map_err(err)?;
+        let out = self.record(events, Some(&ledger), &origin, id)?;
         // What this invocation's executions produced may serve later
         // builds from the cache.
         match index.add(&ledger) {
@@ -581,5 +598,16 @@ impl OnFinalized for ProofQueue {
         if !self.enqueue(id) {
             tracing::warn!(invocation = %id, capacity = self.cfg.capacity, "the proof queue is full; this proof waits on disk");
         }
+    }
+}
+
+/// The instance names the executor is asked under: the operator's
+/// (`--executor-instance`), else the stream's own `--remote_instance_name`
+/// (`""` when it names none).
+fn or_stream_instance(cfg: &LedgerConfig, stream: Option<String>) -> Vec<String> {
+    if cfg.instance_names.is_empty() {
+        vec![stream.unwrap_or_default()]
+    } else {
+        cfg.instance_names.clone()
     }
 }
