@@ -456,6 +456,61 @@ pub fn synthetic_stream(invocation_id: &str, n: usize) -> Vec<Bytes> {
     v
 }
 
+/// `events` (BEP records) with BuildStarted's uuid set to `id`: one recorded
+/// stream serves many invocations (the server requires the stream's invocation
+/// id to be the build's).
+pub fn renamed(events: impl IntoIterator<Item = impl AsRef<[u8]>>, id: &str) -> Vec<Bytes> {
+    use prost::Message;
+    events
+        .into_iter()
+        .map(|bytes| {
+            let mut ev = bep::BuildEvent::decode(bytes.as_ref()).expect("a BEP record");
+            if let Some(bep::build_event::Payload::Started(s)) = ev.payload.as_mut() {
+                s.uuid = id.to_string();
+            }
+            Bytes::from(ev.encode_to_vec())
+        })
+        .collect()
+}
+
+/// Replays `events` under `id` to the BES at `target` the way Bazel streams
+/// them (no retries), to the end (ComponentStreamFinished), on a runtime of
+/// its own. Panics unless the last event was acked. Call it from outside a
+/// runtime.
+pub fn replay_stream(target: &str, id: &str, events: Vec<Bytes>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    replay_stream_on(&rt, target, id, events, true);
+}
+
+/// [`replay_stream`] on `rt`; `finish`: end with ComponentStreamFinished,
+/// else the stream stays open while `rt` lives.
+pub fn replay_stream_on(
+    rt: &tokio::runtime::Runtime,
+    target: &str,
+    id: &str,
+    events: Vec<Bytes>,
+    finish: bool,
+) {
+    use proof_server::replay::{replay, Faults, ReplayOptions};
+    let opts = ReplayOptions {
+        target: target.into(),
+        invocation_id: id.into(),
+        build_id: format!("build-{id}"),
+        project_id: String::new(),
+        headers: Vec::new(),
+        max_retries: 0,
+        backoff: Duration::from_millis(10),
+        faults: Faults::default(),
+        finish,
+    };
+    let n = events.len() as u64;
+    let report = rt.block_on(replay(events, &opts)).expect("replay");
+    assert!(report.acked.contains(&n), "{id}: event {n} was not acked");
+}
+
 /// `--action_env=PROOF_<TAG>_NONCE=<unique>`: a nonce in every action key, so the
 /// rig's shared action cache never answers for a test's actions.
 pub fn action_nonce(tag: &str) -> String {

@@ -196,6 +196,53 @@ impl Haproxy {
         Self::start_checked(backends, None)
     }
 
+    /// Starts `bazel build --config=proof //...` of `ws` in the background
+    /// (with `nonce`, its BEP also written to `bep`), streaming to the BES
+    /// through this balancer.
+    pub fn build_in_background(
+        &self,
+        ws: &Path,
+        bep: &Path,
+        nonce: &str,
+    ) -> std::thread::JoinHandle<crate::BazelRun> {
+        let bes = format!("--bes_backend={}", self.target());
+        let bep = format!("--build_event_binary_file={}", bep.display());
+        let (ws, nonce) = (ws.to_path_buf(), nonce.to_string());
+        std::thread::spawn(move || {
+            crate::rig().bazel(
+                &ws,
+                &["build", "--config=proof", "//...", &bes, &nonce, &bep],
+            )
+        })
+    }
+
+    /// Waits (at most 300 s) for a stream under way in `store` (2 events or
+    /// more, not finished) and a replica holding a connection: (the
+    /// stream's invocation id, that replica's index). Panics when `build`
+    /// ends first, "the build ended before {what}".
+    pub fn open_stream<T>(
+        &self,
+        store: &dyn proof_store::Store,
+        build: &std::thread::JoinHandle<T>,
+        what: &str,
+    ) -> (String, usize) {
+        let t = Instant::now();
+        loop {
+            assert!(!build.is_finished(), "the build ended before {what}");
+            assert!(t.elapsed() < Duration::from_secs(300), "no stream arrived");
+            let open = store
+                .list(&Default::default())
+                .unwrap()
+                .into_iter()
+                .find(|r| r.state.last_seq >= 2 && !r.state.saw_stream_finished);
+            let holder = self.servers().into_iter().position(|(_, _, cur)| cur > 0);
+            if let (Some(rec), Some(i)) = (open, holder) {
+                return (rec.meta.invocation_id, i);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Like [`Haproxy::start`], but each replica's health check is `GET /readyz` on its
     /// HTTP address (`http[i]`, the replica's `--http`): a draining replica (503) is taken
     /// out of rotation at the next check, before it closes its gRPC listener.

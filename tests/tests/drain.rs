@@ -263,39 +263,9 @@ fn bazel_through_haproxy_survives_sigterm_of_the_replica_holding_its_stream() {
     rig.spoke(&ws);
     let bep = tmp.path().join("build.bep");
     let nonce = proof_e2e::action_nonce("DRAIN");
-    let bes = format!("--bes_backend={}", lb.target());
-    let build = {
-        let (ws, bep) = (ws.clone(), bep.clone());
-        std::thread::spawn(move || {
-            proof_e2e::rig().bazel(
-                &ws,
-                &[
-                    "build",
-                    "--config=proof",
-                    "//...",
-                    &bes,
-                    &nonce,
-                    &format!("--build_event_binary_file={}", bep.display()),
-                ],
-            )
-        })
-    };
+    let build = lb.build_in_background(&ws, &bep, &nonce);
     let store = db.store();
-    let t = Instant::now();
-    let (id, victim) = loop {
-        assert!(!build.is_finished(), "the build ended before the SIGTERM");
-        assert!(t.elapsed() < Duration::from_secs(300), "no stream arrived");
-        let open = store
-            .list(&Default::default())
-            .unwrap()
-            .into_iter()
-            .find(|r| r.state.last_seq >= 2 && !r.state.saw_stream_finished);
-        let holder = lb.servers().into_iter().position(|(_, _, cur)| cur > 0);
-        if let (Some(rec), Some(i)) = (open, holder) {
-            break (rec.meta.invocation_id, i);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (id, victim) = lb.open_stream(&store, &build, "the SIGTERM");
     let at_signal = store.state(&id).unwrap().unwrap().last_seq;
     let mut s = servers[victim].take().unwrap();
     let t0 = Instant::now();

@@ -11,45 +11,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use proof_e2e::{delimited_records, fixture, keypair, run_proof, wait_for_proof, Server};
-use proof_proto::bep::{build_event, BuildEvent};
-use proof_server::replay::{replay, Faults, ReplayOptions};
-use prost::Message;
 
 fn id(n: u32, round: u32) -> String {
     format!("{:08x}-7106-4{round:03x}-8000-{n:012x}", std::process::id())
 }
 
 fn send(target: &str, id: &str) {
-    let events: Vec<Bytes> = delimited_records(&fixture("remote-build", "bep.bin"))
-        .into_iter()
-        .map(|b| {
-            let mut ev = BuildEvent::decode(b.as_slice()).unwrap();
-            if let Some(build_event::Payload::Started(s)) = ev.payload.as_mut() {
-                s.uuid = id.to_string();
-            }
-            Bytes::from(ev.encode_to_vec())
-        })
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let opts = ReplayOptions {
-        target: target.into(),
-        invocation_id: id.into(),
-        build_id: format!("tlog-{id}"),
-        project_id: String::new(),
-        headers: Vec::new(),
-        max_retries: 0,
-        backoff: Duration::from_millis(10),
-        faults: Faults::default(),
-        finish: true,
-    };
-    let n = events.len() as u64;
-    let report = rt.block_on(replay(events, &opts)).expect("replay");
-    assert!(report.acked.contains(&n), "{id}: not acked");
+    let events = delimited_records(&fixture("remote-build", "bep.bin"));
+    proof_e2e::replay_stream(target, id, proof_e2e::renamed(events, id));
 }
 
 fn wait_sidecar(proofs: &Path, id: &str) {

@@ -26,7 +26,6 @@ use proof_e2e::{
     wait_for_proof, Rig, Server,
 };
 use proof_proto::bep::{build_event, BuildEvent};
-use proof_server::replay::{replay, Faults, ReplayOptions};
 use prost::Message;
 
 const PUBLIC_URL: &str = "https://proofs.example.invalid";
@@ -149,27 +148,6 @@ fn forged_local_only(executor: &str, id: &str) -> Vec<Bytes> {
     out
 }
 
-fn send(target: &str, id: &str, events: Vec<Bytes>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let opts = ReplayOptions {
-        target: target.into(),
-        invocation_id: id.into(),
-        build_id: format!("vsa-{id}"),
-        project_id: String::new(),
-        headers: Vec::new(),
-        max_retries: 0,
-        backoff: Duration::from_millis(10),
-        faults: Faults::default(),
-        finish: true,
-    };
-    let n = events.len() as u64;
-    let report = rt.block_on(replay(events, &opts)).expect("replay");
-    assert!(report.acked.contains(&n), "{id}: event {n} was not acked");
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -255,7 +233,7 @@ fn every_signed_proof_has_a_vsa_that_standard_tools_verify_and_a_forgery_says_fa
 
     // 2. The forged stream: its proof is signed, its VSA says FAILED.
     let forged = fresh_id(0x75a);
-    send(
+    proof_e2e::replay_stream(
         &server.target(),
         &forged,
         forged_local_only(&rig.remote_executor, &forged),

@@ -21,7 +21,6 @@ use proof_e2e::{
     wait_for_proof, Rig, Server,
 };
 use proof_proto::bep::{build_event, BuildEvent};
-use proof_server::replay::{replay, Faults, ReplayOptions};
 use prost::Message;
 
 /// A fresh UUID-shaped id (time and pid), never seen by the shared executor.
@@ -85,40 +84,6 @@ fn forged_local_only(executor: &str, id: &str) -> Vec<Bytes> {
         "the fixture changed shape: {claimed:?}"
     );
     out
-}
-
-/// `events` with BuildStarted's uuid set to `id` (the server requires the
-/// stream's invocation id to be the build's).
-fn renamed(events: &[Vec<u8>], id: &str) -> Vec<Bytes> {
-    events
-        .iter()
-        .map(|bytes| {
-            let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
-            if let Some(build_event::Payload::Started(s)) = ev.payload.as_mut() {
-                s.uuid = id.to_string();
-            }
-            Bytes::from(ev.encode_to_vec())
-        })
-        .collect()
-}
-
-/// Replays `events` under `id` the way Bazel streams them; `finish`: end
-/// with ComponentStreamFinished (else the stream stays open).
-fn send(rt: &tokio::runtime::Runtime, target: &str, id: &str, events: Vec<Bytes>, finish: bool) {
-    let opts = ReplayOptions {
-        target: target.into(),
-        invocation_id: id.into(),
-        build_id: format!("web-verdict-{id}"),
-        project_id: String::new(),
-        headers: Vec::new(),
-        max_retries: 0,
-        backoff: Duration::from_millis(10),
-        faults: Faults::default(),
-        finish,
-    };
-    let n = events.len() as u64;
-    let report = rt.block_on(replay(events, &opts)).expect("replay");
-    assert!(report.acked.contains(&n), "{id}: event {n} was not acked");
 }
 
 fn json(http: &str, path: &str) -> serde_json::Value {
@@ -186,7 +151,7 @@ fn pages_api_and_metrics_show_the_signed_verdict_of_a_real_build_and_a_forged_st
 
     // 2. The forged spoke stream under a fresh id.
     let forged = fresh_id(1);
-    send(
+    proof_e2e::replay_stream_on(
         &rt,
         &server.target(),
         &forged,
@@ -198,20 +163,20 @@ fn pages_api_and_metrics_show_the_signed_verdict_of_a_real_build_and_a_forged_st
     // 3. A stream cut short (no BuildFinished): finalized incomplete.
     let events = delimited_records(&fixture("remote-build", "bep.bin"));
     let cut = fresh_id(2);
-    send(
+    proof_e2e::replay_stream_on(
         &rt,
         &server.target(),
         &cut,
-        renamed(&events[..30], &cut),
+        proof_e2e::renamed(&events[..30], &cut),
         true,
     );
     // 4. A stream still open.
     let open = fresh_id(3);
-    send(
+    proof_e2e::replay_stream_on(
         &rt,
         &server.target(),
         &open,
-        renamed(&events[..20], &open),
+        proof_e2e::renamed(&events[..20], &open),
         false,
     );
     let t = Instant::now();
