@@ -588,14 +588,10 @@ impl Store for PgStore {
                     .map_err(db(ctx()))?
                     .map(|r| r.get::<_, Option<String>>(0));
                 match owner {
-                    Some(owner) if owner.as_deref() != tenant => {
-                        return Err(StoreError::TenantMismatch {
-                            id: id.to_string(),
-                            existing: owner,
-                            requested: tenant.map(str::to_string),
-                        })
+                    Some(owner) => {
+                        check_owner(id, owner.as_deref(), tenant)?;
+                        false
                     }
-                    Some(_) => false,
                     None => true,
                 }
             }

@@ -427,14 +427,10 @@ pub(crate) fn insert_lifecycle(
                 .optional()
                 .map_err(StoreError::index(ctx()))?;
             match owner {
-                Some(owner) if owner.as_deref() != tenant => {
-                    return Err(StoreError::TenantMismatch {
-                        id: id.to_string(),
-                        existing: owner,
-                        requested: tenant.map(str::to_string),
-                    })
+                Some(owner) => {
+                    crate::check_owner(id, owner.as_deref(), tenant)?;
+                    false
                 }
-                Some(_) => false,
                 None => true,
             }
         }
