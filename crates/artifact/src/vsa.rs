@@ -274,6 +274,20 @@ pub fn read_statement<R: std::io::Read>(mut input: R) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// What a VSA names of the artifact at `path`: its file name and the exact
+/// bytes of its statement ([`read_statement`]; `None` when the file cannot
+/// be read or has none).
+pub fn subject_of(path: &std::path::Path) -> (String, Option<Vec<u8>>) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let statement = std::fs::File::open(path)
+        .ok()
+        .and_then(|f| read_statement(std::io::BufReader::new(f)));
+    (name, statement)
+}
+
 /// The file name of an artifact's VSA: `ID.proof.tar` → `ID.vsa.dsse.json`.
 pub fn file_name(artifact_name: &str) -> String {
     let stem = artifact_name

@@ -73,13 +73,7 @@ impl VsaOutArgs {
 impl VsaOut {
     /// Signs and writes the VSA of `report`, the verdict on `artifact`.
     pub fn write(&self, artifact: &Path, report: &Report, policy: &Policy) -> Result<()> {
-        let name = artifact
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let statement = std::fs::File::open(artifact)
-            .ok()
-            .and_then(|f| vsa::read_statement(std::io::BufReader::new(f)));
+        let (name, statement) = vsa::subject_of(artifact);
         let id = report
             .evidence
             .as_ref()

@@ -45,13 +45,7 @@ pub fn write(
     artifact: &Path,
     report: &Report,
 ) -> std::io::Result<PathBuf> {
-    let name = artifact
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let statement = std::fs::File::open(artifact)
-        .ok()
-        .and_then(|f| proof_artifact::vsa::read_statement(std::io::BufReader::new(f)));
+    let (name, statement) = proof_artifact::vsa::subject_of(artifact);
     let policy = proof_artifact::Policy::default();
     let resource_uri = cfg.resource_uri(id);
     let ctx = proof_artifact::vsa::Context {
