@@ -68,3 +68,34 @@ pub fn claim_remote(ev: &mut BuildEvent, executor: &str) -> Option<Claimed> {
         _ => None,
     }
 }
+
+/// The issue #10 forgery of the real local-only spoke run (fixture
+/// `local-only`) under `id`, as the events a client would stream: every
+/// [`claim_remote`] edit (the process summary says "8 remote", the
+/// canonical command line gains `--remote_executor`, a pinned
+/// container-image and `--spawn_strategy=remote`), BuildStarted's uuid set
+/// to `id`. Panics when the fixture no longer gives those 3 claims and one
+/// BuildStarted.
+pub fn forged_local_only(executor: &str, id: &str) -> Vec<bytes::Bytes> {
+    use prost::Message;
+    let mut claimed = Vec::new();
+    let mut started = 0;
+    let out = crate::delimited_records(&crate::fixture("local-only", "bep.bin"))
+        .into_iter()
+        .map(|bytes| {
+            let mut ev = BuildEvent::decode(bytes.as_slice()).expect("a BEP record");
+            if let Some(Payload::Started(s)) = ev.payload.as_mut() {
+                s.uuid = id.to_string();
+                started += 1;
+            }
+            claimed.extend(claim_remote(&mut ev, executor));
+            bytes::Bytes::from(ev.encode_to_vec())
+        })
+        .collect();
+    assert_eq!(
+        (claimed.len(), started),
+        (3, 1),
+        "the fixture changed shape: {claimed:?}"
+    );
+    out
+}

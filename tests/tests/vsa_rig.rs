@@ -19,14 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use proof_e2e::forge::claim_remote;
 use proof_e2e::{
-    bep_invocation_id, delimited_records, fixture, keypair, repo_root, rig, run_proof,
-    wait_for_proof, Rig, Server,
+    bep_invocation_id, keypair, repo_root, rig, run_proof, wait_for_proof, Rig, Server,
 };
-use proof_proto::bep::{build_event, BuildEvent};
-use prost::Message;
 
 const PUBLIC_URL: &str = "https://proofs.example.invalid";
 const ALL_LEVELS: [&str; 4] = [
@@ -130,24 +125,6 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path) {
     assert!(out.output.contains("8 remote"), "{}", out.output);
 }
 
-/// The issue #10 forgery of the real local-only spoke run, under `id`.
-fn forged_local_only(executor: &str, id: &str) -> Vec<Bytes> {
-    let mut claimed = 0;
-    let out = delimited_records(&fixture("local-only", "bep.bin"))
-        .into_iter()
-        .map(|bytes| {
-            let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
-            if let Some(build_event::Payload::Started(s)) = ev.payload.as_mut() {
-                s.uuid = id.to_string();
-            }
-            claimed += claim_remote(&mut ev, executor).into_iter().count();
-            Bytes::from(ev.encode_to_vec())
-        })
-        .collect();
-    assert_eq!(claimed, 3, "the fixture changed shape");
-    out
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -236,7 +213,7 @@ fn every_signed_proof_has_a_vsa_that_standard_tools_verify_and_a_forgery_says_fa
     proof_e2e::replay_stream(
         &server.target(),
         &forged,
-        forged_local_only(&rig.remote_executor, &forged),
+        proof_e2e::forge::forged_local_only(&rig.remote_executor, &forged),
     );
     let forged_tar = wait_for_proof(&proofs, &forged);
     let forged_vsa = proofs.join(format!("{forged}.vsa.dsse.json"));
@@ -313,7 +290,7 @@ fn every_signed_proof_has_a_vsa_that_standard_tools_verify_and_a_forgery_says_fa
     // two levels, which is why consumers require the attested ones.
     let forged_bep = tmp.path().join("forged.bep");
     let mut bytes = Vec::new();
-    for ev in forged_local_only(&rig.remote_executor, &fresh_id(0x75b)) {
+    for ev in proof_e2e::forge::forged_local_only(&rig.remote_executor, &fresh_id(0x75b)) {
         prost::encoding::encode_varint(ev.len() as u64, &mut bytes);
         bytes.extend_from_slice(&ev);
     }

@@ -14,14 +14,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use proof_e2e::forge::claim_remote;
 use proof_e2e::{
     bep_invocation_id, chromium, delimited_records, fixture, http_get, keypair, rig,
     wait_for_proof, Rig, Server,
 };
-use proof_proto::bep::{build_event, BuildEvent};
-use prost::Message;
 
 /// A fresh UUID-shaped id (time and pid), never seen by the shared executor.
 fn fresh_id(tag: u16) -> String {
@@ -58,32 +54,6 @@ fn remote_build(rig: &Rig, ws: &Path, bes: &str, bep: &Path) {
     rig.shutdown(ws);
     assert_eq!(out.code, 0, "bazel failed:\n{}", out.output);
     assert!(out.output.contains("8 remote"), "{}", out.output);
-}
-
-/// The issue #10 forgery of the real local-only spoke run, under `id`: the
-/// process summary says "8 remote", the canonical command line gains
-/// --remote_executor, a pinned container-image and --spawn_strategy=remote.
-fn forged_local_only(executor: &str, id: &str) -> Vec<Bytes> {
-    let mut claimed = Vec::new();
-    let mut started = 0;
-    let out = delimited_records(&fixture("local-only", "bep.bin"))
-        .into_iter()
-        .map(|bytes| {
-            let mut ev = BuildEvent::decode(bytes.as_slice()).unwrap();
-            if let Some(build_event::Payload::Started(s)) = ev.payload.as_mut() {
-                s.uuid = id.to_string();
-                started += 1;
-            }
-            claimed.extend(claim_remote(&mut ev, executor));
-            Bytes::from(ev.encode_to_vec())
-        })
-        .collect();
-    assert_eq!(
-        (claimed.len(), started),
-        (3, 1),
-        "the fixture changed shape: {claimed:?}"
-    );
-    out
 }
 
 fn json(http: &str, path: &str) -> serde_json::Value {
@@ -155,7 +125,7 @@ fn pages_api_and_metrics_show_the_signed_verdict_of_a_real_build_and_a_forged_st
         &rt,
         &server.target(),
         &forged,
-        forged_local_only(&rig.remote_executor, &forged),
+        proof_e2e::forge::forged_local_only(&rig.remote_executor, &forged),
         true,
     );
     wait_for_proof(&proofs, &forged);
